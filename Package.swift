@@ -1,0 +1,95 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+// Strict settings for every Swift target, applied in one place (house style 12).
+let strictSwift: [SwiftSetting] = [
+    .treatAllWarnings(as: .error),
+]
+
+let package = Package(
+    name: "OneCard",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "cardctl", targets: ["cardctl"]),
+        .executable(name: "cardemu", targets: ["cardemu"]),
+        .executable(name: "cardbench", targets: ["cardbench"]),
+        .library(name: "PCSC", targets: ["PCSC"]),
+        .library(name: "MifareClassic", targets: ["MifareClassic"]),
+        .library(name: "CardReader", targets: ["CardReader"]),
+        .library(name: "CardEmulator", targets: ["CardEmulator"]),
+        .library(name: "CampusCard", targets: ["CampusCard"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
+    ],
+    targets: [
+        // The C binding: only the PCSC module imports it.
+        .systemLibrary(
+            name: "CPCSCLite",
+            pkgConfig: "libpcsclite",
+            providers: [.apt(["libpcsclite-dev"])]
+        ),
+        .target(name: "PCSC", dependencies: ["CPCSCLite"], swiftSettings: strictSwift),
+        // APDU values, status words, ATRs and the synchronous channel protocol. No I/O.
+        .target(name: "SmartCard", swiftSettings: strictSwift),
+        // MIFARE Classic as pure values: geometry, trailers, access bits, value blocks, dumps.
+        .target(name: "MifareClassic", swiftSettings: strictSwift),
+        // Reader profiles and MIFARE operations over any channel; PC/SC reader discovery.
+        .target(name: "CardReader", dependencies: ["SmartCard", "MifareClassic", "PCSC"], swiftSettings: strictSwift),
+        // Reader firmware + card emulator, in-process and over vpcd.
+        .target(name: "CardEmulator", dependencies: ["SmartCard", "MifareClassic"], swiftSettings: strictSwift),
+        // The campus card application: layout, keys, MACs, purse and water-wallet operations.
+        .target(
+            name: "CampusCard",
+            dependencies: [
+                "SmartCard", "MifareClassic", "CardReader",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
+            name: "cardctl",
+            dependencies: [
+                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CampusCard",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
+            name: "cardemu",
+            dependencies: [
+                "CardEmulator", "MifareClassic", "SmartCard",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        // The benchmark's floor: a plain C loop over SCardTransmit.
+        .target(name: "CBenchLoop", dependencies: ["CPCSCLite"]),
+        .executableTarget(
+            name: "cardbench",
+            dependencies: [
+                "PCSC", "SmartCard", "CardReader", "CardEmulator", "CBenchLoop",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(name: "SmartCardTests", dependencies: ["SmartCard"], swiftSettings: strictSwift),
+        .testTarget(name: "MifareClassicTests", dependencies: ["MifareClassic"], resources: [.copy("Fixtures")], swiftSettings: strictSwift),
+        .testTarget(name: "CardReaderTests", dependencies: ["CardReader", "SmartCard", "MifareClassic", "CardEmulator"], swiftSettings: strictSwift),
+        .testTarget(name: "CardEmulatorTests", dependencies: ["CardEmulator", "SmartCard", "MifareClassic"], swiftSettings: strictSwift),
+        .testTarget(name: "PCSCTests", dependencies: ["PCSC"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["PCSC", "SmartCard", "MifareClassic", "CardReader", "CardEmulator"],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "CampusCardTests",
+            dependencies: ["CampusCard", "CardEmulator", "CardReader", "MifareClassic", "SmartCard"],
+            resources: [.copy("Vectors")],
+            swiftSettings: strictSwift
+        ),
+    ]
+)

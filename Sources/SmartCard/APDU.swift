@@ -1,0 +1,84 @@
+/// A command APDU in short form (ISO 7816-4): header, optional data, optional Le.
+public struct CommandAPDU: Hashable, Sendable, CustomStringConvertible {
+    public var cla: UInt8
+    public var ins: UInt8
+    public var p1: UInt8
+    public var p2: UInt8
+    public var data: [UInt8]
+    /// Expected response length; `0` means "up to 256"; `nil` omits Le.
+    public var le: UInt8?
+
+    public init(cla: UInt8, ins: UInt8, p1: UInt8, p2: UInt8, data: [UInt8] = [], le: UInt8? = nil) {
+        precondition(data.count <= 255, "short APDUs carry at most 255 data bytes")
+        self.cla = cla
+        self.ins = ins
+        self.p1 = p1
+        self.p2 = p2
+        self.data = data
+        self.le = le
+    }
+
+    /// The bytes on the wire: `CLA INS P1 P2 [Lc data] [Le]`.
+    public var bytes: [UInt8] {
+        var bytes: [UInt8] = [cla, ins, p1, p2]
+        bytes.reserveCapacity(5 + data.count + 1)
+        if !data.isEmpty {
+            bytes.append(UInt8(data.count))
+            bytes.append(contentsOf: data)
+        }
+        if let le { bytes.append(le) }
+        return bytes
+    }
+
+    /// Parses a short-form command APDU; `nil` when the length byte does not match the rest.
+    public init?(bytes: [UInt8]) {
+        guard bytes.count >= 4 else { return nil }
+        let header = (bytes[0], bytes[1], bytes[2], bytes[3])
+        let body = bytes.dropFirst(4)
+        var data: [UInt8] = []
+        var le: UInt8?
+        switch body.count {
+        case 0: break
+        case 1: le = body.first
+        default:
+            let lc = Int(body.first!)
+            guard lc > 0 else { return nil }
+            if body.count == 1 + lc {
+                data = Array(body.dropFirst())
+            } else if body.count == 2 + lc {
+                data = Array(body.dropFirst().prefix(lc))
+                le = body.last
+            } else {
+                return nil
+            }
+        }
+        self.init(cla: header.0, ins: header.1, p1: header.2, p2: header.3, data: data, le: le)
+    }
+
+    /// Hex text, e.g. `FF B0 00 04 10`. Never use it for commands carrying keys (LOAD KEYS): see `redactedDescription`.
+    public var description: String { Hex.encode(bytes, separator: " ") }
+}
+
+/// A response APDU: data then the status word.
+public struct ResponseAPDU: Hashable, Sendable, CustomStringConvertible {
+    public var data: [UInt8]
+    public var statusWord: StatusWord
+
+    public init(data: [UInt8], statusWord: StatusWord) {
+        self.data = data
+        self.statusWord = statusWord
+    }
+
+    /// Splits raw response bytes; `nil` when fewer than two bytes came back.
+    public init?(bytes: [UInt8]) {
+        guard bytes.count >= 2 else { return nil }
+        self.data = Array(bytes.dropLast(2))
+        self.statusWord = StatusWord(sw1: bytes[bytes.count - 2], sw2: bytes[bytes.count - 1])
+    }
+
+    public var bytes: [UInt8] { data + [statusWord.sw1, statusWord.sw2] }
+
+    public var description: String {
+        data.isEmpty ? statusWord.description : Hex.encode(data, separator: " ") + " " + statusWord.description
+    }
+}
