@@ -1,0 +1,157 @@
+import Foundation
+import MifareClassic
+import SmartCard
+
+/// What the emulated reader does with one command APDU.
+public enum EmulatorReply: Sendable, Equatable {
+    /// The response bytes (data + status word).
+    case response([UInt8])
+    /// The card left the field during this command: no response. The transport closes the card's connection.
+    case cardRemoved
+    /// The reader does not answer at all (fault injection): the transport sends nothing back.
+    case silent
+}
+
+/// What a torn command did to the card before the card left the field.
+public enum TearEffect: String, Sendable, CaseIterable, Codable {
+    /// The command never reached the card: nothing changed.
+    case notExecuted = "not-executed"
+    /// The command took effect, but its response was lost.
+    case executed
+    /// A write (or transfer) left the block as it was before; other commands as `notExecuted`.
+    case leftOld = "old"
+    /// A write (or transfer) left the block garbled (seeded pseudo-random bytes); other commands as `notExecuted`.
+    case garbled
+}
+
+/// A planned card removal, counted in APDUs from the moment it is armed.
+public struct TearPlan: Sendable, Equatable, Codable {
+    /// The 1-based index of the APDU during which the card leaves the field.
+    public var atAPDU: Int
+    /// What that APDU does before the card goes.
+    public var effect: TearEffect
+
+    public init(atAPDU: Int, effect: TearEffect) {
+        self.atAPDU = atAPDU
+        self.effect = effect
+    }
+
+    /// "Card removed after the Nth APDU": N APDUs complete with their responses, the card is gone at N+1.
+    public static func after(_ count: Int) -> TearPlan { TearPlan(atAPDU: count + 1, effect: .notExecuted) }
+}
+
+/// Counters a test or benchmark reads back.
+public struct EmulatorStatistics: Sendable, Equatable {
+    /// Command APDUs handled (every `handle` call with a card present or not).
+    public var apdus = 0
+    /// EEPROM block writes performed on the card (writes and transfers), torn ones included.
+    public var blockWrites = 0
+    public init() {}
+}
+
+/// A contactless reader's firmware together with the MIFARE Classic card in its field.
+///
+/// Thread-safe: transports call `handle` from their own threads; tests and the control socket
+/// insert, remove and arm faults from others.
+public final class EmulatedReader: @unchecked Sendable {
+    private let lock = NSLock()
+    public let kind: ReaderKind
+
+    public init(kind: ReaderKind, card: EmulatedCard? = nil) {
+        self.kind = kind
+        self.card = card
+    }
+
+    private var card: EmulatedCard?
+    private var lastRemoved: EmulatedCard?
+    private var plan: TearPlan?
+    private var stats = EmulatorStatistics()
+    private var isUnresponsive = false
+
+    /// The card in the field, if any.
+    public var currentCard: EmulatedCard? { lock.withLock { card } }
+
+    /// Puts a card in the field (replacing any other).
+    public func insert(_ card: EmulatedCard) { lock.withLock { self.card = card } }
+
+    /// Puts back the card last removed, memory as it was; `false` when none was removed.
+    @discardableResult
+    public func reinsert() -> Bool {
+        lock.withLock {
+            guard let last = lastRemoved else { return false }
+            card = last
+            return true
+        }
+    }
+
+    /// Takes the card out of the field and returns it.
+    @discardableResult
+    public func remove() -> EmulatedCard? {
+        lock.withLock {
+            let removed = card
+            if removed != nil { lastRemoved = removed }
+            card = nil
+            return removed
+        }
+    }
+
+    /// The ATR the reader reports for the card in the field; `nil` without a card.
+    public var atr: [UInt8]? { lock.withLock { card.map { ATR.storageCard(nameCode: $0.size.atrNameCode).bytes } } }
+
+    /// Arms a card removal; replaces any armed plan.
+    public func arm(_ plan: TearPlan?) { lock.withLock { self.plan = plan } }
+
+    /// When `true` the reader answers nothing (`.silent`).
+    public var unresponsive: Bool {
+        get { lock.withLock { isUnresponsive } }
+        set { lock.withLock { isUnresponsive = newValue } }
+    }
+
+    public var statistics: EmulatorStatistics { lock.withLock { stats } }
+
+    /// Card power cycle / reset: the card forgets its authentication state.
+    public func resetCard() {}
+
+    /// Handles one command APDU as the reader's firmware and the card would.
+    public func handle(_ apdu: [UInt8]) -> EmulatorReply {
+        lock.withLock {
+            stats.apdus += 1
+            if isUnresponsive { return .silent }
+            return .response([0x6D, 0x00])
+        }
+    }
+}
+
+/// A MIFARE Classic 1K or 4K card: its memory and what it remembers between commands.
+public final class EmulatedCard: @unchecked Sendable {
+    public let size: CardSize
+    /// Whether block 0 is writable (a "magic" clone card).
+    public let isMagic: Bool
+    /// The card's memory in block order (1024 or 4096 bytes): exactly a raw `.mfd` dump.
+    public internal(set) var memory: [UInt8]
+
+    /// Builds a card from a raw dump; throws `EmulatorError.invalidImage` unless it is 1024 or 4096 bytes.
+    public init(image: [UInt8], magic: Bool = false) throws {
+        guard let size = CardSize(byteCount: image.count) else {
+            throw EmulatorError.invalidImage(byteCount: image.count)
+        }
+        self.size = size
+        self.isMagic = magic
+        self.memory = image
+    }
+
+    /// The UID from block 0 (4-byte NUID).
+    public var uid: [UInt8] { Array(memory[0..<4]) }
+}
+
+/// Errors the emulator reports to its user.
+public enum EmulatorError: Error, Equatable, CustomStringConvertible {
+    case invalidImage(byteCount: Int)
+
+    public var description: String {
+        switch self {
+        case .invalidImage(let count):
+            return "card image is \(count) bytes: a MIFARE Classic dump must be 1024 (1K) or 4096 (4K) bytes in block order"
+        }
+    }
+}
