@@ -79,15 +79,17 @@ let package = Package(
         .testTarget(name: "MifareClassicTests", dependencies: ["MifareClassic"], resources: [.copy("Fixtures")], swiftSettings: strictSwift),
         .testTarget(name: "CardReaderTests", dependencies: ["CardReader", "SmartCard", "MifareClassic", "CardEmulator"], swiftSettings: strictSwift),
         .testTarget(name: "CardEmulatorTests", dependencies: ["CardEmulator", "SmartCard", "MifareClassic"], swiftSettings: strictSwift),
-        .testTarget(name: "PCSCTests", dependencies: ["PCSC"], swiftSettings: strictSwift),
+        // Shared by the test targets: starts pcscd and the emulator on a vpcd port, finds built executables.
+        .target(name: "TestSupport", dependencies: ["CardEmulator", "SmartCard"], path: "Tests/TestSupport", swiftSettings: strictSwift),
+        .testTarget(name: "PCSCTests", dependencies: ["PCSC", "SmartCard", "CardEmulator", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["PCSC", "SmartCard", "MifareClassic", "CardReader", "CardEmulator"],
+            dependencies: ["PCSC", "SmartCard", "MifareClassic", "CardReader", "CardEmulator", "TestSupport"],
             swiftSettings: strictSwift
         ),
         .testTarget(
             name: "CampusCardTests",
-            dependencies: ["CampusCard", "CardEmulator", "CardReader", "MifareClassic", "SmartCard"],
+            dependencies: ["CampusCard", "CardEmulator", "CardReader", "MifareClassic", "SmartCard", "TestSupport"],
             resources: [.copy("Vectors")],
             swiftSettings: strictSwift
         ),

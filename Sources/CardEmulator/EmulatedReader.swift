@@ -67,32 +67,59 @@ public final class EmulatedReader: @unchecked Sendable {
     private var plan: TearPlan?
     private var stats = EmulatorStatistics()
     private var isUnresponsive = false
+    private var latencyMilliseconds = 0
+    private var observers: [PresenceObserver] = []
+
+    /// Called with `true` when a card enters the field and `false` when it leaves (removal, tear).
+    /// Transports use it to connect/disconnect the card side (vpcd: close the socket = card removed).
+    public typealias PresenceObserver = @Sendable (_ cardPresent: Bool) -> Void
+
+    /// Registers a presence observer; it is called outside the reader's lock, on the thread that changed presence.
+    public func observePresence(_ observer: @escaping PresenceObserver) { lock.withLock { observers.append(observer) } }
+
+    /// Per-APDU latency the transport adds before answering (to model a real reader); 0 = none.
+    public var latency: Int {
+        get { lock.withLock { latencyMilliseconds } }
+        set { lock.withLock { latencyMilliseconds = max(0, newValue) } }
+    }
+
+    /// Notifies observers; call without holding the lock.
+    private func notify(_ present: Bool) {
+        for observer in lock.withLock({ observers }) { observer(present) }
+    }
 
     /// The card in the field, if any.
     public var currentCard: EmulatedCard? { lock.withLock { card } }
 
     /// Puts a card in the field (replacing any other).
-    public func insert(_ card: EmulatedCard) { lock.withLock { self.card = card } }
+    public func insert(_ card: EmulatedCard) {
+        lock.withLock { self.card = card }
+        notify(true)
+    }
 
     /// Puts back the card last removed, memory as it was; `false` when none was removed.
     @discardableResult
     public func reinsert() -> Bool {
-        lock.withLock {
+        let done: Bool = lock.withLock {
             guard let last = lastRemoved else { return false }
             card = last
             return true
         }
+        if done { notify(true) }
+        return done
     }
 
     /// Takes the card out of the field and returns it.
     @discardableResult
     public func remove() -> EmulatedCard? {
-        lock.withLock {
+        let removed: EmulatedCard? = lock.withLock {
             let removed = card
             if removed != nil { lastRemoved = removed }
             card = nil
             return removed
         }
+        if removed != nil { notify(false) }
+        return removed
     }
 
     /// The ATR the reader reports for the card in the field; `nil` without a card.
