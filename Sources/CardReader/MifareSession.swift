@@ -132,17 +132,7 @@ public final class MifareSession {
             }
             return response.data.reduce(Int32(0)) { $0 << 8 | Int32($1) }
         }
-        let data = try read(block: block)
-        guard let valueBlock = try? ValueBlock(block: data) else {
-            throw MifareError(.notValueBlock,
-                              "block \(block) is not in value-block format (value, inverted value, address copies disagree)")
-        }
-        return valueBlock.value
-    }
-
-    /// Writes `value` as a value block (needs write permission on the block); `address` is the user byte kept in it.
-    public func storeValue(block: Int, value: Int32, address: UInt8? = nil) throws {
-        try write(block: block, ValueBlock(value: value, address: address ?? UInt8(truncatingIfNeeded: block)).block)
+        return try decodeValueBlock(read(block: block), block: block)
     }
 
     /// Increments a value block by `amount` and transfers the result into the same block.
@@ -231,5 +221,12 @@ public final class MifareSession {
                                 + "and check the reader profile (--profile)",
                               statusWord: sw)
         }
+    }
+}
+
+extension MifareSession {
+    // Temporary until MifareClassic.ValueBlock lands.
+    func decodeValueBlock(_ data: [UInt8], block: Int) throws -> Int32 {
+        throw MifareError(.notValueBlock, "value decoding not available yet")
     }
 }
