@@ -1,0 +1,131 @@
+import Foundation
+
+/// What a terminal means to do to a card, recorded durably **before** the first card write.
+///
+/// The daemon's SQLite journal implements `TerminalJournal` later; `InMemoryTerminalJournal` serves the tests.
+/// The pair (terminal id, terminal sequence) is the transaction's permanent identity: the settlement service
+/// dedupes on it, and the card's pending-operation fields carry it so any terminal can tell whose write it was.
+public struct TransactionIntent: Sendable, Hashable, Codable {
+    public enum Kind: String, Sendable, Hashable, Codable, CaseIterable {
+        case purseDebit = "purse-debit"
+        case purseLoad = "purse-load"
+        case purseSubsidy = "purse-subsidy"
+        case waterDebit = "water-debit"
+        case waterSettle = "water-settle"
+    }
+
+    public var terminalID: UInt32
+    public var terminalSequence: UInt32
+    public var kind: Kind
+    /// The card's UID (hex) and serial, so the next tap of the same card finds the intent.
+    public var cardUID: String
+    public var cardSerial: UInt32
+    /// The amount in fen (always positive; the kind says which way it moves).
+    public var amount: Int
+    /// The balance in fen and the card's counter the terminal read before writing.
+    public var balanceBefore: Int
+    public var counterBefore: UInt16
+    public var createdAt: Date
+
+    public init(terminalID: UInt32, terminalSequence: UInt32, kind: Kind, cardUID: String, cardSerial: UInt32,
+                amount: Int, balanceBefore: Int, counterBefore: UInt16, createdAt: Date = Date()) {
+        self.terminalID = terminalID
+        self.terminalSequence = terminalSequence
+        self.kind = kind
+        self.cardUID = cardUID
+        self.cardSerial = cardSerial
+        self.amount = amount
+        self.balanceBefore = balanceBefore
+        self.counterBefore = counterBefore
+        self.createdAt = createdAt
+    }
+}
+
+/// How an intent ended, as decided from the card.
+public enum TransactionOutcome: Sendable, Hashable, Codable {
+    /// The card carries the operation: the money moved. `balanceAfter` in fen, the card counter after it.
+    case done(balanceAfter: Int, counterAfter: UInt16)
+    /// The card does not carry it: no money moved.
+    case notDone
+}
+
+/// The terminal's side of the tearing protocol: an intent is recorded before the first card write and completed
+/// once the card shows the outcome (in the same tap, or at the next tap of that card at this terminal).
+/// Implementations must make `record` durable before returning (the card is written right after).
+public protocol TerminalJournal: Sendable {
+    /// The next terminal sequence number (monotonic, never reused).
+    func nextSequence() throws -> UInt32
+    /// Durably records an intent; throws if it cannot (then the card must not be written).
+    func record(_ intent: TransactionIntent) throws
+    /// Marks an intent decided. Completing twice with the same outcome is a no-op; a different outcome throws.
+    func complete(terminalSequence: UInt32, outcome: TransactionOutcome) throws
+    /// Intents recorded for this card and not yet completed, oldest first.
+    func openIntents(cardUID: String) throws -> [TransactionIntent]
+    /// The outcome of an intent, `nil` while open or unknown.
+    func outcome(terminalSequence: UInt32) throws -> TransactionOutcome?
+}
+
+/// A journal error: what, why, what to do.
+public struct JournalError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// A `TerminalJournal` in memory, for tests and the emulator demo. Not durable.
+public final class InMemoryTerminalJournal: TerminalJournal, @unchecked Sendable {
+    private let lock = NSLock()
+    private var sequence: UInt32
+    private var intents: [UInt32: TransactionIntent] = [:]
+    private var outcomes: [UInt32: TransactionOutcome] = [:]
+    /// When set, `record` fails (a full disk), to test that no card write follows.
+    public var failRecording = false
+
+    public init(startingSequence: UInt32 = 0) { sequence = startingSequence }
+
+    public func nextSequence() throws -> UInt32 {
+        lock.withLock {
+            sequence += 1
+            return sequence
+        }
+    }
+
+    public func record(_ intent: TransactionIntent) throws {
+        try lock.withLock {
+            if failRecording { throw JournalError("cannot record the transaction: the journal is not writable (disk full?); free space, then retry") }
+            guard intents[intent.terminalSequence] == nil else {
+                throw JournalError("terminal sequence \(intent.terminalSequence) is already used: the journal is inconsistent; stop and report it")
+            }
+            intents[intent.terminalSequence] = intent
+        }
+    }
+
+    public func complete(terminalSequence: UInt32, outcome: TransactionOutcome) throws {
+        try lock.withLock {
+            guard intents[terminalSequence] != nil else {
+                throw JournalError("no intent with terminal sequence \(terminalSequence) to complete")
+            }
+            if let existing = outcomes[terminalSequence] {
+                if existing == outcome { return }
+                throw JournalError("terminal sequence \(terminalSequence) was already completed as \(existing), now \(outcome): report it")
+            }
+            outcomes[terminalSequence] = outcome
+        }
+    }
+
+    public func openIntents(cardUID: String) throws -> [TransactionIntent] {
+        lock.withLock {
+            intents.values.filter { $0.cardUID == cardUID && outcomes[$0.terminalSequence] == nil }
+                .sorted { $0.terminalSequence < $1.terminalSequence }
+        }
+    }
+
+    public func outcome(terminalSequence: UInt32) throws -> TransactionOutcome? {
+        lock.withLock { outcomes[terminalSequence] }
+    }
+
+    /// Every intent with its outcome, in sequence order (for tests and reports).
+    public var entries: [(intent: TransactionIntent, outcome: TransactionOutcome?)] {
+        lock.withLock { intents.values.sorted { $0.terminalSequence < $1.terminalSequence }.map { ($0, outcomes[$0.terminalSequence]) } }
+    }
+}
