@@ -1,0 +1,43 @@
+import CampusCard
+import Testing
+
+@Suite struct InMemoryTerminalJournalTests {
+    func intent(_ sequence: UInt32, uid: String = "01020304") -> TransactionIntent {
+        TransactionIntent(terminalID: 7, terminalSequence: sequence, kind: .purseDebit, cardUID: uid, cardSerial: 42,
+                          amount: 350, balanceBefore: 10_000, counterBefore: 5)
+    }
+
+    @Test func sequencesAreMonotonic() throws {
+        let journal = InMemoryTerminalJournal(startingSequence: 10)
+        #expect(try journal.nextSequence() == 11)
+        #expect(try journal.nextSequence() == 12)
+    }
+
+    @Test func openIntentsUntilCompleted() throws {
+        let journal = InMemoryTerminalJournal()
+        try journal.record(intent(1))
+        try journal.record(intent(2, uid: "AABBCCDD"))
+        #expect(try journal.openIntents(cardUID: "01020304").map(\.terminalSequence) == [1])
+        try journal.complete(terminalSequence: 1, outcome: .done(balanceAfter: 9_650, counterAfter: 6))
+        #expect(try journal.openIntents(cardUID: "01020304").isEmpty)
+        #expect(try journal.outcome(terminalSequence: 1) == .done(balanceAfter: 9_650, counterAfter: 6))
+        #expect(try journal.outcome(terminalSequence: 2) == nil)
+    }
+
+    @Test func completingTwiceMustAgree() throws {
+        let journal = InMemoryTerminalJournal()
+        try journal.record(intent(1))
+        try journal.complete(terminalSequence: 1, outcome: .notDone)
+        try journal.complete(terminalSequence: 1, outcome: .notDone)
+        #expect(throws: JournalError.self) { try journal.complete(terminalSequence: 1, outcome: .done(balanceAfter: 1, counterAfter: 1)) }
+    }
+
+    @Test func refusesReusedSequenceAndFailedRecording() throws {
+        let journal = InMemoryTerminalJournal()
+        try journal.record(intent(1))
+        #expect(throws: JournalError.self) { try journal.record(intent(1)) }
+        journal.failRecording = true
+        #expect(throws: JournalError.self) { try journal.record(intent(2)) }
+        #expect(try journal.openIntents(cardUID: "01020304").count == 1)
+    }
+}
