@@ -224,9 +224,3 @@ public final class MifareSession {
     }
 }
 
-extension MifareSession {
-    // Temporary until MifareClassic.ValueBlock lands.
-    func decodeValueBlock(_ data: [UInt8], block: Int) throws -> Int32 {
-        throw MifareError(.notValueBlock, "value decoding not available yet")
-    }
-}
