@@ -76,11 +76,11 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         .testTarget(name: "SmartCardTests", dependencies: ["SmartCard"], swiftSettings: strictSwift),
-        .testTarget(name: "MifareClassicTests", dependencies: ["MifareClassic"], resources: [.copy("Fixtures")], swiftSettings: strictSwift),
-        .testTarget(name: "CardReaderTests", dependencies: ["CardReader", "SmartCard", "MifareClassic", "CardEmulator"], swiftSettings: strictSwift),
-        .testTarget(name: "CardEmulatorTests", dependencies: ["CardEmulator", "SmartCard", "MifareClassic"], swiftSettings: strictSwift),
+        .testTarget(name: "MifareClassicTests", dependencies: ["MifareClassic", "TestSupport"], resources: [.copy("Fixtures")], swiftSettings: strictSwift),
+        .testTarget(name: "CardReaderTests", dependencies: ["CardReader", "SmartCard", "MifareClassic", "CardEmulator", "TestSupport"], swiftSettings: strictSwift),
+        .testTarget(name: "CardEmulatorTests", dependencies: ["CardEmulator", "SmartCard", "MifareClassic", "TestSupport"], swiftSettings: strictSwift),
         // Shared by the test targets: starts pcscd and the emulator on a vpcd port, finds built executables.
-        .target(name: "TestSupport", dependencies: ["CardEmulator", "SmartCard"], path: "Tests/TestSupport", swiftSettings: strictSwift),
+        .target(name: "TestSupport", dependencies: ["CardEmulator", "SmartCard", "MifareClassic"], path: "Tests/TestSupport", swiftSettings: strictSwift),
         .testTarget(name: "PCSCTests", dependencies: ["PCSC", "SmartCard", "CardEmulator", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(
             name: "IntegrationTests",

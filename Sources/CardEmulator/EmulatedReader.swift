@@ -68,6 +68,9 @@ public final class EmulatedReader: @unchecked Sendable {
     private var stats = EmulatorStatistics()
     private var isUnresponsive = false
     private var latencyMilliseconds = 0
+    private var keySlots: [Int: [UInt8]] = [:]
+    private var apdusSinceArmed = 0
+    private var tearSeed: UInt64 = 0x0DE_CA7D
     private var observers: [PresenceObserver] = []
 
     /// Called with `true` when a card enters the field and `false` when it leaves (removal, tear).
@@ -93,6 +96,7 @@ public final class EmulatedReader: @unchecked Sendable {
 
     /// Puts a card in the field (replacing any other).
     public func insert(_ card: EmulatedCard) {
+        card.reset()
         lock.withLock { self.card = card }
         notify(true)
     }
@@ -102,6 +106,7 @@ public final class EmulatedReader: @unchecked Sendable {
     public func reinsert() -> Bool {
         let done: Bool = lock.withLock {
             guard let last = lastRemoved else { return false }
+            last.reset()
             card = last
             return true
         }
@@ -126,7 +131,15 @@ public final class EmulatedReader: @unchecked Sendable {
     public var atr: [UInt8]? { lock.withLock { card.map { ATR.storageCard(nameCode: $0.size.atrNameCode).bytes } } }
 
     /// Arms a card removal; replaces any armed plan.
-    public func arm(_ plan: TearPlan?) { lock.withLock { self.plan = plan } }
+    public func arm(_ plan: TearPlan?) {
+        lock.withLock {
+            self.plan = plan
+            apdusSinceArmed = 0
+        }
+    }
+
+    /// The armed plan, if it has not fired yet.
+    public var armedPlan: TearPlan? { lock.withLock { plan } }
 
     /// When `true` the reader answers nothing (`.silent`).
     public var unresponsive: Bool {
@@ -136,16 +149,48 @@ public final class EmulatedReader: @unchecked Sendable {
 
     public var statistics: EmulatorStatistics { lock.withLock { stats } }
 
-    /// Card power cycle / reset: the card forgets its authentication state.
-    public func resetCard() {}
+    /// Card power cycle / reset (vpcd power on or reset, a re-select): the card forgets its authentication
+    /// and leaves the halted state. Volatile reader key slots survive (the reader stays powered).
+    public func resetCard() { lock.withLock { card?.reset() } }
 
     /// Handles one command APDU as the reader's firmware and the card would.
     public func handle(_ apdu: [UInt8]) -> EmulatorReply {
-        lock.withLock {
+        let (reply, removed): (EmulatorReply, Bool) = lock.withLock {
             stats.apdus += 1
-            if isUnresponsive { return .silent }
-            return .response([0x6D, 0x00])
+            if isUnresponsive { return (.silent, false) }
+            guard let card else {
+                // No card in the field: ACS answers 63 00, the others "no card" as a timeout.
+                return (.response(kind == .acr122u || kind == .acr1252u ? [0x63, 0x00] : [0x64, 0x00]), false)
+            }
+            var mode = WriteMode.normal
+            var tearing = false
+            if let plan {
+                apdusSinceArmed += 1
+                if apdusSinceArmed >= plan.atAPDU {
+                    tearing = true
+                    tearSeed &+= 1
+                    mode = .torn(plan.effect, seed: tearSeed)
+                    self.plan = nil
+                }
+            }
+            var firmware = Firmware(kind: kind, card: card, keySlots: keySlots, mode: mode)
+            let response = firmware.process(apdu)
+            stats.blockWrites += firmware.blockWrites
+            if case .torn(.notExecuted, _) = mode {
+                // The command never reached the card: nothing happened, not even to the reader's key slots.
+            } else {
+                keySlots = firmware.keySlots
+            }
+            if tearing {
+                lastRemoved = card
+                self.card = nil
+                card.reset()
+                return (.cardRemoved, true)
+            }
+            return (.response(response), false)
         }
+        if removed { notify(false) }
+        return reply
     }
 }
 
@@ -169,6 +214,20 @@ public final class EmulatedCard: @unchecked Sendable {
 
     /// The UID from block 0 (4-byte NUID).
     public var uid: [UInt8] { Array(memory[0..<4]) }
+
+    /// The sector authenticated now and with which key (reader-side state of the card session).
+    var authenticated: (sector: Int, keyType: KeyType)?
+    /// After a failed authentication or a refused command the card stops answering until re-selected.
+    var halted = false
+
+    func reset() {
+        authenticated = nil
+        halted = false
+    }
+
+    func block(_ block: Int) -> [UInt8] { Array(memory[block * 16..<block * 16 + 16]) }
+
+    func setBlock(_ block: Int, _ data: [UInt8]) { memory.replaceSubrange(block * 16..<block * 16 + 16, with: data) }
 }
 
 /// Errors the emulator reports to its user.

@@ -1,43 +1,6 @@
 import MifareClassic
 import Testing
-
-/// MF1S50 Table 8 as printed (rows C1 C2 C3: read, write, increment, decrement/transfer/restore).
-let datasheetDataTable = """
-000 A|B A|B A|B A|B
-010 A|B never never never
-100 A|B B never never
-110 A|B B B A|B
-001 A|B never never A|B
-011 B B never never
-101 B never never never
-111 never never never never
-"""
-
-/// MF1S50 Table 7 as printed (rows C1 C2 C3: key A read/write, access bits read/write, key B read/write).
-let datasheetTrailerTable = """
-000 never A A never A A
-010 never never A never A never
-100 never B A|B never never B
-110 never never A|B never never never
-001 never A A A A A
-011 never B A|B B never B
-101 never never A|B B never never
-111 never never A|B never never never
-"""
-
-func permission(_ word: Substring) -> KeyPermission {
-    switch word {
-    case "A|B": return .either
-    case "A": return .keyA
-    case "B": return .keyB
-    default: return .never
-    }
-}
-
-func condition(_ bits: Substring) -> AccessCondition {
-    let b = Array(bits)
-    return AccessCondition(c1: b[0] == "1", c2: b[1] == "1", c3: b[2] == "1")
-}
+import TestSupport
 
 @Suite struct AccessBitsTests {
     @Test func transportBytes() throws {
@@ -68,10 +31,7 @@ func condition(_ bits: Substring) -> AccessCondition {
     }
 
     @Test func dataTableMatchesDatasheet() {
-        for line in datasheetDataTable.split(separator: "\n") {
-            let words = line.split(separator: " ")
-            let condition = condition(words[0])
-            let expected = words[1...].map(permission)
+        for (condition, expected) in Datasheet.dataRows {
             #expect(AccessBits.dataPermission(condition, .read) == expected[0], "read \(condition)")
             #expect(AccessBits.dataPermission(condition, .write) == expected[1], "write \(condition)")
             #expect(AccessBits.dataPermission(condition, .increment) == expected[2], "increment \(condition)")
@@ -82,10 +42,7 @@ func condition(_ bits: Substring) -> AccessCondition {
     }
 
     @Test func trailerTableMatchesDatasheet() {
-        for line in datasheetTrailerTable.split(separator: "\n") {
-            let words = line.split(separator: " ")
-            let condition = condition(words[0])
-            let p = words[1...].map(permission)
+        for (condition, p) in Datasheet.trailerRows {
             #expect(AccessBits.trailerPermission(condition, .read, .keyA) == p[0])
             #expect(AccessBits.trailerPermission(condition, .write, .keyA) == p[1])
             #expect(AccessBits.trailerPermission(condition, .read, .accessBits) == p[2])
