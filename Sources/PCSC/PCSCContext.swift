@@ -1,0 +1,241 @@
+import CPCSCLite
+import Dispatch
+import Foundation
+
+/// The one choke point every PC/SC call goes through: success passes, anything else becomes a typed `PCSCError`.
+@inline(__always)
+func check(_ result: LONG) throws {
+    guard result == SCARD_S_SUCCESS else { throw PCSCError(rawValue: Int(result)) }
+}
+
+/// A PC/SC resource-manager context with its own serial queue.
+///
+/// pcsc-lite wants one context per thread, and its calls block: every call on this context runs on the context's
+/// queue, never on the Swift cooperative pool. Async methods hop onto the queue once; a whole card session runs
+/// there synchronously through `PCSCCard.perform`. After pcscd restarts, calls fail with `PCSCError.noService`:
+/// release the context and establish a new one (`ReaderMonitor` does this itself).
+public final class PCSCContext: @unchecked Sendable {
+    /// Where the context's calls run.
+    let queue: DispatchQueue
+    let handle: SCARDCONTEXT
+    private let lock = NSLock()
+    private var released = false
+
+    /// Establishes a context synchronously on the calling thread's behalf (the call itself runs on the new queue).
+    public init(label: String = "onecard.pcsc") throws {
+        let queue = DispatchQueue(label: label)
+        self.queue = queue
+        handle = try queue.sync {
+            var context: SCARDCONTEXT = 0
+            try check(SCardEstablishContext(DWORD(SCARD_SCOPE_SYSTEM), nil, nil, &context))
+            return context
+        }
+    }
+
+    /// Establishes a context without blocking the caller's thread.
+    public static func establish(label: String = "onecard.pcsc") async throws -> PCSCContext {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(with: Result { try PCSCContext(label: label) })
+            }
+        }
+    }
+
+    deinit { releaseNow() }
+
+    /// Releases the context; later calls fail with `invalidHandle`. Safe to call twice.
+    public func release() { queue.async { self.releaseNow() } }
+
+    private func releaseNow() {
+        let wasReleased = lock.withLock {
+            defer { released = true }
+            return released
+        }
+        if !wasReleased { _ = SCardReleaseContext(handle) }
+    }
+
+    /// Whether pcscd still considers the context valid. (After a pcscd restart pcsc-lite may still say yes:
+    /// the first real call then fails with `noService`.)
+    public var isValid: Bool { SCardIsValidContext(handle) == SCARD_S_SUCCESS }
+
+    /// Runs `body` on the context's queue and returns its result.
+    func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async { continuation.resume(with: Result { try body() }) }
+        }
+    }
+
+    /// Cancels a `waitForChanges` blocked on this context (SCardCancel; callable from any thread).
+    public func cancel() { _ = SCardCancel(handle) }
+
+    // MARK: Readers
+
+    /// The names of the connected readers; empty when there are none.
+    public func listReaders() async throws -> [String] {
+        try await run { try self.listReadersNow() }
+    }
+
+    func listReadersNow() throws -> [String] {
+        var length: DWORD = 0
+        let first = SCardListReaders(handle, nil, nil, &length)
+        if first == SCARD_E_NO_READERS_AVAILABLE { return [] }
+        try check(first)
+        var buffer = [CChar](repeating: 0, count: Int(length))
+        let second = SCardListReaders(handle, nil, &buffer, &length)
+        if second == SCARD_E_NO_READERS_AVAILABLE { return [] }
+        try check(second)
+        // A multi-string: names separated by NUL, ended by an empty name.
+        return buffer.split(separator: 0).map { String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+    }
+
+    /// Every reader with its current state (and the ATR of the card on it), without waiting.
+    public func readerStates() async throws -> [ReaderState] {
+        try await run {
+            let names = try self.listReadersNow()
+            guard !names.isEmpty else { return [] }
+            let queries = names.map { ReaderState(name: $0) }
+            do {
+                return try self.waitForChangesNow(queries, timeoutMilliseconds: 0)
+            } catch PCSCError.timeout {
+                return queries
+            }
+        }
+    }
+
+    /// Waits until the state of one of `readers` differs from the state given in it, or `timeout` passes
+    /// (`nil`: forever). Task cancellation calls SCardCancel on this context and throws `CancellationError`.
+    /// Include `ReaderState.plugAndPlay` to learn about readers added or removed.
+    public func waitForChanges(_ readers: [ReaderState], timeout: Duration? = nil) async throws -> [ReaderState] {
+        let milliseconds: DWORD = timeout.map { DWORD(max(0, $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000)) } ?? DWORD(INFINITE)
+        do {
+            return try await withTaskCancellationHandler {
+                try Task.checkCancellation()
+                return try await run { try self.waitForChangesNow(readers, timeoutMilliseconds: milliseconds) }
+            } onCancel: {
+                self.cancel()
+            }
+        } catch PCSCError.cancelled {
+            throw CancellationError()
+        }
+    }
+
+    func waitForChangesNow(_ readers: [ReaderState], timeoutMilliseconds: DWORD) throws -> [ReaderState] {
+        let names = readers.map { strdup($0.name) }
+        defer { names.forEach { free($0) } }
+        var states = readers.enumerated().map { index, reader in
+            var state = SCARD_READERSTATE()
+            state.szReader = UnsafePointer(names[index])
+            state.dwCurrentState = DWORD(reader.flags.rawValue) | DWORD(reader.eventCount) << 16
+            return state
+        }
+        try check(SCardGetStatusChange(handle, timeoutMilliseconds, &states, DWORD(states.count)))
+        return states.enumerated().map { index, state in
+            var copy = state
+            let count = min(Int(copy.cbAtr), 33)
+            let atr = withUnsafeBytes(of: &copy.rgbAtr) { Array($0.prefix(count)) }
+            let flags = ReaderState.Flags(rawValue: UInt32(truncatingIfNeeded: state.dwEventState) & 0xFFFF)
+            return ReaderState(
+                name: readers[index].name, flags: flags.subtracting(.changed),
+                eventCount: Int(state.dwEventState >> 16 & 0xFFFF),
+                atr: flags.contains(.present) && count > 0 ? atr : nil,
+                changed: flags.contains(.changed))
+        }
+    }
+
+    // MARK: Cards
+
+    /// Connects to the card on `reader`. Throws `noSmartcard` when there is none, `sharingViolation` when another
+    /// program holds the reader exclusively.
+    public func connect(reader: String, share: ShareMode = .shared, protocols: CardProtocol = .any) async throws -> PCSCCard {
+        try await run {
+            var card: SCARDHANDLE = 0
+            var active: DWORD = 0
+            try check(SCardConnect(self.handle, reader, share.rawValue, protocols.rawValue, &card, &active))
+            return PCSCCard(context: self, reader: reader, handle: card, activeProtocol: CardProtocol(rawValue: active))
+        }
+    }
+
+    /// Retries `connect` while the reader is busy (`sharingViolation`), for at most `timeout`.
+    public func connect(reader: String, waitingUpTo timeout: Duration, share: ShareMode = .shared) async throws -> PCSCCard {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            do {
+                return try await connect(reader: reader, share: share)
+            } catch PCSCError.sharingViolation where ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+}
+
+/// How other programs may use the reader while we are connected.
+public struct ShareMode: Sendable, Hashable {
+    let rawValue: DWORD
+    public static let shared = ShareMode(rawValue: DWORD(SCARD_SHARE_SHARED))
+    public static let exclusive = ShareMode(rawValue: DWORD(SCARD_SHARE_EXCLUSIVE))
+    /// Talk to the reader without a card (SCardControl only).
+    public static let direct = ShareMode(rawValue: DWORD(SCARD_SHARE_DIRECT))
+}
+
+/// The card protocol (T=0, T=1, raw), as a set for requests.
+public struct CardProtocol: OptionSet, Sendable, Hashable {
+    public let rawValue: DWORD
+    public init(rawValue: DWORD) { self.rawValue = rawValue }
+    public static let t0 = CardProtocol(rawValue: DWORD(SCARD_PROTOCOL_T0))
+    public static let t1 = CardProtocol(rawValue: DWORD(SCARD_PROTOCOL_T1))
+    public static let raw = CardProtocol(rawValue: DWORD(SCARD_PROTOCOL_RAW))
+    public static let any: CardProtocol = [.t0, .t1]
+}
+
+/// What to do with the card when disconnecting or reconnecting.
+public struct Disposition: Sendable, Hashable {
+    let rawValue: DWORD
+    public static let leave = Disposition(rawValue: DWORD(SCARD_LEAVE_CARD))
+    /// Warm reset: the card is selected again (a MIFARE card forgets its authentication).
+    public static let reset = Disposition(rawValue: DWORD(SCARD_RESET_CARD))
+    public static let unpower = Disposition(rawValue: DWORD(SCARD_UNPOWER_CARD))
+    public static let eject = Disposition(rawValue: DWORD(SCARD_EJECT_CARD))
+}
+
+/// A reader's state as SCardGetStatusChange reports it.
+public struct ReaderState: Sendable, Hashable, CustomStringConvertible {
+    /// pcsc-lite's pseudo reader whose event counter changes when readers are added or removed.
+    public static let plugAndPlay = "\\\\?PnP?\\Notification"
+
+    public struct Flags: OptionSet, Sendable, Hashable {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+        public static let ignore = Flags(rawValue: UInt32(SCARD_STATE_IGNORE))
+        public static let changed = Flags(rawValue: UInt32(SCARD_STATE_CHANGED))
+        public static let unknown = Flags(rawValue: UInt32(SCARD_STATE_UNKNOWN))
+        public static let unavailable = Flags(rawValue: UInt32(SCARD_STATE_UNAVAILABLE))
+        public static let empty = Flags(rawValue: UInt32(SCARD_STATE_EMPTY))
+        public static let present = Flags(rawValue: UInt32(SCARD_STATE_PRESENT))
+        public static let exclusive = Flags(rawValue: UInt32(SCARD_STATE_EXCLUSIVE))
+        public static let inUse = Flags(rawValue: UInt32(SCARD_STATE_INUSE))
+        public static let mute = Flags(rawValue: UInt32(SCARD_STATE_MUTE))
+    }
+
+    public var name: String
+    /// The state (as last known: pass it back to wait for the next change).
+    public var flags: Flags
+    /// pcsc-lite's per-reader event counter (upper 16 bits of dwEventState): it moves on every insert and removal,
+    /// so a remove + insert slept through still shows.
+    public var eventCount: Int
+    /// The ATR of the card in the reader, if one is present.
+    public var atr: [UInt8]?
+    /// Whether this reader's state changed in the last wait.
+    public var changed: Bool
+
+    public init(name: String, flags: Flags = [], eventCount: Int = 0, atr: [UInt8]? = nil, changed: Bool = false) {
+        self.name = name
+        self.flags = flags
+        self.eventCount = eventCount
+        self.atr = atr
+        self.changed = changed
+    }
+
+    public var cardPresent: Bool { flags.contains(.present) }
+
+    public var description: String { "\(name): \(cardPresent ? "card" : "empty") (events \(eventCount))" }
+}
