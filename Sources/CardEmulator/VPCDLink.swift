@@ -22,6 +22,8 @@ public final class VPCDLink: @unchecked Sendable {
     private var thread: Thread?
     private let stopped = DispatchSemaphore(value: 0)
     private var connections = 0
+    /// CARDEMU_TRACE=1 prints each frame from vpcd on stderr (never the APDU bytes: they can carry keys).
+    private let trace = ProcessInfo.processInfo.environment["CARDEMU_TRACE"] != nil
 
     public init(reader: EmulatedReader, host: String = "127.0.0.1", port: UInt16 = 35963) {
         self.reader = reader
@@ -124,6 +126,7 @@ public final class VPCDLink: @unchecked Sendable {
     private func serve(_ fd: Int32) {
         while isRunning && reader.currentCard != nil {
             guard let payload = readFrame(fd) else { return }
+            if trace { FileHandle.standardError.write(Data("vpcd \(port): \(payload.count == 1 ? "control \(payload[0])" : "APDU of \(payload.count) bytes")\n".utf8)) }
             if payload.count == 1 {
                 switch payload[0] {
                 case 0x00, 0x01, 0x02:

@@ -83,5 +83,8 @@ public final class VirtualCard: @unchecked Sendable {
     public func stop() {
         link.stop()
         try? waitForPcscd(present: false)
+        // pcscd polls vpcd every ~400 ms: a card connected again before its poll thread has seen this one leave is
+        // never powered up (seen with pcsc-lite 1.9.9). Give it two polls.
+        Thread.sleep(forTimeInterval: 0.9)
     }
 }
