@@ -1,0 +1,18 @@
+import ArgumentParser
+
+/// `cardctl`: the field technician's tool for readers, cards and dumps.
+@main
+struct CardCtl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cardctl",
+        abstract: "Diagnose contactless readers and MIFARE Classic campus cards.",
+        discussion: """
+            Exit status: 0 ok, 1 failed, 2 no reader or pcscd, 3 no card or card removed, 4 wrong key, \
+            5 refused by the card or reader, 6 bad input, 64 bad arguments.
+            """,
+        subcommands: [
+            Readers.self, Watch.self, Info.self, Dump.self, Restore.self, ReadBlock.self, WriteBlock.self,
+            Value.self, Keys.self,
+        ]
+    )
+}

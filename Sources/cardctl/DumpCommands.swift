@@ -1,0 +1,146 @@
+import ArgumentParser
+import CardReader
+import Foundation
+import MifareClassic
+import SmartCard
+
+enum DumpFormat: String, ExpressibleByArgument, CaseIterable {
+    /// Raw memory in block order, keys in the trailers (Proxmark3, libnfc, MIFARE Classic Tool).
+    case mfd
+    /// JSON with hex blocks and decoded access conditions.
+    case json
+}
+
+struct Dump: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Read every sector the given keys open.",
+        discussion: """
+            Trailers in the file carry the keys that opened them (the card reads key A back as zeros), as other dump \
+            tools do. Keys are masked on the terminal. An incomplete dump is still written, and the exit status is 5 \
+            unless --allow-partial.
+            """)
+
+    @OptionGroup var reader: ReaderOptions
+    @OptionGroup var keys: KeyOptions
+    @Option(name: .long, help: "Write the dump to FILE.") var out: String?
+    @Option(name: .long, help: "File format: mfd (raw, default) or json.") var format: DumpFormat = .mfd
+    @Flag(name: .long, help: "Exit 0 even when some sectors could not be read.") var allowPartial = false
+
+    func run() async throws {
+        try await reportingFailures {
+            let connection = try await CardConnection.open(reader)
+            let (keysA, keysB) = (keys.candidatesA, keys.keysB)
+            let sectors = try await connection.session { session, reselect in
+                let sectorReader = SectorReader(session: session, reselect: reselect, keysA: keysA, keysB: keysB)
+                return try (0..<session.size.sectorCount).map { try sectorReader.read(sector: $0) }
+            }
+            let image = try CardImage(sectors: sectors, size: connection.size)
+            if let out {
+                let bytes: [UInt8]
+                switch format {
+                case .mfd: bytes = image.mfd
+                case .json: bytes = try DumpFile.json(image, keysMasked: false)
+                }
+                try DumpFile.write(bytes, to: out)
+            }
+            if reader.json {
+                print(String(decoding: try DumpFile.json(image, keysMasked: true), as: UTF8.self))
+            } else {
+                printTable(sectors, size: connection.size)
+                if let out { print("wrote \(out) (\(format.rawValue), \(image.mfd.count) bytes)") }
+            }
+            let unread = sectors.filter { !$0.isComplete }
+            if !unread.isEmpty {
+                let list = unread.map { String($0.sector) }.joined(separator: ",")
+                printError("cardctl: warning: \(unread.count) sector(s) not fully read (\(list)): give their keys with --key/--key-b, or find them with `cardctl keys try`")
+                if !allowPartial { throw ExitCode(CLIError.Status.refused.rawValue) }
+            }
+        }
+    }
+
+    private func printTable(_ sectors: [SectorContents], size: CardSize) {
+        for sector in sectors {
+            let opened = [sector.keyA != nil ? "key A" : nil, sector.keyB != nil ? "key B" : nil].compactMap { $0 }
+            print("sector \(sector.sector)  (opened with \(opened.isEmpty ? "no key" : opened.joined(separator: ", ")))")
+            let first = size.firstBlock(ofSector: sector.sector)
+            let trailer = sector.blocks.last ?? nil
+            let access = trailer.flatMap { try? AccessBits(bytes: Array($0[6..<9])) }
+            for (index, block) in sector.blocks.enumerated() {
+                let number = first + index
+                var note = ""
+                if size.isTrailer(number), block != nil {
+                    note = access.map { "trailer: " + $0.describeGroup(3) } ?? "trailer: INVALID access bits"
+                } else if let access {
+                    note = access.describeGroup(size.accessGroup(ofBlock: number))
+                    if let block, let value = try? ValueBlock(block: block) { note += "; value \(value.value)" }
+                }
+                // Keys never reach the terminal.
+                print(hexLine(block: number, bytes: block, note: note, maskKeys: size.isTrailer(number)))
+            }
+            if let problem = sector.problem { print("      ! \(problem)") }
+        }
+    }
+}
+
+extension CardImage {
+    /// Assembles a dump from what the sectors gave up: unreadable blocks are zeros, trailers carry the opening keys.
+    init(sectors: [SectorContents], size: CardSize) throws {
+        var bytes = [UInt8](repeating: 0, count: size.byteCount)
+        for sector in sectors {
+            let first = size.firstBlock(ofSector: sector.sector)
+            for (index, block) in sector.blocks.enumerated() {
+                let number = first + index
+                let data = size.isTrailer(number) ? sector.trailerForDump : block
+                if let data { bytes.replaceSubrange(number * 16..<number * 16 + 16, with: data) }
+            }
+        }
+        try self.init(mfd: bytes)
+    }
+}
+
+/// Reading and writing dump files.
+enum DumpFile {
+    static func json(_ image: CardImage, keysMasked: Bool) throws -> [UInt8] {
+        var image = image
+        if keysMasked {
+            for sector in 0..<image.size.sectorCount {
+                let trailer = image.size.trailerBlock(ofSector: sector)
+                var block = image.block(trailer)
+                for i in Array(0..<6) + Array(10..<16) { block[i] = 0 }
+                image.setBlock(trailer, block)
+            }
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        return Array(try encoder.encode(image))
+    }
+
+    /// Writes atomically (temp file + rename), mode 0600: a dump holds the card's keys.
+    static func write(_ bytes: [UInt8], to path: String) throws {
+        let url = URL(fileURLWithPath: path)
+        let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
+        guard FileManager.default.createFile(atPath: temporary.path, contents: Data(bytes), attributes: [.posixPermissions: 0o600]) else {
+            throw CLIError(.badInput, "cannot write \(path): the directory is missing or not writable; choose another --out")
+        }
+        guard rename(temporary.path, url.path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary.path)
+            throw CLIError(.badInput, "cannot write \(path): \(reason); choose another --out")
+        }
+    }
+
+    /// Reads an .mfd/.bin (raw) or .json dump.
+    static func read(_ path: String) throws -> CardImage {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw CLIError(.badInput, "cannot read \(path): no such file or not readable")
+        }
+        if path.lowercased().hasSuffix(".json") {
+            do { return try JSONDecoder().decode(CardImage.self, from: data) } catch {
+                throw CLIError(.badInput, "\(path) is not a valid JSON dump: \(error)")
+            }
+        }
+        do { return try CardImage(mfd: Array(data)) } catch {
+            throw CLIError(.badInput, "\(path) is not a MIFARE Classic dump: \(error)")
+        }
+    }
+}
