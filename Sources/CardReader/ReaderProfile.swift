@@ -25,6 +25,8 @@ public struct ReaderProfile: Sendable, Hashable, CustomStringConvertible {
     public let keyStructure: UInt8
     /// Whether loaded keys are lost at power-off (volatile) or kept in the reader's EEPROM.
     public var keysAreVolatile: Bool { keyStructure & 0x20 == 0 }
+    /// USB vendor and product ID ("072f:2200"), for udev rules; `nil` for the generic profile.
+    public let usbID: String?
     /// Whether the firmware answers most failures with the catch-all `63 00` instead of a specific status word.
     public let reportsFailuresAsGeneric: Bool
 
@@ -35,16 +37,16 @@ public struct ReaderProfile: Sendable, Hashable, CustomStringConvertible {
 
     public static let acr122u = ReaderProfile(
         kind: .acr122u, name: "ACS ACR122U", valueCommands: .acs, keySlots: 2, keyStructure: 0x00,
-        reportsFailuresAsGeneric: true)
+        usbID: "072f:2200", reportsFailuresAsGeneric: true)
     public static let acr1252u = ReaderProfile(
         kind: .acr1252u, name: "ACS ACR1252U", valueCommands: .acs, keySlots: 2, keyStructure: 0x00,
-        reportsFailuresAsGeneric: true)
+        usbID: "072f:223b", reportsFailuresAsGeneric: true)
     public static let omnikey5422 = ReaderProfile(
         kind: .omnikey5422, name: "HID OMNIKEY 5422", valueCommands: .omnikey, keySlots: 32, keyStructure: 0x20,
-        reportsFailuresAsGeneric: false)
+        usbID: "076b:5422", reportsFailuresAsGeneric: false)
     public static let generic = ReaderProfile(
         kind: .generic, name: "generic PC/SC Part 3 reader", valueCommands: .none, keySlots: 2, keyStructure: 0x00,
-        reportsFailuresAsGeneric: false)
+        usbID: nil, reportsFailuresAsGeneric: false)
 
     /// The profile of a reader family.
     public static func profile(for kind: ReaderKind) -> ReaderProfile {
