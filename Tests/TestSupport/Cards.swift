@@ -59,22 +59,7 @@ public final class VirtualCard: @unchecked Sendable {
 
     /// Waits until pcscd reports the card present (or absent) on this reader: it polls vpcd about every 400 ms.
     public func waitForPcscd(present: Bool, timeout: TimeInterval = 5) throws {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            let result = run("/usr/bin/python3", ["-c", """
-                from smartcard.System import readers
-                from smartcard.Exceptions import NoCardException
-                r = [x for x in readers() if str(x) == "\(readerName)"][0]
-                c = r.createConnection()
-                try:
-                    c.connect(); print("present")
-                except Exception:
-                    print("absent")
-                """])
-            if result.stdout.contains(present ? "present" : "absent") { return }
-            Thread.sleep(forTimeInterval: 0.1)
-        }
-        throw TestSetupError("pcscd did not see the card \(present ? "arrive on" : "leave") \(readerName) within \(Int(timeout)) s")
+        try EmulatorProcess.waitForPcscd(reader: readerName, present: present, timeout: timeout)
     }
 
     deinit { link.stop() }

@@ -1,0 +1,163 @@
+import Foundation
+import MifareClassic
+import Testing
+import TestSupport
+
+/// The whole path through the real pcscd + vpcd ("Virtual PCD 00 00", port 35963): the cardemu and cardctl
+/// executables, and two independent clients (pcsc_scan, pyscard). Serialized: one card on one port at a time.
+@Suite(.serialized) struct CardStackTests {
+    let keyArguments = ["--key", SampleCards.sector1KeyA.hexForTests, "--key-b", SampleCards.sector1KeyB.hexForTests]
+
+    func cardctl(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        run(try BuiltExecutable.path("cardctl"), arguments)
+    }
+
+    @Test func readersListsTheVirtualReaderWhileCardemuRuns() throws {
+        let emulator = try EmulatorProcess(card: SampleCards.sample1KPath)
+        defer { emulator.terminate() }
+        let result = try cardctl(["readers"])
+        #expect(result.status == 0)
+        #expect(result.stdout.contains("0: Virtual PCD 00 00  [card: MIFARE Classic 1K"))
+        let json = try cardctl(["readers", "--json"])
+        #expect(json.stdout.contains("\"name\" : \"Virtual PCD 00 00\""))
+    }
+
+    @Test func infoDecodesTheCardAndProbesTheProfile() throws {
+        let emulator = try EmulatorProcess(card: SampleCards.sample1KPath, arguments: ["--profile", "acr122u"])
+        defer { emulator.terminate() }
+        let result = try cardctl(["info"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("UID       DEADBEEF"))
+        #expect(result.stdout.contains("acr122u — ACS ACR122U, chosen by firmware probe (ACR122U215)"))
+        #expect(result.stdout.contains("card      MIFARE Classic 1K"))
+        let omnikey = try cardctl(["info", "--profile", "omnikey5422", "--json"])
+        #expect(omnikey.stdout.contains("\"profileSource\" : \"--profile\""))
+    }
+
+    @Test func dumpIsByteIdenticalToTheLoadedImage() throws {
+        let emulator = try EmulatorProcess(card: SampleCards.sample1KPath)
+        defer { emulator.terminate() }
+        let out = NSTemporaryDirectory() + "dump-\(UUID().uuidString).mfd"
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let result = try cardctl(["dump", "--out", out] + keyArguments)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(FileManager.default.contents(atPath: out) == FileManager.default.contents(atPath: SampleCards.sample1KPath))
+        // The screen never shows keys.
+        #expect(!result.stdout.contains("11 22 33 44 55 66") && !result.stdout.contains("66 55 44 33 22 11"))
+        // Without key B the dump is still complete for reading, but sector 1's trailer lacks key B: not identical.
+        let partial = try cardctl(["dump", "--out", out, "--key", SampleCards.sector1KeyA.hexForTests])
+        #expect(partial.status == 0)
+        #expect(FileManager.default.contents(atPath: out) != FileManager.default.contents(atPath: SampleCards.sample1KPath))
+    }
+
+    @Test func pcscScanIdentifiesMifareClassic1K() throws {
+        let emulator = try EmulatorProcess(card: SampleCards.sample1KPath)
+        defer { emulator.terminate() }
+        let result = run("/usr/bin/pcsc_scan", ["-t", "2"], timeout: 20)
+        #expect(result.stdout.contains("MIFARE Classic 1K"), "\(result.stdout.suffix(500))")
+        #expect(result.stdout.contains("3B 8F 80 01 80 4F 0C A0 00 00 03 06 03 00 01 00 00 00 00 6A"))
+    }
+
+    @Test func pyscardAuthenticatesAndReadsABlock() throws {
+        let emulator = try EmulatorProcess(card: SampleCards.sample1KPath)
+        defer { emulator.terminate() }
+        let script = SampleCards.repositoryRoot.appendingPathComponent("scripts/pyscard-read-block.py").path
+        let result = run("/usr/bin/python3", [script, "Virtual PCD 00 00", "4", SampleCards.sector1KeyA.hexForTests])
+        #expect(result.status == 0, "\(result.stderr)")
+        let image = try CardImage(mfd: SampleCards.sample1K())
+        #expect(result.stdout.contains("uid DEADBEEF"))
+        #expect(result.stdout.contains("block " + image.block(4).map { String(format: "%02X", $0) }.joined()))
+        let wrong = run("/usr/bin/python3", [script, "Virtual PCD 00 00", "4", "000000000000"])
+        #expect(wrong.status == 3)
+    }
+
+    @Test func removeAndInsertThroughTheControlSocket() throws {
+        let emulator = try EmulatorProcess(card: SampleCards.sample1KPath)
+        defer { emulator.terminate() }
+        #expect(try emulator.ctl("remove").status == 0)
+        try EmulatorProcess.waitForPcscd(reader: emulator.readerName, present: false)
+        let missing = try cardctl(["info"])
+        #expect(missing.status == 3)
+        #expect(missing.stderr.contains("no card on \"Virtual PCD 00 00\""))
+        #expect(try emulator.ctl("insert").status == 0)
+        try EmulatorProcess.waitForPcscd(reader: emulator.readerName, present: true)
+        #expect(try cardctl(["info"]).status == 0)
+        let status = try emulator.ctl("status", "--json")
+        #expect(status.stdout.contains("\"cardPresent\":true"))
+        #expect(try emulator.ctl("tear-during", "1", "--effect", "sideways").status == 1)
+    }
+
+    @Test func cardTornMidDebitThroughTheStack() throws {
+        let work = NSTemporaryDirectory() + "torn-\(UUID().uuidString).mfd"
+        try FileManager.default.copyItem(atPath: SampleCards.sample1KPath, toPath: work)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let emulator = try EmulatorProcess(card: work, arguments: ["--save"])
+        defer { emulator.terminate() }
+        // cardctl value dec: probe, LOAD KEYS, AUTHENTICATE, DECREMENT (4th) torn with the block left old.
+        #expect(try emulator.ctl("tear-during", "4", "--effect", "old").status == 0)
+        let torn = try cardctl(["value", "dec", "5", "100", "--key", SampleCards.sector1KeyA.hexForTests])
+        #expect(torn.status == 3, "card removed: \(torn.stderr)")
+        #expect(try emulator.ctl("insert").status == 0)
+        try EmulatorProcess.waitForPcscd(reader: emulator.readerName, present: true)
+        let value = try cardctl(["value", "get", "5", "--key", SampleCards.sector1KeyA.hexForTests])
+        #expect(value.stdout.contains("value 1000"), "left old: nothing was debited")
+        #expect(try cardctl(["value", "dec", "5", "100", "--key", SampleCards.sector1KeyA.hexForTests]).stdout.contains("value 900"))
+        Thread.sleep(forTimeInterval: 0.3)  // --save writes within 0.1 s
+        let saved = try CardImage(mfd: Array(FileManager.default.contents(atPath: work) ?? Data()))
+        #expect(try ValueBlock(block: saved.block(5)).value == 900)
+    }
+
+    @Test func refusalsAreOneLineWithTheirExitStatus() throws {
+        let emulator = try EmulatorProcess(card: SampleCards.sample1KPath)
+        defer { emulator.terminate() }
+        let wrongKey = try cardctl(["read", "4", "--key", "000000000000"])
+        #expect(wrongKey.status == 4)
+        #expect(wrongKey.stderr.split(separator: "\n").count == 1)
+        #expect(!wrongKey.stderr.contains("000000000000"), "keys never in messages")
+        let refused = try cardctl(["value", "inc", "5", "1", "--key", SampleCards.sector1KeyA.hexForTests])
+        #expect(refused.status == 5)
+        #expect(try cardctl(["read", "64"]).status == 6)
+        #expect(try cardctl(["read", "banana"]).status == 64)
+        #expect(try cardctl(["read", "4", "--key", "12345"]).status == 64)
+        let badImage = NSTemporaryDirectory() + "bad-\(UUID().uuidString).mfd"
+        var bytes = try SampleCards.sample1K()
+        bytes[7 * 16 + 7] ^= 0xFF
+        _ = FileManager.default.createFile(atPath: badImage, contents: Data(bytes))
+        defer { try? FileManager.default.removeItem(atPath: badImage) }
+        let restore = try cardctl(["restore", badImage] + keyArguments)
+        #expect(restore.status == 6)
+        #expect(restore.stderr.contains("invalid sector trailer"))
+    }
+
+    @Test func watchSurvivesPcscdBeingKilledAndRestarted() throws {
+        let emulator = try EmulatorProcess(card: SampleCards.sample1KPath)
+        defer { emulator.terminate() }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try BuiltExecutable.path("cardctl"))
+        process.arguments = ["watch"]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        Thread.sleep(forTimeInterval: 1.5)
+        PCSCDaemon.kill()
+        Thread.sleep(forTimeInterval: 1)
+        try PCSCDaemon.ensureRunning()
+        try EmulatorProcess.waitForPcscd(reader: emulator.readerName, present: true, timeout: 10)
+        Thread.sleep(forTimeInterval: 1.5)
+        // The monitor works on its new context: a removal after the restart is seen.
+        #expect(try emulator.ctl("remove").status == 0)
+        Thread.sleep(forTimeInterval: 1.5)
+        process.interrupt()  // Ctrl-C
+        process.waitUntilExit()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationStatus == 0, "Ctrl-C is a clean exit")
+        #expect(text.contains("pcscd unreachable"))
+        #expect(text.contains("pcscd is back"))
+        let afterRestart = try #require(text.components(separatedBy: "pcscd is back").last)
+        #expect(afterRestart.contains("card removed from Virtual PCD 00 00"), "\(text)")
+    }
+}
+
+extension MifareKey {
+    var hexForTests: String { bytes.map { String(format: "%02X", $0) }.joined() }
+}
