@@ -30,7 +30,7 @@ let package = Package(
             pkgConfig: "libpcsclite",
             providers: [.apt(["libpcsclite-dev"])]
         ),
-        .target(name: "PCSC", dependencies: ["CPCSCLite"], swiftSettings: strictSwift),
+        .target(name: "PCSC", dependencies: ["CPCSCLite", "SmartCard"], swiftSettings: strictSwift),
         // APDU values, status words, ATRs and the synchronous channel protocol. No I/O.
         .target(name: "SmartCard", swiftSettings: strictSwift),
         // MIFARE Classic as pure values: geometry, trailers, access bits, value blocks, dumps.
@@ -70,7 +70,7 @@ let package = Package(
         .executableTarget(
             name: "cardbench",
             dependencies: [
-                "PCSC", "SmartCard", "CardReader", "CardEmulator", "CBenchLoop",
+                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CardEmulator", "CBenchLoop",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift

@@ -8,7 +8,7 @@ import SmartCard
 public final class PCSCCard: @unchecked Sendable {
     public let context: PCSCContext
     public let reader: String
-    // Mutated only on the context's queue.
+    // Mutated only on the context's thread.
     private var handle: SCARDHANDLE
     private var connected = true
     public private(set) var activeProtocol: CardProtocol
@@ -27,26 +27,34 @@ public final class PCSCCard: @unchecked Sendable {
         if connected { _ = SCardDisconnect(handle, DWORD(SCARD_LEAVE_CARD)) }
     }
 
-    /// Runs a whole card session synchronously on the context's queue: one hop for any number of APDUs.
+    /// Runs a whole card session synchronously on the context's thread: one hop for any number of APDUs.
     public func perform<T: Sendable>(_ body: @escaping @Sendable (PCSCChannel) throws -> T) async throws -> T {
         try await context.run { try body(PCSCChannel(card: self)) }
     }
 
-    /// Sends one APDU (one hop onto the context's queue).
+    /// Sends one APDU (one hop onto the context's thread).
     public func transmit(_ command: [UInt8]) async throws -> [UInt8] {
         try await context.run { try self.transmitNow(command) }
     }
 
     func transmitNow(_ command: [UInt8]) throws -> [UInt8] {
-        dispatchPrecondition(condition: .onQueue(context.queue))
-        var response = [UInt8](repeating: 0, count: 258)
-        var length = DWORD(response.count)
+        precondition(context.worker.isCurrent, "PC/SC calls run on the context's thread")
         let pci: UnsafePointer<SCARD_IO_REQUEST> = activeProtocol == .t0 ? onecard_pci_t0() : activeProtocol == .raw ? onecard_pci_raw() : onecard_pci_t1()
-        try check(SCardTransmit(handle, pci, command, DWORD(command.count), nil, &response, &length))
+        var length = DWORD(258)
+        var result: LONG = 0
+        // One allocation per APDU: the response array is written in place and trimmed.
+        var response = [UInt8](unsafeUninitializedCapacity: 258) { buffer, count in
+            result = command.withUnsafeBufferPointer { apdu in
+                SCardTransmit(handle, pci, apdu.baseAddress, DWORD(apdu.count), nil, buffer.baseAddress, &length)
+            }
+            count = result == SCARD_S_SUCCESS ? Int(length) : 0
+        }
+        try check(result)
         // Through vpcd, a card leaving mid-APDU comes back as success with no bytes at all (pcsc-lite 1.9.9,
         // vsmartcard 3.3; see HardwareNotes.md). Every real response has at least a status word.
-        guard length > 0 else { throw PCSCError.notTransacted }
-        return Array(response.prefix(Int(length)))
+        guard !response.isEmpty else { throw PCSCError.notTransacted }
+        response.reserveCapacity(0)
+        return response
     }
 
     /// SCardReconnect: e.g. `.reset` to select the card again after a failed MIFARE authentication.

@@ -8,24 +8,24 @@ func check(_ result: LONG) throws {
     guard result == SCARD_S_SUCCESS else { throw PCSCError(rawValue: Int(result)) }
 }
 
-/// A PC/SC resource-manager context with its own serial queue.
+/// A PC/SC resource-manager context with its own thread.
 ///
 /// pcsc-lite wants one context per thread, and its calls block: every call on this context runs on the context's
-/// queue, never on the Swift cooperative pool. Async methods hop onto the queue once; a whole card session runs
+/// thread, never on the Swift cooperative pool. Async methods hop onto that thread once; a whole card session runs
 /// there synchronously through `PCSCCard.perform`. After pcscd restarts, calls fail with `PCSCError.noService`:
 /// release the context and establish a new one (`ReaderMonitor` does this itself).
 public final class PCSCContext: @unchecked Sendable {
     /// Where the context's calls run.
-    let queue: DispatchQueue
+    let worker: ContextThread
     let handle: SCARDCONTEXT
     private let lock = NSLock()
     private var released = false
 
-    /// Establishes a context synchronously on the calling thread's behalf (the call itself runs on the new queue).
+    /// Establishes a context synchronously on the calling thread's behalf (the call itself runs on the new thread).
     public init(label: String = "onecard.pcsc") throws {
-        let queue = DispatchQueue(label: label)
-        self.queue = queue
-        handle = try queue.sync {
+        let worker = ContextThread(name: label)
+        self.worker = worker
+        handle = try worker.sync {
             var context: SCARDCONTEXT = 0
             try check(SCardEstablishContext(DWORD(SCARD_SCOPE_SYSTEM), nil, nil, &context))
             return context
@@ -41,10 +41,13 @@ public final class PCSCContext: @unchecked Sendable {
         }
     }
 
-    deinit { releaseNow() }
+    deinit {
+        releaseNow()
+        worker.finish()
+    }
 
     /// Releases the context; later calls fail with `invalidHandle`. Safe to call twice.
-    public func release() { queue.async { self.releaseNow() } }
+    public func release() { worker.async { self.releaseNow() } }
 
     private func releaseNow() {
         let wasReleased = lock.withLock {
@@ -58,10 +61,10 @@ public final class PCSCContext: @unchecked Sendable {
     /// the first real call then fails with `noService`.)
     public var isValid: Bool { SCardIsValidContext(handle) == SCARD_S_SUCCESS }
 
-    /// Runs `body` on the context's queue and returns its result.
+    /// Runs `body` on the context's thread and returns its result.
     func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            queue.async { continuation.resume(with: Result { try body() }) }
+            worker.async { continuation.resume(with: Result { try body() }) }
         }
     }
 
