@@ -25,6 +25,11 @@ public final class VPCDLink: @unchecked Sendable {
     /// CARDEMU_TRACE=1 prints each frame from vpcd on stderr (never the APDU bytes: they can carry keys).
     private let trace = ProcessInfo.processInfo.environment["CARDEMU_TRACE"] != nil
 
+    /// The name pcscd gives the vpcd reader on `port`: "Virtual PCD 00 00" for 35963, "Virtual PCD 00 01" for 35964.
+    public static func readerName(port: UInt16) -> String {
+        "Virtual PCD 00 " + String(format: "%02d", Int(port) - 35963)
+    }
+
     public init(reader: EmulatedReader, host: String = "127.0.0.1", port: UInt16 = 35963) {
         self.reader = reader
         self.host = host

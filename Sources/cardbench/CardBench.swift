@@ -53,7 +53,7 @@ struct APDU: AsyncParsableCommand {
         guard link.waitUntilConnected(timeout: .seconds(10)) else {
             throw ValidationError("cannot connect to vpcd on port \(port): is pcscd running with vsmartcard-vpcd? (scripts/bootstrap)")
         }
-        let readerName = "Virtual PCD 00 \(String(format: "%02d", Int(port) - 35963))"
+        let readerName = VPCDLink.readerName(port: port)
         let context = try await PCSCContext.establish()
         // Wait until pcscd has seen the card.
         var card: PCSCCard?

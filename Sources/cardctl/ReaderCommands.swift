@@ -51,6 +51,7 @@ struct Info: AsyncParsableCommand {
 
     struct Report: Encodable {
         var reader: String
+        var readerVendor: String?
         var profile: String
         var profileSource: String
         var nativeValueOperations: Bool
@@ -67,9 +68,11 @@ struct Info: AsyncParsableCommand {
         try await reportingFailures {
             let connection = try await CardConnection.open(reader)
             let uid = try await connection.session { session, _ in try session.uid() }
+            // Not every driver reports a vendor (vpcd does not): optional.
+            let vendor = (try? await connection.card.attribute(.vendorName)).map { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
             let profile = connection.profile
             let report = Report(
-                reader: connection.readerName, profile: profile.kind.rawValue, profileSource: connection.profileSource,
+                reader: connection.readerName, readerVendor: vendor, profile: profile.kind.rawValue, profileSource: connection.profileSource,
                 nativeValueOperations: profile.hasNativeValueOperations, keySlots: profile.keySlots,
                 keysVolatile: profile.keysAreVolatile, atr: connection.atr.description,
                 atrChecksumValid: connection.atr.checksumIsValid, card: connection.atr.cardName.description,
@@ -77,7 +80,7 @@ struct Info: AsyncParsableCommand {
             if reader.json {
                 try printJSON(report)
             } else {
-                print("reader    \(report.reader)")
+                print("reader    \(report.reader)\(vendor.map { " (vendor \($0))" } ?? "")")
                 print("profile   \(profile.kind.rawValue) — \(profile.name), chosen by \(report.profileSource)")
                 print("          value operations: \(profile.hasNativeValueOperations ? "native (\(profile.valueCommands.rawValue))" : "none (read/write only)"); key slots: \(profile.keySlots) \(profile.keysAreVolatile ? "volatile" : "non-volatile")")
                 print("ATR       \(report.atr)\(report.atrChecksumValid ? "" : "  (checksum INVALID)")")

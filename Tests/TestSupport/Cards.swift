@@ -46,7 +46,7 @@ public final class VirtualCard: @unchecked Sendable {
         try PCSCDaemon.ensureRunning()
         reader = EmulatedReader(kind: kind, card: try EmulatedCard(image: image))
         link = VPCDLink(reader: reader, port: port)
-        readerName = "Virtual PCD 00 \(String(format: "%02d", Int(port) - 35963))"
+        readerName = VPCDLink.readerName(port: port)
         // A card of an earlier test may still be seen as present: start from an empty reader.
         try waitForPcscd(present: false)
         link.start()

@@ -1,4 +1,5 @@
 import Foundation
+import CardEmulator
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -36,7 +37,7 @@ public final class EmulatorProcess: @unchecked Sendable {
     public init(port: UInt16 = 35963, card: String?, arguments extra: [String] = []) throws {
         try PCSCDaemon.ensureRunning()
         self.port = port
-        readerName = "Virtual PCD 00 \(String(format: "%02d", Int(port) - 35963))"
+        readerName = VPCDLink.readerName(port: port)
         directory = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("cardemu-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         controlPath = directory.appendingPathComponent("ctl.sock").path
