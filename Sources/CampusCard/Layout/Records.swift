@@ -1,0 +1,181 @@
+import Crypto
+import Foundation
+
+/// Why a card's contents were refused: a code and one line. The codes are the issue's refusal reasons that come
+/// from reading a card (the others, such as insufficient funds, belong to the operations).
+public struct CardLayoutError: Error, Hashable, Sendable, CustomStringConvertible {
+    public enum Code: String, Sendable {
+        /// No MAD, bad MAD CRC, or our AID is not registered for our sectors.
+        case notCampusCard = "not-campus-card"
+        /// A layout version this software does not know.
+        case unsupportedLayout = "unsupported-layout"
+        /// A record whose MAC does not match: the card was written by someone without the MAC key.
+        case macMismatch = "mac-mismatch"
+        /// A block that does not decode (torn write, or garbage).
+        case garbled
+    }
+    public var code: Code
+    public var message: String
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+    public var description: String { message }
+}
+
+/// A calendar day as the card stores it: days since 2000-01-01 in China Standard Time (UTC+8), where the campus is.
+public struct CardDay: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+
+    static let epoch = Date(timeIntervalSince1970: 946_684_800 - 8 * 3600)  // 2000-01-01 00:00 UTC+8
+
+    public init(_ date: Date) {
+        rawValue = UInt16(clamping: max(0, Int(date.timeIntervalSince(Self.epoch) / 86_400)))
+    }
+
+    /// "2026-11-22".
+    public var description: String {
+        let date = Self.epoch.addingTimeInterval(Double(rawValue) * 86_400 + 8 * 3600)
+        let parts = Calendar(identifier: .gregorian).dateComponents(in: TimeZone(identifier: "UTC")!, from: date)
+        func two(_ n: Int?) -> String { let n = n ?? 0; return n < 10 ? "0\(n)" : "\(n)" }
+        return "\(parts.year ?? 0)-\(two(parts.month))-\(two(parts.day))"
+    }
+
+    public static func < (lhs: CardDay, rhs: CardDay) -> Bool { lhs.rawValue < rhs.rawValue }
+}
+
+/// Big-endian field helpers for 16-byte records.
+enum Field {
+    static func u16(_ bytes: [UInt8], _ at: Int) -> UInt16 { UInt16(bytes[at]) << 8 | UInt16(bytes[at + 1]) }
+    static func u24(_ bytes: [UInt8], _ at: Int) -> UInt32 { UInt32(bytes[at]) << 16 | UInt32(bytes[at + 1]) << 8 | UInt32(bytes[at + 2]) }
+    static func u32(_ bytes: [UInt8], _ at: Int) -> UInt32 { UInt32(u16(bytes, at)) << 16 | UInt32(u16(bytes, at + 2)) }
+    static func put16(_ value: UInt16) -> [UInt8] { [UInt8(value >> 8), UInt8(value & 0xFF)] }
+    static func put24(_ value: UInt32) -> [UInt8] { [UInt8(value >> 16 & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF)] }
+    static func put32(_ value: UInt32) -> [UInt8] { put16(UInt16(value >> 16)) + put16(UInt16(value & 0xFFFF)) }
+}
+
+/// The identity record: sector 1, blocks 4 and 5 (docs/card-layout.md).
+public struct Identity: Hashable, Sendable {
+    public enum CardType: UInt8, Sendable, CaseIterable, Codable {
+        case staff = 1, student, identity, temporary
+        public var name: String { ["", "staff", "student", "identity", "temporary"][Int(rawValue)] }
+    }
+
+    public enum Status: UInt8, Sendable, CaseIterable, Codable {
+        case normal = 0, lost, frozen, cancelled
+        public var name: String { ["normal", "lost", "frozen", "cancelled"][Int(rawValue)] }
+    }
+
+    public static let layoutVersion: UInt8 = 1
+    public static let blocks = (first: 4, second: 5)
+
+    public var serial: UInt32
+    public var account: UInt32
+    public var type: CardType
+    public var keyVersion: UInt8
+    public var issued: CardDay
+    public var expires: CardDay
+    public var status: Status
+    public var statusChanged: CardDay
+
+    public init(serial: UInt32, account: UInt32, type: CardType, keyVersion: UInt8, issued: CardDay, expires: CardDay,
+                status: Status = .normal, statusChanged: CardDay? = nil) {
+        self.serial = serial
+        self.account = account
+        self.type = type
+        self.keyVersion = keyVersion
+        self.issued = issued
+        self.expires = expires
+        self.status = status
+        self.statusChanged = statusChanged ?? issued
+    }
+
+    /// Blocks 4 and 5, the MAC in the last 4 bytes of block 5 covering both.
+    public func encode(uid: [UInt8], macKey: SymmetricKey) -> (first: [UInt8], second: [UInt8]) {
+        let first = Field.put32(serial) + Field.put32(account) + [type.rawValue, Self.layoutVersion, keyVersion]
+            + Field.put16(issued.rawValue) + Field.put16(expires.rawValue) + [0]
+        let body = [status.rawValue] + Field.put16(statusChanged.rawValue) + [UInt8](repeating: 0, count: 9)
+        let mac = CardMAC.compute(key: macKey, uid: uid, block: Self.blocks.first, record: first + body)
+        return (first, body + mac)
+    }
+
+    /// The layout and key versions of block 4, readable before the MAC key is known.
+    public static func versions(of first: [UInt8]) throws -> (layout: UInt8, key: UInt8) {
+        guard first.count == 16 else { throw CardLayoutError(.garbled, "the identity block is not 16 bytes") }
+        return (first[9], first[10])
+    }
+
+    /// Decodes and verifies blocks 4 and 5.
+    public init(first: [UInt8], second: [UInt8], uid: [UInt8], macKey: SymmetricKey) throws {
+        guard first.count == 16, second.count == 16 else { throw CardLayoutError(.garbled, "the identity blocks are not 16 bytes each") }
+        guard first[9] == Self.layoutVersion else {
+            throw CardLayoutError(.unsupportedLayout, "the card has layout version \(first[9]); this terminal reads version \(Self.layoutVersion): update the terminal software")
+        }
+        let expected = CardMAC.compute(key: macKey, uid: uid, block: Self.blocks.first, record: first + Array(second[0..<12]))
+        guard CardMAC.matches(Array(second[12..<16]), expected) else {
+            throw CardLayoutError(.macMismatch, "the identity record's MAC does not match: the card was altered without the MAC key; keep the card and report it")
+        }
+        guard let type = CardType(rawValue: first[8]), let status = Status(rawValue: second[0]) else {
+            throw CardLayoutError(.garbled, "the identity record holds an unknown card type or status; the card needs re-issuing")
+        }
+        self.init(serial: Field.u32(first, 0), account: Field.u32(first, 4), type: type, keyVersion: first[10],
+                  issued: CardDay(rawValue: Field.u16(first, 11)), expires: CardDay(rawValue: Field.u16(first, 13)),
+                  status: status, statusChanged: CardDay(rawValue: Field.u16(second, 1)))
+    }
+}
+
+/// The purse record: sector 2, block 8 — the commit record of the tearing protocol (docs/card-layout.md).
+public struct PurseRecord: Hashable, Sendable {
+    public static let block = 8
+
+    public enum Operation: UInt8, Sendable, CaseIterable, Codable {
+        case issue = 0, debit, load, subsidy, repair
+    }
+
+    public var counter: UInt16
+    /// A copy of the identity status, so a debit refuses a locked card without reading sector 1.
+    public var status: Identity.Status
+    public var lastOperation: Operation
+    public var lastDay: CardDay
+    /// Debits on `lastDay`, for the daily limit.
+    public var debitedToday: Fen
+    public var terminalID: UInt16
+    public var terminalSequence: UInt16
+
+    public init(counter: UInt16, status: Identity.Status, lastOperation: Operation, lastDay: CardDay, debitedToday: Fen,
+                terminalID: UInt16, terminalSequence: UInt16) {
+        self.counter = counter
+        self.status = status
+        self.lastOperation = lastOperation
+        self.lastDay = lastDay
+        self.debitedToday = debitedToday
+        self.terminalID = terminalID
+        self.terminalSequence = terminalSequence
+    }
+
+    /// 16 bytes; the MAC vouches for `balance`, the primary value the record commits.
+    public func encode(uid: [UInt8], balance: Fen, macKey: SymmetricKey) -> [UInt8] {
+        precondition((0...0xFF_FFFF).contains(debitedToday.rawValue), "a day's debits fit 24 bits")
+        let body = Field.put16(counter) + [status.rawValue << 4 | lastOperation.rawValue] + Field.put16(lastDay.rawValue)
+            + Field.put24(UInt32(debitedToday.rawValue)) + Field.put16(terminalID) + Field.put16(terminalSequence)
+        return body + CardMAC.compute(key: macKey, uid: uid, block: Self.block, record: body, value: Int32(balance.rawValue))
+    }
+
+    /// Whether `block` is a record that vouches for `balance` (the MAC check of the tearing protocol).
+    public static func vouches(_ block: [UInt8], for balance: Fen, uid: [UInt8], macKey: SymmetricKey) -> Bool {
+        guard block.count == 16 else { return false }
+        let expected = CardMAC.compute(key: macKey, uid: uid, block: Self.block, record: Array(block[0..<12]), value: Int32(truncatingIfNeeded: balance.rawValue))
+        return CardMAC.matches(Array(block[12..<16]), expected)
+    }
+
+    /// Decodes a record already shown to vouch for a balance (`vouches`).
+    public init(block: [UInt8]) throws {
+        guard block.count == 16, let status = Identity.Status(rawValue: block[2] >> 4),
+              let operation = Operation(rawValue: block[2] & 0x0F) else {
+            throw CardLayoutError(.garbled, "the purse record does not decode: torn or not a campus card record")
+        }
+        self.init(counter: Field.u16(block, 0), status: status, lastOperation: operation, lastDay: CardDay(rawValue: Field.u16(block, 3)),
+                  debitedToday: Fen(Int(Field.u24(block, 5))), terminalID: Field.u16(block, 8), terminalSequence: Field.u16(block, 10))
+    }
+}

@@ -1,0 +1,51 @@
+import CampusCard
+import Crypto
+import Foundation
+import Testing
+
+@Suite struct RecordTests {
+    let uid: [UInt8] = [0xDE, 0xAD, 0xBE, 0xEF]
+    let macKey = SymmetricKey(size: .bits128)
+
+    @Test func cardDays() {
+        #expect(CardDay(Date(timeIntervalSince1970: 946_684_800 - 8 * 3600)).rawValue == 0)
+        // 2026-11-22 00:30 in Beijing is still 2026-11-21 in UTC: the card counts Beijing days.
+        let beijingMidnight = Date(timeIntervalSince1970: 1_795_278_600)  // 2026-11-21T16:30:00Z
+        #expect(CardDay(beijingMidnight).description == "2026-11-22")
+        #expect(CardDay(rawValue: 0).description == "2000-01-01")
+    }
+
+    @Test func identityRoundTripsAndDetectsTampering() throws {
+        let identity = Identity(serial: 20_260_001, account: 3_120_456, type: .student, keyVersion: 1,
+                                issued: CardDay(rawValue: 9_822), expires: CardDay(rawValue: 11_283))
+        let (first, second) = identity.encode(uid: uid, macKey: macKey)
+        #expect(try Identity(first: first, second: second, uid: uid, macKey: macKey) == identity)
+        #expect(try Identity.versions(of: first) == (1, 1))
+        // Any single changed byte of either block, another card's UID, or another MAC key: refused.
+        for index in 0..<32 where index != 9 {
+            var a = first, b = second
+            if index < 16 { a[index] ^= 0x01 } else { b[index - 16] ^= 0x01 }
+            let error = #expect(throws: CardLayoutError.self) { try Identity(first: a, second: b, uid: uid, macKey: macKey) }
+            #expect(error?.code == .macMismatch, "byte \(index)")
+        }
+        #expect(throws: CardLayoutError.self) { try Identity(first: first, second: second, uid: [1, 2, 3, 4], macKey: macKey) }
+        var future = first
+        future[9] = 2
+        let layout = #expect(throws: CardLayoutError.self) { try Identity(first: future, second: second, uid: uid, macKey: macKey) }
+        #expect(layout?.code == .unsupportedLayout)
+    }
+
+    @Test func purseRecordVouchesForExactlyOneBalance() throws {
+        let record = PurseRecord(counter: 42, status: .normal, lastOperation: .debit, lastDay: CardDay(rawValue: 9_822),
+                                 debitedToday: Fen(1_250), terminalID: 7, terminalSequence: 1_001)
+        let block = record.encode(uid: uid, balance: Fen(8_750), macKey: macKey)
+        #expect(PurseRecord.vouches(block, for: Fen(8_750), uid: uid, macKey: macKey))
+        #expect(!PurseRecord.vouches(block, for: Fen(8_751), uid: uid, macKey: macKey))
+        #expect(!PurseRecord.vouches(block, for: Fen(8_750), uid: [1, 2, 3, 4], macKey: macKey))
+        #expect(try PurseRecord(block: block) == record)
+        var torn = block
+        torn[2] = 0xFF
+        #expect(throws: CardLayoutError.self) { try PurseRecord(block: torn) }
+        #expect(!PurseRecord.vouches(torn, for: Fen(8_750), uid: uid, macKey: macKey))
+    }
+}
