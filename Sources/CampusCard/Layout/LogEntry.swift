@@ -1,0 +1,42 @@
+import Crypto
+
+/// One entry of the transaction log ring (sectors 4 and 5, six entries): the history any terminal can show, and the
+/// source from which a torn purse record is rebuilt. MAC'd like the records, so a forged entry cannot steer a rebuild.
+public struct LogEntry: Hashable, Sendable {
+    /// The ring's blocks, entry `counter % 6` in `blocks[counter % 6]`.
+    public static let blocks = [16, 17, 18, 20, 21, 22]
+
+    public var operation: PurseRecord.Operation
+    public var amount: Fen
+    public var balanceAfter: Fen
+    public var counter: UInt16
+    public var terminalSequence: UInt16
+
+    public init(operation: PurseRecord.Operation, amount: Fen, balanceAfter: Fen, counter: UInt16, terminalSequence: UInt16) {
+        self.operation = operation
+        self.amount = amount
+        self.balanceAfter = balanceAfter
+        self.counter = counter
+        self.terminalSequence = terminalSequence
+    }
+
+    public static func block(forCounter counter: UInt16) -> Int { blocks[Int(counter) % blocks.count] }
+
+    public func encode(uid: [UInt8], macKey: SymmetricKey) -> [UInt8] {
+        let body = [operation.rawValue] + Field.put24(UInt32(amount.rawValue)) + Field.put32(UInt32(bitPattern: Int32(balanceAfter.rawValue)))
+            + Field.put16(counter) + Field.put16(terminalSequence)
+        return body + CardMAC.compute(key: macKey, uid: uid, block: Self.block(forCounter: counter), record: body)
+    }
+
+    /// Decodes a log block; `nil` for an empty, torn or forged entry.
+    public init?(block: [UInt8], number: Int, uid: [UInt8], macKey: SymmetricKey) {
+        guard block.count == 16, block != [UInt8](repeating: 0, count: 16),
+              CardMAC.matches(Array(block[12..<16]), CardMAC.compute(key: macKey, uid: uid, block: number, record: Array(block[0..<12]))),
+              let operation = PurseRecord.Operation(rawValue: block[0])
+        else { return nil }
+        self.init(operation: operation, amount: Fen(Int(Field.u24(block, 1))),
+                  balanceAfter: Fen(Int(Int32(bitPattern: Field.u32(block, 4)))), counter: Field.u16(block, 8),
+                  terminalSequence: Field.u16(block, 10))
+        guard Self.block(forCounter: counter) == number else { return nil }
+    }
+}

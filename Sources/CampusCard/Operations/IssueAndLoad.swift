@@ -1,0 +1,94 @@
+import CardReader
+import Crypto
+import Foundation
+import MifareClassic
+
+extension CampusCardOperations {
+    /// Our MAD application ID (private, unregistered: see docs/card-layout.md).
+    public static let applicationID: UInt16 = 0x8D01
+    static let ourSectors = [1, 2, 4, 5]
+
+    /// Issues a blank card (transport keys FF..FF): MAD, identity, an empty purse and log, then each sector's trailer
+    /// last with our diversified keys and access bits. Needs the loader role (key B masters).
+    public func issue(_ identity: Identity) throws {
+        let uid = try session.uid()
+        let version = keystore.currentVersion
+        guard keystore.roles(version: version).contains(.loader) else {
+            throw CardOperationError(.unknownKeyVersion, "this keystore holds no loader master: cards are issued at the card office's loading station")
+        }
+        let macKey = try keystore.macKey(uid: uid, version: version)
+        var identity = identity
+        identity.keyVersion = version
+        let identityBlocks = identity.encode(uid: uid, macKey: macKey)
+        var aids = [UInt16](repeating: MAD.free, count: 15)
+        for sector in Self.ourSectors { aids[sector - 1] = Self.applicationID }
+        let mad = MAD(aids: aids).blocks
+        let record = PurseRecord(counter: 0, status: identity.status, lastOperation: .issue, lastDay: CardDay(now), debitedToday: .zero,
+                                 terminalID: 0, terminalSequence: 0)
+        let zero = [UInt8](repeating: 0, count: 16)
+        let plan: [(sector: Int, blocks: [(Int, [UInt8])], bits: AccessBits)] = [
+            (0, [(1, Array(mad[0..<16])), (2, Array(mad[16..<32]))], MAD.accessBits),
+            (1, [(4, identityBlocks.first), (5, identityBlocks.second), (6, zero)],
+             AccessBits(data: AccessCondition(code: 0b100)!, trailer: AccessCondition(code: 0b011)!)),
+            (2, [(8, record.encode(uid: uid, balance: .zero, macKey: macKey)), (9, ValueBlock(value: 0, address: 9).block),
+                 (10, ValueBlock(value: 0, address: 9).block)],
+             AccessBits(groups: [.transportData, .valueBlock, .valueBlock, AccessCondition(code: 0b011)!])),
+            (4, [(16, zero), (17, zero), (18, zero)], AccessBits(data: .transportData, trailer: AccessCondition(code: 0b011)!)),
+            (5, [(20, zero), (21, zero), (22, zero)], AccessBits(data: .transportData, trailer: AccessCondition(code: 0b011)!)),
+        ]
+        for step in plan {
+            do {
+                try session.authenticate(sector: step.sector, keyType: .a, key: .transport)
+            } catch let error as MifareError where error.code == .authenticationFailed {
+                throw CardOperationError(.notBlank, "sector \(step.sector) does not open with the transport key: the card is not blank (already issued?); use `card show`")
+            }
+            for (block, data) in step.blocks { try session.write(block: block, data) }
+            let keyA = step.sector == 0 ? MAD.keyA : try keystore.sectorKey(uid: uid, sector: step.sector, role: .terminal, version: version)
+            let keyB = try keystore.sectorKey(uid: uid, sector: step.sector, role: .loader, version: version)
+            let trailer = SectorTrailer(keyA: keyA, accessBits: step.bits, userByte: step.sector == 0 ? MAD.generalPurposeByte : 0x69, keyB: keyB)
+            try session.write(block: session.size.trailerBlock(ofSector: step.sector), trailer.block)
+        }
+    }
+
+    /// Loads money onto the purse (account top-up 圈存 or subsidy 补助) with key B.
+    @discardableResult
+    public func load(_ amount: Fen, terminal: Terminal, kind: TransactionIntent.Kind = .purseLoad) throws -> PurseState {
+        guard amount > .zero else { throw CardOperationError(.overLimit, "a load must be more than 0.00 yuan") }
+        let state = try readPurse()
+        let uidHex = state.uid.map { String(format: "%02X", $0) }.joined()
+        try settleOpenIntents(uidHex: uidHex, state: state, journal: terminal.journal)
+        guard state.record.status == .normal else {
+            throw CardOperationError(.cardLocked, "the card is \(state.record.status.name): no load; send the holder to the card office")
+        }
+        guard state.balance.rawValue + amount.rawValue <= Fen.cardMaximum.rawValue else {
+            throw CardOperationError(.overLimit, "the balance would exceed what a card holds")
+        }
+        let version = keystore.currentVersion
+        let macKey = try keystore.macKey(uid: state.uid, version: version)
+        let sequence = try terminal.journal.nextSequence()
+        let intent = TransactionIntent(terminalID: UInt32(terminal.id), terminalSequence: sequence, kind: kind, cardUID: uidHex,
+                                       cardSerial: 0, amount: amount.rawValue, balanceBefore: state.balance.rawValue,
+                                       counterBefore: state.record.counter, createdAt: now)
+        do { try terminal.journal.record(intent) } catch {
+            throw CardOperationError(.journal, "cannot record the transaction before writing the card (\(error)); nothing was written")
+        }
+        let after = Fen(state.balance.rawValue + amount.rawValue)
+        let counter = state.record.counter &+ 1
+        var committed = state.record
+        committed.counter = counter
+        committed.lastOperation = kind == .purseSubsidy ? .subsidy : .load
+        committed.terminalID = terminal.id
+        committed.terminalSequence = UInt16(truncatingIfNeeded: sequence)
+        try authenticate(sector: Self.purseSector, role: .loader, uid: state.uid, version: version)
+        try session.increment(block: Self.primary, by: Int32(amount.rawValue))
+        try session.write(block: Self.record, committed.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
+        try session.copyValue(from: Self.primary, to: Self.backup)
+        let entry = LogEntry(operation: committed.lastOperation, amount: amount, balanceAfter: after, counter: counter,
+                             terminalSequence: committed.terminalSequence)
+        let logBlock = LogEntry.block(forCounter: counter)
+        try authenticate(sector: session.size.sector(ofBlock: logBlock), role: .terminal, uid: state.uid, version: version)
+        try session.write(block: logBlock, entry.encode(uid: state.uid, macKey: macKey))
+        try terminal.journal.complete(terminalSequence: sequence, outcome: .done(balanceAfter: after.rawValue, counterAfter: counter))
+        return PurseState(uid: state.uid, balance: after, record: committed, resolution: state.resolution)
+    }
+}

@@ -1,0 +1,234 @@
+import CardReader
+import Crypto
+import Foundation
+import MifareClassic
+
+/// Why an operation was refused: a code and one line. Nothing was written when one of these is thrown before the
+/// first card write (every refusal except `.torn`).
+public struct CardOperationError: Error, Hashable, Sendable, CustomStringConvertible {
+    public enum Code: String, Sendable {
+        case notCampusCard = "not-campus-card", unsupportedLayout = "unsupported-layout", tampered = "mac-mismatch"
+        case replay, insufficientFunds = "insufficient-funds", overLimit = "over-limit", cardLocked = "card-locked"
+        case expired, unknownKeyVersion = "unknown-key-version", readerCannot = "reader-cannot", notBlank = "not-blank"
+        case journal
+    }
+    public var code: Code
+    public var message: String
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+    public var description: String { message }
+}
+
+/// The terminal doing an operation: its id, its journal and its limits.
+public struct Terminal: Sendable {
+    public var id: UInt16
+    public var journal: any TerminalJournal
+    /// Above this a debit needs the holder's PIN (per transaction), and the daily total likewise.
+    public var perTransactionLimit: Fen
+    public var dailyLimit: Fen
+    /// The highest counter this terminal has seen per card (UID hex): a lower one is a replayed card state.
+    public var lastSeenCounter: @Sendable (String) -> UInt16?
+
+    public init(id: UInt16, journal: any TerminalJournal, perTransactionLimit: Fen = Fen(5_000), dailyLimit: Fen = Fen(10_000),
+                lastSeenCounter: @escaping @Sendable (String) -> UInt16? = { _ in nil }) {
+        self.id = id
+        self.journal = journal
+        self.perTransactionLimit = perTransactionLimit
+        self.dailyLimit = dailyLimit
+        self.lastSeenCounter = lastSeenCounter
+    }
+}
+
+/// What a read found and what it repaired.
+public struct PurseState: Sendable, Hashable {
+    public enum Resolution: String, Sendable, Hashable {
+        /// Record, primary and backup agree.
+        case consistent
+        /// A committed operation's backup copy was missing: the backup was repaired (the operation is done).
+        case backupRepaired = "backup-repaired"
+        /// An operation was interrupted before its commit: the primary was restored (the operation is not done).
+        case rolledBack = "rolled-back"
+        /// The record itself was torn: rolled back and the record rebuilt from the log (not done).
+        case recordRebuilt = "record-rebuilt"
+    }
+    public var uid: [UInt8]
+    public var balance: Fen
+    public var record: PurseRecord
+    public var resolution: Resolution
+}
+
+/// Campus card operations over one MIFARE session (one card session, one authentication per sector touched).
+public struct CampusCardOperations {
+    public let session: MifareSession
+    public let keystore: any Keystore
+    public let now: Date
+
+    public static let purseSector = 2
+    public static let record = 8, primary = 9, backup = 10
+
+    public init(session: MifareSession, keystore: any Keystore, now: Date = Date()) {
+        self.session = session
+        self.keystore = keystore
+        self.now = now
+    }
+
+    // MARK: Read and resolve
+
+    /// Reads the purse, decides any interrupted operation (done / not done) and repairs the card to match.
+    /// Key A only: works at every terminal.
+    public func readPurse(version: UInt8? = nil) throws -> PurseState {
+        let uid = try session.uid()
+        let version = version ?? keystore.currentVersion
+        let macKey = try keystore.macKey(uid: uid, version: version)
+        try authenticate(sector: Self.purseSector, role: .terminal, uid: uid, version: version)
+        let recordBlock = try session.read(block: Self.record)
+        // Transport errors propagate (the card left); only a block that does not decode becomes nil.
+        let primaryBlock = try session.read(block: Self.primary)
+        let primary = try? ValueBlock(block: primaryBlock).value
+        // The backup is read every time: a debit must never start while the backup is torn, or a second tear
+        // would leave no valid copy of the balance.
+        let backupBlock = try session.read(block: Self.backup)
+        let backup = try? ValueBlock(block: backupBlock).value
+        return try resolve(uid: uid, recordBlock: recordBlock, primary: primary, backup: backup, macKey: macKey, version: version)
+    }
+
+    private func resolve(uid: [UInt8], recordBlock: [UInt8], primary: Int32?, backup: Int32?, macKey: SymmetricKey, version: UInt8) throws -> PurseState {
+        if let primary, PurseRecord.vouches(recordBlock, for: Fen(Int(primary)), uid: uid, macKey: macKey) {
+            if backup == primary {
+                return PurseState(uid: uid, balance: Fen(Int(primary)), record: try PurseRecord(block: recordBlock), resolution: .consistent)
+            }
+            try session.copyValue(from: Self.primary, to: Self.backup)
+            return PurseState(uid: uid, balance: Fen(Int(primary)), record: try PurseRecord(block: recordBlock), resolution: .backupRepaired)
+        }
+        if let backup, PurseRecord.vouches(recordBlock, for: Fen(Int(backup)), uid: uid, macKey: macKey) {
+            try session.copyValue(from: Self.backup, to: Self.primary)
+            return PurseState(uid: uid, balance: Fen(Int(backup)), record: try PurseRecord(block: recordBlock), resolution: .rolledBack)
+        }
+        // The record vouches for neither value: a torn record write, or a card altered without the MAC key.
+        // Rebuild only from a MAC'd log entry that vouches for the backup (the state before the torn commit).
+        guard let backup, let entry = try newestLogEntry(uid: uid, macKey: macKey, version: version),
+              entry.balanceAfter == Fen(Int(backup)) else {
+            throw CardOperationError(.tampered, "the purse record vouches for no balance on the card: the card was altered without the MAC key (or damaged); no debit, keep the card and report it")
+        }
+        try authenticate(sector: Self.purseSector, role: .terminal, uid: uid, version: version)
+        try session.copyValue(from: Self.backup, to: Self.primary)
+        let rebuilt = PurseRecord(counter: entry.counter, status: .normal, lastOperation: .repair, lastDay: CardDay(now),
+                                  debitedToday: .zero, terminalID: 0, terminalSequence: entry.terminalSequence)
+        try session.write(block: Self.record, rebuilt.encode(uid: uid, balance: entry.balanceAfter, macKey: macKey))
+        return PurseState(uid: uid, balance: entry.balanceAfter, record: rebuilt, resolution: .recordRebuilt)
+    }
+
+    /// The log entry with the highest counter that passes its MAC.
+    public func newestLogEntry(uid: [UInt8], macKey: SymmetricKey, version: UInt8) throws -> LogEntry? {
+        try readLog(uid: uid, macKey: macKey, version: version).max { $0.counter < $1.counter }
+    }
+
+    /// Every valid log entry, oldest first.
+    public func readLog(uid: [UInt8], macKey: SymmetricKey, version: UInt8) throws -> [LogEntry] {
+        var entries: [LogEntry] = []
+        for number in LogEntry.blocks {
+            try authenticate(sector: session.size.sector(ofBlock: number), role: .terminal, uid: uid, version: version)
+            if let entry = LogEntry(block: try session.read(block: number), number: number, uid: uid, macKey: macKey) {
+                entries.append(entry)
+            }
+        }
+        return entries.sorted { $0.counter < $1.counter }
+    }
+
+    /// A tap that only reads: resolves the card (repairing it if an operation was torn) and decides this
+    /// terminal's open intents for it.
+    @discardableResult
+    public func tap(terminal: Terminal) throws -> PurseState {
+        let state = try readPurse()
+        try settleOpenIntents(uidHex: state.uid.map { String(format: "%02X", $0) }.joined(), state: state, journal: terminal.journal)
+        return state
+    }
+
+    // MARK: Debit
+
+    /// Debits the purse: refuses (nothing written) a locked card, a replayed state, insufficient funds, and amounts
+    /// over the limits unless `pinChecked`; records the intent in the terminal's journal before the first write;
+    /// commits with the record write; learns the outcome of this terminal's earlier interrupted intents.
+    @discardableResult
+    public func debit(_ amount: Fen, terminal: Terminal, pinChecked: Bool = false) throws -> PurseState {
+        guard amount > .zero else { throw CardOperationError(.overLimit, "a debit must be more than 0.00 yuan") }
+        let state = try readPurse()
+        let uidHex = state.uid.map { String(format: "%02X", $0) }.joined()
+        try settleOpenIntents(uidHex: uidHex, state: state, journal: terminal.journal)
+        let record = state.record
+        guard record.status == .normal else {
+            throw CardOperationError(.cardLocked, "the card is \(record.status.name): no debit; send the holder to the card office")
+        }
+        if let seen = terminal.lastSeenCounter(uidHex), record.counter < seen {
+            throw CardOperationError(.replay, "the card's counter \(record.counter) is lower than this terminal last saw (\(seen)): an older card state was written back; no debit, keep the card and report it")
+        }
+        guard state.balance >= amount else {
+            throw CardOperationError(.insufficientFunds, "insufficient funds: balance \(state.balance.yuan) yuan, debit \(amount.yuan) yuan; load the card first")
+        }
+        let today = CardDay(now)
+        let alreadyToday = record.lastDay == today ? record.debitedToday : .zero
+        if !pinChecked {
+            guard amount <= terminal.perTransactionLimit else {
+                throw CardOperationError(.overLimit, "\(amount.yuan) yuan is over the \(terminal.perTransactionLimit.yuan) yuan per-transaction limit: ask for the PIN")
+            }
+            guard Fen(alreadyToday.rawValue + amount.rawValue) <= terminal.dailyLimit else {
+                throw CardOperationError(.overLimit, "today's debits would reach \(Fen(alreadyToday.rawValue + amount.rawValue).yuan) yuan, over the \(terminal.dailyLimit.yuan) yuan daily limit: ask for the PIN")
+            }
+        }
+        let sequence = try terminal.journal.nextSequence()
+        let intent = TransactionIntent(terminalID: UInt32(terminal.id), terminalSequence: sequence, kind: .purseDebit, cardUID: uidHex,
+                                       cardSerial: 0, amount: amount.rawValue, balanceBefore: state.balance.rawValue, counterBefore: record.counter,
+                                       createdAt: now)
+        do { try terminal.journal.record(intent) } catch {
+            throw CardOperationError(.journal, "cannot record the transaction before writing the card (\(error)); nothing was written")
+        }
+        let after = Fen(state.balance.rawValue - amount.rawValue)
+        let counter = record.counter &+ 1
+        let macKey = try keystore.macKey(uid: state.uid, version: keystore.currentVersion)
+        let committed = PurseRecord(counter: counter, status: record.status, lastOperation: .debit, lastDay: today,
+                                    debitedToday: Fen(alreadyToday.rawValue + amount.rawValue), terminalID: terminal.id,
+                                    terminalSequence: UInt16(truncatingIfNeeded: sequence))
+        try session.decrement(block: Self.primary, by: Int32(amount.rawValue))
+        try session.write(block: Self.record, committed.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
+        try session.copyValue(from: Self.primary, to: Self.backup)
+        try writeLog(LogEntry(operation: .debit, amount: amount, balanceAfter: after, counter: counter,
+                              terminalSequence: UInt16(truncatingIfNeeded: sequence)), uid: state.uid, macKey: macKey)
+        try terminal.journal.complete(terminalSequence: sequence, outcome: .done(balanceAfter: after.rawValue, counterAfter: counter))
+        return PurseState(uid: state.uid, balance: after, record: committed, resolution: state.resolution)
+    }
+
+    /// Decides this terminal's open intents for the card from what the card shows now.
+    func settleOpenIntents(uidHex: String, state: PurseState, journal: any TerminalJournal) throws {
+        for intent in try journal.openIntents(cardUID: uidHex) {
+            let committedCounter = intent.counterBefore &+ 1
+            let credit = intent.kind == .purseLoad || intent.kind == .purseSubsidy
+            let balanceAfter = intent.balanceBefore + (credit ? intent.amount : -intent.amount)
+            let outcome: TransactionOutcome
+            if state.record.counter == intent.counterBefore {
+                outcome = .notDone
+            } else if state.record.counter == committedCounter {
+                let ours = state.record.terminalSequence == UInt16(truncatingIfNeeded: intent.terminalSequence)
+                outcome = ours ? .done(balanceAfter: balanceAfter, counterAfter: committedCounter) : .notDone
+            } else {
+                let macKey = try keystore.macKey(uid: state.uid, version: keystore.currentVersion)
+                let entry = try readLog(uid: state.uid, macKey: macKey, version: keystore.currentVersion).first { $0.counter == committedCounter }
+                let ours = entry.map { $0.terminalSequence == UInt16(truncatingIfNeeded: intent.terminalSequence) && $0.amount.rawValue == intent.amount } ?? false
+                outcome = ours ? .done(balanceAfter: balanceAfter, counterAfter: committedCounter) : .notDone
+            }
+            try journal.complete(terminalSequence: intent.terminalSequence, outcome: outcome)
+        }
+    }
+
+    private func writeLog(_ entry: LogEntry, uid: [UInt8], macKey: SymmetricKey) throws {
+        let block = LogEntry.block(forCounter: entry.counter)
+        try authenticate(sector: session.size.sector(ofBlock: block), role: .terminal, uid: uid, version: keystore.currentVersion)
+        try session.write(block: block, entry.encode(uid: uid, macKey: macKey))
+    }
+
+    func authenticate(sector: Int, role: KeyRole, uid: [UInt8], version: UInt8) throws {
+        let key = try keystore.sectorKey(uid: uid, sector: sector, role: role, version: version)
+        try session.authenticate(sector: sector, keyType: role == .loader ? .b : .a, key: key)
+    }
+}
