@@ -129,6 +129,33 @@ import TestSupport
         #expect(restore.stderr.contains("invalid sector trailer"))
     }
 
+    @Test func campusCardIssueShowDebitThroughPcscd() throws {
+        let blank = NSTemporaryDirectory() + "blank-\(UUID().uuidString).mfd"
+        let keystore = NSTemporaryDirectory() + "office-\(UUID().uuidString).json"
+        let journal = NSTemporaryDirectory() + "journal-\(UUID().uuidString).jsonl"
+        defer { [blank, keystore, journal].forEach { try? FileManager.default.removeItem(atPath: $0) } }
+        _ = FileManager.default.createFile(atPath: blank, contents: Data(SampleCards.blank1K()))
+        #expect(try cardctl(["keystore", "create", keystore]).status == 0)
+        let emulator = try EmulatorProcess(card: blank)
+        defer { emulator.terminate() }
+        let common = ["--keystore", keystore, "--journal", journal]
+        let foreign = try cardctl(["card", "show"] + common)
+        #expect(foreign.status == 5 && foreign.stderr.contains("not a campus card"), "\(foreign.stderr)")
+        let issued = try cardctl(["card", "issue", "--serial", "20260001", "--account", "3120456", "--type", "student"] + common)
+        #expect(issued.status == 0, "\(issued.stderr)")
+        #expect(try cardctl(["card", "load", "50"] + common).status == 0)
+        let debit = try cardctl(["card", "debit", "12.50"] + common)
+        #expect(debit.stdout.contains("balance 37.50 yuan"), "\(debit.stderr)")
+        let shown = try cardctl(["card", "show", "--json"] + common)
+        #expect(shown.status == 0, "\(shown.stderr)")
+        #expect(shown.stdout.contains("\"balanceFen\" : 3750") && shown.stdout.contains("\"serial\" : 20260001"))
+        #expect(shown.stdout.contains("\"type\" : \"student\""))
+        for bad in ["-1", "1.234", "abc", "99999999999"] {
+            let refused = try cardctl(["card", "debit", bad] + common)
+            #expect(refused.status == 6 || refused.status == 64, "\(bad): \(refused.status)")
+        }
+    }
+
     @Test func watchSurvivesPcscdBeingKilledAndRestarted() throws {
         let emulator = try EmulatorProcess(card: SampleCards.sample1KPath)
         defer { emulator.terminate() }

@@ -82,7 +82,11 @@ public struct CampusCardOperations {
         let uid = try session.uid()
         let version = version ?? keystore.currentVersion
         let macKey = try keystore.macKey(uid: uid, version: version)
-        try authenticate(sector: Self.purseSector, role: .terminal, uid: uid, version: version)
+        do {
+            try authenticate(sector: Self.purseSector, role: .terminal, uid: uid, version: version)
+        } catch let error as MifareError where error.code == .authenticationFailed {
+            throw CardOperationError(.notCampusCard, "the card's purse does not open with this keystore's keys (version \(version)): not a campus card, issued by another system, or a key version this keystore lacks")
+        }
         let recordBlock = try session.read(block: Self.record)
         // Transport errors propagate (the card left); only a block that does not decode becomes nil.
         let primaryBlock = try session.read(block: Self.primary)
@@ -230,5 +234,39 @@ public struct CampusCardOperations {
     func authenticate(sector: Int, role: KeyRole, uid: [UInt8], version: UInt8) throws {
         let key = try keystore.sectorKey(uid: uid, sector: sector, role: role, version: version)
         try session.authenticate(sector: sector, keyType: role == .loader ? .b : .a, key: key)
+    }
+}
+
+extension CampusCardOperations {
+    /// Sector 0's MAD, read with the public MAD key: refuses a card whose MAD does not register our sectors.
+    public func checkApplication() throws {
+        do {
+            try session.authenticate(sector: 0, keyType: .a, key: MAD.keyA)
+            let mad = try MAD(blocks: session.read(block: 1) + session.read(block: 2))
+            guard Self.ourSectors.allSatisfy({ mad.aids[$0 - 1] == Self.applicationID }) else {
+                throw CardOperationError(.notCampusCard, "this card's MAD does not register the campus card application (AID \(String(Self.applicationID, radix: 16, uppercase: true))): it belongs to another application; not a campus card")
+            }
+        } catch let error as MifareError where error.code == .authenticationFailed || error.code == .accessDenied {
+            throw CardOperationError(.notCampusCard, "this card has no MAD (sector 0 does not open with the MAD key): not a campus card, or a blank card (issue it first)")
+        } catch is MADError {
+            throw CardOperationError(.notCampusCard, "this card's MAD is damaged or absent: not a campus card")
+        }
+    }
+
+    /// The identity record (sector 1), MAC-checked.
+    public func readIdentity() throws -> Identity {
+        let uid = try session.uid()
+        try authenticate(sector: 1, role: .terminal, uid: uid, version: keystore.currentVersion)
+        let first = try session.read(block: Identity.blocks.first)
+        let second = try session.read(block: Identity.blocks.second)
+        let version = try Identity.versions(of: first).key
+        guard keystore.knownVersions.contains(version) else {
+            throw CardOperationError(.unknownKeyVersion, "the card uses key version \(version), unknown to this keystore: update the keystore")
+        }
+        do {
+            return try Identity(first: first, second: second, uid: uid, macKey: keystore.macKey(uid: uid, version: version))
+        } catch let error as CardLayoutError {
+            throw CardOperationError(error.code == .macMismatch ? .tampered : .unsupportedLayout, error.message)
+        }
     }
 }

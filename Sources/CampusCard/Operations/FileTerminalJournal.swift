@@ -1,0 +1,76 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A durable `TerminalJournal` in an append-only JSON-lines file, each line fsync'ed before `record` returns.
+/// For `cardctl` on a technician's box; the daemon's SQLite journal replaces it in `cardd`.
+public final class FileTerminalJournal: TerminalJournal, @unchecked Sendable {
+    public let path: String
+    private let lock = NSLock()
+
+    private struct Line: Codable {
+        var intent: TransactionIntent?
+        var sequence: UInt32?
+        var outcome: TransactionOutcome?
+    }
+
+    public init(path: String) throws {
+        self.path = path
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty { try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        if !FileManager.default.fileExists(atPath: path) {
+            guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+                throw JournalError("cannot create the journal \(path): the directory is not writable; choose another --journal")
+            }
+        }
+    }
+
+    private func lines() throws -> [Line] {
+        guard let data = FileManager.default.contents(atPath: path) else { throw JournalError("cannot read the journal \(path)") }
+        return String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { try? JSONDecoder().decode(Line.self, from: Data($0.utf8)) }
+    }
+
+    private func append(_ line: Line) throws {
+        var data = try JSONEncoder().encode(line)
+        data.append(0x0A)
+        let fd = open(path, O_WRONLY | O_APPEND)
+        guard fd >= 0 else { throw JournalError("cannot open the journal \(path): \(String(cString: strerror(errno))); nothing was written to the card") }
+        defer { close(fd) }
+        let written = data.withUnsafeBytes { write(fd, $0.baseAddress, data.count) }
+        guard written == data.count, fsync(fd) == 0 else {
+            throw JournalError("cannot write the journal \(path) (disk full?); free space and retry; nothing was written to the card")
+        }
+    }
+
+    public func nextSequence() throws -> UInt32 {
+        try lock.withLock { (try lines().compactMap { $0.intent?.terminalSequence }.max() ?? 0) + 1 }
+    }
+
+    public func record(_ intent: TransactionIntent) throws {
+        try lock.withLock { try append(Line(intent: intent)) }
+    }
+
+    public func complete(terminalSequence: UInt32, outcome: TransactionOutcome) throws {
+        try lock.withLock {
+            let existing = try lines().last { $0.sequence == terminalSequence }?.outcome
+            if let existing {
+                if existing == outcome { return }
+                throw JournalError("terminal sequence \(terminalSequence) was already completed differently: report it")
+            }
+            try append(Line(sequence: terminalSequence, outcome: outcome))
+        }
+    }
+
+    public func openIntents(cardUID: String) throws -> [TransactionIntent] {
+        try lock.withLock {
+            let all = try lines()
+            let decided = Set(all.compactMap { $0.outcome != nil ? $0.sequence : nil })
+            return all.compactMap(\.intent).filter { $0.cardUID == cardUID && !decided.contains($0.terminalSequence) }
+        }
+    }
+
+    public func outcome(terminalSequence: UInt32) throws -> TransactionOutcome? {
+        try lock.withLock { try lines().last { $0.sequence == terminalSequence }?.outcome }
+    }
+}

@@ -1,0 +1,158 @@
+import ArgumentParser
+import CampusCard
+import CardReader
+import Foundation
+import MifareClassic
+
+/// `cardctl card ...`: the campus card application.
+struct Card: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Issue, show, debit and load campus cards.",
+        subcommands: [Issue.self, Show.self, Debit.self, Load.self])
+
+    struct Common: ParsableArguments {
+        @OptionGroup var reader: ReaderOptions
+        @Option(help: "The keystore file (cardctl keystore create).") var keystore: String
+        @Option(help: "The durable journal of this terminal's card writes.") var journal = Card.defaultJournal
+        @Option(help: "This terminal's id (recorded on the card).") var terminalID: UInt16 = 0xFFFE
+
+        func open() throws -> (any Keystore, Terminal) {
+            let store: FileKeystore
+            do { store = try FileKeystore(path: keystore) } catch let error as KeystoreError { throw CLIError(.badInput, error.message) }
+            let file: FileTerminalJournal
+            do { file = try FileTerminalJournal(path: journal) } catch { throw CLIError(.badInput, "\(error)") }
+            return (store, Terminal(id: terminalID, journal: file))
+        }
+    }
+
+    static var defaultJournal: String {
+        (ProcessInfo.processInfo.environment["HOME"] ?? "/tmp") + "/.local/state/onecard/cardctl-journal.jsonl"
+    }
+
+    /// Runs campus card operations in one card session.
+    static func withOperations<T: Sendable>(_ common: Common, _ body: @escaping @Sendable (CampusCardOperations, Terminal) throws -> T) async throws -> T {
+        let (keystore, terminal) = try common.open()
+        let connection = try await CardConnection.open(common.reader)
+        return try await connection.session { session, _ in
+            do {
+                return try body(CampusCardOperations(session: session, keystore: keystore), terminal)
+            } catch let error as CardOperationError {
+                throw CLIError(error.code == .notCampusCard || error.code == .tampered ? .refused : .refused, error.message)
+            }
+        }
+    }
+
+    struct Issue: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Issue a blank card (transport keys) with zero balances.")
+        @OptionGroup var common: Common
+        @Option(help: "Card serial number.") var serial: UInt32
+        @Option(help: "Account id.") var account: UInt32
+        @Option(help: "staff, student, identity or temporary.") var type: String
+        @Option(help: "Expiry date YYYY-MM-DD (default: 4 years).") var expires: String?
+
+        func run() async throws {
+            try await reportingFailures {
+                guard let cardType = Identity.CardType.allCases.first(where: { $0.name == type }) else {
+                    throw CLIError(.badInput, "unknown card type \"\(type)\": use staff, student, identity or temporary")
+                }
+                let today = CardDay(Date())
+                var expiry = CardDay(rawValue: today.rawValue + 4 * 365)
+                if let expires {
+                    let formatter = ISO8601DateFormatter()
+                    formatter.formatOptions = [.withFullDate]
+                    formatter.timeZone = TimeZone(secondsFromGMT: 8 * 3600)
+                    guard let date = formatter.date(from: expires), CardDay(date) > today else {
+                        throw CLIError(.badInput, "--expires \"\(expires)\" is not a future date YYYY-MM-DD")
+                    }
+                    expiry = CardDay(date)
+                }
+                let identity = Identity(serial: serial, account: account, type: cardType, keyVersion: 1, issued: today, expires: expiry)
+                try await Card.withOperations(common) { ops, _ in try ops.issue(identity) }
+                print("issued card serial \(serial), account \(account), \(cardType.name), expires \(expiry)")
+            }
+        }
+    }
+
+    struct Report: Encodable {
+        var uid: String
+        var serial: UInt32
+        var account: UInt32
+        var type: String
+        var status: String
+        var expires: String
+        var keyVersion: Int
+        var balanceYuan: String
+        var balanceFen: Int
+        var counter: Int
+        var lastOperation: String
+        var debitedTodayYuan: String
+        var resolution: String
+        var mac: String
+        var log: [String]
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Identity, balance, counters, MAC status and log of a card.")
+        @OptionGroup var common: Common
+
+        func run() async throws {
+            try await reportingFailures {
+                let report = try await Card.withOperations(common) { ops, terminal in
+                    try ops.checkApplication()
+                    let identity = try ops.readIdentity()
+                    let state = try ops.tap(terminal: terminal)
+                    let macKey = try ops.keystore.macKey(uid: state.uid, version: identity.keyVersion)
+                    let log = try ops.readLog(uid: state.uid, macKey: macKey, version: identity.keyVersion)
+                    return Report(
+                        uid: state.uid.map { String(format: "%02X", $0) }.joined(), serial: identity.serial, account: identity.account,
+                        type: identity.type.name, status: identity.status.name, expires: identity.expires.description,
+                        keyVersion: Int(identity.keyVersion), balanceYuan: state.balance.yuan, balanceFen: state.balance.rawValue,
+                        counter: Int(state.record.counter), lastOperation: "\(state.record.lastOperation)",
+                        debitedTodayYuan: state.record.debitedToday.yuan, resolution: state.resolution.rawValue, mac: "valid",
+                        log: log.map { "#\($0.counter) \($0.operation) \($0.amount.yuan) -> \($0.balanceAfter.yuan) (terminal seq \($0.terminalSequence))" })
+                }
+                if common.reader.json {
+                    try printJSON(report)
+                } else {
+                    print("card      \(report.uid)  serial \(report.serial)  account \(report.account)  \(report.type)  \(report.status)  expires \(report.expires)  key v\(report.keyVersion)")
+                    print("purse     \(report.balanceYuan) yuan  counter \(report.counter)  last \(report.lastOperation)  today \(report.debitedTodayYuan) yuan  MAC \(report.mac)  \(report.resolution)")
+                    for line in report.log { print("log       \(line)") }
+                }
+            }
+        }
+    }
+
+    struct Debit: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Debit the purse by AMOUNT yuan (e.g. 12.50).")
+        @OptionGroup var common: Common
+        @Argument(help: "Amount in yuan, at most two decimals.") var amount: String
+        @Flag(help: "The holder's PIN was checked: the limits do not apply.") var pinChecked = false
+
+        func run() async throws {
+            try await reportingFailures {
+                let fen: Fen
+                do { fen = try Fen(yuan: amount) } catch { throw CLIError(.badInput, "\(error)") }
+                let pin = pinChecked
+                let state = try await Card.withOperations(common) { ops, terminal in try ops.debit(fen, terminal: terminal, pinChecked: pin) }
+                print("debited \(fen.yuan) yuan: balance \(state.balance.yuan) yuan, counter \(state.record.counter)")
+            }
+        }
+    }
+
+    struct Load: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Load AMOUNT yuan onto the purse (needs the loader master).")
+        @OptionGroup var common: Common
+        @Argument(help: "Amount in yuan, at most two decimals.") var amount: String
+        @Flag(help: "A subsidy (补助) rather than an account top-up (圈存).") var subsidy = false
+
+        func run() async throws {
+            try await reportingFailures {
+                let fen: Fen
+                do { fen = try Fen(yuan: amount) } catch { throw CLIError(.badInput, "\(error)") }
+                let kind: TransactionIntent.Kind = subsidy ? .purseSubsidy : .purseLoad
+                let state = try await Card.withOperations(common) { ops, terminal in try ops.load(fen, terminal: terminal, kind: kind) }
+                print("loaded \(fen.yuan) yuan: balance \(state.balance.yuan) yuan, counter \(state.record.counter)")
+            }
+        }
+    }
+}
