@@ -8,7 +8,7 @@ import MifareClassic
 struct Card: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Issue, show, debit and load campus cards.",
-        subcommands: [Issue.self, Show.self, Debit.self, Load.self])
+        subcommands: [Issue.self, Show.self, Debit.self, Load.self, Lock.self, Unlock.self])
 
     struct Common: ParsableArguments {
         @OptionGroup var reader: ReaderOptions
@@ -152,6 +152,37 @@ struct Card: AsyncParsableCommand {
                 let kind: TransactionIntent.Kind = subsidy ? .purseSubsidy : .purseLoad
                 let state = try await Card.withOperations(common) { ops, terminal in try ops.load(fen, terminal: terminal, kind: kind) }
                 print("loaded \(fen.yuan) yuan: balance \(state.balance.yuan) yuan, counter \(state.record.counter)")
+            }
+        }
+    }
+}
+
+extension Card {
+    struct Lock: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Lock a card on the card itself (lost, frozen or cancelled): every terminal refuses it, blacklist or not.")
+        @OptionGroup var common: Common
+        @Option(help: "lost, frozen or cancelled.") var reason = "lost"
+
+        func run() async throws {
+            try await reportingFailures {
+                guard let status = Identity.Status.allCases.first(where: { $0.name == reason }), status != .normal else {
+                    throw CLIError(.badInput, "--reason must be lost, frozen or cancelled")
+                }
+                try await Card.withOperations(common) { ops, _ in _ = try ops.setStatus(status) }
+                print("card locked: \(status.name)")
+            }
+        }
+    }
+
+    struct Unlock: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Unlock a card (status normal).")
+        @OptionGroup var common: Common
+
+        func run() async throws {
+            try await reportingFailures {
+                try await Card.withOperations(common) { ops, _ in _ = try ops.setStatus(.normal) }
+                print("card unlocked")
             }
         }
     }

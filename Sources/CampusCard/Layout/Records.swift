@@ -106,6 +106,17 @@ public struct Identity: Hashable, Sendable {
         return (first[9], first[10])
     }
 
+    /// Block 4 alone, unverified, with `status` from elsewhere: the card office's repair of a block 5 torn during a
+    /// status change (block 4 is written only at issue). The result must be written back with a fresh MAC.
+    public init(unverifiedFirst first: [UInt8], status: Status, on day: CardDay) throws {
+        guard first.count == 16, first[9] == Self.layoutVersion, let type = CardType(rawValue: first[8]) else {
+            throw CardLayoutError(.garbled, "the identity block does not decode; the card needs re-issuing")
+        }
+        self.init(serial: Field.u32(first, 0), account: Field.u32(first, 4), type: type, keyVersion: first[10],
+                  issued: CardDay(rawValue: Field.u16(first, 11)), expires: CardDay(rawValue: Field.u16(first, 13)),
+                  status: status, statusChanged: day)
+    }
+
     /// Decodes and verifies blocks 4 and 5.
     public init(first: [UInt8], second: [UInt8], uid: [UInt8], macKey: SymmetricKey) throws {
         guard first.count == 16, second.count == 16 else { throw CardLayoutError(.garbled, "the identity blocks are not 16 bytes each") }
@@ -130,7 +141,7 @@ public struct PurseRecord: Hashable, Sendable {
     public static let block = 8
 
     public enum Operation: UInt8, Sendable, CaseIterable, Codable {
-        case issue = 0, debit, load, subsidy, repair
+        case issue = 0, debit, load, subsidy, repair, statusChange
     }
 
     public var counter: UInt16

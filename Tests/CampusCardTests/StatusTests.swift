@@ -1,0 +1,48 @@
+import CampusCard
+import CardEmulator
+import Testing
+
+@Suite struct StatusTests {
+    @Test func lockedCardsAreRefusedEverywhereUntilUnlocked() throws {
+        let bench = try CardBench()
+        let pos = Terminal(id: 7, journal: InMemoryTerminalJournal())
+        try bench.issueAndLoad(5_000, terminal: pos)
+        try bench.operations().setStatus(.lost)
+        let error = #expect(throws: CardOperationError.self) { try bench.operations().debit(Fen(100), terminal: pos) }
+        #expect(error?.code == .cardLocked)
+        #expect(try bench.operations().readIdentity().status == .lost)
+        try bench.operations().setStatus(.normal)
+        #expect(try bench.operations().debit(Fen(100), terminal: pos).balance == Fen(4_900))
+    }
+
+    /// A lock torn at any APDU: the card either still debits with the identity normal, or refuses debits.
+    @Test func tornLockNeverLeavesADebitableLockedCard() throws {
+        let probe = try CardBench()
+        try probe.issueAndLoad(5_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
+        let ops = probe.operations()
+        try ops.setStatus(.frozen)
+        let apdus = ops.session.apduCount
+        for index in 1...apdus {
+            for effect in TearEffect.allCases {
+                let bench = try CardBench()
+                let pos = Terminal(id: 7, journal: InMemoryTerminalJournal())
+                try bench.issueAndLoad(5_000, terminal: pos)
+                bench.reader.arm(TearPlan(atAPDU: index, effect: effect))
+                _ = try? bench.operations().setStatus(.frozen)
+                bench.reader.reinsert()
+                bench.reader.arm(nil)
+                // A block 5 torn mid-write makes the identity unreadable until the card office repeats the change.
+                let identityStatus = try? bench.operations().readIdentity().status
+                do {
+                    try bench.operations().debit(Fen(100), terminal: pos)
+                    #expect(identityStatus == .normal, "APDU \(index) \(effect): debited a card whose identity says \(identityStatus)")
+                } catch let error as CardOperationError {
+                    #expect(error.code == .cardLocked, "APDU \(index) \(effect): \(error)")
+                }
+                // Repeating the lock always completes it, whatever the tear left.
+                try bench.operations().setStatus(.frozen)
+                #expect(try bench.operations().readIdentity().status == .frozen, "APDU \(index) \(effect)")
+            }
+        }
+    }
+}
