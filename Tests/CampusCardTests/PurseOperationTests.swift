@@ -198,3 +198,15 @@ final class CardBench: @unchecked Sendable {
         }
     }
 }
+
+@Suite struct ProfileTests {
+    @Test(arguments: [ReaderKind.acr122u, .acr1252u, .omnikey5422])
+    func debitAndLoadOnEveryValueCapableReader(kind: ReaderKind) throws {
+        let bench = try CardBench(kind: kind)
+        let pos = Terminal(id: 7, journal: InMemoryTerminalJournal())
+        try bench.issueAndLoad(10_000, terminal: pos)
+        #expect(try bench.operations().debit(Fen(1_250), terminal: pos).balance == Fen(8_750))
+        let read = try bench.operations().readPurse()
+        #expect(read.balance == Fen(8_750) && read.resolution == .consistent)
+    }
+}

@@ -82,7 +82,7 @@ extension CampusCardOperations {
         try authenticate(sector: Self.purseSector, role: .loader, uid: state.uid, version: version)
         try session.increment(block: Self.primary, by: Int32(amount.rawValue))
         try session.write(block: Self.record, committed.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
-        try session.copyValue(from: Self.primary, to: Self.backup)
+        try updateBackup(byAdding: amount)
         let entry = LogEntry(operation: committed.lastOperation, amount: amount, balanceAfter: after, counter: counter,
                              terminalSequence: committed.terminalSequence)
         let logBlock = LogEntry.block(forCounter: counter)

@@ -103,11 +103,11 @@ public struct CampusCardOperations {
             if backup == primary {
                 return PurseState(uid: uid, balance: Fen(Int(primary)), record: try PurseRecord(block: recordBlock), resolution: .consistent)
             }
-            try session.copyValue(from: Self.primary, to: Self.backup)
+            try repairCopy(from: Self.primary, to: Self.backup)
             return PurseState(uid: uid, balance: Fen(Int(primary)), record: try PurseRecord(block: recordBlock), resolution: .backupRepaired)
         }
         if let backup, PurseRecord.vouches(recordBlock, for: Fen(Int(backup)), uid: uid, macKey: macKey) {
-            try session.copyValue(from: Self.backup, to: Self.primary)
+            try repairCopy(from: Self.backup, to: Self.primary)
             return PurseState(uid: uid, balance: Fen(Int(backup)), record: try PurseRecord(block: recordBlock), resolution: .rolledBack)
         }
         // The record vouches for neither value: a torn record write, or a card altered without the MAC key.
@@ -117,7 +117,7 @@ public struct CampusCardOperations {
             throw CardOperationError(.tampered, "the purse record vouches for no balance on the card: the card was altered without the MAC key (or damaged); no debit, keep the card and report it")
         }
         try authenticate(sector: Self.purseSector, role: .terminal, uid: uid, version: version)
-        try session.copyValue(from: Self.backup, to: Self.primary)
+        try repairCopy(from: Self.backup, to: Self.primary)
         let rebuilt = PurseRecord(counter: entry.counter, status: .normal, lastOperation: .repair, lastDay: CardDay(now),
                                   debitedToday: .zero, terminalID: 0, terminalSequence: entry.terminalSequence)
         try session.write(block: Self.record, rebuilt.encode(uid: uid, balance: entry.balanceAfter, macKey: macKey))
@@ -196,7 +196,7 @@ public struct CampusCardOperations {
                                     terminalSequence: UInt16(truncatingIfNeeded: sequence))
         try session.decrement(block: Self.primary, by: Int32(amount.rawValue))
         try session.write(block: Self.record, committed.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
-        try session.copyValue(from: Self.primary, to: Self.backup)
+        try updateBackup(byAdding: Fen(-amount.rawValue))
         try writeLog(LogEntry(operation: .debit, amount: amount, balanceAfter: after, counter: counter,
                               terminalSequence: UInt16(truncatingIfNeeded: sequence)), uid: state.uid, macKey: macKey)
         try terminal.journal.complete(terminalSequence: sequence, outcome: .done(balanceAfter: after.rawValue, counterAfter: counter))
@@ -223,6 +223,26 @@ public struct CampusCardOperations {
             }
             try journal.complete(terminalSequence: intent.terminalSequence, outcome: outcome)
         }
+    }
+
+    /// Brings the backup up to the committed primary: ACS copies it (restore + transfer); a reader without a copy
+    /// command (OMNIKEY) applies the same increment/decrement to the backup, which was equal to the primary before.
+    func updateBackup(byAdding delta: Fen) throws {
+        if session.canCopyValue {
+            try session.copyValue(from: Self.primary, to: Self.backup)
+        } else if delta.rawValue < 0 {
+            try session.decrement(block: Self.backup, by: Int32(-delta.rawValue))
+        } else {
+            try session.increment(block: Self.backup, by: Int32(delta.rawValue))
+        }
+    }
+
+    /// Copies one value block onto the other during repair; a reader without a copy command cannot repair.
+    func repairCopy(from source: Int, to destination: Int) throws {
+        guard session.canCopyValue else {
+            throw CardOperationError(.readerCannot, "the card needs a repair (an operation was torn) that this reader (\(session.profile.name)) cannot do: tap it on an ACS reader or at the card office")
+        }
+        try session.copyValue(from: source, to: destination)
     }
 
     private func writeLog(_ entry: LogEntry, uid: [UInt8], macKey: SymmetricKey) throws {
