@@ -70,7 +70,7 @@ let package = Package(
         .executableTarget(
             name: "cardbench",
             dependencies: [
-                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CardEmulator", "CBenchLoop",
+                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CardEmulator", "CampusCard", "CBenchLoop",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift

@@ -12,7 +12,7 @@ struct CardBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cardbench",
         abstract: "Benchmarks that print figures (run with -c release).",
-        subcommands: [APDU.self, Emulator.self])
+        subcommands: [APDU.self, Emulator.self, CardOperations.self])
 }
 
 /// A factory-fresh 1K card for the benchmarks.
