@@ -37,7 +37,7 @@ struct Card: AsyncParsableCommand {
             do {
                 return try body(CampusCardOperations(session: session, keystore: keystore), terminal)
             } catch let error as CardOperationError {
-                throw CLIError(error.code == .notCampusCard || error.code == .tampered ? .refused : .refused, error.message)
+                throw CLIError(error.code == .journal ? .failed : .refused, error.message)
             }
         }
     }
