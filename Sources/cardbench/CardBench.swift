@@ -25,6 +25,21 @@ func benchCard() throws -> EmulatedCard {
 
 func rate(_ count: Int, _ seconds: Double) -> Double { Double(count) / seconds }
 
+/// Starts presenting the emulator's card on vpcd and connects to it once pcscd has seen it.
+func present(_ link: VPCDLink) async throws -> PCSCCard {
+    link.start()
+    guard link.waitUntilConnected(timeout: .seconds(10)) else {
+        throw ValidationError("cannot connect to vpcd on port \(link.port): is pcscd running with vsmartcard-vpcd? (scripts/bootstrap)")
+    }
+    let readerName = VPCDLink.readerName(port: link.port)
+    let context = try await PCSCContext.establish()
+    for _ in 0..<50 {
+        if let card = try? await context.connect(reader: readerName) { return card }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    throw ValidationError("pcscd did not see the emulated card on \(readerName) within 5 s")
+}
+
 func elapsedSeconds(since start: ContinuousClock.Instant) -> Double {
     let elapsed = ContinuousClock.now - start
     return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
@@ -48,20 +63,9 @@ struct APDU: AsyncParsableCommand {
     func run() async throws {
         let reader = EmulatedReader(kind: .acr122u, card: try benchCard())
         let link = VPCDLink(reader: reader, port: port)
-        link.start()
         defer { link.stop() }
-        guard link.waitUntilConnected(timeout: .seconds(10)) else {
-            throw ValidationError("cannot connect to vpcd on port \(port): is pcscd running with vsmartcard-vpcd? (scripts/bootstrap)")
-        }
         let readerName = VPCDLink.readerName(port: port)
-        let context = try await PCSCContext.establish()
-        // Wait until pcscd has seen the card.
-        var card: PCSCCard?
-        for _ in 0..<50 where card == nil {
-            card = try? await context.connect(reader: readerName)
-            if card == nil { try await Task.sleep(for: .milliseconds(100)) }
-        }
-        guard let card else { throw ValidationError("pcscd did not see the emulated card on \(readerName)") }
+        let card = try await present(link)
         let apdu: [UInt8] = [0xFF, 0xCA, 0x00, 0x00, 0x00]  // GET UID: answered by the firmware, no card state
         let count = count
 

@@ -20,7 +20,6 @@ struct CardOperations: AsyncParsableCommand {
         let keystorePath = NSTemporaryDirectory() + "bench-keystore-\(UUID().uuidString).json"
         defer { try? FileManager.default.removeItem(atPath: keystorePath) }
         let keystore = try FileKeystore.create(path: keystorePath)
-        let readerName = VPCDLink.readerName(port: port)
         print("cardbench card: through libpcsclite -> pcscd -> vpcd -> in-process emulator; ACR122U estimate at \(acr122uMilliseconds) ms/APDU")
         print("profile       operation      APDUs  block writes   wall ms   est. ACR122U ms")
         for kind in [ReaderKind.acr122u, .acr1252u, .omnikey5422, .generic] {
@@ -29,16 +28,8 @@ struct CardOperations: AsyncParsableCommand {
             for sector in 0..<16 { image.replaceSubrange((sector * 4 + 3) * 16..<(sector * 4 + 4) * 16, with: SectorTrailer.transport.block) }
             let reader = EmulatedReader(kind: kind, card: try EmulatedCard(image: image))
             let link = VPCDLink(reader: reader, port: port)
-            link.start()
             defer { link.stop() }
-            guard link.waitUntilConnected(timeout: .seconds(10)) else { throw ValidationError("cannot reach vpcd on port \(port)") }
-            let context = try await PCSCContext.establish()
-            var card: PCSCCard?
-            for _ in 0..<50 where card == nil {
-                card = try? await context.connect(reader: readerName)
-                if card == nil { try await Task.sleep(for: .milliseconds(100)) }
-            }
-            guard let card else { throw ValidationError("pcscd did not see the card on \(readerName)") }
+            let card = try await present(link)
             let journal = InMemoryTerminalJournal()
             let profile = ReaderProfile.profile(for: kind)
             let steps: [(String, @Sendable (CampusCardOperations) throws -> Void)] = [

@@ -25,6 +25,11 @@ struct Card: AsyncParsableCommand {
         }
     }
 
+    /// An amount typed in yuan; refusals are bad input.
+    static func parse(_ amount: String) throws -> Fen {
+        do { return try Fen(yuan: amount) } catch { throw CLIError(.badInput, "\(error)") }
+    }
+
     static var defaultJournal: String {
         (ProcessInfo.processInfo.environment["HOME"] ?? "/tmp") + "/.local/state/onecard/cardctl-journal.jsonl"
     }
@@ -130,8 +135,7 @@ struct Card: AsyncParsableCommand {
 
         func run() async throws {
             try await reportingFailures {
-                let fen: Fen
-                do { fen = try Fen(yuan: amount) } catch { throw CLIError(.badInput, "\(error)") }
+                let fen = try Card.parse(amount)
                 let pin = pinChecked
                 let state = try await Card.withOperations(common) { ops, terminal in try ops.debit(fen, terminal: terminal, pinChecked: pin) }
                 print("debited \(fen.yuan) yuan: balance \(state.balance.yuan) yuan, counter \(state.record.counter)")
@@ -147,8 +151,7 @@ struct Card: AsyncParsableCommand {
 
         func run() async throws {
             try await reportingFailures {
-                let fen: Fen
-                do { fen = try Fen(yuan: amount) } catch { throw CLIError(.badInput, "\(error)") }
+                let fen = try Card.parse(amount)
                 let kind: TransactionIntent.Kind = subsidy ? .purseSubsidy : .purseLoad
                 let state = try await Card.withOperations(common) { ops, terminal in try ops.load(fen, terminal: terminal, kind: kind) }
                 print("loaded \(fen.yuan) yuan: balance \(state.balance.yuan) yuan, counter \(state.record.counter)")
