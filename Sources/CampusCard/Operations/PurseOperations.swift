@@ -87,38 +87,28 @@ public struct CampusCardOperations {
         } catch let error as MifareError where error.code == .authenticationFailed {
             throw CardOperationError(.notCampusCard, "the card's purse does not open with this keystore's keys (version \(version)): not a campus card, issued by another system, or a key version this keystore lacks")
         }
-        let recordBlock = try session.read(block: Self.record)
-        // Transport errors propagate (the card left); only a block that does not decode becomes nil.
-        let primaryBlock = try session.read(block: Self.primary)
-        let primary = try? ValueBlock(block: primaryBlock).value
-        // The backup is read every time: a debit must never start while the backup is torn, or a second tear
-        // would leave no valid copy of the balance.
-        let backupBlock = try session.read(block: Self.backup)
-        let backup = try? ValueBlock(block: backupBlock).value
-        return try resolve(uid: uid, recordBlock: recordBlock, primary: primary, backup: backup, macKey: macKey, version: version)
+        let values = try readValueSector(.purse)
+        let vouches = { (value: Int32) in PurseRecord.vouches(values.record, for: Fen(Int(value)), uid: uid, macKey: macKey) }
+        switch try resolveValueSector(.purse, values, vouches: vouches) {
+        case .agreed(let balance, let resolution):
+            return PurseState(uid: uid, balance: Fen(Int(balance)), record: try PurseRecord(block: values.record), resolution: resolution)
+        case .recordTorn(let backup):
+            return try rebuildPurseRecord(uid: uid, backup: backup, macKey: macKey, version: version)
+        }
     }
 
-    private func resolve(uid: [UInt8], recordBlock: [UInt8], primary: Int32?, backup: Int32?, macKey: SymmetricKey, version: UInt8) throws -> PurseState {
-        if let primary, PurseRecord.vouches(recordBlock, for: Fen(Int(primary)), uid: uid, macKey: macKey) {
-            if backup == primary {
-                return PurseState(uid: uid, balance: Fen(Int(primary)), record: try PurseRecord(block: recordBlock), resolution: .consistent)
-            }
-            try repairCopy(from: Self.primary, to: Self.backup)
-            return PurseState(uid: uid, balance: Fen(Int(primary)), record: try PurseRecord(block: recordBlock), resolution: .backupRepaired)
-        }
-        if let backup, PurseRecord.vouches(recordBlock, for: Fen(Int(backup)), uid: uid, macKey: macKey) {
-            try repairCopy(from: Self.backup, to: Self.primary)
-            return PurseState(uid: uid, balance: Fen(Int(backup)), record: try PurseRecord(block: recordBlock), resolution: .rolledBack)
-        }
-        // The record vouches for neither value: a torn record write, or a card altered without the MAC key.
-        // Rebuild only from a MAC'd log entry that vouches for the backup (the state before the torn commit).
+    /// The record vouches for neither value: a torn record write, or a card altered without the MAC key.
+    /// Rebuild only from a MAC'd log entry that vouches for the backup (the state before the torn commit).
+    private func rebuildPurseRecord(uid: [UInt8], backup: Int32?, macKey: SymmetricKey, version: UInt8) throws -> PurseState {
         guard let backup, let entry = try newestLogEntry(uid: uid, macKey: macKey, version: version),
               entry.balanceAfter == Fen(Int(backup)) else {
             throw CardOperationError(.tampered, "the purse record vouches for no balance on the card: the card was altered without the MAC key (or damaged); no debit, keep the card and report it")
         }
+        // The status copy went with the record: take it from the identity (frozen if that is unreadable too).
+        let status = (try? readIdentity().status) ?? .frozen
         try authenticate(sector: Self.purseSector, role: .terminal, uid: uid, version: version)
         try repairCopy(from: Self.backup, to: Self.primary)
-        let rebuilt = PurseRecord(counter: entry.counter, status: .normal, lastOperation: .repair, lastDay: CardDay(now),
+        let rebuilt = PurseRecord(counter: entry.counter, status: status, lastOperation: .repair, lastDay: CardDay(now),
                                   debitedToday: .zero, terminalID: 0, terminalSequence: entry.terminalSequence)
         try session.write(block: Self.record, rebuilt.encode(uid: uid, balance: entry.balanceAfter, macKey: macKey))
         return PurseState(uid: uid, balance: entry.balanceAfter, record: rebuilt, resolution: .recordRebuilt)
@@ -235,6 +225,53 @@ public struct CampusCardOperations {
         } else {
             try session.increment(block: Self.backup, by: Int32(delta.rawValue))
         }
+    }
+
+    /// A sector holding a MAC'd record, a primary value block and its backup (the purse, the water wallet).
+    public struct ValueSector: Sendable {
+        public let sector: Int, record: Int, primary: Int, backup: Int
+        public static let purse = ValueSector(sector: 2, record: 8, primary: 9, backup: 10)
+        public static let water = ValueSector(sector: 3, record: 12, primary: 13, backup: 14)
+    }
+
+    /// The three blocks as read; a value block that does not decode is `nil`.
+    public struct ValueSectorContents: Sendable {
+        public var record: [UInt8]
+        public var primary: Int32?
+        public var backup: Int32?
+    }
+
+    enum ValueResolution {
+        /// The record vouches for a value now held by both blocks (after any repair).
+        case agreed(Int32, PurseState.Resolution)
+        /// The record vouches for neither: torn (or forged) record; the backup as read.
+        case recordTorn(backup: Int32?)
+    }
+
+    /// Reads record, primary and backup of an authenticated sector. Transport errors propagate (the card left);
+    /// only a block that does not decode becomes nil. The backup is read every time: an operation must never start
+    /// while the backup is torn, or a second tear would leave no valid copy of the value.
+    func readValueSector(_ layout: ValueSector) throws -> ValueSectorContents {
+        let record = try session.read(block: layout.record)
+        let primaryBlock = try session.read(block: layout.primary)
+        let backupBlock = try session.read(block: layout.backup)
+        return ValueSectorContents(record: record, primary: try? ValueBlock(block: primaryBlock).value,
+                                   backup: try? ValueBlock(block: backupBlock).value)
+    }
+
+    /// The tearing protocol's decision: the MAC'd record is the commit point. It vouches for the primary → done
+    /// (repair the backup if it differs); for the backup → not done (restore the primary); for neither → torn record.
+    func resolveValueSector(_ layout: ValueSector, _ values: ValueSectorContents, vouches: (Int32) -> Bool) throws -> ValueResolution {
+        if let primary = values.primary, vouches(primary) {
+            if values.backup == primary { return .agreed(primary, .consistent) }
+            try repairCopy(from: layout.primary, to: layout.backup)
+            return .agreed(primary, .backupRepaired)
+        }
+        if let backup = values.backup, vouches(backup) {
+            try repairCopy(from: layout.backup, to: layout.primary)
+            return .agreed(backup, .rolledBack)
+        }
+        return .recordTorn(backup: values.backup)
     }
 
     /// Copies one value block onto the other during repair; a reader without a copy command cannot repair.
