@@ -6,7 +6,7 @@ import MifareClassic
 extension CampusCardOperations {
     /// Our MAD application ID (private, unregistered: see docs/card-layout.md).
     public static let applicationID: UInt16 = 0x8D01
-    static let ourSectors = [1, 2, 4, 5]
+    static let ourSectors = [1, 2, 3, 4, 5]
 
     /// Issues a blank card (transport keys FF..FF): MAD, identity, an empty purse and log, then each sector's trailer
     /// last with our diversified keys and access bits. Needs the loader role (key B masters).
@@ -26,13 +26,17 @@ extension CampusCardOperations {
         let record = PurseRecord(counter: 0, status: identity.status, lastOperation: .issue, lastDay: CardDay(now), debitedToday: .zero,
                                  terminalID: 0, terminalSequence: 0)
         let zero = [UInt8](repeating: 0, count: 16)
+        let water = WaterSettlement(cap: WaterSettlement.defaultCap, balanceAfterRefill: .zero, reference: 0, day: CardDay(now))
+        let waterRecord = WaterRecord(counter: 0, settlement: water, terminalSequence: 0)
+        let valueSectorBits = AccessBits(groups: [.transportData, .valueBlock, .valueBlock, AccessCondition(code: 0b011)!])
         let plan: [(sector: Int, blocks: [(Int, [UInt8])], bits: AccessBits)] = [
             (0, [(1, Array(mad[0..<16])), (2, Array(mad[16..<32]))], MAD.accessBits),
-            (1, [(4, identityBlocks.first), (5, identityBlocks.second), (6, zero)],
+            (1, [(4, identityBlocks.first), (5, identityBlocks.second), (6, water.encode(uid: uid, macKey: macKey))],
              AccessBits(data: AccessCondition(code: 0b100)!, trailer: AccessCondition(code: 0b011)!)),
             (2, [(8, record.encode(uid: uid, balance: .zero, macKey: macKey)), (9, ValueBlock(value: 0, address: 9).block),
-                 (10, ValueBlock(value: 0, address: 9).block)],
-             AccessBits(groups: [.transportData, .valueBlock, .valueBlock, AccessCondition(code: 0b011)!])),
+                 (10, ValueBlock(value: 0, address: 9).block)], valueSectorBits),
+            (3, [(12, waterRecord.encode(uid: uid, balance: .zero, macKey: macKey)), (13, ValueBlock(value: 0, address: 13).block),
+                 (14, ValueBlock(value: 0, address: 13).block)], valueSectorBits),
             (4, [(16, zero), (17, zero), (18, zero)], AccessBits(data: .transportData, trailer: AccessCondition(code: 0b011)!)),
             (5, [(20, zero), (21, zero), (22, zero)], AccessBits(data: .transportData, trailer: AccessCondition(code: 0b011)!)),
         ]

@@ -195,7 +195,7 @@ public struct CampusCardOperations {
 
     /// Decides this terminal's open intents for the card from what the card shows now.
     func settleOpenIntents(uidHex: String, state: PurseState, journal: any TerminalJournal) throws {
-        for intent in try journal.openIntents(cardUID: uidHex) {
+        for intent in try journal.openIntents(cardUID: uidHex) where intent.kind != .waterDebit && intent.kind != .waterSettle {
             let committedCounter = intent.counterBefore &+ 1
             let credit = intent.kind == .purseLoad || intent.kind == .purseSubsidy
             let balanceAfter = intent.balanceBefore + (credit ? intent.amount : -intent.amount)
@@ -217,13 +217,13 @@ public struct CampusCardOperations {
 
     /// Brings the backup up to the committed primary: ACS copies it (restore + transfer); a reader without a copy
     /// command (OMNIKEY) applies the same increment/decrement to the backup, which was equal to the primary before.
-    func updateBackup(byAdding delta: Fen) throws {
+    func updateBackup(_ layout: ValueSector = .purse, byAdding delta: Fen) throws {
         if session.canCopyValue {
-            try session.copyValue(from: Self.primary, to: Self.backup)
+            try session.copyValue(from: layout.primary, to: layout.backup)
         } else if delta.rawValue < 0 {
-            try session.decrement(block: Self.backup, by: Int32(-delta.rawValue))
+            try session.decrement(block: layout.backup, by: Int32(-delta.rawValue))
         } else {
-            try session.increment(block: Self.backup, by: Int32(delta.rawValue))
+            try session.increment(block: layout.backup, by: Int32(delta.rawValue))
         }
     }
 

@@ -1,0 +1,139 @@
+import CardReader
+import Crypto
+import Foundation
+import MifareClassic
+
+/// The water wallet as read (and repaired).
+public struct WaterState: Sendable, Hashable {
+    public var uid: [UInt8]
+    public var balance: Fen
+    public var record: WaterRecord
+    public var resolution: PurseState.Resolution
+}
+
+/// What a settlement did: the consumption to charge to the holder's account, and the refill written to the card.
+public struct WaterSettlementResult: Sendable, Hashable {
+    public var consumption: Fen
+    public var refill: Fen
+    public var state: WaterState
+}
+
+extension CampusCardOperations {
+    /// Reads the water wallet, resolving and repairing a torn operation (key A: any water controller).
+    public func readWater() throws -> WaterState {
+        let uid = try session.uid()
+        let version = keystore.currentVersion
+        let macKey = try keystore.macKey(uid: uid, version: version)
+        do {
+            try authenticate(sector: ValueSector.water.sector, role: .terminal, uid: uid, version: version)
+        } catch let error as MifareError where error.code == .authenticationFailed {
+            throw CardOperationError(.notCampusCard, "the card's water wallet does not open with this keystore's keys: not a campus card, or issued before the water wallet existed")
+        }
+        let values = try readValueSector(.water)
+        let vouches = { (value: Int32) in WaterRecord.vouches(values.record, for: value, uid: uid, macKey: macKey) }
+        switch try resolveValueSector(.water, values, vouches: vouches) {
+        case .agreed(let balance, let resolution):
+            return WaterState(uid: uid, balance: Fen(Int(balance)), record: WaterRecord(block: values.record), resolution: resolution)
+        case .recordTorn(let backup):
+            // Rebuild from the settlement data in sector 1 (written at each settlement), keeping the backup's value.
+            try authenticate(sector: 1, role: .terminal, uid: uid, version: version)
+            guard let backup, let settlement = try? WaterSettlement(block: session.read(block: WaterSettlement.block), uid: uid, macKey: macKey),
+                  Fen(Int(backup)) <= settlement.cap else {
+                throw CardOperationError(.tampered, "the water record vouches for no balance on the card: altered without the MAC key (or damaged); refill at the card office")
+            }
+            try authenticate(sector: ValueSector.water.sector, role: .terminal, uid: uid, version: version)
+            try repairCopy(from: ValueSector.water.backup, to: ValueSector.water.primary)
+            let rebuilt = WaterRecord(counter: 0, settlement: settlement, terminalSequence: 0)
+            try session.write(block: WaterRecord.block, rebuilt.encode(uid: uid, balance: Fen(Int(backup)), macKey: macKey))
+            return WaterState(uid: uid, balance: Fen(Int(backup)), record: rebuilt, resolution: .recordRebuilt)
+        }
+    }
+
+    /// A water controller's tap that only reads: resolves the wallet and decides this terminal's open water intents.
+    @discardableResult
+    public func waterTap(terminal: Terminal) throws -> WaterState {
+        let state = try readWater()
+        try settleWaterIntents(state, journal: terminal.journal)
+        return state
+    }
+
+    /// One water unit (or any amount) debited from the water wallet: 3 block writes (decrement, record, backup).
+    @discardableResult
+    public func waterDebit(_ amount: Fen, terminal: Terminal) throws -> WaterState {
+        guard amount > .zero else { throw CardOperationError(.overLimit, "a water debit must be more than 0.00 yuan") }
+        let state = try readWater()
+        try settleWaterIntents(state, journal: terminal.journal)
+        guard state.balance >= amount else {
+            throw CardOperationError(.insufficientFunds, "the water wallet holds \(state.balance.yuan) yuan, less than \(amount.yuan): refill it at a settlement station")
+        }
+        let macKey = try keystore.macKey(uid: state.uid, version: keystore.currentVersion)
+        let sequence = try record(.waterDebit, amount: amount, state: state, terminal: terminal)
+        var record = state.record
+        record.counter = record.counter &+ 1
+        record.terminalSequence = UInt16(truncatingIfNeeded: sequence)
+        let after = Fen(state.balance.rawValue - amount.rawValue)
+        try session.decrement(block: ValueSector.water.primary, by: Int32(amount.rawValue))
+        try session.write(block: WaterRecord.block, record.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
+        try updateBackup(.water, byAdding: Fen(-amount.rawValue))
+        try terminal.journal.complete(terminalSequence: sequence, outcome: .done(balanceAfter: after.rawValue, counterAfter: record.counter))
+        return WaterState(uid: state.uid, balance: after, record: record, resolution: state.resolution)
+    }
+
+    /// Settlement (key B, settlement station): the consumption since the last refill is `balance after the last
+    /// refill - balance now` (right when that refill was partial), charged to the account; then the wallet is refilled
+    /// towards its cap, by at most `maximumRefill` (what the account can pay).
+    @discardableResult
+    public func waterSettle(terminal: Terminal, reference: UInt32, maximumRefill: Fen? = nil) throws -> WaterSettlementResult {
+        let identity = try readIdentity()
+        guard identity.status == .normal else {
+            throw CardOperationError(.cardLocked, "the card is \(identity.status.name): no refill; send the holder to the card office")
+        }
+        let state = try readWater()
+        try settleWaterIntents(state, journal: terminal.journal)
+        let consumption = Fen(state.record.balanceAfterRefill.rawValue - state.balance.rawValue)
+        guard consumption >= .zero else {
+            throw CardOperationError(.tampered, "the water wallet holds more than after its last refill: altered card; keep it and report it")
+        }
+        let room = Fen(max(0, state.record.cap.rawValue - state.balance.rawValue))
+        let refill = min(room, maximumRefill ?? room)
+        let macKey = try keystore.macKey(uid: state.uid, version: keystore.currentVersion)
+        let sequence = try record(.waterSettle, amount: refill, state: state, terminal: terminal)
+        let after = Fen(state.balance.rawValue + refill.rawValue)
+        let settlement = WaterSettlement(cap: state.record.cap, balanceAfterRefill: after, reference: reference, day: CardDay(now))
+        let record = WaterRecord(counter: state.record.counter &+ 1, settlement: settlement, terminalSequence: UInt16(truncatingIfNeeded: sequence))
+        try authenticate(sector: ValueSector.water.sector, role: .loader, uid: state.uid, version: keystore.currentVersion)
+        if refill > .zero { try session.increment(block: ValueSector.water.primary, by: Int32(refill.rawValue)) }
+        try session.write(block: WaterRecord.block, record.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
+        if refill > .zero { try updateBackup(.water, byAdding: refill) }
+        // The rebuild source lags the record: written after the commit.
+        try authenticate(sector: 1, role: .loader, uid: state.uid, version: keystore.currentVersion)
+        try session.write(block: WaterSettlement.block, settlement.encode(uid: state.uid, macKey: macKey))
+        try terminal.journal.complete(terminalSequence: sequence, outcome: .done(balanceAfter: after.rawValue, counterAfter: record.counter))
+        return WaterSettlementResult(consumption: consumption, refill: refill, state: WaterState(uid: state.uid, balance: after, record: record, resolution: state.resolution))
+    }
+
+    /// Records a water intent in the terminal's journal before the first write.
+    private func record(_ kind: TransactionIntent.Kind, amount: Fen, state: WaterState, terminal: Terminal) throws -> UInt32 {
+        let sequence = try terminal.journal.nextSequence()
+        let intent = TransactionIntent(terminalID: UInt32(terminal.id), terminalSequence: sequence, kind: kind,
+                                       cardUID: state.uid.map { String(format: "%02X", $0) }.joined(), cardSerial: 0,
+                                       amount: amount.rawValue, balanceBefore: state.balance.rawValue, counterBefore: state.record.counter, createdAt: now)
+        do { try terminal.journal.record(intent) } catch {
+            throw CardOperationError(.journal, "cannot record the transaction before writing the card (\(error)); nothing was written")
+        }
+        return sequence
+    }
+
+    /// Decides this terminal's open water intents: done exactly when the record carries the intent's counter + 1 and
+    /// its terminal sequence. (A rebuilt record, counter 0, means the interrupted operation was not done.)
+    func settleWaterIntents(_ state: WaterState, journal: any TerminalJournal) throws {
+        let uidHex = state.uid.map { String(format: "%02X", $0) }.joined()
+        for intent in try journal.openIntents(cardUID: uidHex) where intent.kind == .waterDebit || intent.kind == .waterSettle {
+            let committed = state.record.counter == intent.counterBefore &+ 1
+                && state.record.terminalSequence == UInt16(truncatingIfNeeded: intent.terminalSequence)
+            let after = intent.balanceBefore + (intent.kind == .waterSettle ? intent.amount : -intent.amount)
+            try journal.complete(terminalSequence: intent.terminalSequence,
+                                 outcome: committed ? .done(balanceAfter: after, counterAfter: state.record.counter) : .notDone)
+        }
+    }
+}

@@ -1,0 +1,101 @@
+import CampusCard
+import CardEmulator
+import SmartCard
+import Testing
+
+@Suite struct WaterWalletTests {
+    @Test func settleRefillDebitAndSettleAgain() throws {
+        let bench = try CardBench()
+        let station = Terminal(id: 3, journal: InMemoryTerminalJournal())
+        let shower = Terminal(id: 40, journal: InMemoryTerminalJournal())
+        try bench.issueAndLoad(0, terminal: station)
+        let first = try bench.operations().waterSettle(terminal: station, reference: 1)
+        #expect(first.consumption == .zero && first.refill == Fen(1_000) && first.state.balance == Fen(1_000))
+        let ops = bench.operations()
+        let writesBefore = bench.reader.statistics.blockWrites
+        try ops.waterDebit(Fen(5), terminal: shower)
+        #expect(bench.reader.statistics.blockWrites - writesBefore == 3, "a unit debit writes 3 blocks")
+        #expect(ops.session.apduCount == 9)
+        for _ in 0..<9 { try bench.operations().waterDebit(Fen(5), terminal: shower) }
+        #expect(try bench.operations().readWater().balance == Fen(950))
+        // A partial refill (the account can pay only 0.20): the next settlement still charges exactly what was used.
+        let partial = try bench.operations().waterSettle(terminal: station, reference: 2, maximumRefill: Fen(20))
+        #expect(partial.consumption == Fen(50) && partial.refill == Fen(20) && partial.state.balance == Fen(970))
+        try bench.operations().waterDebit(Fen(70), terminal: shower)
+        let second = try bench.operations().waterSettle(terminal: station, reference: 3)
+        #expect(second.consumption == Fen(70) && second.refill == Fen(100) && second.state.balance == Fen(1_000))
+        let error = #expect(throws: CardOperationError.self) { try bench.operations().waterDebit(Fen(1_001), terminal: shower) }
+        #expect(error?.code == .insufficientFunds)
+    }
+
+    enum Operation: String, CaseIterable { case waterDebit = "water debit", waterSettle = "water settle" }
+
+    @Test(arguments: Operation.allCases)
+    func tearMatrix(operation: Operation) throws {
+        func setUp() throws -> (CardBench, Terminal) {
+            let bench = try CardBench()
+            let terminal = Terminal(id: 9, journal: InMemoryTerminalJournal())
+            try bench.issueAndLoad(0, terminal: terminal)
+            try bench.operations().waterSettle(terminal: terminal, reference: 1)
+            try bench.operations().waterDebit(Fen(300), terminal: terminal)
+            return (bench, terminal)
+        }
+        func run(_ ops: CampusCardOperations, _ terminal: Terminal) throws {
+            switch operation {
+            case .waterDebit: try ops.waterDebit(Fen(5), terminal: terminal)
+            case .waterSettle: try ops.waterSettle(terminal: terminal, reference: 2)
+            }
+        }
+        let (probe, probeTerminal) = try setUp()
+        let probeOps = probe.operations()
+        try run(probeOps, probeTerminal)
+        let apdus = probeOps.session.apduCount
+        var scenarios = 0
+        for index in 1...apdus {
+            for effect in TearEffect.allCases {
+                for elsewhere in [false, true] {
+                    let (bench, terminal) = try setUp()
+                    let start = try bench.operations().readWater().balance
+                    let journal = terminal.journal as! InMemoryTerminalJournal
+                    let intentsBefore = journal.entries.count
+                    let label = "\(operation.rawValue) torn at APDU \(index)/\(apdus) (\(effect.rawValue)), re-tap \(elsewhere ? "elsewhere" : "here")"
+                    bench.reader.arm(TearPlan(atAPDU: index, effect: effect))
+                    do {
+                        try run(bench.operations(), terminal)
+                        Issue.record("\(label): not interrupted")
+                    } catch let error as any TransportError {
+                        #expect(error.transportFailure == .cardRemoved, "\(label)")
+                    } catch {
+                        Issue.record("\(label): \(error)")
+                        continue
+                    }
+                    bench.reader.reinsert()
+                    let state: WaterState
+                    do {
+                        let other = Terminal(id: 10, journal: InMemoryTerminalJournal())
+                        state = try bench.operations().waterTap(terminal: elsewhere ? other : terminal)
+                        let again = try bench.operations().readWater()
+                        #expect(again.resolution == .consistent && again.balance == state.balance, "\(label)")
+                        if elsewhere { try bench.operations().waterTap(terminal: terminal) }
+                    } catch {
+                        Issue.record("\(label): re-tap failed: \(error)")
+                        continue
+                    }
+                    let expected = operation == .waterDebit ? Fen(start.rawValue - 5) : Fen(1_000)
+                    let done = state.balance != start
+                    #expect(state.balance == (done ? expected : start), "\(label): \(state.balance)")
+                    if journal.entries.count == intentsBefore {
+                        #expect(!done, "\(label): changed without an intent")
+                    } else {
+                        let outcome = journal.entries.last?.outcome
+                        #expect(outcome != nil, "\(label): undecided")
+                        if case .done = outcome { #expect(done, "\(label)") } else { #expect(!done, "\(label)") }
+                    }
+                    scenarios += 1
+                }
+            }
+        }
+        print("tear matrix (\(operation.rawValue)): \(apdus) APDU indices x \(TearEffect.allCases.count) effects x 2 re-tap places = \(scenarios) scenarios")
+        #expect(scenarios == apdus * TearEffect.allCases.count * 2)
+    }
+}
