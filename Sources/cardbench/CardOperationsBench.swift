@@ -37,6 +37,8 @@ struct CardOperations: AsyncParsableCommand {
                 ("load", { try $0.load(Fen(10_000), terminal: Terminal(id: 1, journal: journal)) }),
                 ("debit", { try $0.debit(Fen(1_250), terminal: Terminal(id: 2, journal: journal)) }),
                 ("read purse", { _ = try $0.readPurse() }),
+                ("water settle", { try $0.waterSettle(terminal: Terminal(id: 3, journal: journal), reference: 1) }),
+                ("water debit", { try $0.waterDebit(Fen(5), terminal: Terminal(id: 4, journal: journal)) }),
                 ("lock", { try $0.setStatus(.lost) }),
             ]
             for (name, step) in steps {

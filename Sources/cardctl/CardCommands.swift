@@ -8,7 +8,7 @@ import MifareClassic
 struct Card: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Issue, show, debit and load campus cards.",
-        subcommands: [Issue.self, Show.self, Debit.self, Load.self, Lock.self, Unlock.self])
+        subcommands: [Issue.self, Show.self, Debit.self, Load.self, Water.self, Lock.self, Unlock.self])
 
     struct Common: ParsableArguments {
         @OptionGroup var reader: ReaderOptions
@@ -92,6 +92,9 @@ struct Card: AsyncParsableCommand {
         var lastOperation: String
         var debitedTodayYuan: String
         var resolution: String
+        var waterYuan: String
+        var waterCapYuan: String
+        var waterUsedSinceRefillYuan: String
         var mac: String
         var log: [String]
     }
@@ -108,12 +111,15 @@ struct Card: AsyncParsableCommand {
                     let state = try ops.tap(terminal: terminal)
                     let macKey = try ops.keystore.macKey(uid: state.uid, version: identity.keyVersion)
                     let log = try ops.readLog(uid: state.uid, macKey: macKey, version: identity.keyVersion)
+                    let water = try ops.waterTap(terminal: terminal)
                     return Report(
                         uid: state.uid.map { String(format: "%02X", $0) }.joined(), serial: identity.serial, account: identity.account,
                         type: identity.type.name, status: identity.status.name, expires: identity.expires.description,
                         keyVersion: Int(identity.keyVersion), balanceYuan: state.balance.yuan, balanceFen: state.balance.rawValue,
                         counter: Int(state.record.counter), lastOperation: "\(state.record.lastOperation)",
-                        debitedTodayYuan: state.record.debitedToday.yuan, resolution: state.resolution.rawValue, mac: "valid",
+                        debitedTodayYuan: state.record.debitedToday.yuan, resolution: state.resolution.rawValue,
+                        waterYuan: water.balance.yuan, waterCapYuan: water.record.cap.yuan,
+                        waterUsedSinceRefillYuan: Fen(water.record.balanceAfterRefill.rawValue - water.balance.rawValue).yuan, mac: "valid",
                         log: log.map { "#\($0.counter) \($0.operation) \($0.amount.yuan) -> \($0.balanceAfter.yuan) (terminal seq \($0.terminalSequence))" })
                 }
                 if common.reader.json {
@@ -121,6 +127,7 @@ struct Card: AsyncParsableCommand {
                 } else {
                     print("card      \(report.uid)  serial \(report.serial)  account \(report.account)  \(report.type)  \(report.status)  expires \(report.expires)  key v\(report.keyVersion)")
                     print("purse     \(report.balanceYuan) yuan  counter \(report.counter)  last \(report.lastOperation)  today \(report.debitedTodayYuan) yuan  MAC \(report.mac)  \(report.resolution)")
+                    print("water     \(report.waterYuan) yuan of \(report.waterCapYuan)  used since the last refill \(report.waterUsedSinceRefillYuan)")
                     for line in report.log { print("log       \(line)") }
                 }
             }
@@ -186,6 +193,62 @@ extension Card {
             try await reportingFailures {
                 try await Card.withOperations(common) { ops, _ in _ = try ops.setStatus(.normal) }
                 print("card unlocked")
+            }
+        }
+    }
+}
+
+extension Card {
+    struct Water: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "The 10-yuan water wallet: debit (water controller), settle and refill (settlement station).",
+            subcommands: [WaterDebit.self, WaterSettle.self, WaterRefill.self])
+    }
+
+    struct WaterDebit: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "debit", abstract: "Debit AMOUNT yuan from the water wallet.")
+        @OptionGroup var common: Common
+        @Argument(help: "Amount in yuan, e.g. 0.05.") var amount: String
+
+        func run() async throws {
+            try await reportingFailures {
+                let fen = try Card.parse(amount)
+                let state = try await Card.withOperations(common) { ops, terminal in try ops.waterDebit(fen, terminal: terminal) }
+                print("water debited \(fen.yuan) yuan: water balance \(state.balance.yuan) yuan")
+            }
+        }
+    }
+
+    struct WaterSettle: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "settle", abstract: "Settle the consumption since the last refill and refill to the cap (needs the loader master).")
+        @OptionGroup var common: Common
+        @Option(help: "Settlement reference recorded on the card.") var reference: UInt32 = UInt32(Date().timeIntervalSince1970)
+
+        func run() async throws {
+            try await reportingFailures {
+                let reference = reference
+                let result = try await Card.withOperations(common) { ops, terminal in try ops.waterSettle(terminal: terminal, reference: reference) }
+                print("consumption \(result.consumption.yuan) yuan charged; refilled \(result.refill.yuan) yuan: water balance \(result.state.balance.yuan) yuan")
+            }
+        }
+    }
+
+    struct WaterRefill: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "refill", abstract: "Settle and refill by at most AMOUNT yuan (a partial refill, e.g. when the account is short).")
+        @OptionGroup var common: Common
+        @Argument(help: "The most to refill, in yuan.") var amount: String
+        @Option(help: "Settlement reference recorded on the card.") var reference: UInt32 = UInt32(Date().timeIntervalSince1970)
+
+        func run() async throws {
+            try await reportingFailures {
+                let maximum = try Card.parse(amount)
+                let reference = reference
+                let result = try await Card.withOperations(common) { ops, terminal in
+                    try ops.waterSettle(terminal: terminal, reference: reference, maximumRefill: maximum)
+                }
+                print("consumption \(result.consumption.yuan) yuan charged; refilled \(result.refill.yuan) yuan: water balance \(result.state.balance.yuan) yuan")
             }
         }
     }
