@@ -25,6 +25,17 @@ struct Card: AsyncParsableCommand {
         }
     }
 
+    /// Prints a command's result: JSON with --json, else the line.
+    static func report(_ common: Common, _ fields: [String: String], _ line: String) {
+        if common.reader.json { try? printJSON(fields) } else { print(line) }
+    }
+
+    static func settled(_ common: Common, _ result: WaterSettlementResult) {
+        report(common, ["result": "water-settled", "consumptionYuan": result.consumption.yuan, "refillYuan": result.refill.yuan,
+                        "waterYuan": result.state.balance.yuan],
+               "consumption \(result.consumption.yuan) yuan charged; refilled \(result.refill.yuan) yuan: water balance \(result.state.balance.yuan) yuan")
+    }
+
     /// An amount typed in yuan; refusals are bad input.
     static func parse(_ amount: String) throws -> Fen {
         do { return try Fen(yuan: amount) } catch { throw CLIError(.badInput, "\(error)") }
@@ -73,7 +84,8 @@ struct Card: AsyncParsableCommand {
                 }
                 let identity = Identity(serial: serial, account: account, type: cardType, keyVersion: 1, issued: today, expires: expiry)
                 try await Card.withOperations(common) { ops, _ in try ops.issue(identity) }
-                print("issued card serial \(serial), account \(account), \(cardType.name), expires \(expiry)")
+                Card.report(common, ["result": "issued", "serial": "\(serial)", "account": "\(account)", "type": cardType.name, "expires": "\(expiry)"],
+                            "issued card serial \(serial), account \(account), \(cardType.name), expires \(expiry)")
             }
         }
     }
@@ -145,7 +157,8 @@ struct Card: AsyncParsableCommand {
                 let fen = try Card.parse(amount)
                 let pin = pinChecked
                 let state = try await Card.withOperations(common) { ops, terminal in try ops.debit(fen, terminal: terminal, pinChecked: pin) }
-                print("debited \(fen.yuan) yuan: balance \(state.balance.yuan) yuan, counter \(state.record.counter)")
+                Card.report(common, ["result": "debited", "amountYuan": fen.yuan, "balanceYuan": state.balance.yuan, "counter": "\(state.record.counter)"],
+                            "debited \(fen.yuan) yuan: balance \(state.balance.yuan) yuan, counter \(state.record.counter)")
             }
         }
     }
@@ -161,7 +174,8 @@ struct Card: AsyncParsableCommand {
                 let fen = try Card.parse(amount)
                 let kind: TransactionIntent.Kind = subsidy ? .purseSubsidy : .purseLoad
                 let state = try await Card.withOperations(common) { ops, terminal in try ops.load(fen, terminal: terminal, kind: kind) }
-                print("loaded \(fen.yuan) yuan: balance \(state.balance.yuan) yuan, counter \(state.record.counter)")
+                Card.report(common, ["result": "loaded", "amountYuan": fen.yuan, "balanceYuan": state.balance.yuan, "counter": "\(state.record.counter)"],
+                            "loaded \(fen.yuan) yuan: balance \(state.balance.yuan) yuan, counter \(state.record.counter)")
             }
         }
     }
@@ -180,7 +194,7 @@ extension Card {
                     throw CLIError(.badInput, "--reason must be lost, frozen or cancelled")
                 }
                 try await Card.withOperations(common) { ops, _ in _ = try ops.setStatus(status) }
-                print("card locked: \(status.name)")
+                Card.report(common, ["result": "locked", "status": status.name], "card locked: \(status.name)")
             }
         }
     }
@@ -192,7 +206,7 @@ extension Card {
         func run() async throws {
             try await reportingFailures {
                 try await Card.withOperations(common) { ops, _ in _ = try ops.setStatus(.normal) }
-                print("card unlocked")
+                Card.report(common, ["result": "unlocked", "status": "normal"], "card unlocked")
             }
         }
     }
@@ -214,7 +228,8 @@ extension Card {
             try await reportingFailures {
                 let fen = try Card.parse(amount)
                 let state = try await Card.withOperations(common) { ops, terminal in try ops.waterDebit(fen, terminal: terminal) }
-                print("water debited \(fen.yuan) yuan: water balance \(state.balance.yuan) yuan")
+                Card.report(common, ["result": "water-debited", "amountYuan": fen.yuan, "waterYuan": state.balance.yuan],
+                            "water debited \(fen.yuan) yuan: water balance \(state.balance.yuan) yuan")
             }
         }
     }
@@ -229,7 +244,7 @@ extension Card {
             try await reportingFailures {
                 let reference = reference
                 let result = try await Card.withOperations(common) { ops, terminal in try ops.waterSettle(terminal: terminal, reference: reference) }
-                print("consumption \(result.consumption.yuan) yuan charged; refilled \(result.refill.yuan) yuan: water balance \(result.state.balance.yuan) yuan")
+                Card.settled(common, result)
             }
         }
     }
@@ -248,7 +263,7 @@ extension Card {
                 let result = try await Card.withOperations(common) { ops, terminal in
                     try ops.waterSettle(terminal: terminal, reference: reference, maximumRefill: maximum)
                 }
-                print("consumption \(result.consumption.yuan) yuan charged; refilled \(result.refill.yuan) yuan: water balance \(result.state.balance.yuan) yuan")
+                Card.settled(common, result)
             }
         }
     }

@@ -15,6 +15,17 @@ import Testing
         #expect(try bench.operations().debit(Fen(100), terminal: pos).balance == Fen(4_900))
     }
 
+    @Test func expiredCardsAreNotLoaded() throws {
+        let bench = try CardBench()
+        let station = Terminal(id: 3, journal: InMemoryTerminalJournal())
+        try bench.operations().issue(Identity(serial: 1, account: 1, type: .temporary, keyVersion: 1,
+                                              issued: CardDay(rawValue: 9_000), expires: CardDay(rawValue: 9_001)))
+        let error = #expect(throws: CardOperationError.self) { try bench.operations().load(Fen(100), terminal: station) }
+        #expect(error?.code == .expired)
+        let water = #expect(throws: CardOperationError.self) { try bench.operations().waterSettle(terminal: station, reference: 1) }
+        #expect(water?.code == .expired)
+    }
+
     /// A lock torn at any APDU: the card either still debits with the identity normal, or refuses debits.
     @Test func tornLockNeverLeavesADebitableLockedCard() throws {
         let probe = try CardBench()

@@ -54,10 +54,22 @@ extension CampusCardOperations {
         }
     }
 
+    /// Refuses a card the card office has locked or that has expired (stations read the identity; POS terminals
+    /// rely on the purse record's status copy).
+    func checkValidity(_ identity: Identity) throws {
+        guard identity.status == .normal else {
+            throw CardOperationError(.cardLocked, "the card is \(identity.status.name): send the holder to the card office")
+        }
+        guard identity.expires >= CardDay(now) else {
+            throw CardOperationError(.expired, "the card expired on \(identity.expires): the holder needs a new card from the card office")
+        }
+    }
+
     /// Loads money onto the purse (account top-up 圈存 or subsidy 补助) with key B.
     @discardableResult
     public func load(_ amount: Fen, terminal: Terminal, kind: TransactionIntent.Kind = .purseLoad) throws -> PurseState {
         guard amount > .zero else { throw CardOperationError(.overLimit, "a load must be more than 0.00 yuan") }
+        try checkValidity(try readIdentity())
         let state = try readPurse()
         let uidHex = state.uid.map { String(format: "%02X", $0) }.joined()
         try settleOpenIntents(uidHex: uidHex, state: state, journal: terminal.journal)

@@ -84,10 +84,7 @@ extension CampusCardOperations {
     /// towards its cap, by at most `maximumRefill` (what the account can pay).
     @discardableResult
     public func waterSettle(terminal: Terminal, reference: UInt32, maximumRefill: Fen? = nil) throws -> WaterSettlementResult {
-        let identity = try readIdentity()
-        guard identity.status == .normal else {
-            throw CardOperationError(.cardLocked, "the card is \(identity.status.name): no refill; send the holder to the card office")
-        }
+        try checkValidity(try readIdentity())
         let state = try readWater()
         try settleWaterIntents(state, journal: terminal.journal)
         let consumption = Fen(state.record.balanceAfterRefill.rawValue - state.balance.rawValue)
