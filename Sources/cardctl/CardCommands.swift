@@ -8,7 +8,7 @@ import MifareClassic
 struct Card: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Issue, show, debit and load campus cards.",
-        subcommands: [Issue.self, Show.self, Debit.self, Load.self, Water.self, Lock.self, Unlock.self])
+        subcommands: [Issue.self, Show.self, Debit.self, Load.self, Water.self, Lock.self, Unlock.self, Cancel.self])
 
     struct Common: ParsableArguments {
         @OptionGroup var reader: ReaderOptions
@@ -264,6 +264,25 @@ extension Card {
                     try ops.waterSettle(terminal: terminal, reference: reference, maximumRefill: maximum)
                 }
                 Card.settled(common, result)
+            }
+        }
+    }
+}
+
+extension Card {
+    struct Cancel: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Cancel a card (status cancelled, refused everywhere) and print the balances to refund to the account.")
+        @OptionGroup var common: Common
+
+        func run() async throws {
+            try await reportingFailures {
+                let (purse, water) = try await Card.withOperations(common) { ops, terminal in
+                    let state = try ops.setStatus(.cancelled)
+                    return (state.balance, try ops.waterTap(terminal: terminal).balance)
+                }
+                Card.report(common, ["result": "cancelled", "refundPurseYuan": purse.yuan, "refundWaterYuan": water.yuan],
+                            "card cancelled: refund \(purse.yuan) yuan (purse) + \(water.yuan) yuan (water wallet) to the account")
             }
         }
     }

@@ -150,6 +150,12 @@ import TestSupport
         #expect(shown.status == 0, "\(shown.stderr)")
         #expect(shown.stdout.contains("\"balanceFen\" : 3750") && shown.stdout.contains("\"serial\" : 20260001"))
         #expect(shown.stdout.contains("\"type\" : \"student\""))
+        #expect(try cardctl(["card", "water", "settle"] + common).stdout.contains("refilled 10.00 yuan"))
+        #expect(try cardctl(["card", "water", "debit", "0.05"] + common).stdout.contains("water balance 9.95 yuan"))
+        let cancelled = try cardctl(["card", "cancel", "--json"] + common)
+        #expect(cancelled.stdout.contains("\"refundPurseYuan\" : \"37.50\"") && cancelled.stdout.contains("\"refundWaterYuan\" : \"9.95\""), "\(cancelled.stdout)\(cancelled.stderr)")
+        let refused = try cardctl(["card", "debit", "1"] + common)
+        #expect(refused.status == 5 && refused.stderr.contains("cancelled"))
         for bad in ["-1", "1.234", "abc", "99999999999"] {
             let refused = try cardctl(["card", "debit", bad] + common)
             #expect(refused.status == 6 || refused.status == 64, "\(bad): \(refused.status)")
