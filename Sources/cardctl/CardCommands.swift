@@ -120,27 +120,50 @@ struct Card: AsyncParsableCommand {
                 let report = try await Card.withOperations(common) { ops, terminal in
                     try ops.checkApplication()
                     let identity = try ops.readIdentity()
-                    let state = try ops.tap(terminal: terminal)
-                    let macKey = try ops.keystore.macKey(uid: state.uid, version: identity.keyVersion)
-                    let log = try ops.readLog(uid: state.uid, macKey: macKey, version: identity.keyVersion)
-                    let water = try ops.waterTap(terminal: terminal)
-                    return Report(
-                        uid: state.uid.map { String(format: "%02X", $0) }.joined(), serial: identity.serial, account: identity.account,
-                        type: identity.type.name, status: identity.status.name, expires: identity.expires.description,
-                        keyVersion: Int(identity.keyVersion), balanceYuan: state.balance.yuan, balanceFen: state.balance.rawValue,
-                        counter: Int(state.record.counter), lastOperation: "\(state.record.lastOperation)",
-                        debitedTodayYuan: state.record.debitedToday.yuan, resolution: state.resolution.rawValue,
-                        waterYuan: water.balance.yuan, waterCapYuan: water.record.cap.yuan,
-                        waterUsedSinceRefillYuan: Fen(water.record.balanceAfterRefill.rawValue - water.balance.rawValue).yuan, mac: "valid",
-                        log: log.map { "#\($0.counter) \($0.operation) \($0.amount.yuan) -> \($0.balanceAfter.yuan) (terminal seq \($0.terminalSequence))" })
+                    var report = Report(
+                        uid: try ops.session.uid().map { String(format: "%02X", $0) }.joined(), serial: identity.serial, account: identity.account, type: identity.type.name,
+                        status: identity.status.name, expires: identity.expires.description, keyVersion: Int(identity.keyVersion),
+                        balanceYuan: "?", balanceFen: -1, counter: -1, lastOperation: "?", debitedTodayYuan: "?", resolution: "?",
+                        waterYuan: "?", waterCapYuan: "?", waterUsedSinceRefillYuan: "?", mac: "valid", log: [])
+                    // A MAC mismatch is shown, not hidden: the technician sees what was tampered with.
+                    var mismatches: [String] = []
+                    do {
+                        let state = try ops.tap(terminal: terminal)
+                        report.balanceYuan = state.balance.yuan
+                        report.balanceFen = state.balance.rawValue
+                        report.counter = Int(state.record.counter)
+                        report.lastOperation = "\(state.record.lastOperation)"
+                        report.debitedTodayYuan = state.record.debitedToday.yuan
+                        report.resolution = state.resolution.rawValue
+                        let macKey = try ops.keystore.macKey(uid: state.uid, version: identity.keyVersion)
+                        report.log = try ops.readLog(uid: state.uid, macKey: macKey, version: identity.keyVersion).map {
+                            "#\($0.counter) \($0.operation) \($0.amount.yuan) -> \($0.balanceAfter.yuan) (terminal seq \($0.terminalSequence))"
+                        }
+                    } catch let error as CardOperationError where error.code == .tampered {
+                        mismatches.append("purse")
+                    }
+                    do {
+                        let water = try ops.waterTap(terminal: terminal)
+                        report.waterYuan = water.balance.yuan
+                        report.waterCapYuan = water.record.cap.yuan
+                        report.waterUsedSinceRefillYuan = Fen(water.record.balanceAfterRefill.rawValue - water.balance.rawValue).yuan
+                    } catch let error as CardOperationError where error.code == .tampered {
+                        mismatches.append("water wallet")
+                    }
+                    if !mismatches.isEmpty { report.mac = "MISMATCH in " + mismatches.joined(separator: " and ") }
+                    return report
                 }
                 if common.reader.json {
                     try printJSON(report)
                 } else {
                     print("card      \(report.uid)  serial \(report.serial)  account \(report.account)  \(report.type)  \(report.status)  expires \(report.expires)  key v\(report.keyVersion)")
-                    print("purse     \(report.balanceYuan) yuan  counter \(report.counter)  last \(report.lastOperation)  today \(report.debitedTodayYuan) yuan  MAC \(report.mac)  \(report.resolution)")
+                    print("purse     \(report.balanceYuan) yuan  counter \(report.counter)  last \(report.lastOperation)  today \(report.debitedTodayYuan) yuan  \(report.resolution)")
                     print("water     \(report.waterYuan) yuan of \(report.waterCapYuan)  used since the last refill \(report.waterUsedSinceRefillYuan)")
+                    print("MAC       \(report.mac)")
                     for line in report.log { print("log       \(line)") }
+                }
+                if report.mac != "valid" {
+                    throw CLIError(.refused, "the card's \(report.mac.dropFirst("MISMATCH in ".count)) does not match its MAC: it was altered without the MAC key; keep the card and report it")
                 }
             }
         }

@@ -162,6 +162,38 @@ import TestSupport
         }
     }
 
+    @Test func cardShowReportsATamperedPurse() throws {
+        let work = NSTemporaryDirectory() + "tamper-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let card = work + "/card.mfd", keystore = work + "/office.json", journal = work + "/journal.jsonl"
+        _ = FileManager.default.createFile(atPath: card, contents: Data(SampleCards.blank1K()))
+        #expect(try cardctl(["keystore", "create", keystore]).status == 0)
+        let emulator = try EmulatorProcess(card: card, arguments: ["--save"])
+        defer { emulator.terminate() }
+        let common = ["--keystore", keystore, "--journal", journal]
+        #expect(try cardctl(["card", "issue", "--serial", "1", "--account", "2", "--type", "staff"] + common).status == 0)
+        #expect(try cardctl(["card", "load", "5"] + common).status == 0)
+        Thread.sleep(forTimeInterval: 0.3)  // --save writes within 0.1 s
+        // An attacker with key B writes 1000.00 yuan into both purse value blocks.
+        var image = try #require(FileManager.default.contents(atPath: card)).map { $0 }
+        let forged = ValueBlock(value: 100_000, address: 9).block
+        image.replaceSubrange(9 * 16..<10 * 16, with: forged)
+        image.replaceSubrange(10 * 16..<11 * 16, with: forged)
+        let forgedPath = work + "/forged.mfd"
+        _ = FileManager.default.createFile(atPath: forgedPath, contents: Data(image))
+        #expect(try emulator.ctl("remove").status == 0)
+        try EmulatorProcess.waitForPcscd(reader: emulator.readerName, present: false)
+        Thread.sleep(forTimeInterval: 0.9)
+        #expect(try emulator.ctl("insert", forgedPath).status == 0)
+        try EmulatorProcess.waitForPcscd(reader: emulator.readerName, present: true)
+        let shown = try cardctl(["card", "show"] + common)
+        #expect(shown.status == 5, "\(shown.stderr)")
+        #expect(shown.stdout.contains("MAC       MISMATCH in purse") && shown.stdout.contains("serial 1"), "\(shown.stdout)")
+        let debit = try cardctl(["card", "debit", "1"] + common)
+        #expect(debit.status == 5 && debit.stderr.contains("altered without the MAC key"))
+    }
+
     @Test func watchSurvivesPcscdBeingKilledAndRestarted() throws {
         let emulator = try EmulatorProcess(card: SampleCards.sample1KPath)
         defer { emulator.terminate() }
