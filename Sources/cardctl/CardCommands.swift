@@ -135,7 +135,7 @@ struct Card: AsyncParsableCommand {
                         report.lastOperation = "\(state.record.lastOperation)"
                         report.debitedTodayYuan = state.record.debitedToday.yuan
                         report.resolution = state.resolution.rawValue
-                        let macKey = try ops.keystore.macKey(uid: state.uid, version: identity.keyVersion)
+                        let macKey = try ops.keystore.macKey(uid: state.uid, version: state.macVersion)
                         report.log = try ops.readLog(uid: state.uid, macKey: macKey, version: identity.keyVersion).map {
                             "#\($0.counter) \($0.operation) \($0.amount.yuan) -> \($0.balanceAfter.yuan) (terminal seq \($0.terminalSequence))"
                         }

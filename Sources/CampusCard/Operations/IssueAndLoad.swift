@@ -80,7 +80,7 @@ extension CampusCardOperations {
             throw CardOperationError(.overLimit, "the balance would exceed what a card holds")
         }
         let version = keystore.currentVersion
-        let macKey = try keystore.macKey(uid: state.uid, version: version)
+        let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
         let sequence = try terminal.journal.nextSequence()
         let intent = TransactionIntent(terminalID: UInt32(terminal.id), terminalSequence: sequence, kind: kind, cardUID: uidHex,
                                        cardSerial: 0, amount: amount.rawValue, balanceBefore: state.balance.rawValue,
@@ -105,6 +105,6 @@ extension CampusCardOperations {
         try authenticate(sector: session.size.sector(ofBlock: logBlock), role: .terminal, uid: state.uid, version: version)
         try session.write(block: logBlock, entry.encode(uid: state.uid, macKey: macKey))
         try terminal.journal.complete(terminalSequence: sequence, outcome: .done(balanceAfter: after.rawValue, counterAfter: counter))
-        return PurseState(uid: state.uid, balance: after, record: committed, resolution: state.resolution)
+        return PurseState(uid: state.uid, balance: after, record: committed, resolution: state.resolution, macVersion: state.macVersion)
     }
 }

@@ -57,6 +57,8 @@ public struct PurseState: Sendable, Hashable {
     public var balance: Fen
     public var record: PurseRecord
     public var resolution: Resolution
+    /// The key version whose MAC key vouches for this card's records (fixed at issue; re-keying changes sector keys only).
+    public var macVersion: UInt8 = 1
 }
 
 /// Campus card operations over one MIFARE session (one card session, one authentication per sector touched).
@@ -68,10 +70,20 @@ public struct CampusCardOperations {
     public static let purseSector = 2
     public static let record = 8, primary = 9, backup = 10
 
-    public init(session: MifareSession, keystore: any Keystore, now: Date = Date()) {
+    /// Selects the card again after a failed authentication (a halted card answers nothing): with it, sectors are
+    /// tried with every key version the keystore knows, newest first; without it, only the current version.
+    public let reselect: (@Sendable () throws -> Void)?
+
+    public init(session: MifareSession, keystore: any Keystore, now: Date = Date(), reselect: (@Sendable () throws -> Void)? = nil) {
         self.session = session
         self.keystore = keystore
         self.now = now
+        self.reselect = reselect
+    }
+
+    /// Versions to try, `preferred` first, then the other known ones newest first.
+    func versions(preferring preferred: UInt8) -> [UInt8] {
+        [preferred] + keystore.knownVersions.sorted(by: >).filter { $0 != preferred }
     }
 
     // MARK: Read and resolve
@@ -81,27 +93,37 @@ public struct CampusCardOperations {
     public func readPurse(version: UInt8? = nil) throws -> PurseState {
         let uid = try session.uid()
         let version = version ?? keystore.currentVersion
-        let macKey = try keystore.macKey(uid: uid, version: version)
         do {
             try authenticate(sector: Self.purseSector, role: .terminal, uid: uid, version: version)
         } catch let error as MifareError where error.code == .authenticationFailed {
             throw CardOperationError(.notCampusCard, "the card's purse does not open with this keystore's keys (version \(version)): not a campus card, issued by another system, or a key version this keystore lacks")
         }
         let values = try readValueSector(.purse)
+        // The MAC version is the card's (fixed at issue): the one under which the record vouches for either value.
+        let macVersion = try self.macVersion(uid: uid) { key in
+            [values.primary, values.backup].contains { $0.map { PurseRecord.vouches(values.record, for: Fen(Int($0)), uid: uid, macKey: key) } ?? false }
+        } ?? version
+        let macKey = try keystore.macKey(uid: uid, version: macVersion)
         let vouches = { (value: Int32) in PurseRecord.vouches(values.record, for: Fen(Int(value)), uid: uid, macKey: macKey) }
         switch try resolveValueSector(.purse, values, vouches: vouches) {
         case .agreed(let balance, let resolution):
-            return PurseState(uid: uid, balance: Fen(Int(balance)), record: try PurseRecord(block: values.record), resolution: resolution)
+            return PurseState(uid: uid, balance: Fen(Int(balance)), record: try PurseRecord(block: values.record), resolution: resolution,
+                              macVersion: macVersion)
         case .recordTorn(let backup):
-            return try rebuildPurseRecord(uid: uid, backup: backup, macKey: macKey, version: version)
+            return try rebuildPurseRecord(uid: uid, backup: backup, version: version)
         }
     }
 
     /// The record vouches for neither value: a torn record write, or a card altered without the MAC key.
     /// Rebuild only from a MAC'd log entry that vouches for the backup (the state before the torn commit).
-    private func rebuildPurseRecord(uid: [UInt8], backup: Int32?, macKey: SymmetricKey, version: UInt8) throws -> PurseState {
-        guard let backup, let entry = try newestLogEntry(uid: uid, macKey: macKey, version: version),
-              entry.balanceAfter == Fen(Int(backup)) else {
+    private func rebuildPurseRecord(uid: [UInt8], backup: Int32?, version: UInt8) throws -> PurseState {
+        var found: (entry: LogEntry, macVersion: UInt8)?
+        for macVersion in keystore.knownVersions.sorted(by: >) where found == nil && keystore.roles(version: macVersion).contains(.mac) {
+            if let entry = try newestLogEntry(uid: uid, macKey: keystore.macKey(uid: uid, version: macVersion), version: version) {
+                found = (entry, macVersion)
+            }
+        }
+        guard let backup, let (entry, macVersion) = found, entry.balanceAfter == Fen(Int(backup)) else {
             throw CardOperationError(.tampered, "the purse record vouches for no balance on the card: the card was altered without the MAC key (or damaged); no debit, keep the card and report it")
         }
         // The status copy went with the record: take it from the identity (frozen if that is unreadable too).
@@ -110,8 +132,9 @@ public struct CampusCardOperations {
         try repairCopy(from: Self.backup, to: Self.primary)
         let rebuilt = PurseRecord(counter: entry.counter, status: status, lastOperation: .repair, lastDay: CardDay(now),
                                   debitedToday: .zero, terminalID: 0, terminalSequence: entry.terminalSequence)
+        let macKey = try keystore.macKey(uid: uid, version: macVersion)
         try session.write(block: Self.record, rebuilt.encode(uid: uid, balance: entry.balanceAfter, macKey: macKey))
-        return PurseState(uid: uid, balance: entry.balanceAfter, record: rebuilt, resolution: .recordRebuilt)
+        return PurseState(uid: uid, balance: entry.balanceAfter, record: rebuilt, resolution: .recordRebuilt, macVersion: macVersion)
     }
 
     /// The log entry with the highest counter that passes its MAC.
@@ -180,7 +203,7 @@ public struct CampusCardOperations {
         }
         let after = Fen(state.balance.rawValue - amount.rawValue)
         let counter = record.counter &+ 1
-        let macKey = try keystore.macKey(uid: state.uid, version: keystore.currentVersion)
+        let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
         let committed = PurseRecord(counter: counter, status: record.status, lastOperation: .debit, lastDay: today,
                                     debitedToday: Fen(alreadyToday.rawValue + amount.rawValue), terminalID: terminal.id,
                                     terminalSequence: UInt16(truncatingIfNeeded: sequence))
@@ -190,7 +213,7 @@ public struct CampusCardOperations {
         try writeLog(LogEntry(operation: .debit, amount: amount, balanceAfter: after, counter: counter,
                               terminalSequence: UInt16(truncatingIfNeeded: sequence)), uid: state.uid, macKey: macKey)
         try terminal.journal.complete(terminalSequence: sequence, outcome: .done(balanceAfter: after.rawValue, counterAfter: counter))
-        return PurseState(uid: state.uid, balance: after, record: committed, resolution: state.resolution)
+        return PurseState(uid: state.uid, balance: after, record: committed, resolution: state.resolution, macVersion: state.macVersion)
     }
 
     /// Decides this terminal's open intents for the card from what the card shows now.
@@ -206,7 +229,7 @@ public struct CampusCardOperations {
                 let ours = state.record.terminalSequence == UInt16(truncatingIfNeeded: intent.terminalSequence)
                 outcome = ours ? .done(balanceAfter: balanceAfter, counterAfter: committedCounter) : .notDone
             } else {
-                let macKey = try keystore.macKey(uid: state.uid, version: keystore.currentVersion)
+                let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
                 let entry = try readLog(uid: state.uid, macKey: macKey, version: keystore.currentVersion).first { $0.counter == committedCounter }
                 let ours = entry.map { $0.terminalSequence == UInt16(truncatingIfNeeded: intent.terminalSequence) && $0.amount.rawValue == intent.amount } ?? false
                 outcome = ours ? .done(balanceAfter: balanceAfter, counterAfter: committedCounter) : .notDone
@@ -288,9 +311,32 @@ public struct CampusCardOperations {
         try session.write(block: block, entry.encode(uid: uid, macKey: macKey))
     }
 
-    func authenticate(sector: Int, role: KeyRole, uid: [UInt8], version: UInt8) throws {
-        let key = try keystore.sectorKey(uid: uid, sector: sector, role: role, version: version)
-        try session.authenticate(sector: sector, keyType: role == .loader ? .b : .a, key: key)
+    /// Authenticates a sector for a role with the key of `version`, then — when the card can be re-selected — with
+    /// the other known versions (a card not yet re-keyed, or a re-key torn half-way). Returns the version that opened it.
+    @discardableResult
+    func authenticate(sector: Int, role: KeyRole, uid: [UInt8], version: UInt8) throws -> UInt8 {
+        let candidates = reselect == nil ? [version] : versions(preferring: version).filter { keystore.roles(version: $0).contains(role) }
+        var lastError: (any Error)?
+        for (index, candidate) in candidates.enumerated() {
+            let key = try keystore.sectorKey(uid: uid, sector: sector, role: role, version: candidate)
+            do {
+                try session.authenticate(sector: sector, keyType: role == .loader ? .b : .a, key: key)
+                return candidate
+            } catch let error as MifareError where error.code == .authenticationFailed && index < candidates.count - 1 {
+                lastError = error
+                try reselect?()
+                session.forgetAuthentication()
+            }
+        }
+        throw lastError ?? MifareError(.authenticationFailed, "no key version opens sector \(sector)")
+    }
+
+    /// The known MAC key version under which `vouches` holds, newest first.
+    func macVersion(uid: [UInt8], where vouches: (SymmetricKey) -> Bool) throws -> UInt8? {
+        for version in keystore.knownVersions.sorted(by: >) where keystore.roles(version: version).contains(.mac) {
+            if vouches(try keystore.macKey(uid: uid, version: version)) { return version }
+        }
+        return nil
     }
 }
 
@@ -320,10 +366,16 @@ extension CampusCardOperations {
         guard keystore.knownVersions.contains(version) else {
             throw CardOperationError(.unknownKeyVersion, "the card uses key version \(version), unknown to this keystore: update the keystore")
         }
-        do {
-            return try Identity(first: first, second: second, uid: uid, macKey: keystore.macKey(uid: uid, version: version))
-        } catch let error as CardLayoutError {
-            throw CardOperationError(error.code == .macMismatch ? .tampered : .unsupportedLayout, error.message)
+        var lastError: (any Error)?
+        for macVersion in keystore.knownVersions.sorted(by: >) where keystore.roles(version: macVersion).contains(.mac) {
+            do {
+                return try Identity(first: first, second: second, uid: uid, macKey: keystore.macKey(uid: uid, version: macVersion))
+            } catch let error as CardLayoutError where error.code == .macMismatch {
+                lastError = error
+            } catch let error as CardLayoutError {
+                throw CardOperationError(.unsupportedLayout, error.message)
+            }
         }
+        throw CardOperationError(.tampered, (lastError as? CardLayoutError)?.message ?? "the identity record's MAC does not match")
     }
 }

@@ -19,7 +19,7 @@ extension CampusCardOperations {
             identity = try Identity(unverifiedFirst: session.read(block: Identity.blocks.first), status: state.record.status, on: CardDay(now))
         }
         let version = identity.keyVersion
-        let macKey = try keystore.macKey(uid: state.uid, version: version)
+        let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
         var record = state.record
         record.status = status
         record.counter = record.counter &+ 1
@@ -42,6 +42,6 @@ extension CampusCardOperations {
             try writeRecord()
             try writeIdentity()
         }
-        return PurseState(uid: state.uid, balance: state.balance, record: record, resolution: state.resolution)
+        return PurseState(uid: state.uid, balance: state.balance, record: record, resolution: state.resolution, macVersion: state.macVersion)
     }
 }

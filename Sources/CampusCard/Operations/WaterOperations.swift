@@ -9,6 +9,8 @@ public struct WaterState: Sendable, Hashable {
     public var balance: Fen
     public var record: WaterRecord
     public var resolution: PurseState.Resolution
+    /// The card's MAC key version (see `PurseState.macVersion`).
+    public var macVersion: UInt8 = 1
 }
 
 /// What a settlement did: the consumption to charge to the holder's account, and the refill written to the card.
@@ -23,17 +25,27 @@ extension CampusCardOperations {
     public func readWater() throws -> WaterState {
         let uid = try session.uid()
         let version = keystore.currentVersion
-        let macKey = try keystore.macKey(uid: uid, version: version)
         do {
             try authenticate(sector: ValueSector.water.sector, role: .terminal, uid: uid, version: version)
         } catch let error as MifareError where error.code == .authenticationFailed {
             throw CardOperationError(.notCampusCard, "the card's water wallet does not open with this keystore's keys: not a campus card, or issued before the water wallet existed")
         }
         let values = try readValueSector(.water)
+        let macVersion = try self.macVersion(uid: uid) { key in
+            [values.primary, values.backup].contains { $0.map { WaterRecord.vouches(values.record, for: $0, uid: uid, macKey: key) } ?? false }
+        } ?? (try self.macVersion(uid: uid) { key in
+            // A torn water record: the settlement block tells the card's MAC version.
+            (try? authenticate(sector: 1, role: .terminal, uid: uid, version: version)).flatMap { _ in
+                try? WaterSettlement(block: session.read(block: WaterSettlement.block), uid: uid, macKey: key)
+            } != nil
+        }) ?? version
+        let macKey = try keystore.macKey(uid: uid, version: macVersion)
+        try authenticate(sector: ValueSector.water.sector, role: .terminal, uid: uid, version: version)
         let vouches = { (value: Int32) in WaterRecord.vouches(values.record, for: value, uid: uid, macKey: macKey) }
         switch try resolveValueSector(.water, values, vouches: vouches) {
         case .agreed(let balance, let resolution):
-            return WaterState(uid: uid, balance: Fen(Int(balance)), record: WaterRecord(block: values.record), resolution: resolution)
+            return WaterState(uid: uid, balance: Fen(Int(balance)), record: WaterRecord(block: values.record), resolution: resolution,
+                              macVersion: macVersion)
         case .recordTorn(let backup):
             // Rebuild from the settlement data in sector 1 (written at each settlement), keeping the backup's value.
             try authenticate(sector: 1, role: .terminal, uid: uid, version: version)
@@ -45,7 +57,7 @@ extension CampusCardOperations {
             try repairCopy(from: ValueSector.water.backup, to: ValueSector.water.primary)
             let rebuilt = WaterRecord(counter: 0, settlement: settlement, terminalSequence: 0)
             try session.write(block: WaterRecord.block, rebuilt.encode(uid: uid, balance: Fen(Int(backup)), macKey: macKey))
-            return WaterState(uid: uid, balance: Fen(Int(backup)), record: rebuilt, resolution: .recordRebuilt)
+            return WaterState(uid: uid, balance: Fen(Int(backup)), record: rebuilt, resolution: .recordRebuilt, macVersion: macVersion)
         }
     }
 
@@ -66,7 +78,7 @@ extension CampusCardOperations {
         guard state.balance >= amount else {
             throw CardOperationError(.insufficientFunds, "the water wallet holds \(state.balance.yuan) yuan, less than \(amount.yuan): refill it at a settlement station")
         }
-        let macKey = try keystore.macKey(uid: state.uid, version: keystore.currentVersion)
+        let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
         let sequence = try record(.waterDebit, amount: amount, state: state, terminal: terminal)
         var record = state.record
         record.counter = record.counter &+ 1
@@ -76,7 +88,7 @@ extension CampusCardOperations {
         try session.write(block: WaterRecord.block, record.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
         try updateBackup(.water, byAdding: Fen(-amount.rawValue))
         try terminal.journal.complete(terminalSequence: sequence, outcome: .done(balanceAfter: after.rawValue, counterAfter: record.counter))
-        return WaterState(uid: state.uid, balance: after, record: record, resolution: state.resolution)
+        return WaterState(uid: state.uid, balance: after, record: record, resolution: state.resolution, macVersion: state.macVersion)
     }
 
     /// Settlement (key B, settlement station): the consumption since the last refill is `balance after the last
@@ -93,7 +105,7 @@ extension CampusCardOperations {
         }
         let room = Fen(max(0, state.record.cap.rawValue - state.balance.rawValue))
         let refill = min(room, maximumRefill ?? room)
-        let macKey = try keystore.macKey(uid: state.uid, version: keystore.currentVersion)
+        let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
         let sequence = try record(.waterSettle, amount: refill, state: state, terminal: terminal)
         let after = Fen(state.balance.rawValue + refill.rawValue)
         let settlement = WaterSettlement(cap: state.record.cap, balanceAfterRefill: after, reference: reference, day: CardDay(now))
@@ -106,7 +118,7 @@ extension CampusCardOperations {
         try authenticate(sector: 1, role: .loader, uid: state.uid, version: keystore.currentVersion)
         try session.write(block: WaterSettlement.block, settlement.encode(uid: state.uid, macKey: macKey))
         try terminal.journal.complete(terminalSequence: sequence, outcome: .done(balanceAfter: after.rawValue, counterAfter: record.counter))
-        return WaterSettlementResult(consumption: consumption, refill: refill, state: WaterState(uid: state.uid, balance: after, record: record, resolution: state.resolution))
+        return WaterSettlementResult(consumption: consumption, refill: refill, state: WaterState(uid: state.uid, balance: after, record: record, resolution: state.resolution, macVersion: state.macVersion))
     }
 
     /// Records a water intent in the terminal's journal before the first write.
