@@ -127,7 +127,7 @@ public final class PCSCCard: @unchecked Sendable {
 }
 
 /// The synchronous channel a card session gets inside `PCSCCard.perform`; valid only inside that closure.
-public struct PCSCChannel: CardChannel {
+public struct PCSCChannel: CardChannel, Sendable {
     let card: PCSCCard
 
     public func transmit(_ command: [UInt8]) throws -> [UInt8] { try card.transmitNow(command) }

@@ -8,7 +8,7 @@ import MifareClassic
 struct Card: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Issue, show, debit and load campus cards.",
-        subcommands: [Issue.self, Show.self, Debit.self, Load.self, Water.self, Lock.self, Unlock.self, Cancel.self])
+        subcommands: [Issue.self, Show.self, Debit.self, Load.self, Water.self, Lock.self, Unlock.self, Cancel.self, Rekey.self])
 
     struct Common: ParsableArguments {
         @OptionGroup var reader: ReaderOptions
@@ -49,9 +49,9 @@ struct Card: AsyncParsableCommand {
     static func withOperations<T: Sendable>(_ common: Common, _ body: @escaping @Sendable (CampusCardOperations, Terminal) throws -> T) async throws -> T {
         let (keystore, terminal) = try common.open()
         let connection = try await CardConnection.open(common.reader)
-        return try await connection.session { session, _ in
+        return try await connection.session { session, reselect in
             do {
-                return try body(CampusCardOperations(session: session, keystore: keystore), terminal)
+                return try body(CampusCardOperations(session: session, keystore: keystore, reselect: reselect), terminal)
             } catch let error as CardOperationError {
                 throw CLIError(error.code == .journal ? .failed : .refused, error.message)
             }
@@ -306,6 +306,23 @@ extension Card {
                 }
                 Card.report(common, ["result": "cancelled", "refundPurseYuan": purse.yuan, "refundWaterYuan": water.yuan],
                             "card cancelled: refund \(purse.yuan) yuan (purse) + \(water.yuan) yuan (water wallet) to the account")
+            }
+        }
+    }
+}
+
+extension Card {
+    struct Rekey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Re-key the card to the keystore's current version (after `cardctl keystore rotate`); needs the loader masters.",
+            discussion: "Restartable: a re-key interrupted by a card pulled away is finished by running it again. Hold the card still: a sector trailer torn mid-write locks that sector for good.")
+        @OptionGroup var common: Common
+
+        func run() async throws {
+            try await reportingFailures {
+                let sectors = try await Card.withOperations(common) { ops, _ in try ops.rekey() }
+                Card.report(common, ["result": "rekeyed", "sectors": sectors.sorted().map(String.init).joined(separator: ",")],
+                            sectors.isEmpty ? "already on the current key version" : "re-keyed sectors \(sectors.sorted().map(String.init).joined(separator: ", "))")
             }
         }
     }

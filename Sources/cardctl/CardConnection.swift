@@ -59,7 +59,7 @@ struct CardConnection {
 
     /// Runs one card session on the PC/SC context's own thread. `reselect` resets the card (SCardReconnect with
     /// SCARD_RESET_CARD), which a MIFARE Classic card needs after a failed authentication.
-    func session<T: Sendable>(_ body: @escaping @Sendable (MifareSession, _ reselect: @escaping () throws -> Void) throws -> T) async throws -> T {
+    func session<T: Sendable>(_ body: @escaping @Sendable (MifareSession, _ reselect: @escaping @Sendable () throws -> Void) throws -> T) async throws -> T {
         let (profile, size) = (profile, size)
         return try await card.perform { channel in
             let session = MifareSession(channel: channel, profile: profile, size: size)

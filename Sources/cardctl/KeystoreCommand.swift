@@ -6,7 +6,7 @@ struct KeystoreCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keystore",
         abstract: "Create and inspect keystore files (master keys; never printed).",
-        subcommands: [Create.self, Show.self])
+        subcommands: [Create.self, Show.self, Rotate.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -33,6 +33,20 @@ struct KeystoreCommand: AsyncParsableCommand {
                     throw CLIError(.badInput, error.message)
                 }
                 print("created \(keystore)")
+            }
+        }
+    }
+
+    struct Rotate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add a new key version with fresh masters and make it current (then `cardctl card rekey` each card).")
+        @Argument(help: "The keystore file.") var path: String
+
+        func run() async throws {
+            try await reportingFailures {
+                do { print("rotated \(try FileKeystore.rotate(path: path))") } catch let error as KeystoreError {
+                    throw CLIError(.badInput, error.message)
+                }
             }
         }
     }

@@ -30,7 +30,7 @@ struct SectorContents {
 struct SectorReader {
     let session: MifareSession
     /// Re-selects the card after a failed authentication (a MIFARE Classic card halts after one).
-    let reselect: () throws -> Void
+    let reselect: @Sendable () throws -> Void
     let keysA: [MifareKey]
     let keysB: [MifareKey]
 

@@ -22,10 +22,11 @@ final class CardBench: @unchecked Sendable {
     deinit { try? FileManager.default.removeItem(atPath: path) }
 
     /// A fresh card session, as a new tap does (the card is re-selected).
-    func operations() -> CampusCardOperations {
+    func operations(keystore: (any Keystore)? = nil) -> CampusCardOperations {
         reader.resetCard()
-        let session = MifareSession(channel: EmulatedChannel(reader: reader), profile: .profile(for: reader.kind))
-        return CampusCardOperations(session: session, keystore: keystore, now: now)
+        let channel = EmulatedChannel(reader: reader)
+        let session = MifareSession(channel: channel, profile: .profile(for: reader.kind))
+        return CampusCardOperations(session: session, keystore: keystore ?? self.keystore, now: now, reselect: { try channel.reselect() })
     }
 
     func issueAndLoad(_ fen: Int, terminal: Terminal) throws {

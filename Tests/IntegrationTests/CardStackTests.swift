@@ -156,6 +156,12 @@ import TestSupport
         #expect(cancelled.stdout.contains("\"refundPurseYuan\" : \"37.50\"") && cancelled.stdout.contains("\"refundWaterYuan\" : \"9.95\""), "\(cancelled.stdout)\(cancelled.stderr)")
         let refused = try cardctl(["card", "debit", "1"] + common)
         #expect(refused.status == 5 && refused.stderr.contains("cancelled"))
+        // Rotation and re-keying through pcscd (the re-select after a failed old-version authentication is
+        // SCardReconnect with a reset).
+        #expect(try cardctl(["keystore", "rotate", keystore]).stdout.contains("current 2"))
+        let rekey = try cardctl(["card", "rekey"] + common)
+        #expect(rekey.status == 0 && rekey.stdout.contains("re-keyed sectors 0, 1, 2, 3, 4, 5"), "\(rekey.stdout)\(rekey.stderr)")
+        #expect(try cardctl(["card", "rekey"] + common).stdout.contains("already on the current key version"))
         for bad in ["-1", "1.234", "abc", "99999999999"] {
             let refused = try cardctl(["card", "debit", bad] + common)
             #expect(refused.status == 6 || refused.status == 64, "\(bad): \(refused.status)")

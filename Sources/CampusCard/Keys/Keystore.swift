@@ -127,6 +127,43 @@ public struct FileKeystore: Keystore {
         return try FileKeystore(path: path)
     }
 
+    /// Adds a new version with fresh random masters for the roles the current version holds and makes it current
+    /// (rotation after a master leaked, e.g. a stolen terminal). The file is replaced atomically, mode 0600.
+    @discardableResult
+    public static func rotate(path: String) throws -> FileKeystore {
+        let existing = try FileKeystore(path: path)
+        guard let data = FileManager.default.contents(atPath: path), var file = try? JSONDecoder().decode(File.self, from: data) else {
+            throw KeystoreError(code: .unreadable, message: "cannot read the keystore \(path) again to rotate it")
+        }
+        guard let newest = existing.knownVersions.max(), newest < UInt8.max else {
+            throw KeystoreError(code: .malformed, message: "the keystore \(path) has no room for another version")
+        }
+        let version = newest + 1
+        var masters: [String: String] = [:]
+        for role in existing.roles(version: existing.currentVersion) {
+            masters[role.rawValue] = MasterKey.random().bytes.map { String(format: "%02X", $0) }.joined()
+        }
+        file.versions.append(.init(version: version, created: ISO8601DateFormatter().string(from: Date()), masters: masters))
+        file.currentVersion = version
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let temporary = path + ".rotate-\(getpid())"
+        unlink(temporary)
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        guard fd >= 0 else {
+            throw KeystoreError(code: .unreadable, message: "cannot write next to the keystore \(path): \(String(cString: strerror(errno)))")
+        }
+        let bytes = try encoder.encode(file)
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, bytes.count) }
+        let synced = fsync(fd) == 0
+        close(fd)
+        guard written == bytes.count, synced, rename(temporary, path) == 0 else {
+            unlink(temporary)
+            throw KeystoreError(code: .unreadable, message: "cannot replace the keystore \(path) (disk full?); it is unchanged")
+        }
+        return try FileKeystore(path: path)
+    }
+
     public func roles(version: UInt8) -> Set<KeyRole> { Set(masters[version]?.keys.map { $0 } ?? []) }
 
     private func master(_ role: KeyRole, version: UInt8) throws -> MasterKey {

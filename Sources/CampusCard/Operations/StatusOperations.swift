@@ -2,6 +2,17 @@ import CardReader
 import MifareClassic
 
 extension CampusCardOperations {
+    /// The identity, or — when its MAC fails because a status change or a re-key tore blocks 4/5 — block 4 read
+    /// unverified with the status from the purse record (MAC-verified in `state`), for the card office to rewrite.
+    func identityRepairingTear(_ state: PurseState) throws -> Identity {
+        do {
+            return try readIdentity()
+        } catch let error as CardOperationError where error.code == .tampered {
+            try authenticate(sector: 1, role: .terminal, uid: state.uid, version: keystore.currentVersion)
+            return try Identity(unverifiedFirst: session.read(block: Identity.blocks.first), status: state.record.status, on: CardDay(now))
+        }
+    }
+
     /// Locks (lost, frozen, cancelled) or unlocks (normal) a card, on the card itself, so any terminal refuses it even
     /// with a stale blacklist. Needs the loader master (key B).
     ///
@@ -10,14 +21,7 @@ extension CampusCardOperations {
     @discardableResult
     public func setStatus(_ status: Identity.Status) throws -> PurseState {
         let state = try readPurse()
-        var identity: Identity
-        do {
-            identity = try readIdentity()
-        } catch let error as CardOperationError where error.code == .tampered {
-            // Block 5 torn by an earlier status change: the purse record (MAC-verified above) holds the status.
-            try authenticate(sector: 1, role: .terminal, uid: state.uid, version: keystore.currentVersion)
-            identity = try Identity(unverifiedFirst: session.read(block: Identity.blocks.first), status: state.record.status, on: CardDay(now))
-        }
+        var identity = try identityRepairingTear(state)
         let version = identity.keyVersion
         let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
         var record = state.record

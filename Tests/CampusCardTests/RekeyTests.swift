@@ -1,0 +1,68 @@
+import CampusCard
+import CardEmulator
+import Foundation
+import Testing
+
+@Suite struct RekeyTests {
+    @Test func rotateThenRekey() throws {
+        let bench = try CardBench()
+        let pos = Terminal(id: 7, journal: InMemoryTerminalJournal())
+        try bench.issueAndLoad(5_000, terminal: pos)
+        let oldOnly = bench.path + ".v1"
+        try FileManager.default.copyItem(atPath: bench.path, toPath: oldOnly)
+        defer { try? FileManager.default.removeItem(atPath: oldOnly) }
+        let rotated = try FileKeystore.rotate(path: bench.path)
+        #expect(rotated.knownVersions == [1, 2] && rotated.currentVersion == 2)
+        let mode = try FileManager.default.attributesOfItem(atPath: bench.path)[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+
+        // Before re-keying, a v2 terminal still debits the v1 card (it falls back to the v1 keys).
+        let beforeRekey = bench.operations(keystore: rotated)
+        #expect(try beforeRekey.debit(Fen(100), terminal: pos).balance == Fen(4_900))
+        #expect(beforeRekey.session.apduCount > 12, "the fallback costs a failed authentication and a re-select")
+
+        let rekeyed = try bench.operations(keystore: rotated).rekey()
+        #expect(Set(rekeyed) == [0, 1, 2, 3, 4, 5])
+        #expect(try bench.operations(keystore: rotated).rekey().isEmpty, "re-running finds nothing to do")
+        let after = bench.operations(keystore: rotated)
+        #expect(try after.debit(Fen(100), terminal: pos).balance == Fen(4_800))
+        #expect(after.session.apduCount == 12, "v2 keys open every sector at the first try")
+        #expect(try bench.operations(keystore: rotated).readIdentity().keyVersion == 1, "the identity keeps the issue version")
+
+        // A box still on the old keystore no longer opens the card.
+        let stale = try FileKeystore(path: oldOnly)
+        let error = #expect(throws: CardOperationError.self) { try bench.operations(keystore: stale).debit(Fen(1), terminal: pos) }
+        #expect(error?.code == .notCampusCard)
+    }
+
+    /// A re-key torn at any APDU (block left old, untouched, or written with the answer lost) is finished by running
+    /// it again; the balance never changes. A trailer left garbled locks its sector for good (MIFARE), so it is not in
+    /// the matrix: re-keying happens at the card office.
+    @Test func tornRekeyIsFinishedByRunningItAgain() throws {
+        func setUp() throws -> (CardBench, FileKeystore) {
+            let bench = try CardBench()
+            try bench.issueAndLoad(5_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
+            return (bench, try FileKeystore.rotate(path: bench.path))
+        }
+        let (probe, probeKeys) = try setUp()
+        let probeOps = probe.operations(keystore: probeKeys)
+        try probeOps.rekey()
+        let apdus = probeOps.session.apduCount
+        var scenarios = 0
+        for index in 1...apdus {
+            for effect in [TearEffect.notExecuted, .leftOld, .executed] {
+                let (bench, keys) = try setUp()
+                bench.reader.arm(TearPlan(atAPDU: index, effect: effect))
+                _ = try? bench.operations(keystore: keys).rekey()
+                bench.reader.reinsert()
+                bench.reader.arm(nil)
+                try bench.operations(keystore: keys).rekey()
+                let ops = bench.operations(keystore: keys)
+                #expect(try ops.readPurse().balance == Fen(5_000), "APDU \(index) \(effect)")
+                #expect(try bench.operations(keystore: keys).rekey().isEmpty, "APDU \(index) \(effect): not finished")
+                scenarios += 1
+            }
+        }
+        print("tear matrix (rekey): \(apdus) APDU indices x 3 effects = \(scenarios) scenarios")
+    }
+}
