@@ -66,3 +66,37 @@ import Testing
         print("tear matrix (rekey): \(apdus) APDU indices x 3 effects = \(scenarios) scenarios")
     }
 }
+
+@Suite struct IssueTests {
+    /// An issue torn at any APDU is finished by issuing again; then the card works. (Garbled trailers are left out
+    /// for the same reason as in the re-key matrix.)
+    @Test func tornIssueIsFinishedByIssuingAgain() throws {
+        let identity = Identity(serial: 5, account: 6, type: .staff, keyVersion: 1, issued: CardDay(rawValue: 9_800), expires: CardDay(rawValue: 12_000))
+        let probe = try CardBench()
+        let probeOps = probe.operations()
+        try probeOps.issue(identity)
+        let apdus = probeOps.session.apduCount
+        let again = #expect(throws: CardOperationError.self) { try probe.operations().issue(identity) }
+        #expect(again?.code == .notBlank)
+        var scenarios = 0
+        for index in 1...apdus {
+            for effect in [TearEffect.notExecuted, .leftOld, .executed] {
+                let bench = try CardBench()
+                bench.reader.arm(TearPlan(atAPDU: index, effect: effect))
+                _ = try? bench.operations().issue(identity)
+                bench.reader.reinsert()
+                bench.reader.arm(nil)
+                do { try bench.operations().issue(identity) } catch let error as CardOperationError where error.code == .notBlank && effect != .notExecuted {
+                    // The tear came after the last trailer: nothing left to do.
+                }
+                let pos = Terminal(id: 1, journal: InMemoryTerminalJournal())
+                try bench.operations().load(Fen(1_000), terminal: pos)
+                #expect(try bench.operations().debit(Fen(100), terminal: pos).balance == Fen(900), "APDU \(index) \(effect)")
+                try bench.operations().checkApplication()
+                #expect(try bench.operations().readIdentity().serial == 5)
+                scenarios += 1
+            }
+        }
+        print("tear matrix (issue): \(apdus) APDU indices x 3 effects = \(scenarios) scenarios")
+    }
+}

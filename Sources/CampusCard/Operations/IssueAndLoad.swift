@@ -8,8 +8,9 @@ extension CampusCardOperations {
     public static let applicationID: UInt16 = 0x8D01
     static let ourSectors = [1, 2, 3, 4, 5]
 
-    /// Issues a blank card (transport keys FF..FF): MAD, identity, an empty purse and log, then each sector's trailer
-    /// last with our diversified keys and access bits. Needs the loader role (key B masters).
+    /// Issues a blank card (transport keys FF..FF): MAD, identity, an empty purse, water wallet and log, then each
+    /// sector's trailer last with our diversified keys and access bits. Needs the loader role (key B masters).
+    /// Restartable: run again after a tear, it skips the sectors already finished.
     public func issue(_ identity: Identity) throws {
         let uid = try session.uid()
         let version = keystore.currentVersion
@@ -40,17 +41,34 @@ extension CampusCardOperations {
             (4, [(16, zero), (17, zero), (18, zero)], AccessBits(data: .transportData, trailer: AccessCondition(code: 0b011)!)),
             (5, [(20, zero), (21, zero), (22, zero)], AccessBits(data: .transportData, trailer: AccessCondition(code: 0b011)!)),
         ]
+        var skipped: [Int] = []
         for step in plan {
             do {
                 try session.authenticate(sector: step.sector, keyType: .a, key: .transport)
             } catch let error as MifareError where error.code == .authenticationFailed {
-                throw CardOperationError(.notBlank, "sector \(step.sector) does not open with the transport key: the card is not blank (already issued?); use `card show`")
+                // Restartable: a sector whose trailer already carries our keys was finished by an issue that was
+                // torn later; any other sector that refuses the transport key means the card is not ours to issue.
+                guard let reselect else {
+                    throw CardOperationError(.notBlank, "sector \(step.sector) does not open with the transport key: the card is not blank (already issued?); use `card show`")
+                }
+                try reselect()
+                session.forgetAuthentication()
+                do {
+                    try authenticate(sector: step.sector, role: .loader, uid: uid, version: version)
+                } catch let error as MifareError where error.code == .authenticationFailed {
+                    throw CardOperationError(.notBlank, "sector \(step.sector) opens neither with the transport key nor with ours: the card belongs to another system; use a blank card")
+                }
+                skipped.append(step.sector)
+                continue
             }
             for (block, data) in step.blocks { try session.write(block: block, data) }
             let keyA = step.sector == 0 ? MAD.keyA : try keystore.sectorKey(uid: uid, sector: step.sector, role: .terminal, version: version)
             let keyB = try keystore.sectorKey(uid: uid, sector: step.sector, role: .loader, version: version)
             let trailer = SectorTrailer(keyA: keyA, accessBits: step.bits, userByte: step.sector == 0 ? MAD.generalPurposeByte : 0x69, keyB: keyB)
             try session.write(block: session.size.trailerBlock(ofSector: step.sector), trailer.block)
+        }
+        if skipped.count == plan.count {
+            throw CardOperationError(.notBlank, "the card is already issued: use `card show`")
         }
     }
 
