@@ -6,10 +6,13 @@ final class ContextThread: @unchecked Sendable {
     private let condition = NSCondition()
     private var jobs: [() -> Void] = []
     private var finished = false
-    private var thread: Thread?
+    // Weak: the running thread retains itself; its closure retains this object until the loop ends.
+    private weak var thread: Thread?
 
     init(name: String) {
-        let thread = Thread { [unowned self] in loop() }
+        // The thread keeps its owner alive until `finish()` lets the loop end: a context released while a job still
+        // runs must not free the condition under it.
+        let thread = Thread { self.loop() }
         thread.name = name
         thread.qualityOfService = .userInteractive
         self.thread = thread
