@@ -25,13 +25,13 @@ import Testing
         for index in 0..<32 where index != 9 {
             var a = first, b = second
             if index < 16 { a[index] ^= 0x01 } else { b[index - 16] ^= 0x01 }
-            let error = #expect(throws: CardLayoutError.self) { try Identity(first: a, second: b, uid: uid, macKey: macKey) }
-            #expect(error?.code == .macMismatch, "byte \(index)")
+            let error = #expect(throws: CardOperationError.self) { try Identity(first: a, second: b, uid: uid, macKey: macKey) }
+            #expect(error?.code == .tampered, "byte \(index)")
         }
-        #expect(throws: CardLayoutError.self) { try Identity(first: first, second: second, uid: [1, 2, 3, 4], macKey: macKey) }
+        #expect(throws: CardOperationError.self) { try Identity(first: first, second: second, uid: [1, 2, 3, 4], macKey: macKey) }
         var future = first
         future[9] = 2
-        let layout = #expect(throws: CardLayoutError.self) { try Identity(first: future, second: second, uid: uid, macKey: macKey) }
+        let layout = #expect(throws: CardOperationError.self) { try Identity(first: future, second: second, uid: uid, macKey: macKey) }
         #expect(layout?.code == .unsupportedLayout)
     }
 
@@ -45,7 +45,7 @@ import Testing
         #expect(try PurseRecord(block: block) == record)
         var torn = block
         torn[2] = 0xFF
-        #expect(throws: CardLayoutError.self) { try PurseRecord(block: torn) }
+        #expect(throws: CardOperationError.self) { try PurseRecord(block: torn) }
         #expect(!PurseRecord.vouches(torn, for: Fen(8_750), uid: uid, macKey: macKey))
     }
 }

@@ -1,28 +1,6 @@
 import Crypto
 import Foundation
 
-/// Why a card's contents were refused: a code and one line. The codes are the issue's refusal reasons that come
-/// from reading a card (the others, such as insufficient funds, belong to the operations).
-public struct CardLayoutError: Error, Hashable, Sendable, CustomStringConvertible {
-    public enum Code: String, Sendable {
-        /// No MAD, bad MAD CRC, or our AID is not registered for our sectors.
-        case notCampusCard = "not-campus-card"
-        /// A layout version this software does not know.
-        case unsupportedLayout = "unsupported-layout"
-        /// A record whose MAC does not match: the card was written by someone without the MAC key.
-        case macMismatch = "mac-mismatch"
-        /// A block that does not decode (torn write, or garbage).
-        case garbled
-    }
-    public var code: Code
-    public var message: String
-    public init(_ code: Code, _ message: String) {
-        self.code = code
-        self.message = message
-    }
-    public var description: String { message }
-}
-
 /// A calendar day as the card stores it: days since 2000-01-01 in China Standard Time (UTC+8), where the campus is.
 public struct CardDay: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
     public let rawValue: UInt16
@@ -102,7 +80,7 @@ public struct Identity: Hashable, Sendable {
 
     /// The layout and key versions of block 4, readable before the MAC key is known.
     public static func versions(of first: [UInt8]) throws -> (layout: UInt8, key: UInt8) {
-        guard first.count == 16 else { throw CardLayoutError(.garbled, "the identity block is not 16 bytes") }
+        guard first.count == 16 else { throw CardOperationError(.garbled, "the identity block is not 16 bytes") }
         return (first[9], first[10])
     }
 
@@ -110,7 +88,7 @@ public struct Identity: Hashable, Sendable {
     /// status change (block 4 is written only at issue). The result must be written back with a fresh MAC.
     public init(unverifiedFirst first: [UInt8], status: Status, on day: CardDay) throws {
         guard first.count == 16, first[9] == Self.layoutVersion, let type = CardType(rawValue: first[8]) else {
-            throw CardLayoutError(.garbled, "the identity block does not decode; the card needs re-issuing")
+            throw CardOperationError(.garbled, "the identity block does not decode; the card needs re-issuing")
         }
         self.init(serial: Field.u32(first, 0), account: Field.u32(first, 4), type: type, keyVersion: first[10],
                   issued: CardDay(rawValue: Field.u16(first, 11)), expires: CardDay(rawValue: Field.u16(first, 13)),
@@ -119,16 +97,16 @@ public struct Identity: Hashable, Sendable {
 
     /// Decodes and verifies blocks 4 and 5.
     public init(first: [UInt8], second: [UInt8], uid: [UInt8], macKey: SymmetricKey) throws {
-        guard first.count == 16, second.count == 16 else { throw CardLayoutError(.garbled, "the identity blocks are not 16 bytes each") }
+        guard first.count == 16, second.count == 16 else { throw CardOperationError(.garbled, "the identity blocks are not 16 bytes each") }
         guard first[9] == Self.layoutVersion else {
-            throw CardLayoutError(.unsupportedLayout, "the card has layout version \(first[9]); this terminal reads version \(Self.layoutVersion): update the terminal software")
+            throw CardOperationError(.unsupportedLayout, "the card has layout version \(first[9]); this terminal reads version \(Self.layoutVersion): update the terminal software")
         }
         let expected = CardMAC.compute(key: macKey, uid: uid, block: Self.blocks.first, record: first + Array(second[0..<12]))
         guard CardMAC.matches(Array(second[12..<16]), expected) else {
-            throw CardLayoutError(.macMismatch, "the identity record's MAC does not match: the card was altered without the MAC key; keep the card and report it")
+            throw CardOperationError(.tampered, "the identity record's MAC does not match: the card was altered without the MAC key; keep the card and report it")
         }
         guard let type = CardType(rawValue: first[8]), let status = Status(rawValue: second[0]) else {
-            throw CardLayoutError(.garbled, "the identity record holds an unknown card type or status; the card needs re-issuing")
+            throw CardOperationError(.garbled, "the identity record holds an unknown card type or status; the card needs re-issuing")
         }
         self.init(serial: Field.u32(first, 0), account: Field.u32(first, 4), type: type, keyVersion: first[10],
                   issued: CardDay(rawValue: Field.u16(first, 11)), expires: CardDay(rawValue: Field.u16(first, 13)),
@@ -184,7 +162,7 @@ public struct PurseRecord: Hashable, Sendable {
     public init(block: [UInt8]) throws {
         guard block.count == 16, let status = Identity.Status(rawValue: block[2] >> 4),
               let operation = Operation(rawValue: block[2] & 0x0F) else {
-            throw CardLayoutError(.garbled, "the purse record does not decode: torn or not a campus card record")
+            throw CardOperationError(.garbled, "the purse record does not decode: torn or not a campus card record")
         }
         self.init(counter: Field.u16(block, 0), status: status, lastOperation: operation, lastDay: CardDay(rawValue: Field.u16(block, 3)),
                   debitedToday: Fen(Int(Field.u24(block, 5))), terminalID: Field.u16(block, 8), terminalSequence: Field.u16(block, 10))

@@ -29,7 +29,7 @@ public struct WaterSettlement: Hashable, Sendable {
 
     public init(block: [UInt8], uid: [UInt8], macKey: SymmetricKey) throws {
         guard block.count == 16, CardMAC.matches(Array(block[12..<16]), CardMAC.compute(key: macKey, uid: uid, block: Self.block, record: Array(block[0..<12]))) else {
-            throw CardLayoutError(.macMismatch, "the water settlement record's MAC does not match: refill at the card office")
+            throw CardOperationError(.tampered, "the water settlement record's MAC does not match: refill at the card office")
         }
         self.init(cap: Fen(Int(Field.u16(block, 0))), balanceAfterRefill: Fen(Int(Field.u16(block, 2))),
                   reference: Field.u32(block, 4), day: CardDay(rawValue: Field.u16(block, 8)))

@@ -3,24 +3,6 @@ import Crypto
 import Foundation
 import MifareClassic
 
-/// Why an operation was refused: a code and one line. Nothing was written when one of these is thrown before the
-/// first card write (every refusal except `.torn`).
-public struct CardOperationError: Error, Hashable, Sendable, CustomStringConvertible {
-    public enum Code: String, Sendable {
-        case notCampusCard = "not-campus-card", unsupportedLayout = "unsupported-layout", tampered = "mac-mismatch"
-        case replay, insufficientFunds = "insufficient-funds", overLimit = "over-limit", cardLocked = "card-locked"
-        case expired, unknownKeyVersion = "unknown-key-version", readerCannot = "reader-cannot", notBlank = "not-blank"
-        case journal
-    }
-    public var code: Code
-    public var message: String
-    public init(_ code: Code, _ message: String) {
-        self.code = code
-        self.message = message
-    }
-    public var description: String { message }
-}
-
 /// The terminal doing an operation: its id, its journal and its limits.
 public struct Terminal: Sendable {
     public var id: UInt16
@@ -370,12 +352,10 @@ extension CampusCardOperations {
         for macVersion in keystore.knownVersions.sorted(by: >) where keystore.roles(version: macVersion).contains(.mac) {
             do {
                 return try Identity(first: first, second: second, uid: uid, macKey: keystore.macKey(uid: uid, version: macVersion))
-            } catch let error as CardLayoutError where error.code == .macMismatch {
+            } catch let error as CardOperationError where error.code == .tampered {
                 lastError = error
-            } catch let error as CardLayoutError {
-                throw CardOperationError(.unsupportedLayout, error.message)
             }
         }
-        throw CardOperationError(.tampered, (lastError as? CardLayoutError)?.message ?? "the identity record's MAC does not match")
+        throw lastError ?? CardOperationError(.tampered, "the identity record's MAC does not match")
     }
 }

@@ -1,0 +1,22 @@
+import Foundation
+
+/// Why a card or an operation was refused: a code and one line (what, why, what to do). Nothing was written when one
+/// of these is thrown before an operation's first card write, which is where every refusal is decided.
+public struct CardOperationError: Error, Hashable, Sendable, CustomStringConvertible {
+    public enum Code: String, Sendable {
+        case notCampusCard = "not-campus-card", unsupportedLayout = "unsupported-layout", tampered = "mac-mismatch"
+        case replay, insufficientFunds = "insufficient-funds", overLimit = "over-limit", cardLocked = "card-locked"
+        case expired, unknownKeyVersion = "unknown-key-version", readerCannot = "reader-cannot", notBlank = "not-blank"
+        case journal
+        /// A block that does not decode (a torn write, or garbage).
+        case garbled
+    }
+    public var code: Code
+    public var message: String
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+    public var description: String { message }
+}
+
