@@ -37,7 +37,7 @@ import Testing
 
     @Test func purseRecordVouchesForExactlyOneBalance() throws {
         let record = PurseRecord(counter: 42, status: .normal, lastOperation: .debit, lastDay: CardDay(rawValue: 9_822),
-                                 debitedToday: Fen(1_250), terminalID: 7, terminalSequence: 1_001)
+                                 debitedToday: Fen(1_250), expires: CardDay(rawValue: 11_283), terminalID: 7, terminalSequence: 0xE9)
         let block = record.encode(uid: uid, balance: Fen(8_750), macKey: macKey)
         #expect(PurseRecord.vouches(block, for: Fen(8_750), uid: uid, macKey: macKey))
         #expect(!PurseRecord.vouches(block, for: Fen(8_751), uid: uid, macKey: macKey))

@@ -24,6 +24,9 @@ import Testing
         #expect(error?.code == .expired)
         let water = #expect(throws: CardOperationError.self) { try bench.operations().waterSettle(terminal: station, reference: 1) }
         #expect(water?.code == .expired)
+        // A POS refuses it too, from the purse record's copy of the expiry (no identity read on the debit path).
+        let pos = #expect(throws: CardOperationError.self) { try bench.operations().debit(Fen(1), terminal: station) }
+        #expect(pos?.code == .expired)
     }
 
     /// A lock torn at any APDU: the card either still debits with the identity normal, or refuses debits.

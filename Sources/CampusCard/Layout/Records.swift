@@ -127,27 +127,33 @@ public struct PurseRecord: Hashable, Sendable {
     public var status: Identity.Status
     public var lastOperation: Operation
     public var lastDay: CardDay
-    /// Debits on `lastDay`, for the daily limit.
+    /// Debits on `lastDay`, for the daily limit (stored in 16 bits: saturates at 655.35 yuan).
     public var debitedToday: Fen
+    /// A copy of the identity's expiry, so a debit refuses an expired card without reading sector 1.
+    public var expires: CardDay
     public var terminalID: UInt16
-    public var terminalSequence: UInt16
+    /// The low byte of the terminal's sequence number; with the counter and the amount it lets the interrupted
+    /// terminal recognise its own operation.
+    public var terminalSequence: UInt8
 
     public init(counter: UInt16, status: Identity.Status, lastOperation: Operation, lastDay: CardDay, debitedToday: Fen,
-                terminalID: UInt16, terminalSequence: UInt16) {
+                expires: CardDay, terminalID: UInt16, terminalSequence: UInt8) {
         self.counter = counter
         self.status = status
         self.lastOperation = lastOperation
         self.lastDay = lastDay
         self.debitedToday = debitedToday
+        self.expires = expires
         self.terminalID = terminalID
         self.terminalSequence = terminalSequence
     }
 
-    /// 16 bytes; the MAC vouches for `balance`, the primary value the record commits.
+    /// 16 bytes: counter u16 | status << 4 | operation u8 | last day u16 | today's debits u16 | expiry u16 |
+    /// terminal id u16 | terminal sequence u8 | MAC ×4 (vouching for `balance`, the primary value it commits).
     public func encode(uid: [UInt8], balance: Fen, macKey: SymmetricKey) -> [UInt8] {
-        precondition((0...0xFF_FFFF).contains(debitedToday.rawValue), "a day's debits fit 24 bits")
+        let today = UInt16(clamping: max(0, debitedToday.rawValue))
         let body = Field.put16(counter) + [status.rawValue << 4 | lastOperation.rawValue] + Field.put16(lastDay.rawValue)
-            + Field.put24(UInt32(debitedToday.rawValue)) + Field.put16(terminalID) + Field.put16(terminalSequence)
+            + Field.put16(today) + Field.put16(expires.rawValue) + Field.put16(terminalID) + [terminalSequence]
         return body + CardMAC.compute(key: macKey, uid: uid, block: Self.block, record: body, value: Int32(balance.rawValue))
     }
 
@@ -165,6 +171,7 @@ public struct PurseRecord: Hashable, Sendable {
             throw CardOperationError(.garbled, "the purse record does not decode: torn or not a campus card record")
         }
         self.init(counter: Field.u16(block, 0), status: status, lastOperation: operation, lastDay: CardDay(rawValue: Field.u16(block, 3)),
-                  debitedToday: Fen(Int(Field.u24(block, 5))), terminalID: Field.u16(block, 8), terminalSequence: Field.u16(block, 10))
+                  debitedToday: Fen(Int(Field.u16(block, 5))), expires: CardDay(rawValue: Field.u16(block, 7)),
+                  terminalID: Field.u16(block, 9), terminalSequence: block[11])
     }
 }

@@ -25,7 +25,7 @@ extension CampusCardOperations {
         for sector in Self.ourSectors { aids[sector - 1] = Self.applicationID }
         let mad = MAD(aids: aids).blocks
         let record = PurseRecord(counter: 0, status: identity.status, lastOperation: .issue, lastDay: CardDay(now), debitedToday: .zero,
-                                 terminalID: 0, terminalSequence: 0)
+                                 expires: identity.expires, terminalID: 0, terminalSequence: 0)
         let zero = [UInt8](repeating: 0, count: 16)
         let water = WaterSettlement(cap: WaterSettlement.defaultCap, balanceAfterRefill: .zero, reference: 0, day: CardDay(now))
         let waterRecord = WaterRecord(counter: 0, settlement: water, terminalSequence: 0)
@@ -112,13 +112,13 @@ extension CampusCardOperations {
         committed.counter = counter
         committed.lastOperation = kind == .purseSubsidy ? .subsidy : .load
         committed.terminalID = terminal.id
-        committed.terminalSequence = UInt16(truncatingIfNeeded: sequence)
+        committed.terminalSequence = UInt8(truncatingIfNeeded: sequence)
         try authenticate(sector: Self.purseSector, role: .loader, uid: state.uid, version: version)
         try session.increment(block: Self.primary, by: Int32(amount.rawValue))
         try session.write(block: Self.record, committed.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
         try updateBackup(byAdding: amount)
         let entry = LogEntry(operation: committed.lastOperation, amount: amount, balanceAfter: after, counter: counter,
-                             terminalSequence: committed.terminalSequence)
+                             terminalSequence: UInt16(truncatingIfNeeded: sequence))
         let logBlock = LogEntry.block(forCounter: counter)
         try authenticate(sector: session.size.sector(ofBlock: logBlock), role: .terminal, uid: state.uid, version: version)
         try session.write(block: logBlock, entry.encode(uid: state.uid, macKey: macKey))

@@ -108,12 +108,13 @@ public struct CampusCardOperations {
         guard let backup, let (entry, macVersion) = found, entry.balanceAfter == Fen(Int(backup)) else {
             throw CardOperationError(.tampered, "the purse record vouches for no balance on the card: the card was altered without the MAC key (or damaged); no debit, keep the card and report it")
         }
-        // The status copy went with the record: take it from the identity (frozen if that is unreadable too).
-        let status = (try? readIdentity().status) ?? .frozen
+        // The status and expiry copies went with the record: take them from the identity (frozen if that is unreadable).
+        let identity = try? readIdentity()
         try authenticate(sector: Self.purseSector, role: .terminal, uid: uid, version: version)
         try repairCopy(from: Self.backup, to: Self.primary)
-        let rebuilt = PurseRecord(counter: entry.counter, status: status, lastOperation: .repair, lastDay: CardDay(now),
-                                  debitedToday: .zero, terminalID: 0, terminalSequence: entry.terminalSequence)
+        let rebuilt = PurseRecord(counter: entry.counter, status: identity?.status ?? .frozen, lastOperation: .repair, lastDay: CardDay(now),
+                                  debitedToday: .zero, expires: identity?.expires ?? CardDay(now), terminalID: 0,
+                                  terminalSequence: UInt8(truncatingIfNeeded: entry.terminalSequence))
         let macKey = try keystore.macKey(uid: uid, version: macVersion)
         try session.write(block: Self.record, rebuilt.encode(uid: uid, balance: entry.balanceAfter, macKey: macKey))
         return PurseState(uid: uid, balance: entry.balanceAfter, record: rebuilt, resolution: .recordRebuilt, macVersion: macVersion)
@@ -160,6 +161,9 @@ public struct CampusCardOperations {
         guard record.status == .normal else {
             throw CardOperationError(.cardLocked, "the card is \(record.status.name): no debit; send the holder to the card office")
         }
+        guard record.expires >= CardDay(now) else {
+            throw CardOperationError(.expired, "the card expired on \(record.expires): no debit; the holder needs a new card from the card office")
+        }
         if let seen = terminal.lastSeenCounter(uidHex), record.counter < seen {
             throw CardOperationError(.replay, "the card's counter \(record.counter) is lower than this terminal last saw (\(seen)): an older card state was written back; no debit, keep the card and report it")
         }
@@ -187,8 +191,8 @@ public struct CampusCardOperations {
         let counter = record.counter &+ 1
         let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
         let committed = PurseRecord(counter: counter, status: record.status, lastOperation: .debit, lastDay: today,
-                                    debitedToday: Fen(alreadyToday.rawValue + amount.rawValue), terminalID: terminal.id,
-                                    terminalSequence: UInt16(truncatingIfNeeded: sequence))
+                                    debitedToday: Fen(alreadyToday.rawValue + amount.rawValue), expires: record.expires,
+                                    terminalID: terminal.id, terminalSequence: UInt8(truncatingIfNeeded: sequence))
         try session.decrement(block: Self.primary, by: Int32(amount.rawValue))
         try session.write(block: Self.record, committed.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
         try updateBackup(byAdding: Fen(-amount.rawValue))
@@ -208,7 +212,7 @@ public struct CampusCardOperations {
             if state.record.counter == intent.counterBefore {
                 outcome = .notDone
             } else if state.record.counter == committedCounter {
-                let ours = state.record.terminalSequence == UInt16(truncatingIfNeeded: intent.terminalSequence)
+                let ours = state.record.terminalSequence == UInt8(truncatingIfNeeded: intent.terminalSequence)
                 outcome = ours ? .done(balanceAfter: balanceAfter, counterAfter: committedCounter) : .notDone
             } else {
                 let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
