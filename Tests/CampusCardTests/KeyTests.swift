@@ -136,3 +136,120 @@ func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02X", $0) }.
         #expect(throws: KeystoreError.self) { try FileKeystore(path: path + ".missing") }
     }
 }
+
+@Suite struct KeyIDTests {
+    /// Ids computed by Python's `cryptography` (see the file's "source"), not by our code.
+    @Test func idsMatchTheIndependentImplementation() throws {
+        let cases = try #require(try vectorFile("key-ids")["cases"] as? [[String: String]])
+        #expect(cases.count == 3)
+        for vector in cases {
+            let masterHex = try #require(vector["master"])
+            let master = try #require(MasterKey(bytes: bytes(masterHex)))
+            #expect(master.id == vector["id"])
+            #expect(!"\(master)".contains(masterHex))
+        }
+        #expect(MasterKey.random().id != MasterKey.random().id)
+    }
+}
+
+@Suite struct KeystoreFileHandlingTests {
+    /// A fresh private directory per test, so leftovers (temporary files) can be seen.
+    func directory() throws -> String {
+        let path = NSTemporaryDirectory() + "keystore-dir-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
+        return path
+    }
+
+    func write(_ text: String, to path: String) {
+        try? FileManager.default.removeItem(atPath: path)
+        _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+    }
+
+    @Test func refusesSignedOrSpacedHexAndDuplicateVersions() throws {
+        let dir = try directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/keystore.json"
+        let good = "00112233445566778899AABBCCDDEEFF"
+        func file(terminal: String, versions: [Int] = [1]) -> String {
+            let entries = versions.map { #"{"version":\#($0),"created":"x","masters":{"terminal":"\#(terminal)","mac":"\#(good)"}}"# }
+            return #"{"format":"onecard-keystore-v1","currentVersion":1,"versions":[\#(entries.joined(separator: ","))]}"#
+        }
+        write(file(terminal: good), to: path)
+        #expect(try FileKeystore(path: path).knownVersions == [1])
+        // Integer parsing would take "+F" as 0F and "-0" as 00: a master must be exactly 32 hex digits.
+        for bad in [String(repeating: "+F", count: 16), String(repeating: "-0", count: 16), " " + good.dropFirst(), "0x" + good.dropFirst(2), good + "00"] {
+            write(file(terminal: bad), to: path)
+            let error = #expect(throws: KeystoreError.self) { try FileKeystore(path: path) }
+            #expect(error?.code == .malformed, "\(bad)")
+            #expect(error?.message.contains(bad) == false, "the bad value is not echoed")
+        }
+        write(file(terminal: good, versions: [1, 1]), to: path)
+        let duplicate = #expect(throws: KeystoreError.self) { try FileKeystore(path: path) }
+        #expect(duplicate?.code == .malformed && duplicate?.message.contains("twice") == true)
+    }
+
+    @Test func refusesWhatIsNotARegularFile() throws {
+        let dir = try directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: dir)
+        let error = #expect(throws: KeystoreError.self) { try FileKeystore(path: dir) }
+        #expect(error?.code == .unreadable && error?.message.contains("not a regular file") == true)
+        let missing = #expect(throws: KeystoreError.self) { try FileKeystore(path: dir + "/none.json") }
+        #expect(missing?.message.contains("cardctl keystore create") == true)
+    }
+
+    @Test func createAndRotateLeaveOnlyThePrivateFile() throws {
+        let dir = try directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/keystore.json"
+        let created = try FileKeystore.create(path: path)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["keystore.json"])
+        let refused = #expect(throws: KeystoreError.self) { try FileKeystore.create(path: path) }
+        #expect(refused?.code == .exists)
+        #expect(try FileKeystore(path: path).keyID(role: .mac, version: 1) == created.keyID(role: .mac, version: 1), "the refused create left the file alone")
+        let rotated = try FileKeystore.rotate(path: path)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["keystore.json"])
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o600)
+        #expect(rotated.knownVersions == [1, 2] && rotated.currentVersion == 2)
+        for role in KeyRole.allCases {
+            #expect(rotated.keyID(role: role, version: 1) == created.keyID(role: role, version: 1), "rotation keeps version 1's masters")
+            #expect(rotated.keyID(role: role, version: 2) != created.keyID(role: role, version: 1))
+        }
+        let uid: [UInt8] = [4, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66]
+        #expect(try rotated.sectorKey(uid: uid, sector: 2, role: .loader, version: 1) == created.sectorKey(uid: uid, sector: 2, role: .loader, version: 1))
+        #expect(throws: KeystoreError.self) { try FileKeystore.create(path: dir + "/absent/keystore.json") }
+    }
+
+    @Test func exportGivesATerminalTheSameMastersWithoutTheLoader() throws {
+        let dir = try directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let office = try FileKeystore.create(path: dir + "/office.json")
+        try FileKeystore.rotate(path: office.path)
+        let full = try FileKeystore(path: office.path)
+        let pos = try FileKeystore.export(from: full.path, to: dir + "/pos.json", roles: [.terminal, .mac])
+        #expect(try FileManager.default.attributesOfItem(atPath: pos.path)[.posixPermissions] as? Int == 0o600)
+        #expect(pos.knownVersions == [1, 2] && pos.currentVersion == 2)
+        let uid: [UInt8] = [0xDE, 0xAD, 0xBE, 0xEF]
+        for version: UInt8 in [1, 2] {
+            #expect(pos.roles(version: version) == [.terminal, .mac])
+            #expect(try pos.sectorKey(uid: uid, sector: 3, role: .terminal, version: version) == full.sectorKey(uid: uid, sector: 3, role: .terminal, version: version))
+            #expect(try pos.macKey(uid: uid, version: version) == full.macKey(uid: uid, version: version))
+            #expect(pos.keyID(role: .terminal, version: version) == full.keyID(role: .terminal, version: version))
+            #expect(pos.keyID(role: .loader, version: version) == nil)
+        }
+        let noLoader = #expect(throws: KeystoreError.self) { try pos.sectorKey(uid: uid, sector: 3, role: .loader, version: 2) }
+        #expect(noLoader?.code == .missingRole)
+        // The exported file holds exactly the two masters per version, and its description shows ids, never masters.
+        let text = try String(contentsOfFile: pos.path, encoding: .utf8)
+        let masters = text.matches(of: #/"([0-9A-F]{32})"/#).map { String($0.1) }
+        #expect(masters.count == 4)
+        let macID = try #require(full.keyID(role: .mac, version: 1))
+        #expect("\(pos)".contains("ids 1/mac \(macID)"))
+        for master in masters { #expect(!"\(pos)".contains(master)) }
+        // Refusals: a terminal without the MAC role, a role the source lacks, an existing destination.
+        #expect(#expect(throws: KeystoreError.self) { try FileKeystore.export(from: full.path, to: dir + "/x.json", roles: [.terminal]) }?.code == .missingRole)
+        #expect(#expect(throws: KeystoreError.self) { try FileKeystore.export(from: pos.path, to: dir + "/y.json", roles: Set(KeyRole.allCases)) }?.code == .missingRole)
+        #expect(#expect(throws: KeystoreError.self) { try FileKeystore.export(from: full.path, to: pos.path, roles: [.terminal, .mac]) }?.code == .exists)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["office.json", "pos.json"])
+    }
+}

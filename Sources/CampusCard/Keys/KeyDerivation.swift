@@ -39,6 +39,13 @@ public struct MasterKey: Sendable, CustomStringConvertible, CustomDebugStringCon
     /// The raw bytes, for writing the keystore file only.
     var bytes: [UInt8] { key.withUnsafeBytes { Array($0) } }
 
+    /// The master's id: the first 4 bytes of AES-CMAC(master, "OneCard key id"), in hex. Not secret (a CMAC output
+    /// reveals nothing usable about a 128-bit key); it lets an operator check that two boxes hold the same master
+    /// (a POS keystore exported from the card office's) without showing either key.
+    public var id: String {
+        KeyDerivation.cmac(key, Array("OneCard key id".utf8), outputSize: 4).map { ($0 < 0x10 ? "0" : "") + String($0, radix: 16, uppercase: true) }.joined()
+    }
+
     public var description: String { "<master key redacted>" }
     public var debugDescription: String { description }
 }
