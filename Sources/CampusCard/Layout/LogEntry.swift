@@ -20,9 +20,17 @@ public struct LogEntry: Hashable, Sendable {
         self.terminalSequence = terminalSequence
     }
 
+    /// The largest amount an entry records (24 bits: 167,772.15 yuan). An operation must refuse a larger amount
+    /// before its first card write: the entry is written after the commit.
+    public static let maximumAmount = Fen(0xFF_FFFF)
+
     public static func block(forCounter counter: UInt16) -> Int { blocks[Int(counter) % blocks.count] }
 
+    /// 16 bytes: operation u8 | amount u24 | balance after i32 | counter u16 | terminal sequence (low 16 bits) u16 |
+    /// MAC ×4 over UID, block number and bytes 0–11. Traps on an amount outside 0...`maximumAmount` (it would be
+    /// recorded wrongly under a valid MAC).
     public func encode(uid: [UInt8], macKey: SymmetricKey) -> [UInt8] {
+        precondition((0...Self.maximumAmount.rawValue).contains(amount.rawValue), "a log entry records 0...\(Self.maximumAmount.yuan) yuan; refuse larger amounts before writing the card")
         let body = [operation.rawValue] + Field.put24(UInt32(amount.rawValue)) + Field.put32(UInt32(bitPattern: Int32(balanceAfter.rawValue)))
             + Field.put16(counter) + Field.put16(terminalSequence)
         return body + CardMAC.compute(key: macKey, uid: uid, block: Self.block(forCounter: counter), record: body)

@@ -1,9 +1,19 @@
 import MifareClassic
 
-/// Why a MAD could not be read.
+/// Why a MAD could not be read: a code and the one-line message.
 public struct MADError: Error, Hashable, Sendable, CustomStringConvertible {
+    public enum Code: String, Sendable {
+        /// Not the 32 bytes of blocks 1 and 2.
+        case length
+        /// The CRC in block 1 byte 0 does not match: no MAD, or sector 0 damaged.
+        case crc
+    }
+    public let code: Code
     public let description: String
-    public init(_ description: String) { self.description = description }
+    public init(_ code: Code, _ description: String) {
+        self.code = code
+        self.description = description
+    }
 }
 
 /// The MIFARE Application Directory v1 in sector 0 (NXP AN10787): which application owns sectors 1-15, so
@@ -38,9 +48,9 @@ public struct MAD: Hashable, Sendable {
 
     /// Decodes blocks 1 and 2 (32 bytes); throws when the CRC does not match.
     public init(blocks: [UInt8]) throws {
-        guard blocks.count == 32 else { throw MADError("a MAD v1 is 32 bytes (blocks 1 and 2), \(blocks.count) given") }
+        guard blocks.count == 32 else { throw MADError(.length, "a MAD v1 is 32 bytes (blocks 1 and 2), \(blocks.count) given") }
         guard Self.crc(Array(blocks[1...])) == blocks[0] else {
-            throw MADError("the card's MAD (sector 0) has a bad CRC: it is not a MAD card, or sector 0 is damaged")
+            throw MADError(.crc, "the card's MAD (sector 0) has a bad CRC: it is not a MAD card, or sector 0 is damaged")
         }
         info = blocks[1]
         aids = (0..<15).map { UInt16(blocks[3 + $0 * 2]) << 8 | UInt16(blocks[2 + $0 * 2]) }

@@ -21,7 +21,11 @@ public struct WaterSettlement: Hashable, Sendable {
         self.day = day
     }
 
+    /// 16 bytes: cap u16 | balance after the last refill u16 | settlement reference u32 | day u16 | reserved ×2 |
+    /// MAC ×4. Traps on a cap above `maximumCap` or a balance outside 0...cap (callers validate first).
     public func encode(uid: [UInt8], macKey: SymmetricKey) -> [UInt8] {
+        precondition(cap <= Self.maximumCap && cap >= .zero, "the water cap is 0...\(Self.maximumCap.yuan) yuan")
+        precondition(balanceAfterRefill >= .zero && balanceAfterRefill <= cap, "the balance after a refill is 0...cap")
         let body = Field.put16(UInt16(cap.rawValue)) + Field.put16(UInt16(balanceAfterRefill.rawValue)) + Field.put32(reference)
             + Field.put16(day.rawValue) + [0, 0]
         return body + CardMAC.compute(key: macKey, uid: uid, block: Self.block, record: body)
@@ -55,7 +59,11 @@ public struct WaterRecord: Hashable, Sendable {
         self.terminalSequence = terminalSequence
     }
 
+    /// 16 bytes: unit counter u16 | cap u16 | balance after the last refill u16 | settlement reference u32 |
+    /// terminal sequence u16 | MAC ×4 over UID, block number, bytes 0–11 and `balance` (the primary it commits).
     public func encode(uid: [UInt8], balance: Fen, macKey: SymmetricKey) -> [UInt8] {
+        precondition(cap <= WaterSettlement.maximumCap && cap >= .zero, "the water cap is 0...\(WaterSettlement.maximumCap.yuan) yuan")
+        precondition(balanceAfterRefill >= .zero && balanceAfterRefill <= cap, "the balance after a refill is 0...cap")
         let body = Field.put16(counter) + Field.put16(UInt16(cap.rawValue)) + Field.put16(UInt16(balanceAfterRefill.rawValue))
             + Field.put32(reference) + Field.put16(terminalSequence)
         return body + CardMAC.compute(key: macKey, uid: uid, block: Self.block, record: body, value: Int32(balance.rawValue))
