@@ -24,6 +24,26 @@ public struct LogEntry: Hashable, Sendable {
     /// before its first card write: the entry is written after the commit.
     public static let maximumAmount = Fen(0xFF_FFFF)
 
+    /// How the entry's operation changed the balance, in fen (`nil` for operations that are not logged).
+    public var balanceChange: Int? {
+        switch operation {
+        case .debit: -amount.rawValue
+        case .load, .subsidy: amount.rawValue
+        case .statusChange: 0
+        case .issue, .repair: nil
+        }
+    }
+
+    /// The operation a purse intent writes to the log.
+    public static func operation(for kind: TransactionIntent.Kind) -> PurseRecord.Operation? {
+        switch kind {
+        case .purseDebit: .debit
+        case .purseLoad: .load
+        case .purseSubsidy: .subsidy
+        case .waterDebit, .waterSettle: nil
+        }
+    }
+
     public static func block(forCounter counter: UInt16) -> Int { blocks[Int(counter) % blocks.count] }
 
     /// 16 bytes: operation u8 | amount u24 | balance after i32 | counter u16 | terminal sequence (low 16 bits) u16 |

@@ -86,8 +86,9 @@ extension CampusCardOperations {
     /// Loads money onto the purse (account top-up 圈存 or subsidy 补助) with key B.
     @discardableResult
     public func load(_ amount: Fen, terminal: Terminal, kind: TransactionIntent.Kind = .purseLoad) throws -> PurseState {
-        guard amount > .zero else { throw CardOperationError(.overLimit, "a load must be more than 0.00 yuan") }
-        try checkValidity(try readIdentity())
+        try Self.checkLoggable(amount, "load")
+        let identity = try readIdentity()
+        try checkValidity(identity)
         let state = try readPurse()
         let uidHex = state.uid.map { String(format: "%02X", $0) }.joined()
         try settleOpenIntents(uidHex: uidHex, state: state, journal: terminal.journal)
@@ -101,7 +102,7 @@ extension CampusCardOperations {
         let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
         let sequence = try terminal.journal.nextSequence()
         let intent = TransactionIntent(terminalID: UInt32(terminal.id), terminalSequence: sequence, kind: kind, cardUID: uidHex,
-                                       cardSerial: 0, amount: amount.rawValue, balanceBefore: state.balance.rawValue,
+                                       cardSerial: identity.serial, amount: amount.rawValue, balanceBefore: state.balance.rawValue,
                                        counterBefore: state.record.counter, createdAt: now)
         do { try terminal.journal.record(intent) } catch {
             throw CardOperationError(.journal, "cannot record the transaction before writing the card (\(error)); nothing was written")
@@ -117,11 +118,8 @@ extension CampusCardOperations {
         try session.increment(block: Self.primary, by: Int32(amount.rawValue))
         try session.write(block: Self.record, committed.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
         try updateBackup(byAdding: amount)
-        let entry = LogEntry(operation: committed.lastOperation, amount: amount, balanceAfter: after, counter: counter,
-                             terminalSequence: UInt16(truncatingIfNeeded: sequence))
-        let logBlock = LogEntry.block(forCounter: counter)
-        try authenticate(sector: session.size.sector(ofBlock: logBlock), role: .terminal, uid: state.uid, version: version)
-        try session.write(block: logBlock, entry.encode(uid: state.uid, macKey: macKey))
+        try writeLog(LogEntry(operation: committed.lastOperation, amount: amount, balanceAfter: after, counter: counter,
+                              terminalSequence: UInt16(truncatingIfNeeded: sequence)), uid: state.uid, macKey: macKey)
         try terminal.journal.complete(terminalSequence: sequence, outcome: .done(balanceAfter: after.rawValue, counterAfter: counter))
         return PurseState(uid: state.uid, balance: after, record: committed, resolution: state.resolution, macVersion: state.macVersion)
     }

@@ -153,7 +153,7 @@ public struct CampusCardOperations {
     /// commits with the record write; learns the outcome of this terminal's earlier interrupted intents.
     @discardableResult
     public func debit(_ amount: Fen, terminal: Terminal, pinChecked: Bool = false) throws -> PurseState {
-        guard amount > .zero else { throw CardOperationError(.overLimit, "a debit must be more than 0.00 yuan") }
+        try Self.checkLoggable(amount, "debit")
         let state = try readPurse()
         let uidHex = state.uid.map { String(format: "%02X", $0) }.joined()
         try settleOpenIntents(uidHex: uidHex, state: state, journal: terminal.journal)
@@ -182,7 +182,7 @@ public struct CampusCardOperations {
         }
         let sequence = try terminal.journal.nextSequence()
         let intent = TransactionIntent(terminalID: UInt32(terminal.id), terminalSequence: sequence, kind: .purseDebit, cardUID: uidHex,
-                                       cardSerial: 0, amount: amount.rawValue, balanceBefore: state.balance.rawValue, counterBefore: record.counter,
+                                       cardSerial: nil, amount: amount.rawValue, balanceBefore: state.balance.rawValue, counterBefore: record.counter,
                                        createdAt: now)
         do { try terminal.journal.record(intent) } catch {
             throw CardOperationError(.journal, "cannot record the transaction before writing the card (\(error)); nothing was written")
@@ -202,26 +202,64 @@ public struct CampusCardOperations {
         return PurseState(uid: state.uid, balance: after, record: committed, resolution: state.resolution, macVersion: state.macVersion)
     }
 
-    /// Decides this terminal's open intents for the card from what the card shows now.
+    /// Refuses, before anything is written, an amount the log entry cannot record (more than 24 bits of fen).
+    static func checkLoggable(_ amount: Fen, _ operation: String) throws {
+        guard amount > .zero else { throw CardOperationError(.overLimit, "a \(operation) must be more than 0.00 yuan") }
+        guard amount <= LogEntry.maximumAmount else {
+            throw CardOperationError(.overLimit, "a \(operation) of \(amount.yuan) yuan is more than one transaction can record (\(LogEntry.maximumAmount.yuan) yuan): split it")
+        }
+    }
+
+    /// Decides this terminal's open purse intents from what the (resolved) card shows now (tearing rule 5).
     func settleOpenIntents(uidHex: String, state: PurseState, journal: any TerminalJournal) throws {
-        for intent in try journal.openIntents(cardUID: uidHex) where intent.kind != .waterDebit && intent.kind != .waterSettle {
-            let committedCounter = intent.counterBefore &+ 1
-            let credit = intent.kind == .purseLoad || intent.kind == .purseSubsidy
-            let balanceAfter = intent.balanceBefore + (credit ? intent.amount : -intent.amount)
-            let outcome: TransactionOutcome
-            if state.record.counter == intent.counterBefore {
-                outcome = .notDone
-            } else if state.record.counter == committedCounter {
-                let ours = state.record.terminalSequence == UInt8(truncatingIfNeeded: intent.terminalSequence)
-                outcome = ours ? .done(balanceAfter: balanceAfter, counterAfter: committedCounter) : .notDone
-            } else {
-                let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
-                let entry = try readLog(uid: state.uid, macKey: macKey, version: keystore.currentVersion).first { $0.counter == committedCounter }
-                let ours = entry.map { $0.terminalSequence == UInt16(truncatingIfNeeded: intent.terminalSequence) && $0.amount.rawValue == intent.amount } ?? false
-                outcome = ours ? .done(balanceAfter: balanceAfter, counterAfter: committedCounter) : .notDone
-            }
+        let intents = try journal.openIntents(cardUID: uidHex).filter(\.isPurse)
+        guard !intents.isEmpty else { return }
+        var log: [UInt16: LogEntry]?
+        let readLogOnce = {
+            if let log { return log }
+            let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
+            let entries = try readLog(uid: state.uid, macKey: macKey, version: keystore.currentVersion)
+            log = Dictionary(entries.map { ($0.counter, $0) }, uniquingKeysWith: { first, _ in first })
+            return log!
+        }
+        for intent in intents {
+            let outcome = try Self.outcome(of: intent, record: state.record, balance: state.balance, log: readLogOnce)
             try journal.complete(terminalSequence: intent.terminalSequence, outcome: outcome)
         }
+    }
+
+    /// The tearing protocol's decision for one purse intent. The operation took counter before + 1 if it is done.
+    /// - The record still shows counter before: not done.
+    /// - The record shows before + 1 (written by an operation, not rebuilt): done iff it names this terminal and
+    ///   sequence and the balance is this intent's balance after.
+    /// - The card moved on (or the record was rebuilt from the log): the log entry for before + 1 decides if present;
+    ///   if its write was torn, the entry for before + 2 tells the balance before it, which is this intent's balance
+    ///   after (done) or before (not done). Otherwise the card no longer shows it: undetermined.
+    static func outcome(of intent: TransactionIntent, record: PurseRecord, balance: Fen,
+                        log: () throws -> [UInt16: LogEntry]) throws -> TransactionOutcome {
+        let committed = intent.counterBefore &+ 1
+        let done = TransactionOutcome.done(balanceAfter: intent.balanceAfter, counterAfter: committed)
+        if record.counter == intent.counterBefore { return .notDone }
+        if record.counter == committed && record.lastOperation != .repair {
+            let ours = record.terminalID == UInt16(truncatingIfNeeded: intent.terminalID)
+                && record.terminalSequence == UInt8(truncatingIfNeeded: intent.terminalSequence)
+                && balance.rawValue == intent.balanceAfter
+            return ours ? done : .notDone
+        }
+        guard record.counter &- committed < 0x8000 else { return .undetermined }  // the counter went back: a replayed card
+        let entries = try log()
+        if let entry = entries[committed] {
+            let ours = entry.terminalSequence == UInt16(truncatingIfNeeded: intent.terminalSequence)
+                && entry.operation == LogEntry.operation(for: intent.kind) && entry.amount.rawValue == intent.amount
+                && entry.balanceAfter.rawValue == intent.balanceAfter
+            return ours ? done : .notDone
+        }
+        if let next = entries[committed &+ 1], let change = next.balanceChange {
+            let balanceBeforeNext = next.balanceAfter.rawValue - change
+            if balanceBeforeNext == intent.balanceAfter { return done }
+            if balanceBeforeNext == intent.balanceBefore { return .notDone }
+        }
+        return .undetermined
     }
 
     /// Brings the backup up to the committed primary: ACS copies it (restore + transfer); a reader without a copy
@@ -291,7 +329,7 @@ public struct CampusCardOperations {
         try session.copyValue(from: source, to: destination)
     }
 
-    private func writeLog(_ entry: LogEntry, uid: [UInt8], macKey: SymmetricKey) throws {
+    func writeLog(_ entry: LogEntry, uid: [UInt8], macKey: SymmetricKey) throws {
         let block = LogEntry.block(forCounter: entry.counter)
         try authenticate(sector: session.size.sector(ofBlock: block), role: .terminal, uid: uid, version: keystore.currentVersion)
         try session.write(block: block, entry.encode(uid: uid, macKey: macKey))

@@ -46,6 +46,10 @@ extension CampusCardOperations {
             try writeRecord()
             try writeIdentity()
         }
+        // Every counter value gets a log entry, so a torn record is never rebuilt with a counter already used, and an
+        // interrupted terminal can follow the balance chain across this change (tearing rule 5).
+        try writeLog(LogEntry(operation: .statusChange, amount: .zero, balanceAfter: state.balance, counter: record.counter,
+                              terminalSequence: 0), uid: state.uid, macKey: macKey)
         return PurseState(uid: state.uid, balance: state.balance, record: record, resolution: state.resolution, macVersion: state.macVersion)
     }
 }

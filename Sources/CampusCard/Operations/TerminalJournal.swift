@@ -17,18 +17,23 @@ public struct TransactionIntent: Sendable, Hashable, Codable {
     public var terminalID: UInt32
     public var terminalSequence: UInt32
     public var kind: Kind
-    /// The card's UID (hex) and serial, so the next tap of the same card finds the intent.
+    /// The card's UID (hex), so the next tap of the same card finds the intent.
     public var cardUID: String
-    public var cardSerial: UInt32
+    /// The card's serial from its identity record, when the operation read it (loads, settlements); `nil` at a POS,
+    /// which reads only the purse sector (the settlement service maps the UID to the card).
+    public var cardSerial: UInt32?
     /// The amount in fen (always positive; the kind says which way it moves).
     public var amount: Int
     /// The balance in fen and the card's counter the terminal read before writing.
     public var balanceBefore: Int
     public var counterBefore: UInt16
+    /// Water settlements only: the consumption in fen since the last refill, charged to the holder's account
+    /// (after the commit the card no longer shows it).
+    public var consumption: Int?
     public var createdAt: Date
 
-    public init(terminalID: UInt32, terminalSequence: UInt32, kind: Kind, cardUID: String, cardSerial: UInt32,
-                amount: Int, balanceBefore: Int, counterBefore: UInt16, createdAt: Date = Date()) {
+    public init(terminalID: UInt32, terminalSequence: UInt32, kind: Kind, cardUID: String, cardSerial: UInt32?,
+                amount: Int, balanceBefore: Int, counterBefore: UInt16, consumption: Int? = nil, createdAt: Date = Date()) {
         self.terminalID = terminalID
         self.terminalSequence = terminalSequence
         self.kind = kind
@@ -37,8 +42,20 @@ public struct TransactionIntent: Sendable, Hashable, Codable {
         self.amount = amount
         self.balanceBefore = balanceBefore
         self.counterBefore = counterBefore
+        self.consumption = consumption
         self.createdAt = createdAt
     }
+
+    /// The balance in fen the card shows if the operation is done.
+    public var balanceAfter: Int {
+        switch kind {
+        case .purseDebit, .waterDebit: balanceBefore - amount
+        case .purseLoad, .purseSubsidy, .waterSettle: balanceBefore + amount
+        }
+    }
+
+    /// Whether the intent moves the main purse (else the water wallet).
+    public var isPurse: Bool { kind == .purseDebit || kind == .purseLoad || kind == .purseSubsidy }
 }
 
 /// How an intent ended, as decided from the card.
@@ -47,6 +64,10 @@ public enum TransactionOutcome: Sendable, Hashable, Codable {
     case done(balanceAfter: Int, counterAfter: UInt16)
     /// The card does not carry it: no money moved.
     case notDone
+    /// The card no longer shows which: it was used elsewhere past what its log keeps (or its record was rebuilt).
+    /// The card itself is consistent; the settlement service decides from every terminal's uploads, which name the
+    /// card counter each committed operation used.
+    case undetermined
 }
 
 /// The terminal's side of the tearing protocol: an intent is recorded before the first card write and completed

@@ -79,7 +79,7 @@ extension CampusCardOperations {
             throw CardOperationError(.insufficientFunds, "the water wallet holds \(state.balance.yuan) yuan, less than \(amount.yuan): refill it at a settlement station")
         }
         let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
-        let sequence = try record(.waterDebit, amount: amount, state: state, terminal: terminal)
+        let sequence = try record(.waterDebit, amount: amount, state: state, terminal: terminal, serial: nil, consumption: nil)
         var record = state.record
         record.counter = record.counter &+ 1
         record.terminalSequence = UInt16(truncatingIfNeeded: sequence)
@@ -96,7 +96,8 @@ extension CampusCardOperations {
     /// towards its cap, by at most `maximumRefill` (what the account can pay).
     @discardableResult
     public func waterSettle(terminal: Terminal, reference: UInt32, maximumRefill: Fen? = nil) throws -> WaterSettlementResult {
-        try checkValidity(try readIdentity())
+        let identity = try readIdentity()
+        try checkValidity(identity)
         let state = try readWater()
         try settleWaterIntents(state, journal: terminal.journal)
         let consumption = Fen(state.record.balanceAfterRefill.rawValue - state.balance.rawValue)
@@ -106,7 +107,8 @@ extension CampusCardOperations {
         let room = Fen(max(0, state.record.cap.rawValue - state.balance.rawValue))
         let refill = min(room, maximumRefill ?? room)
         let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
-        let sequence = try record(.waterSettle, amount: refill, state: state, terminal: terminal)
+        let sequence = try record(.waterSettle, amount: refill, state: state, terminal: terminal, serial: identity.serial,
+                                  consumption: consumption.rawValue)
         let after = Fen(state.balance.rawValue + refill.rawValue)
         let settlement = WaterSettlement(cap: state.record.cap, balanceAfterRefill: after, reference: reference, day: CardDay(now))
         let record = WaterRecord(counter: state.record.counter &+ 1, settlement: settlement, terminalSequence: UInt16(truncatingIfNeeded: sequence))
@@ -122,27 +124,44 @@ extension CampusCardOperations {
     }
 
     /// Records a water intent in the terminal's journal before the first write.
-    private func record(_ kind: TransactionIntent.Kind, amount: Fen, state: WaterState, terminal: Terminal) throws -> UInt32 {
+    private func record(_ kind: TransactionIntent.Kind, amount: Fen, state: WaterState, terminal: Terminal, serial: UInt32?,
+                        consumption: Int?) throws -> UInt32 {
         let sequence = try terminal.journal.nextSequence()
         let intent = TransactionIntent(terminalID: UInt32(terminal.id), terminalSequence: sequence, kind: kind,
-                                       cardUID: state.uid.map { String(format: "%02X", $0) }.joined(), cardSerial: 0,
-                                       amount: amount.rawValue, balanceBefore: state.balance.rawValue, counterBefore: state.record.counter, createdAt: now)
+                                       cardUID: state.uid.map { String(format: "%02X", $0) }.joined(), cardSerial: serial,
+                                       amount: amount.rawValue, balanceBefore: state.balance.rawValue, counterBefore: state.record.counter,
+                                       consumption: consumption, createdAt: now)
         do { try terminal.journal.record(intent) } catch {
             throw CardOperationError(.journal, "cannot record the transaction before writing the card (\(error)); nothing was written")
         }
         return sequence
     }
 
-    /// Decides this terminal's open water intents: done exactly when the record carries the intent's counter + 1 and
-    /// its terminal sequence. (A rebuilt record, counter 0, means the interrupted operation was not done.)
+    /// Decides this terminal's open water intents from the water record (there is no water log).
     func settleWaterIntents(_ state: WaterState, journal: any TerminalJournal) throws {
         let uidHex = state.uid.map { String(format: "%02X", $0) }.joined()
-        for intent in try journal.openIntents(cardUID: uidHex) where intent.kind == .waterDebit || intent.kind == .waterSettle {
-            let committed = state.record.counter == intent.counterBefore &+ 1
-                && state.record.terminalSequence == UInt16(truncatingIfNeeded: intent.terminalSequence)
-            let after = intent.balanceBefore + (intent.kind == .waterSettle ? intent.amount : -intent.amount)
+        for intent in try journal.openIntents(cardUID: uidHex) where !intent.isPurse {
             try journal.complete(terminalSequence: intent.terminalSequence,
-                                 outcome: committed ? .done(balanceAfter: after, counterAfter: state.record.counter) : .notDone)
+                                 outcome: Self.waterOutcome(of: intent, record: state.record, balance: state.balance))
         }
+    }
+
+    /// - A record as issued or rebuilt from block 6 (counter 0, sequence 0) carries no history: the balance decides
+    ///   (this intent's balance before: not done; after: done; anything else: undetermined).
+    /// - Counter before: not done. Counter before + 1: done iff the record carries this sequence and the balance after.
+    /// - The counter moved further (the card was used at other controllers since): undetermined. The wallet's money is
+    ///   settled by consumption at the next settlement either way; only the controller's own count is in doubt.
+    static func waterOutcome(of intent: TransactionIntent, record: WaterRecord, balance: Fen) -> TransactionOutcome {
+        let committed = intent.counterBefore &+ 1
+        let done = TransactionOutcome.done(balanceAfter: intent.balanceAfter, counterAfter: committed)
+        if record.counter == 0 && record.terminalSequence == 0 {
+            return balance.rawValue == intent.balanceBefore ? .notDone : balance.rawValue == intent.balanceAfter ? done : .undetermined
+        }
+        if record.counter == intent.counterBefore { return .notDone }
+        if record.counter == committed {
+            let ours = record.terminalSequence == UInt16(truncatingIfNeeded: intent.terminalSequence) && balance.rawValue == intent.balanceAfter
+            return ours ? done : .notDone
+        }
+        return .undetermined
     }
 }
