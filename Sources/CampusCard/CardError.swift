@@ -8,6 +8,8 @@ public struct CardOperationError: Error, Hashable, Sendable, CustomStringConvert
         case replay, insufficientFunds = "insufficient-funds", overLimit = "over-limit", cardLocked = "card-locked"
         case expired, unknownKeyVersion = "unknown-key-version", readerCannot = "reader-cannot", notBlank = "not-blank"
         case journal
+        /// The keystore lacks the master this operation needs (a terminal's keystore has no loader master).
+        case missingKey = "missing-key"
         /// A block that does not decode (a torn write, or garbage).
         case garbled
     }

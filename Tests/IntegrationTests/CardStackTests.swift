@@ -144,8 +144,15 @@ import TestSupport
         let issued = try cardctl(["card", "issue", "--serial", "20260001", "--account", "3120456", "--type", "student"] + common)
         #expect(issued.status == 0, "\(issued.stderr)")
         #expect(try cardctl(["card", "load", "50"] + common).status == 0)
-        let debit = try cardctl(["card", "debit", "12.50"] + common)
+        // A POS holds an exported keystore: it debits; it cannot load (no loader master).
+        let pos = keystore + ".pos"
+        defer { try? FileManager.default.removeItem(atPath: pos) }
+        #expect(try cardctl(["keystore", "export", keystore, pos]).status == 0)
+        let posCommon = ["--keystore", pos, "--journal", journal]
+        let debit = try cardctl(["card", "debit", "12.50"] + posCommon)
         #expect(debit.stdout.contains("balance 37.50 yuan"), "\(debit.stderr)")
+        let posLoad = try cardctl(["card", "load", "1"] + posCommon)
+        #expect(posLoad.status != 0 && posLoad.stderr.contains("loader"), "\(posLoad.stderr)")
         let shown = try cardctl(["card", "show", "--json"] + common)
         #expect(shown.status == 0, "\(shown.stderr)")
         #expect(shown.stdout.contains("\"balanceFen\" : 3750") && shown.stdout.contains("\"serial\" : 20260001"))

@@ -340,6 +340,9 @@ public struct CampusCardOperations {
     @discardableResult
     func authenticate(sector: Int, role: KeyRole, uid: [UInt8], version: UInt8) throws -> UInt8 {
         let candidates = reselect == nil ? [version] : versions(preferring: version).filter { keystore.roles(version: $0).contains(role) }
+        guard !candidates.isEmpty else {
+            throw CardOperationError(.missingKey, "this keystore holds no \(role.rawValue) master: \(role == .loader ? "loads, water settlements and status changes are done at a loading station, whose keystore has one" : "use the card office's keystore or one exported from it")")
+        }
         var lastError: (any Error)?
         for (index, candidate) in candidates.enumerated() {
             let key = try keystore.sectorKey(uid: uid, sector: sector, role: role, version: candidate)
