@@ -55,8 +55,15 @@ public struct CommandAPDU: Hashable, Sendable, CustomStringConvertible {
         self.init(cla: header.0, ins: header.1, p1: header.2, p2: header.3, data: data, le: le)
     }
 
-    /// Hex text, e.g. `FF B0 00 04 10`. Never use it for commands carrying keys (LOAD KEYS): see `redactedDescription`.
-    public var description: String { Hex.encode(bytes, separator: " ") }
+    /// Whether the command's data is a key (PC/SC Part 3 LOAD KEYS, `FF 82`): never printed.
+    public var carriesKey: Bool { cla == 0xFF && ins == 0x82 }
+
+    /// Hex text, e.g. `FF B0 00 04 10`, safe for logs and traces: the data of a LOAD KEYS command is shown as `**`.
+    public var description: String {
+        guard carriesKey else { return Hex.encode(bytes, separator: " ") }
+        let header = Hex.encode(Array(bytes.prefix(data.isEmpty ? 4 : 5)), separator: " ")
+        return ([header] + data.map { _ in "**" } + (le.map { [Hex.encode([$0], separator: " ")] } ?? [])).joined(separator: " ")
+    }
 }
 
 /// A response APDU: data then the status word.

@@ -87,3 +87,15 @@ import Testing
         #expect(!ATR(bytes: broken).checksumIsValid)
     }
 }
+
+@Suite struct RedactionTests {
+    /// A LOAD KEYS command's description (what any log or trace prints) never shows the key.
+    @Test func loadKeysDataIsMasked() {
+        let load = CommandAPDU(cla: 0xFF, ins: 0x82, p1: 0x00, p2: 0x01, data: [0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5])
+        #expect(load.carriesKey)
+        #expect(load.description == "FF 82 00 01 06 ** ** ** ** ** **")
+        #expect("\(load)".contains("A0") == false && "\([load])".contains("A1") == false)
+        let read = CommandAPDU(cla: 0xFF, ins: 0xB0, p1: 0x00, p2: 0x04, le: 0x10)
+        #expect(!read.carriesKey && read.description == "FF B0 00 04 10")
+    }
+}
