@@ -54,6 +54,8 @@ struct Firmware {
         case 0x88 where apdu.count == 6:
             // Obsolete PC/SC 2.01 AUTHENTICATE: FF 88 00 BLK KT KN.
             return authenticate(block: Int(p2), keyCode: apdu[4], slot: Int(apdu[5]))
+        case 0xB0 where kind == .acr1252u && apdu.count == 5 && apdu[4] > 0x10 && apdu[4] % 0x10 == 0:
+            return readMultiple(from: Int(p2), count: Int(apdu[4]) / 16)
         case 0xB0:
             guard p1 == 0x00, apdu.count == 5, apdu[4] == 0x10 || apdu[4] == 0x00 else { return failure(.wrongLength) }
             return read(block: Int(p2))
@@ -153,6 +155,21 @@ struct Firmware {
         }
         guard bits.permits(.read, group: card.size.accessGroup(ofBlock: block), key: key) else {
             return refuse(.securityStatusNotSatisfied)
+        }
+        return data + ok
+    }
+
+    /// ACS Multiple Blocks Mode: consecutive data blocks of one sector (at most 3 on a 1K card, 15 in a 4K large
+    /// sector); the manuals say trailers are not read this way, so a range that includes one fails.
+    private func readMultiple(from block: Int, count: Int) -> [UInt8] {
+        let blocks = Array(block..<block + count)
+        guard blocks.allSatisfy({ $0 < card.size.blockCount && !card.size.isTrailer($0) && card.size.sector(ofBlock: $0) == card.size.sector(ofBlock: block) })
+        else { return failure(.wrongLength) }
+        var data: [UInt8] = []
+        for number in blocks {
+            let answer = read(block: number)
+            guard answer.suffix(2) == ok[...] else { return answer }
+            data += answer.dropLast(2)
         }
         return data + ok
     }

@@ -109,6 +109,24 @@ public final class MifareSession {
         return response.data
     }
 
+    /// Reads data blocks of the authenticated sector, in one APDU when they are consecutive and the profile reads
+    /// several blocks at once (ACR1252U: 3), else one APDU per block.
+    public func read(blocks: [Int]) throws -> [[UInt8]] {
+        let consecutive = zip(blocks, blocks.dropFirst()).allSatisfy { $1 == $0 + 1 }
+        guard let first = blocks.first, blocks.count > 1, blocks.count <= profile.blocksPerRead, consecutive,
+              blocks.allSatisfy({ size.sector(ofBlock: $0) == size.sector(ofBlock: first) && !size.isTrailer($0) })
+        else { return try blocks.map { try read(block: $0) } }
+        try requireAuthenticated(block: first, for: "read")
+        let response = try send(StorageCardCommand.read(block: first, count: blocks.count))
+        try check(response, operation: "read", block: first)
+        guard response.data.count == 16 * blocks.count else {
+            throw MifareError(.unexpectedResponse,
+                              "reading blocks \(first)–\(blocks.last!) returned \(response.data.count) bytes instead of \(16 * blocks.count): the reader "
+                                + "profile may be wrong; retry, or choose another with --profile")
+        }
+        return blocks.indices.map { Array(response.data[16 * $0..<16 * ($0 + 1)]) }
+    }
+
     /// Writes one 16-byte block of the authenticated sector.
     public func write(block: Int, _ data: [UInt8]) throws {
         guard data.count == 16 else {

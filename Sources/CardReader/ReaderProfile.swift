@@ -29,6 +29,8 @@ public struct ReaderProfile: Sendable, Hashable, CustomStringConvertible {
     public let usbID: String?
     /// Whether the firmware answers most failures with the catch-all `63 00` instead of a specific status word.
     public let reportsFailuresAsGeneric: Bool
+    /// How many consecutive data blocks of one sector one READ BINARY returns (ACS "Multiple Blocks Mode": Le = 16 x n).
+    public var blocksPerRead: Int = 1
 
     /// Whether the firmware can increment, decrement and copy value blocks itself.
     public var hasNativeValueOperations: Bool { valueCommands != .none }
@@ -40,7 +42,7 @@ public struct ReaderProfile: Sendable, Hashable, CustomStringConvertible {
         usbID: "072f:2200", reportsFailuresAsGeneric: true)
     public static let acr1252u = ReaderProfile(
         kind: .acr1252u, name: "ACS ACR1252U", valueCommands: .acs, keySlots: 2, keyStructure: 0x00,
-        usbID: "072f:223b", reportsFailuresAsGeneric: true)
+        usbID: "072f:223b", reportsFailuresAsGeneric: true, blocksPerRead: 3)
     public static let omnikey5422 = ReaderProfile(
         kind: .omnikey5422, name: "HID OMNIKEY 5422", valueCommands: .omnikey, keySlots: 32, keyStructure: 0x20,
         usbID: "076b:5422", reportsFailuresAsGeneric: false)

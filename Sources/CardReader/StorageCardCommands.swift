@@ -24,6 +24,11 @@ public enum StorageCardCommand {
         CommandAPDU(cla: 0xFF, ins: 0xB0, p1: 0x00, p2: UInt8(block), le: 0x10)
     }
 
+    /// READ BINARY of `count` consecutive data blocks from `block` (ACS Multiple Blocks Mode): `FF B0 00 BLK 16·count`.
+    public static func read(block: Int, count: Int) -> CommandAPDU {
+        CommandAPDU(cla: 0xFF, ins: 0xB0, p1: 0x00, p2: UInt8(block), le: UInt8(16 * count))
+    }
+
     /// UPDATE BINARY of one 16-byte block: `FF D6 00 BLK 10 data`.
     public static func update(block: Int, data: [UInt8]) -> CommandAPDU {
         CommandAPDU(cla: 0xFF, ins: 0xD6, p1: 0x00, p2: UInt8(block), data: data)

@@ -67,6 +67,16 @@ final class CardBench: @unchecked Sendable {
         #expect(bench.reader.statistics.blockWrites - writesBefore == 4)
     }
 
+    /// The ACR1252U reads record, primary and backup in one APDU: 10.
+    @Test func debitCostsOnACR1252U() throws {
+        let bench = try CardBench(kind: .acr1252u)
+        let pos = Terminal(id: 7, journal: InMemoryTerminalJournal())
+        try bench.issueAndLoad(10_000, terminal: pos)
+        let ops = bench.operations()
+        #expect(try ops.debit(Fen(100), terminal: pos).balance == Fen(9_900))
+        #expect(ops.session.apduCount == 10)
+    }
+
     @Test func refusals() throws {
         let bench = try CardBench()
         let pos = Terminal(id: 7, journal: InMemoryTerminalJournal(), perTransactionLimit: Fen(5_000), dailyLimit: Fen(6_000))
@@ -140,10 +150,10 @@ final class CardBench: @unchecked Sendable {
         case debitElsewhere = "debit elsewhere"
     }
 
-    @Test(arguments: Operation.allCases)
-    func matrix(operation: Operation) throws {
+    @Test(arguments: Operation.allCases, [ReaderKind.acr122u, .acr1252u])
+    func matrix(operation: Operation, kind: ReaderKind) throws {
         // How many APDUs the operation sends when nothing goes wrong.
-        let probe = try CardBench()
+        let probe = try CardBench(kind: kind)
         let probeTerminal = Terminal(id: 1, journal: InMemoryTerminalJournal())
         try probe.issueAndLoad(10_000, terminal: probeTerminal)
         let probeOps = probe.operations()
@@ -154,7 +164,7 @@ final class CardBench: @unchecked Sendable {
         for index in 1...apdus {
             for effect in TearEffect.allCases {
                 for retap in Retap.allCases {
-                    let bench = try CardBench()
+                    let bench = try CardBench(kind: kind)
                     let terminal = Terminal(id: 7, journal: InMemoryTerminalJournal())
                     let start: Fen
                     do {
@@ -220,7 +230,7 @@ final class CardBench: @unchecked Sendable {
                 }
             }
         }
-        print("tear matrix (\(operation.rawValue)): \(apdus) APDU indices x \(TearEffect.allCases.count) effects x \(Retap.allCases.count) re-taps = \(scenarios) scenarios")
+        print("tear matrix (\(operation.rawValue), \(kind.rawValue)): \(apdus) APDU indices x \(TearEffect.allCases.count) effects x \(Retap.allCases.count) re-taps = \(scenarios) scenarios")
         #expect(scenarios == apdus * TearEffect.allCases.count * Retap.allCases.count)
     }
 

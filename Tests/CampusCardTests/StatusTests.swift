@@ -58,5 +58,6 @@ import Testing
                 #expect(try bench.operations().readIdentity().status == .frozen, "APDU \(index) \(effect)")
             }
         }
+        print("tear matrix (lock): \(apdus) APDU indices x \(TearEffect.allCases.count) effects = \(apdus * TearEffect.allCases.count) scenarios")
     }
 }

@@ -41,6 +41,27 @@ struct Terminal {
 func be(_ v: Int32) -> [UInt8] { let u = UInt32(bitPattern: v); return [UInt8(u >> 24), UInt8(u >> 16 & 0xFF), UInt8(u >> 8 & 0xFF), UInt8(u & 0xFF)] }
 func le(_ v: Int32) -> [UInt8] { be(v).reversed() }
 
+/// ACS Multiple Blocks Mode (READ BINARY with Le = 16 x n) as the ACR1252U-family manuals describe it: data blocks
+/// of one sector only; the ACR122U (PN532) reads 16 bytes at most.
+@Suite struct MultipleBlocksModeTests {
+    @Test func acr1252uReadsUpToASectorsDataBlocks() throws {
+        let terminal = Terminal(reader: EmulatedReader(kind: .acr1252u, card: try card(data: AccessCondition(code: 0b110)!)))
+        #expect(terminal.authenticate(.a, keyA) == [0x90, 0x00])
+        let three = terminal.send([0xFF, 0xB0, 0x00, 0x04, 0x30])
+        #expect(three.count == 50 && three.suffix(2) == [0x90, 0x00])
+        #expect(Array(three[16..<32]) == ValueBlock(value: 100, address: 5).block)
+        #expect(terminal.send([0xFF, 0xB0, 0x00, 0x05, 0x30]) == [0x63, 0x00], "blocks 5-7 include the trailer")
+        #expect(terminal.authenticate(.a, keyA) == [0x90, 0x00])
+        #expect(terminal.send([0xFF, 0xB0, 0x00, 0x06, 0x20]) == [0x63, 0x00], "block 7 is the trailer")
+    }
+
+    @Test func acr122uReadsOneBlock() throws {
+        let terminal = Terminal(reader: EmulatedReader(kind: .acr122u, card: try card(data: AccessCondition(code: 0b110)!)))
+        #expect(terminal.authenticate(.a, keyA) == [0x90, 0x00])
+        #expect(terminal.send([0xFF, 0xB0, 0x00, 0x04, 0x30]) == [0x63, 0x00])
+    }
+}
+
 @Suite struct DatasheetConformanceTests {
     /// Every data-block condition x key x operation, through each value-capable firmware, against Table 8.
     @Test(arguments: [ReaderKind.acr122u, .omnikey5422])

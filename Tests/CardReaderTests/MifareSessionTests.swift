@@ -24,6 +24,20 @@ import TestSupport
         #expect(session.apduCount == 7, "two keys fit the ACR122U's two slots: no second LOAD KEYS for sector 1")
     }
 
+    /// The ACR1252U reads a sector's three data blocks in one APDU (Multiple Blocks Mode); the ACR122U needs three.
+    @Test(arguments: [(ReaderKind.acr122u, 3), (.acr1252u, 1), (.omnikey5422, 3)])
+    func readsConsecutiveBlocksInAsFewAPDUsAsTheProfileAllows(kind: ReaderKind, apdus: Int) throws {
+        let (session, _) = try session(kind)
+        try session.authenticate(sector: 1, keyType: .a, key: SampleCards.sector1KeyA)
+        let before = session.apduCount
+        let blocks = try session.read(blocks: [4, 5, 6])
+        #expect(session.apduCount - before == apdus)
+        #expect(try blocks == [4, 5, 6].map { try session.read(block: $0) })
+        // A range reaching the trailer is never read in one APDU.
+        let withTrailer = session.apduCount
+        #expect(try session.read(blocks: [6, 7]).count == 2 && session.apduCount - withTrailer == 2)
+    }
+
     @Test(arguments: [ReaderKind.acr122u, .acr1252u, .omnikey5422])
     func nativeValueOperations(kind: ReaderKind) throws {
         let (session, reader) = try session(kind)

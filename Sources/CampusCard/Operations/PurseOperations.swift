@@ -128,10 +128,11 @@ public struct CampusCardOperations {
     /// Every valid log entry, oldest first.
     public func readLog(uid: [UInt8], macKey: SymmetricKey, version: UInt8) throws -> [LogEntry] {
         var entries: [LogEntry] = []
-        for number in LogEntry.blocks {
-            try authenticate(sector: session.size.sector(ofBlock: number), role: .terminal, uid: uid, version: version)
-            if let entry = LogEntry(block: try session.read(block: number), number: number, uid: uid, macKey: macKey) {
-                entries.append(entry)
+        for sector in Set(LogEntry.blocks.map(session.size.sector(ofBlock:))).sorted() {
+            let numbers = LogEntry.blocks.filter { session.size.sector(ofBlock: $0) == sector }
+            try authenticate(sector: sector, role: .terminal, uid: uid, version: version)
+            for (number, block) in zip(numbers, try session.read(blocks: numbers)) {
+                if let entry = LogEntry(block: block, number: number, uid: uid, macKey: macKey) { entries.append(entry) }
             }
         }
         return entries.sorted { $0.counter < $1.counter }
@@ -299,9 +300,8 @@ public struct CampusCardOperations {
     /// only a block that does not decode becomes nil. The backup is read every time: an operation must never start
     /// while the backup is torn, or a second tear would leave no valid copy of the value.
     func readValueSector(_ layout: ValueSector) throws -> ValueSectorContents {
-        let record = try session.read(block: layout.record)
-        let primaryBlock = try session.read(block: layout.primary)
-        let backupBlock = try session.read(block: layout.backup)
+        let blocks = try session.read(blocks: [layout.record, layout.primary, layout.backup])
+        let (record, primaryBlock, backupBlock) = (blocks[0], blocks[1], blocks[2])
         return ValueSectorContents(record: record, primary: try? ValueBlock(block: primaryBlock).value,
                                    backup: try? ValueBlock(block: backupBlock).value)
     }
@@ -387,8 +387,8 @@ extension CampusCardOperations {
     public func readIdentity() throws -> Identity {
         let uid = try session.uid()
         try authenticate(sector: 1, role: .terminal, uid: uid, version: keystore.currentVersion)
-        let first = try session.read(block: Identity.blocks.first)
-        let second = try session.read(block: Identity.blocks.second)
+        let blocks = try session.read(blocks: [Identity.blocks.first, Identity.blocks.second])
+        let (first, second) = (blocks[0], blocks[1])
         let version = try Identity.versions(of: first).key
         guard keystore.knownVersions.contains(version) else {
             throw CardOperationError(.unknownKeyVersion, "the card uses key version \(version), unknown to this keystore: update the keystore")
