@@ -48,6 +48,20 @@ struct Card: AsyncParsableCommand {
     /// Runs campus card operations in one card session.
     static func withOperations<T: Sendable>(_ common: Common, _ body: @escaping @Sendable (CampusCardOperations, Terminal) throws -> T) async throws -> T {
         let (keystore, terminal) = try common.open()
+        let journal = terminal.journal as? FileTerminalJournal
+        let openBefore = (try? journal?.openIntents()) ?? []
+        // This terminal's interrupted operations are decided when their card is tapped again: say so.
+        defer {
+            for intent in openBefore {
+                guard let outcome = try? journal?.outcome(terminalSequence: intent.terminalSequence) else { continue }
+                let what = "interrupted \(intent.kind.rawValue) of \(Fen(intent.amount).yuan) yuan (terminal sequence \(intent.terminalSequence))"
+                switch outcome {
+                case .done(let after, _): printError("\(what): done, the card shows \(Fen(after).yuan) yuan")
+                case .notDone: printError("\(what): not done, nothing moved")
+                case .undetermined: printError("\(what): undetermined, the card no longer shows it; the settlement service decides")
+                }
+            }
+        }
         let connection = try await CardConnection.open(common.reader)
         return try await connection.session { session, reselect in
             do {

@@ -58,7 +58,8 @@ import Testing
         try bench.operations().setStatus(.normal)
         let log = try bench.operations().readLog(uid: bench.uid, macKey: bench.keystore.macKey(uid: bench.uid, version: 1), version: 1)
         #expect(log.suffix(2).map(\.operation) == [.statusChange, .statusChange] && log.last?.balanceAfter == Fen(9_700))
-        try bench.operations().tap(terminal: seven)
+        // Terminal 7's next tap is a debit: it reads the log to decide, then debits the purse in the same session.
+        #expect(try bench.operations().debit(Fen(200), terminal: seven).balance == Fen(9_500))
         #expect(try seven.journal.outcome(terminalSequence: 1) == .done(balanceAfter: 9_700, counterAfter: 2))
     }
 

@@ -175,6 +175,34 @@ import TestSupport
         }
     }
 
+    /// A POS debit torn at its log write (after the commit), the card then loaded at the office, and tapped again at
+    /// the POS: cardctl says the interrupted debit was done, decided from the office's log entry (balance chain).
+    @Test func aTornDebitIsDecidedAtTheNextTapThroughPcscd() throws {
+        let work = NSTemporaryDirectory() + "torn-campus-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let card = work + "/card.mfd"
+        _ = FileManager.default.createFile(atPath: card, contents: Data(SampleCards.blank1K()))
+        #expect(try cardctl(["keystore", "create", work + "/office.json"]).status == 0)
+        #expect(try cardctl(["keystore", "export", work + "/office.json", work + "/pos.json"]).status == 0)
+        let emulator = try EmulatorProcess(card: card)
+        defer { emulator.terminate() }
+        let office = ["--keystore", work + "/office.json", "--journal", work + "/office.jsonl", "--terminal-id", "1"]
+        let pos = ["--keystore", work + "/pos.json", "--journal", work + "/pos.jsonl", "--terminal-id", "21"]
+        #expect(try cardctl(["card", "issue", "--serial", "7", "--account", "8", "--type", "staff"] + office).status == 0)
+        #expect(try cardctl(["card", "load", "50"] + office).status == 0)
+        // Probe, then the debit's 12 APDUs: the 13th writes the log entry; the block is left old (not written).
+        #expect(try emulator.ctl("tear-during", "13", "--effect", "old").status == 0)
+        let torn = try cardctl(["card", "debit", "3"] + pos)
+        #expect(torn.status == 3, "card removed: \(torn.stderr)")
+        #expect(try emulator.ctl("insert").status == 0)
+        try EmulatorProcess.waitForPcscd(reader: emulator.readerName, present: true)
+        #expect(try cardctl(["card", "load", "10"] + office).stdout.contains("57.00"), "the torn debit was committed")
+        let next = try cardctl(["card", "debit", "1"] + pos)
+        #expect(next.status == 0 && next.stdout.contains("56.00"), "\(next.stdout)\(next.stderr)")
+        #expect(next.stderr.contains("interrupted purse-debit of 3.00 yuan (terminal sequence 1): done, the card shows 47.00 yuan"), "\(next.stderr)")
+    }
+
     @Test func cardShowReportsATamperedPurse() throws {
         let work = NSTemporaryDirectory() + "tamper-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)

@@ -70,6 +70,15 @@ public final class FileTerminalJournal: TerminalJournal, @unchecked Sendable {
         }
     }
 
+    /// Intents not yet completed, for every card, oldest first.
+    public func openIntents() throws -> [TransactionIntent] {
+        try lock.withLock {
+            let all = try lines()
+            let decided = Set(all.compactMap { $0.outcome != nil ? $0.sequence : nil })
+            return all.compactMap(\.intent).filter { !decided.contains($0.terminalSequence) }
+        }
+    }
+
     public func outcome(terminalSequence: UInt32) throws -> TransactionOutcome? {
         try lock.withLock { try lines().last { $0.sequence == terminalSequence }?.outcome }
     }

@@ -194,6 +194,8 @@ public struct CampusCardOperations {
         let committed = PurseRecord(counter: counter, status: record.status, lastOperation: .debit, lastDay: today,
                                     debitedToday: Fen(alreadyToday.rawValue + amount.rawValue), expires: record.expires,
                                     terminalID: terminal.id, terminalSequence: UInt8(truncatingIfNeeded: sequence))
+        // Deciding an earlier intent may have read the log sectors: back to the purse (free when still authenticated).
+        try authenticate(sector: Self.purseSector, role: .terminal, uid: state.uid, version: keystore.currentVersion)
         try session.decrement(block: Self.primary, by: Int32(amount.rawValue))
         try session.write(block: Self.record, committed.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
         try updateBackup(byAdding: Fen(-amount.rawValue))
