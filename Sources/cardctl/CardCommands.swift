@@ -147,7 +147,8 @@ struct Card: AsyncParsableCommand {
                         report.balanceFen = state.balance.rawValue
                         report.counter = Int(state.record.counter)
                         report.lastOperation = "\(state.record.lastOperation)"
-                        report.debitedTodayYuan = state.record.debitedToday.yuan
+                        // "unknown" after a rebuilt record: the daily limit then asks for the PIN for the rest of the day.
+                        report.debitedTodayYuan = state.record.debitedToday == PurseRecord.unknownDebitedToday ? "unknown" : state.record.debitedToday.yuan
                         report.resolution = state.resolution.rawValue
                         let macKey = try ops.keystore.macKey(uid: state.uid, version: state.macVersion)
                         report.log = try ops.readLog(uid: state.uid, macKey: macKey, version: identity.keyVersion).map {
@@ -171,7 +172,7 @@ struct Card: AsyncParsableCommand {
                     try printJSON(report)
                 } else {
                     print("card      \(report.uid)  serial \(report.serial)  account \(report.account)  \(report.type)  \(report.status)  expires \(report.expires)  key v\(report.keyVersion)")
-                    print("purse     \(report.balanceYuan) yuan  counter \(report.counter)  last \(report.lastOperation)  today \(report.debitedTodayYuan) yuan  \(report.resolution)")
+                    print("purse     \(report.balanceYuan) yuan  counter \(report.counter)  last \(report.lastOperation)  today \(report.debitedTodayYuan)\(report.debitedTodayYuan == "unknown" ? "" : " yuan")  \(report.resolution)")
                     print("water     \(report.waterYuan) yuan of \(report.waterCapYuan)  used since the last refill \(report.waterUsedSinceRefillYuan)")
                     print("MAC       \(report.mac)")
                     for line in report.log { print("log       \(line)") }

@@ -112,6 +112,26 @@ final class CardBench: @unchecked Sendable {
         #expect(error?.code == .tampered)
     }
 
+    /// A debit torn at its record write leaves the record garbled; the next tap rebuilds it from the log. Today's
+    /// total went with it, so the daily limit asks for the PIN for the rest of the day (a tear must not reset it).
+    @Test func aRebuiltRecordNeedsThePINForTheRestOfTheDay() throws {
+        let bench = try CardBench()
+        let pos = Terminal(id: 7, journal: InMemoryTerminalJournal())
+        try bench.issueAndLoad(10_000, terminal: pos)
+        try bench.operations().debit(Fen(9_000), terminal: pos, pinChecked: true)
+        bench.reader.arm(TearPlan(atAPDU: 8, effect: .garbled))
+        #expect(throws: (any Error).self) { try bench.operations().debit(Fen(100), terminal: pos) }
+        bench.reader.reinsert()
+        bench.reader.arm(nil)
+        let state = try bench.operations().readPurse()
+        #expect(state.resolution == .recordRebuilt && state.balance == Fen(1_000))
+        let refused = #expect(throws: CardOperationError.self) { try bench.operations().debit(Fen(100), terminal: pos) }
+        #expect(refused?.code == .overLimit && refused?.message.contains("unknown") == true)
+        #expect(try bench.operations().debit(Fen(100), terminal: pos, pinChecked: true).record.debitedToday == PurseRecord.unknownDebitedToday)
+        let tomorrow = CampusCardOperations(session: bench.operations().session, keystore: bench.keystore, now: bench.now.addingTimeInterval(86_400))
+        #expect(try tomorrow.debit(Fen(100), terminal: pos).balance == Fen(800))
+    }
+
     /// A load the log entry cannot record (over 24 bits of fen) is refused before any card write, not trapped later.
     @Test func loadAboveWhatTheLogRecordsIsRefusedBeforeWriting() throws {
         let bench = try CardBench()
@@ -195,7 +215,7 @@ final class CardBench: @unchecked Sendable {
                         switch retap {
                         case .here: state = try bench.operations().tap(terminal: terminal)
                         case .elsewhere: state = try bench.operations().tap(terminal: other)
-                        case .debitElsewhere: state = try bench.operations().debit(Fen(500), terminal: other)
+                        case .debitElsewhere: state = try bench.operations().debit(Fen(500), terminal: other, pinChecked: true)
                         }
                     } catch {
                         Issue.record("\(label): re-tap failed: \(error)")
@@ -217,7 +237,7 @@ final class CardBench: @unchecked Sendable {
                         // The interrupted terminal decides at its next tap of the card, after another terminal repaired
                         // it; that tap is a debit, which must still work after deciding (it may have read the log).
                         do {
-                            let next = try bench.operations().debit(Fen(100), terminal: terminal)
+                            let next = try bench.operations().debit(Fen(100), terminal: terminal, pinChecked: true)
                             #expect(next.balance.rawValue == state.balance.rawValue - 100, "\(label)")
                         } catch {
                             Issue.record("\(label): debit at the interrupted terminal failed: \(error)")

@@ -48,7 +48,8 @@ import Testing
                 // A block 5 torn mid-write makes the identity unreadable until the card office repeats the change.
                 let identityStatus = try? bench.operations().readIdentity().status
                 do {
-                    try bench.operations().debit(Fen(100), terminal: pos)
+                    // PIN checked: a record rebuilt after the tear asks for it (today's total unknown).
+                    try bench.operations().debit(Fen(100), terminal: pos, pinChecked: true)
                     #expect(identityStatus == .normal, "APDU \(index) \(effect): debited a card whose identity says \(identityStatus)")
                 } catch let error as CardOperationError {
                     #expect(error.code == .cardLocked, "APDU \(index) \(effect): \(error)")

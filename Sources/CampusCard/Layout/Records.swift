@@ -127,8 +127,11 @@ public struct PurseRecord: Hashable, Sendable {
     public var status: Identity.Status
     public var lastOperation: Operation
     public var lastDay: CardDay
-    /// Debits on `lastDay`, for the daily limit (stored in 16 bits: saturates at 655.35 yuan).
+    /// Debits on `lastDay`, for the daily limit (stored in 16 bits: saturates at 655.34 yuan; 655.35 is
+    /// `unknownDebitedToday`).
     public var debitedToday: Fen
+    /// Today's total after a rebuilt record: unknown, so every debit that day needs the PIN.
+    public static let unknownDebitedToday = Fen(Int(UInt16.max))
     /// A copy of the identity's expiry, so a debit refuses an expired card without reading sector 1.
     public var expires: CardDay
     public var terminalID: UInt16

@@ -112,8 +112,10 @@ public struct CampusCardOperations {
         let identity = try? readIdentity()
         try authenticate(sector: Self.purseSector, role: .terminal, uid: uid, version: version)
         try repairCopy(from: Self.backup, to: Self.primary)
+        // Today's total went with the record and the log has no days: unknown, so the daily limit asks for the PIN
+        // for the rest of the day (else tearing a debit at its record write would reset the limit).
         let rebuilt = PurseRecord(counter: entry.counter, status: identity?.status ?? .frozen, lastOperation: .repair, lastDay: CardDay(now),
-                                  debitedToday: .zero, expires: identity?.expires ?? CardDay(now), terminalID: 0,
+                                  debitedToday: PurseRecord.unknownDebitedToday, expires: identity?.expires ?? CardDay(now), terminalID: 0,
                                   terminalSequence: UInt8(truncatingIfNeeded: entry.terminalSequence))
         let macKey = try keystore.macKey(uid: uid, version: macVersion)
         try session.write(block: Self.record, rebuilt.encode(uid: uid, balance: entry.balanceAfter, macKey: macKey))
@@ -177,6 +179,9 @@ public struct CampusCardOperations {
             guard amount <= terminal.perTransactionLimit else {
                 throw CardOperationError(.overLimit, "\(amount.yuan) yuan is over the \(terminal.perTransactionLimit.yuan) yuan per-transaction limit: ask for the PIN")
             }
+            guard alreadyToday != PurseRecord.unknownDebitedToday else {
+                throw CardOperationError(.overLimit, "today's debits on this card are unknown (its record was rebuilt after a torn write): ask for the PIN; tomorrow the limit applies again")
+            }
             guard Fen(alreadyToday.rawValue + amount.rawValue) <= terminal.dailyLimit else {
                 throw CardOperationError(.overLimit, "today's debits would reach \(Fen(alreadyToday.rawValue + amount.rawValue).yuan) yuan, over the \(terminal.dailyLimit.yuan) yuan daily limit: ask for the PIN")
             }
@@ -192,7 +197,9 @@ public struct CampusCardOperations {
         let counter = record.counter &+ 1
         let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
         let committed = PurseRecord(counter: counter, status: record.status, lastOperation: .debit, lastDay: today,
-                                    debitedToday: Fen(alreadyToday.rawValue + amount.rawValue), expires: record.expires,
+                                    debitedToday: alreadyToday == PurseRecord.unknownDebitedToday ? alreadyToday
+                                        : Fen(min(alreadyToday.rawValue + amount.rawValue, PurseRecord.unknownDebitedToday.rawValue - 1)),
+                                    expires: record.expires,
                                     terminalID: terminal.id, terminalSequence: UInt8(truncatingIfNeeded: sequence))
         // Deciding an earlier intent may have read the log sectors: back to the purse (free when still authenticated).
         try authenticate(sector: Self.purseSector, role: .terminal, uid: state.uid, version: keystore.currentVersion)
