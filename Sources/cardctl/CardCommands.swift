@@ -49,25 +49,44 @@ struct Card: AsyncParsableCommand {
     static func withOperations<T: Sendable>(_ common: Common, _ body: @escaping @Sendable (CampusCardOperations, Terminal) throws -> T) async throws -> T {
         let (keystore, terminal) = try common.open()
         let journal = terminal.journal as? FileTerminalJournal
-        let openBefore = (try? journal?.openIntents()) ?? []
-        // This terminal's interrupted operations are decided when their card is tapped again: say so.
-        defer {
-            for intent in openBefore {
-                guard let outcome = try? journal?.outcome(terminalSequence: intent.terminalSequence) else { continue }
-                let what = "interrupted \(intent.kind.rawValue) of \(Fen(intent.amount).yuan) yuan (terminal sequence \(intent.terminalSequence))"
-                switch outcome {
-                case .done(let after, _): printError("\(what): done, the card shows \(Fen(after).yuan) yuan")
-                case .notDone: printError("\(what): not done, nothing moved")
-                case .undetermined: printError("\(what): undetermined, the card no longer shows it; the settlement service decides")
+        let before = (try? journal?.entries()) ?? []
+        do {
+            let connection = try await CardConnection.open(common.reader)
+            let result = try await connection.session { session, reselect in
+                do {
+                    return try body(CampusCardOperations(session: session, keystore: keystore, reselect: reselect), terminal)
+                } catch let error as CardOperationError {
+                    throw CLIError(error.code == .journal ? .failed : .refused, error.message)
                 }
             }
+            reportDecisions(journal, before: before, failed: false)
+            return result
+        } catch {
+            reportDecisions(journal, before: before, failed: true)
+            throw error
         }
-        let connection = try await CardConnection.open(common.reader)
-        return try await connection.session { session, reselect in
-            do {
-                return try body(CampusCardOperations(session: session, keystore: keystore, reselect: reselect), terminal)
-            } catch let error as CardOperationError {
-                throw CLIError(error.code == .journal ? .failed : .refused, error.message)
+    }
+
+    /// Says on stderr what this command decided about the terminal's operations: earlier interrupted ones, decided
+    /// when their card came back, and — when the card left mid-command — whether this one was committed first.
+    static func reportDecisions(_ journal: FileTerminalJournal?, before: [(intent: TransactionIntent, outcome: TransactionOutcome?)], failed: Bool) {
+        guard let journal, let after = try? journal.entries() else { return }
+        let wasOpen = Set(before.filter { $0.outcome == nil }.map(\.intent.terminalSequence))
+        let known = Set(before.map(\.intent.terminalSequence))
+        for (intent, outcome) in after {
+            let what = "\(intent.kind.rawValue) of \(Fen(intent.amount).yuan) yuan (terminal sequence \(intent.terminalSequence))"
+            if wasOpen.contains(intent.terminalSequence), let outcome {
+                switch outcome {
+                case .done(let balance, _): printError("interrupted \(what): done, the card shows \(Fen(balance).yuan) yuan")
+                case .notDone: printError("interrupted \(what): not done, nothing moved")
+                case .undetermined: printError("interrupted \(what): undetermined, the card no longer shows it; the settlement service decides")
+                }
+            } else if failed && !known.contains(intent.terminalSequence) {
+                switch outcome {
+                case .done(let balance, _): printError("this \(what) was committed before the card left: done, \(Fen(balance).yuan) yuan; the card finishes its repair at the next tap")
+                case nil: printError("this \(what) was interrupted: present the card again at this terminal to learn whether it happened")
+                case .notDone, .undetermined: break
+                }
             }
         }
     }
@@ -148,11 +167,12 @@ struct Card: AsyncParsableCommand {
                         report.counter = Int(state.record.counter)
                         report.lastOperation = "\(state.record.lastOperation)"
                         // "unknown" after a rebuilt record: the daily limit then asks for the PIN for the rest of the day.
-                        report.debitedTodayYuan = state.record.debitedToday == PurseRecord.unknownDebitedToday ? "unknown" : state.record.debitedToday.yuan
+                        let today = state.record.lastDay == CardDay(Date()) ? state.record.debitedToday : .zero
+                        report.debitedTodayYuan = today == PurseRecord.unknownDebitedToday ? "unknown" : today.yuan
                         report.resolution = state.resolution.rawValue
                         let macKey = try ops.keystore.macKey(uid: state.uid, version: state.macVersion)
                         report.log = try ops.readLog(uid: state.uid, macKey: macKey, version: identity.keyVersion).map {
-                            "#\($0.counter) \($0.operation) \($0.amount.yuan) -> \($0.balanceAfter.yuan) (terminal seq \($0.terminalSequence))"
+                            "#\($0.counter) \($0.operation) \($0.amount.yuan) -> \($0.balanceAfter.yuan) (\($0.terminal))"
                         }
                     } catch let error as CardOperationError where error.code == .tampered {
                         mismatches.append("purse")

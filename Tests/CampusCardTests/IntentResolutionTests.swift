@@ -26,10 +26,10 @@ import Testing
         #expect(outcome == .notDone)
     }
 
-    /// Terminal 7's debit is torn after its commit, at the log write (APDU 12): done. Before terminal 7 sees the card
-    /// again, terminal 9 debits it. Terminal 7's intent must be decided "done": the log has no entry for before + 1
-    /// (the torn write), but terminal 9's entry shows the balance before it, which is terminal 7's balance after.
-    @Test func aDebitTornAtItsLogWriteStaysDoneAfterAnotherTerminalsDebit() throws {
+    /// Terminal 7's debit is torn after its acknowledged commit, at the log write (APDU 12): the terminal knows the
+    /// record was written, so it completes the intent "done" itself, before the card is seen again. Its next tap (a
+    /// debit, after terminal 9 used the card) has nothing left to decide and debits.
+    @Test func aDebitTornAfterItsCommitIsDecidedDoneAtOnce() throws {
         let bench = try CardBench()
         try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
@@ -38,50 +38,90 @@ import Testing
         #expect(throws: (any Error).self) { try bench.operations().debit(Fen(300), terminal: seven) }
         bench.reader.reinsert()
         bench.reader.arm(nil)
+        #expect(try seven.journal.outcome(terminalSequence: 1) == .done(balanceAfter: 9_700, counterAfter: 2))
         #expect(try bench.operations().debit(Fen(500), terminal: nine).balance == Fen(9_200), "the torn debit was committed")
-        try bench.operations().tap(terminal: seven)
-        let outcome = try seven.journal.outcome(terminalSequence: 1)
-        #expect(outcome == .done(balanceAfter: 9_700, counterAfter: 2))
+        #expect(try bench.operations().debit(Fen(200), terminal: seven).balance == Fen(9_000))
     }
 
-    /// The same, but the card was locked and unlocked at the card office in between: the status changes are logged
-    /// (amount 0), so the chain still reaches terminal 7's balance.
-    @Test func theChainCrossesStatusChanges() throws {
+    /// Terminal 7's commit lands but its answer is lost (APDU 8 executed, card gone): 7 cannot know. Terminal 9 then
+    /// debits the same card. The record no longer names 7 and 7 wrote no log entry; the card cannot tell 7's debit
+    /// from another terminal's debit of the same amount whose log write was torn: undetermined, never a guess.
+    @Test func anUnacknowledgedCommitIsUndeterminedOnceTheCardMovesOn() throws {
         let bench = try CardBench()
         try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
-        bench.reader.arm(TearPlan(atAPDU: 12, effect: .garbled))
+        let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 100))
+        bench.reader.arm(TearPlan(atAPDU: 8, effect: .executed))
         #expect(throws: (any Error).self) { try bench.operations().debit(Fen(300), terminal: seven) }
         bench.reader.reinsert()
         bench.reader.arm(nil)
+        #expect(try seven.journal.outcome(terminalSequence: 1) == nil)
+        #expect(try bench.operations().debit(Fen(500), terminal: nine).balance == Fen(9_200))
+        try bench.operations().tap(terminal: seven)
+        #expect(try seven.journal.outcome(terminalSequence: 1) == .undetermined)
+    }
+
+    /// The case that makes the last one undetermined: terminal 7 is torn BEFORE its commit (not done); terminal 9
+    /// debits the same 3.00 and its log write is torn (9 decides "done" itself); one more debit elsewhere. Terminal 7
+    /// must not take 9's debit for its own.
+    @Test func anotherTerminalsSameAmountDebitWithATornLogIsNotTakenForOurs() throws {
+        let bench = try CardBench()
+        try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
+        let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
+        let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 0))  // same sequences as 7
+        bench.reader.arm(TearPlan(atAPDU: 7, effect: .notExecuted))
+        #expect(throws: (any Error).self) { try bench.operations().debit(Fen(300), terminal: seven) }
+        bench.reader.reinsert()
+        bench.reader.arm(TearPlan(atAPDU: 12, effect: .garbled))
+        #expect(throws: (any Error).self) { try bench.operations().debit(Fen(300), terminal: nine) }
+        bench.reader.reinsert()
+        bench.reader.arm(nil)
+        #expect(try nine.journal.outcome(terminalSequence: 1) == .done(balanceAfter: 9_700, counterAfter: 2))
+        try bench.operations().debit(Fen(100), terminal: Terminal(id: 11, journal: InMemoryTerminalJournal()))
+        try bench.operations().tap(terminal: seven)
+        #expect(try seven.journal.outcome(terminalSequence: 1) == .undetermined)
+    }
+
+    /// Terminal 7 torn before its commit; terminal 9 (a fresh journal: the same sequence 1) debits the same amount and
+    /// logs it; after one more debit the record no longer shows who took the counter, the log does: the entry names
+    /// terminal 9 (the terminal id byte differs), so 7's intent is not done.
+    @Test func theLogEntryNamesTheTerminal() throws {
+        let bench = try CardBench()
+        try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
+        let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
+        let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 0))
+        bench.reader.arm(TearPlan(atAPDU: 7, effect: .notExecuted))
+        #expect(throws: (any Error).self) { try bench.operations().debit(Fen(300), terminal: seven) }
+        bench.reader.reinsert()
+        bench.reader.arm(nil)
+        try bench.operations().debit(Fen(300), terminal: nine)
         try bench.operations().setStatus(.frozen)
         try bench.operations().setStatus(.normal)
         let log = try bench.operations().readLog(uid: bench.uid, macKey: bench.keystore.macKey(uid: bench.uid, version: 1), version: 1)
         #expect(log.suffix(2).map(\.operation) == [.statusChange, .statusChange] && log.last?.balanceAfter == Fen(9_700))
-        // Terminal 7's next tap is a debit: it reads the log to decide, then debits the purse in the same session.
-        #expect(try bench.operations().debit(Fen(200), terminal: seven).balance == Fen(9_500))
-        #expect(try seven.journal.outcome(terminalSequence: 1) == .done(balanceAfter: 9_700, counterAfter: 2))
+        #expect(try bench.operations().debit(Fen(100), terminal: seven).balance == Fen(9_600))
+        #expect(try seven.journal.outcome(terminalSequence: 1) == .notDone)
     }
 
-    /// A debit torn at its log write, then seven debits elsewhere: the log ring (six entries) no longer holds the
-    /// entries for the intent's counter or the one after. The terminal must not guess: undetermined, for the settlement service to decide.
+    /// A debit torn before its commit, then seven debits elsewhere: the log ring (six entries) no longer holds the
+    /// entry for the intent's counter. The terminal must not guess: undetermined, for the settlement service to decide.
     @Test func pastTheLogRingTheOutcomeIsUndetermined() throws {
         let bench = try CardBench()
         try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
         let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 100))
-        bench.reader.arm(TearPlan(atAPDU: 12, effect: .notExecuted))
+        bench.reader.arm(TearPlan(atAPDU: 7, effect: .notExecuted))
         #expect(throws: (any Error).self) { try bench.operations().debit(Fen(300), terminal: seven) }
         bench.reader.reinsert()
         bench.reader.arm(nil)
-        for _ in 1...7 { try bench.operations().debit(Fen(100), terminal: nine) }
+        for _ in 1...7 { try bench.operations().debit(Fen(300), terminal: nine) }
         try bench.operations().tap(terminal: seven)
         #expect(try seven.journal.outcome(terminalSequence: 1) == .undetermined)
         #expect(try seven.journal.openIntents(cardUID: bench.uidHex).isEmpty, "decided once, not re-read at every tap")
     }
 
-    /// Water: a unit debit committed at controller 7, then the wallet used at controller 9 — the record no longer
-    /// shows controller 7's sequence and there is no water log: undetermined, never a wrong "not done".
+    /// Water: a unit debit committed at controller 7 with its answer lost, then the wallet used at controller 9 — the
+    /// record no longer shows controller 7 and there is no water log: undetermined, never a wrong "not done".
     @Test func waterUsedElsewhereIsUndetermined() throws {
         let bench = try CardBench()
         let station = Terminal(id: 1, journal: InMemoryTerminalJournal())
@@ -89,14 +129,41 @@ import Testing
         try bench.operations().waterSettle(terminal: station, reference: 1)
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
         let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 100))
-        // Torn at the backup copy (APDU 9): committed.
-        bench.reader.arm(TearPlan(atAPDU: 9, effect: .notExecuted))
+        bench.reader.arm(TearPlan(atAPDU: 8, effect: .executed))
         #expect(throws: (any Error).self) { try bench.operations().waterDebit(Fen(5), terminal: seven) }
         bench.reader.reinsert()
         bench.reader.arm(nil)
         #expect(try bench.operations().waterDebit(Fen(5), terminal: nine).balance == Fen(990))
         try bench.operations().waterTap(terminal: seven)
         #expect(try seven.journal.outcome(terminalSequence: 1) == .undetermined)
+    }
+
+    /// Two settlement stations whose journals are both at sequence 1: station 3 is torn before its commit, station 4
+    /// settles the same card (same refill, same sequence). Station 3 decides by settlement references, never by the
+    /// sequence: its reference is not on the card, but another settlement's is, so the card cannot say whether 3's
+    /// landed before it: undetermined. The settlement service can: station 4's intent shows the reference it replaced.
+    @Test func aSettlementIsDecidedByItsReference() throws {
+        let bench = try CardBench()
+        let three = Terminal(id: 3, journal: InMemoryTerminalJournal()), four = Terminal(id: 4, journal: InMemoryTerminalJournal())
+        try bench.issueAndLoad(0, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
+        bench.reader.arm(TearPlan(atAPDU: 14, effect: .notExecuted))
+        #expect(throws: (any Error).self) { try bench.operations().waterSettle(terminal: three, reference: 1_001) }
+        bench.reader.reinsert()
+        bench.reader.arm(nil)
+        #expect(try bench.operations().waterSettle(terminal: four, reference: 1_002).refill == Fen(1_000))
+        try bench.operations().waterTap(terminal: three)
+        #expect(try three.journal.outcome(terminalSequence: 1) == .undetermined)
+        #expect((four.journal as? InMemoryTerminalJournal)?.entries.last?.intent.referenceBefore == 0, "4 replaced the issue's reference, not 3's")
+        // Torn before its commit and tapped again before anyone else settled: not done.
+        bench.reader.arm(TearPlan(atAPDU: 14, effect: .notExecuted))
+        #expect(throws: (any Error).self) { try bench.operations().waterSettle(terminal: three, reference: 1_003) }
+        bench.reader.reinsert()
+        bench.reader.arm(nil)
+        try bench.operations().waterTap(terminal: Terminal(id: 40, journal: InMemoryTerminalJournal()))
+        try bench.operations().waterTap(terminal: three)
+        #expect(try three.journal.outcome(terminalSequence: 2) == .notDone)
+        let reused = #expect(throws: CardOperationError.self) { try bench.operations().waterSettle(terminal: three, reference: 1_002) }
+        #expect(reused?.message.contains("new reference") == true)
     }
 
     /// The settlement's intent carries the consumption it charged and the card serial (read from the identity).

@@ -19,7 +19,7 @@ import Testing
     @Test func logEntriesRoundTripInTheirRingSlot() throws {
         #expect(LogEntry.blocks == [16, 17, 18, 20, 21, 22])
         for counter: UInt16 in [0, 1, 5, 6, 11, 65_535] {
-            let entry = LogEntry(operation: .debit, amount: Fen(1_250), balanceAfter: Fen(8_750), counter: counter, terminalSequence: 0xBEEF)
+            let entry = LogEntry(operation: .debit, amount: Fen(1_250), balanceAfter: Fen(8_750), counter: counter, terminal: TerminalTag(terminalID: 0x01BE, sequence: 0x77EF))
             let number = LogEntry.block(forCounter: counter)
             #expect(number == LogEntry.blocks[Int(counter) % 6])
             let block = entry.encode(uid: uid, macKey: macKey)
@@ -51,7 +51,7 @@ import Testing
     }
 
     @Test func logEntryHoldsItsLargestAmountExactly() {
-        let entry = LogEntry(operation: .load, amount: LogEntry.maximumAmount, balanceAfter: Fen.cardMaximum, counter: 7, terminalSequence: 1)
+        let entry = LogEntry(operation: .load, amount: LogEntry.maximumAmount, balanceAfter: Fen.cardMaximum, counter: 7, terminal: TerminalTag(terminalID: 1, sequence: 1))
         #expect(LogEntry.maximumAmount.yuan == "167772.15")
         #expect(LogEntry(block: entry.encode(uid: uid, macKey: macKey), number: 17, uid: uid, macKey: macKey) == entry)
     }
@@ -69,10 +69,12 @@ import Testing
                 #expect(try PurseRecord(block: block) == record)
             }
         }
-        // Today's debits saturate at 655.35 yuan rather than wrap.
-        let over = PurseRecord(counter: 1, status: .normal, lastOperation: .debit, lastDay: CardDay(rawValue: 1), debitedToday: Fen(70_000),
+        // Today's debits saturate at 655.34 yuan rather than wrap; FF FF is written only for "unknown" (a rebuilt record).
+        var over = PurseRecord(counter: 1, status: .normal, lastOperation: .debit, lastDay: CardDay(rawValue: 1), debitedToday: Fen(70_000),
                                expires: CardDay(rawValue: 2), terminalID: 1, terminalSequence: 1)
-        #expect(try PurseRecord(block: over.encode(uid: uid, balance: .zero, macKey: macKey)).debitedToday == Fen(65_535))
+        #expect(try PurseRecord(block: over.encode(uid: uid, balance: .zero, macKey: macKey)).debitedToday == PurseRecord.saturatedDebitedToday)
+        over.debitedToday = PurseRecord.unknownDebitedToday
+        #expect(try PurseRecord(block: over.encode(uid: uid, balance: .zero, macKey: macKey)).debitedToday == PurseRecord.unknownDebitedToday)
     }
 
     @Test func purseRecordRefusesUndefinedCodesEvenUnderAValidMAC() {
@@ -136,7 +138,7 @@ import Testing
 
     @Test func waterRecordVouchesForExactlyOneBalance() {
         let settlement = WaterSettlement(cap: WaterSettlement.defaultCap, balanceAfterRefill: Fen(1_000), reference: 42, day: CardDay(rawValue: 9_900))
-        let record = WaterRecord(counter: 300, settlement: settlement, terminalSequence: 0x1234)
+        let record = WaterRecord(counter: 300, settlement: settlement, terminal: TerminalTag(terminalID: 0x0712, sequence: 0x0534))
         let block = record.encode(uid: uid, balance: Fen(995), macKey: macKey)
         #expect(Array(block[0..<12]) == [0x01, 0x2C, 0x03, 0xE8, 0x03, 0xE8, 0x00, 0x00, 0x00, 0x2A, 0x12, 0x34])
         #expect(WaterRecord.vouches(block, for: 995, uid: uid, macKey: macKey))

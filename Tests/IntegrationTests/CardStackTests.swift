@@ -175,9 +175,10 @@ import TestSupport
         }
     }
 
-    /// A POS debit torn at its log write (after the commit), the card then loaded at the office, and tapped again at
-    /// the POS: cardctl says the interrupted debit was done, decided from the office's log entry (balance chain).
-    @Test func aTornDebitIsDecidedAtTheNextTapThroughPcscd() throws {
+    /// Tears through the real stack. A POS debit torn at its log write, after the acknowledged commit: cardctl says at
+    /// once that it was committed. A POS debit whose commit lands but whose answer is lost: cardctl cannot know and
+    /// says so; the POS's next tap of the card decides it "done" (the record names this POS).
+    @Test func tornDebitsAreDecidedThroughPcscd() throws {
         let work = NSTemporaryDirectory() + "torn-campus-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: work) }
@@ -191,16 +192,25 @@ import TestSupport
         let pos = ["--keystore", work + "/pos.json", "--journal", work + "/pos.jsonl", "--terminal-id", "21"]
         #expect(try cardctl(["card", "issue", "--serial", "7", "--account", "8", "--type", "staff"] + office).status == 0)
         #expect(try cardctl(["card", "load", "50"] + office).status == 0)
+        func reinsert() throws {
+            #expect(try emulator.ctl("insert").status == 0)
+            try EmulatorProcess.waitForPcscd(reader: emulator.readerName, present: true)
+        }
         // Probe, then the debit's 12 APDUs: the 13th writes the log entry; the block is left old (not written).
         #expect(try emulator.ctl("tear-during", "13", "--effect", "old").status == 0)
-        let torn = try cardctl(["card", "debit", "3"] + pos)
-        #expect(torn.status == 3, "card removed: \(torn.stderr)")
-        #expect(try emulator.ctl("insert").status == 0)
-        try EmulatorProcess.waitForPcscd(reader: emulator.readerName, present: true)
-        #expect(try cardctl(["card", "load", "10"] + office).stdout.contains("57.00"), "the torn debit was committed")
+        let afterCommit = try cardctl(["card", "debit", "3"] + pos)
+        #expect(afterCommit.status == 3, "card removed: \(afterCommit.stderr)")
+        #expect(afterCommit.stderr.contains("purse-debit of 3.00 yuan (terminal sequence 1) was committed before the card left: done, 47.00 yuan"), "\(afterCommit.stderr)")
+        try reinsert()
+        #expect(try cardctl(["card", "load", "10"] + office).stdout.contains("57.00"))
+        // The 9th APDU is the record write (the commit): it lands, its answer is lost.
+        #expect(try emulator.ctl("tear-during", "9", "--effect", "executed").status == 0)
+        let unacknowledged = try cardctl(["card", "debit", "2"] + pos)
+        #expect(unacknowledged.status == 3 && unacknowledged.stderr.contains("(terminal sequence 2) was interrupted: present the card again"), "\(unacknowledged.stderr)")
+        try reinsert()
         let next = try cardctl(["card", "debit", "1"] + pos)
-        #expect(next.status == 0 && next.stdout.contains("56.00"), "\(next.stdout)\(next.stderr)")
-        #expect(next.stderr.contains("interrupted purse-debit of 3.00 yuan (terminal sequence 1): done, the card shows 47.00 yuan"), "\(next.stderr)")
+        #expect(next.status == 0 && next.stdout.contains("54.00"), "\(next.stdout)\(next.stderr)")
+        #expect(next.stderr.contains("interrupted purse-debit of 2.00 yuan (terminal sequence 2): done, the card shows 55.00 yuan"), "\(next.stderr)")
     }
 
     @Test func cardShowReportsATamperedPurse() throws {

@@ -10,14 +10,15 @@ public struct LogEntry: Hashable, Sendable {
     public var amount: Fen
     public var balanceAfter: Fen
     public var counter: UInt16
-    public var terminalSequence: UInt16
+    /// Who wrote it: `TerminalTag` (terminal id low byte, terminal sequence low byte).
+    public var terminal: TerminalTag
 
-    public init(operation: PurseRecord.Operation, amount: Fen, balanceAfter: Fen, counter: UInt16, terminalSequence: UInt16) {
+    public init(operation: PurseRecord.Operation, amount: Fen, balanceAfter: Fen, counter: UInt16, terminal: TerminalTag) {
         self.operation = operation
         self.amount = amount
         self.balanceAfter = balanceAfter
         self.counter = counter
-        self.terminalSequence = terminalSequence
+        self.terminal = terminal
     }
 
     /// The largest amount an entry records (24 bits: 167,772.15 yuan). An operation must refuse a larger amount
@@ -46,13 +47,13 @@ public struct LogEntry: Hashable, Sendable {
 
     public static func block(forCounter counter: UInt16) -> Int { blocks[Int(counter) % blocks.count] }
 
-    /// 16 bytes: operation u8 | amount u24 | balance after i32 | counter u16 | terminal sequence (low 16 bits) u16 |
+    /// 16 bytes: operation u8 | amount u24 | balance after i32 | counter u16 | terminal id low byte | sequence low byte |
     /// MAC ×4 over UID, block number and bytes 0–11. Traps on an amount outside 0...`maximumAmount` (it would be
     /// recorded wrongly under a valid MAC).
     public func encode(uid: [UInt8], macKey: SymmetricKey) -> [UInt8] {
         precondition((0...Self.maximumAmount.rawValue).contains(amount.rawValue), "a log entry records 0...\(Self.maximumAmount.yuan) yuan; refuse larger amounts before writing the card")
         let body = [operation.rawValue] + Field.put24(UInt32(amount.rawValue)) + Field.put32(UInt32(bitPattern: Int32(balanceAfter.rawValue)))
-            + Field.put16(counter) + Field.put16(terminalSequence)
+            + Field.put16(counter) + [terminal.terminalIDByte, terminal.sequenceByte]
         return body + CardMAC.compute(key: macKey, uid: uid, block: Self.block(forCounter: counter), record: body)
     }
 
@@ -64,7 +65,29 @@ public struct LogEntry: Hashable, Sendable {
         else { return nil }
         self.init(operation: operation, amount: Fen(Int(Field.u24(block, 1))),
                   balanceAfter: Fen(Int(Int32(bitPattern: Field.u32(block, 4)))), counter: Field.u16(block, 8),
-                  terminalSequence: Field.u16(block, 10))
+                  terminal: TerminalTag(terminalIDByte: block[10], sequenceByte: block[11]))
         guard Self.block(forCounter: counter) == number else { return nil }
     }
+}
+
+/// Who wrote a log entry or a water record, in two bytes: the terminal id's low byte and the terminal sequence's low
+/// byte. Two terminals collide only when both bytes match (ids 256 apart and sequences 256 apart); fresh journals that
+/// all start at sequence 1 still differ by terminal id.
+public struct TerminalTag: Hashable, Sendable, CustomStringConvertible {
+    public var terminalIDByte: UInt8
+    public var sequenceByte: UInt8
+
+    public init(terminalIDByte: UInt8, sequenceByte: UInt8) {
+        self.terminalIDByte = terminalIDByte
+        self.sequenceByte = sequenceByte
+    }
+
+    public init(terminalID: UInt32, sequence: UInt32) {
+        self.init(terminalIDByte: UInt8(truncatingIfNeeded: terminalID), sequenceByte: UInt8(truncatingIfNeeded: sequence))
+    }
+
+    /// No terminal: issue, a rebuilt record, a status change at the card office.
+    public static let none = TerminalTag(terminalIDByte: 0, sequenceByte: 0)
+
+    public var description: String { "terminal ..\(String(format: "%02X", terminalIDByte)) seq ..\(String(format: "%02X", sequenceByte))" }
 }

@@ -132,6 +132,8 @@ public struct PurseRecord: Hashable, Sendable {
     public var debitedToday: Fen
     /// Today's total after a rebuilt record: unknown, so every debit that day needs the PIN.
     public static let unknownDebitedToday = Fen(Int(UInt16.max))
+    /// The most today's total records (655.34 yuan): a total that reached it is at least that, so it too asks for the PIN.
+    public static let saturatedDebitedToday = Fen(Int(UInt16.max) - 1)
     /// A copy of the identity's expiry, so a debit refuses an expired card without reading sector 1.
     public var expires: CardDay
     public var terminalID: UInt16
@@ -154,7 +156,9 @@ public struct PurseRecord: Hashable, Sendable {
     /// 16 bytes: counter u16 | status << 4 | operation u8 | last day u16 | today's debits u16 | expiry u16 |
     /// terminal id u16 | terminal sequence u8 | MAC ×4 (vouching for `balance`, the primary value it commits).
     public func encode(uid: [UInt8], balance: Fen, macKey: SymmetricKey) -> [UInt8] {
-        let today = UInt16(clamping: max(0, debitedToday.rawValue))
+        // Saturates one below the "unknown" marker, which only `unknownDebitedToday` itself writes.
+        let today = debitedToday == Self.unknownDebitedToday ? UInt16.max
+            : UInt16(clamping: min(max(0, debitedToday.rawValue), Self.saturatedDebitedToday.rawValue))
         let body = Field.put16(counter) + [status.rawValue << 4 | lastOperation.rawValue] + Field.put16(lastDay.rawValue)
             + Field.put16(today) + Field.put16(expires.rawValue) + Field.put16(terminalID) + [terminalSequence]
         return body + CardMAC.compute(key: macKey, uid: uid, block: Self.block, record: body, value: Int32(balance.rawValue))

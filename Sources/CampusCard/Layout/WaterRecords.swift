@@ -49,23 +49,24 @@ public struct WaterRecord: Hashable, Sendable {
     public var cap: Fen
     public var balanceAfterRefill: Fen
     public var reference: UInt32
-    public var terminalSequence: UInt16
+    /// Who wrote it (`TerminalTag`); `.none` as issued or rebuilt.
+    public var terminal: TerminalTag
 
-    public init(counter: UInt16, settlement: WaterSettlement, terminalSequence: UInt16) {
+    public init(counter: UInt16, settlement: WaterSettlement, terminal: TerminalTag) {
         self.counter = counter
         cap = settlement.cap
         balanceAfterRefill = settlement.balanceAfterRefill
         reference = settlement.reference
-        self.terminalSequence = terminalSequence
+        self.terminal = terminal
     }
 
     /// 16 bytes: unit counter u16 | cap u16 | balance after the last refill u16 | settlement reference u32 |
-    /// terminal sequence u16 | MAC ×4 over UID, block number, bytes 0–11 and `balance` (the primary it commits).
+    /// terminal id low byte | sequence low byte | MAC ×4 over UID, block number, bytes 0–11 and `balance` (the primary it commits).
     public func encode(uid: [UInt8], balance: Fen, macKey: SymmetricKey) -> [UInt8] {
         precondition(cap <= WaterSettlement.maximumCap && cap >= .zero, "the water cap is 0...\(WaterSettlement.maximumCap.yuan) yuan")
         precondition(balanceAfterRefill >= .zero && balanceAfterRefill <= cap, "the balance after a refill is 0...cap")
         let body = Field.put16(counter) + Field.put16(UInt16(cap.rawValue)) + Field.put16(UInt16(balanceAfterRefill.rawValue))
-            + Field.put32(reference) + Field.put16(terminalSequence)
+            + Field.put32(reference) + [terminal.terminalIDByte, terminal.sequenceByte]
         return body + CardMAC.compute(key: macKey, uid: uid, block: Self.block, record: body, value: Int32(balance.rawValue))
     }
 
@@ -80,6 +81,6 @@ public struct WaterRecord: Hashable, Sendable {
         cap = Fen(Int(Field.u16(block, 2)))
         balanceAfterRefill = Fen(Int(Field.u16(block, 4)))
         reference = Field.u32(block, 6)
-        terminalSequence = Field.u16(block, 10)
+        terminal = TerminalTag(terminalIDByte: block[10], sequenceByte: block[11])
     }
 }

@@ -70,12 +70,13 @@ public final class FileTerminalJournal: TerminalJournal, @unchecked Sendable {
         }
     }
 
-    /// Intents not yet completed, for every card, oldest first.
-    public func openIntents() throws -> [TransactionIntent] {
+    /// Every intent with its outcome (`nil` while open), for every card, oldest first.
+    public func entries() throws -> [(intent: TransactionIntent, outcome: TransactionOutcome?)] {
         try lock.withLock {
             let all = try lines()
-            let decided = Set(all.compactMap { $0.outcome != nil ? $0.sequence : nil })
-            return all.compactMap(\.intent).filter { !decided.contains($0.terminalSequence) }
+            var outcomes: [UInt32: TransactionOutcome] = [:]
+            for line in all { if let sequence = line.sequence, let outcome = line.outcome { outcomes[sequence] = outcome } }
+            return all.compactMap(\.intent).map { ($0, outcomes[$0.terminalSequence]) }
         }
     }
 

@@ -28,7 +28,7 @@ extension CampusCardOperations {
                                  expires: identity.expires, terminalID: 0, terminalSequence: 0)
         let zero = [UInt8](repeating: 0, count: 16)
         let water = WaterSettlement(cap: WaterSettlement.defaultCap, balanceAfterRefill: .zero, reference: 0, day: CardDay(now))
-        let waterRecord = WaterRecord(counter: 0, settlement: water, terminalSequence: 0)
+        let waterRecord = WaterRecord(counter: 0, settlement: water, terminal: .none)
         let valueSectorBits = AccessBits(groups: [.transportData, .valueBlock, .valueBlock, AccessCondition(code: 0b011)!])
         let plan: [(sector: Int, blocks: [(Int, [UInt8])], bits: AccessBits)] = [
             (0, [(1, Array(mad[0..<16])), (2, Array(mad[16..<32]))], MAD.accessBits),
@@ -86,6 +86,9 @@ extension CampusCardOperations {
     /// Loads money onto the purse (account top-up 圈存 or subsidy 补助) with key B.
     @discardableResult
     public func load(_ amount: Fen, terminal: Terminal, kind: TransactionIntent.Kind = .purseLoad) throws -> PurseState {
+        guard kind == .purseLoad || kind == .purseSubsidy else {
+            throw CardOperationError(.overLimit, "a purse load is a load or a subsidy, not \(kind.rawValue)")
+        }
         try Self.checkLoggable(amount, "load")
         let identity = try readIdentity()
         try checkValidity(identity)
@@ -117,10 +120,11 @@ extension CampusCardOperations {
         try authenticate(sector: Self.purseSector, role: .loader, uid: state.uid, version: version)
         try session.increment(block: Self.primary, by: Int32(amount.rawValue))
         try session.write(block: Self.record, committed.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
-        try updateBackup(byAdding: amount)
-        try writeLog(LogEntry(operation: committed.lastOperation, amount: amount, balanceAfter: after, counter: counter,
-                              terminalSequence: UInt16(truncatingIfNeeded: sequence)), uid: state.uid, macKey: macKey)
-        try terminal.journal.complete(terminalSequence: sequence, outcome: .done(balanceAfter: after.rawValue, counterAfter: counter))
+        try afterCommit(intent, outcome: .done(balanceAfter: after.rawValue, counterAfter: counter), journal: terminal.journal) {
+            try updateBackup(byAdding: amount)
+            try writeLog(LogEntry(operation: committed.lastOperation, amount: amount, balanceAfter: after, counter: counter,
+                                  terminal: intent.terminalTag), uid: state.uid, macKey: macKey)
+        }
         return PurseState(uid: state.uid, balance: after, record: committed, resolution: state.resolution, macVersion: state.macVersion)
     }
 }

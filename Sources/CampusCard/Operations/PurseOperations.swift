@@ -116,7 +116,7 @@ public struct CampusCardOperations {
         // for the rest of the day (else tearing a debit at its record write would reset the limit).
         let rebuilt = PurseRecord(counter: entry.counter, status: identity?.status ?? .frozen, lastOperation: .repair, lastDay: CardDay(now),
                                   debitedToday: PurseRecord.unknownDebitedToday, expires: identity?.expires ?? CardDay(now), terminalID: 0,
-                                  terminalSequence: UInt8(truncatingIfNeeded: entry.terminalSequence))
+                                  terminalSequence: 0)
         let macKey = try keystore.macKey(uid: uid, version: macVersion)
         try session.write(block: Self.record, rebuilt.encode(uid: uid, balance: entry.balanceAfter, macKey: macKey))
         return PurseState(uid: uid, balance: entry.balanceAfter, record: rebuilt, resolution: .recordRebuilt, macVersion: macVersion)
@@ -182,6 +182,9 @@ public struct CampusCardOperations {
             guard alreadyToday != PurseRecord.unknownDebitedToday else {
                 throw CardOperationError(.overLimit, "today's debits on this card are unknown (its record was rebuilt after a torn write): ask for the PIN; tomorrow the limit applies again")
             }
+            guard alreadyToday < PurseRecord.saturatedDebitedToday else {
+                throw CardOperationError(.overLimit, "today's debits on this card reached \(PurseRecord.saturatedDebitedToday.yuan) yuan, the most it records: ask for the PIN")
+            }
             guard Fen(alreadyToday.rawValue + amount.rawValue) <= terminal.dailyLimit else {
                 throw CardOperationError(.overLimit, "today's debits would reach \(Fen(alreadyToday.rawValue + amount.rawValue).yuan) yuan, over the \(terminal.dailyLimit.yuan) yuan daily limit: ask for the PIN")
             }
@@ -198,18 +201,33 @@ public struct CampusCardOperations {
         let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
         let committed = PurseRecord(counter: counter, status: record.status, lastOperation: .debit, lastDay: today,
                                     debitedToday: alreadyToday == PurseRecord.unknownDebitedToday ? alreadyToday
-                                        : Fen(min(alreadyToday.rawValue + amount.rawValue, PurseRecord.unknownDebitedToday.rawValue - 1)),
+                                        : Fen(min(alreadyToday.rawValue + amount.rawValue, PurseRecord.saturatedDebitedToday.rawValue)),
                                     expires: record.expires,
                                     terminalID: terminal.id, terminalSequence: UInt8(truncatingIfNeeded: sequence))
         // Deciding an earlier intent may have read the log sectors: back to the purse (free when still authenticated).
         try authenticate(sector: Self.purseSector, role: .terminal, uid: state.uid, version: keystore.currentVersion)
         try session.decrement(block: Self.primary, by: Int32(amount.rawValue))
         try session.write(block: Self.record, committed.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
-        try updateBackup(byAdding: Fen(-amount.rawValue))
-        try writeLog(LogEntry(operation: .debit, amount: amount, balanceAfter: after, counter: counter,
-                              terminalSequence: UInt16(truncatingIfNeeded: sequence)), uid: state.uid, macKey: macKey)
-        try terminal.journal.complete(terminalSequence: sequence, outcome: .done(balanceAfter: after.rawValue, counterAfter: counter))
+        try afterCommit(intent, outcome: .done(balanceAfter: after.rawValue, counterAfter: counter), journal: terminal.journal) {
+            try updateBackup(byAdding: Fen(-amount.rawValue))
+            try writeLog(LogEntry(operation: .debit, amount: amount, balanceAfter: after, counter: counter, terminal: intent.terminalTag),
+                         uid: state.uid, macKey: macKey)
+        }
         return PurseState(uid: state.uid, balance: after, record: committed, resolution: state.resolution, macVersion: state.macVersion)
+    }
+
+    /// Runs the steps after an acknowledged commit (backup copy, log entry, settlement data). The card carries the
+    /// operation once the record write answered `90 00`, so if a later step fails (the card left) the terminal
+    /// completes the intent as done itself before the error propagates; the next tap repairs the backup.
+    func afterCommit(_ intent: TransactionIntent, outcome: TransactionOutcome, journal: any TerminalJournal,
+                     _ steps: () throws -> Void) throws {
+        do {
+            try steps()
+        } catch {
+            try? journal.complete(terminalSequence: intent.terminalSequence, outcome: outcome)
+            throw error
+        }
+        try journal.complete(terminalSequence: intent.terminalSequence, outcome: outcome)
     }
 
     /// Refuses, before anything is written, an amount the log entry cannot record (more than 24 bits of fen).
@@ -238,13 +256,17 @@ public struct CampusCardOperations {
         }
     }
 
-    /// The tearing protocol's decision for one purse intent. The operation took counter before + 1 if it is done.
+    /// The tearing protocol's decision for one purse intent still open, i.e. interrupted at or before its commit (the
+    /// record write): an acknowledged commit was completed by the terminal itself (`afterCommit`). If it is done,
+    /// the operation took counter before + 1 and wrote no log entry.
     /// - The record still shows counter before: not done.
-    /// - The record shows before + 1 (written by an operation, not rebuilt): done iff it names this terminal and
-    ///   sequence and the balance is this intent's balance after.
-    /// - The card moved on (or the record was rebuilt from the log): the log entry for before + 1 decides if present;
-    ///   if its write was torn, the entry for before + 2 tells the balance before it, which is this intent's balance
-    ///   after (done) or before (not done). Otherwise the card no longer shows it: undetermined.
+    /// - The record shows before + 1 (written by an operation, not rebuilt): done iff it names this terminal id and
+    ///   sequence and shows this intent's balance after; else another operation took the counter: not done.
+    /// - The card moved on: a log entry for before + 1 was written by another operation's terminal after its commit,
+    ///   so it is this intent's only if it carries this intent's terminal tag, operation, amount and balance (then
+    ///   done), else not done. Without that entry (its write torn, or rotated out of the ring), the entry for before + 2
+    ///   tells the balance after before + 1: this intent's balance before means before + 1 moved nothing (not done);
+    ///   anything else cannot tell this intent from another operation of the same amount: undetermined.
     static func outcome(of intent: TransactionIntent, record: PurseRecord, balance: Fen,
                         log: () throws -> [UInt16: LogEntry]) throws -> TransactionOutcome {
         let committed = intent.counterBefore &+ 1
@@ -259,15 +281,12 @@ public struct CampusCardOperations {
         guard record.counter &- committed < 0x8000 else { return .undetermined }  // the counter went back: a replayed card
         let entries = try log()
         if let entry = entries[committed] {
-            let ours = entry.terminalSequence == UInt16(truncatingIfNeeded: intent.terminalSequence)
-                && entry.operation == LogEntry.operation(for: intent.kind) && entry.amount.rawValue == intent.amount
-                && entry.balanceAfter.rawValue == intent.balanceAfter
+            let ours = entry.terminal == intent.terminalTag && entry.operation == LogEntry.operation(for: intent.kind)
+                && entry.amount.rawValue == intent.amount && entry.balanceAfter.rawValue == intent.balanceAfter
             return ours ? done : .notDone
         }
-        if let next = entries[committed &+ 1], let change = next.balanceChange {
-            let balanceBeforeNext = next.balanceAfter.rawValue - change
-            if balanceBeforeNext == intent.balanceAfter { return done }
-            if balanceBeforeNext == intent.balanceBefore { return .notDone }
+        if let next = entries[committed &+ 1], let change = next.balanceChange, next.balanceAfter.rawValue - change == intent.balanceBefore {
+            return .notDone
         }
         return .undetermined
     }

@@ -28,6 +28,9 @@ extension CampusCardOperations {
         record.status = status
         record.counter = record.counter &+ 1
         record.lastOperation = .statusChange
+        // Not a terminal's transaction: no terminal id or sequence that an interrupted terminal could take for its own.
+        record.terminalID = 0
+        record.terminalSequence = 0
         identity.status = status
         identity.statusChanged = CardDay(now)
         let writeRecord = {
@@ -46,10 +49,10 @@ extension CampusCardOperations {
             try writeRecord()
             try writeIdentity()
         }
-        // Every counter value gets a log entry, so a torn record is never rebuilt with a counter already used, and an
-        // interrupted terminal can follow the balance chain across this change (tearing rule 5).
+        // Every operation that moves the counter logs it, so a status change leaves no gap in the log for a rebuild or
+        // an interrupted terminal's decision to trip over (a torn log write still can: docs/card-layout.md rule 5).
         try writeLog(LogEntry(operation: .statusChange, amount: .zero, balanceAfter: state.balance, counter: record.counter,
-                              terminalSequence: 0), uid: state.uid, macKey: macKey)
+                              terminal: .none), uid: state.uid, macKey: macKey)
         return PurseState(uid: state.uid, balance: state.balance, record: record, resolution: state.resolution, macVersion: state.macVersion)
     }
 }

@@ -30,10 +30,16 @@ public struct TransactionIntent: Sendable, Hashable, Codable {
     /// Water settlements only: the consumption in fen since the last refill, charged to the holder's account
     /// (after the commit the card no longer shows it).
     public var consumption: Int?
+    /// Water intents only: the settlement reference the water record carried when read (the last settlement), and
+    /// for a settlement the new reference it writes (unique per settlement attempt). They decide a water intent when
+    /// the counter cannot (the water record is rebuilt with counter 0).
+    public var referenceBefore: UInt32?
+    public var settlementReference: UInt32?
     public var createdAt: Date
 
     public init(terminalID: UInt32, terminalSequence: UInt32, kind: Kind, cardUID: String, cardSerial: UInt32?,
-                amount: Int, balanceBefore: Int, counterBefore: UInt16, consumption: Int? = nil, createdAt: Date = Date()) {
+                amount: Int, balanceBefore: Int, counterBefore: UInt16, consumption: Int? = nil, referenceBefore: UInt32? = nil,
+                settlementReference: UInt32? = nil, createdAt: Date = Date()) {
         self.terminalID = terminalID
         self.terminalSequence = terminalSequence
         self.kind = kind
@@ -43,6 +49,8 @@ public struct TransactionIntent: Sendable, Hashable, Codable {
         self.balanceBefore = balanceBefore
         self.counterBefore = counterBefore
         self.consumption = consumption
+        self.referenceBefore = referenceBefore
+        self.settlementReference = settlementReference
         self.createdAt = createdAt
     }
 
@@ -53,6 +61,9 @@ public struct TransactionIntent: Sendable, Hashable, Codable {
         case .purseLoad, .purseSubsidy, .waterSettle: balanceBefore + amount
         }
     }
+
+    /// How the card's log entry or water record names this intent's writer.
+    public var terminalTag: TerminalTag { TerminalTag(terminalID: terminalID, sequence: terminalSequence) }
 
     /// Whether the intent moves the main purse (else the water wallet).
     public var isPurse: Bool { kind == .purseDebit || kind == .purseLoad || kind == .purseSubsidy }

@@ -55,7 +55,7 @@ extension CampusCardOperations {
             }
             try authenticate(sector: ValueSector.water.sector, role: .terminal, uid: uid, version: version)
             try repairCopy(from: ValueSector.water.backup, to: ValueSector.water.primary)
-            let rebuilt = WaterRecord(counter: 0, settlement: settlement, terminalSequence: 0)
+            let rebuilt = WaterRecord(counter: 0, settlement: settlement, terminal: .none)
             try session.write(block: WaterRecord.block, rebuilt.encode(uid: uid, balance: Fen(Int(backup)), macKey: macKey))
             return WaterState(uid: uid, balance: Fen(Int(backup)), record: rebuilt, resolution: .recordRebuilt, macVersion: macVersion)
         }
@@ -79,15 +79,16 @@ extension CampusCardOperations {
             throw CardOperationError(.insufficientFunds, "the water wallet holds \(state.balance.yuan) yuan, less than \(amount.yuan): refill it at a settlement station")
         }
         let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
-        let sequence = try record(.waterDebit, amount: amount, state: state, terminal: terminal, serial: nil, consumption: nil)
+        let intent = try record(.waterDebit, amount: amount, state: state, terminal: terminal, serial: nil, consumption: nil, reference: nil)
         var record = state.record
         record.counter = record.counter &+ 1
-        record.terminalSequence = UInt16(truncatingIfNeeded: sequence)
+        record.terminal = intent.terminalTag
         let after = Fen(state.balance.rawValue - amount.rawValue)
         try session.decrement(block: ValueSector.water.primary, by: Int32(amount.rawValue))
         try session.write(block: WaterRecord.block, record.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
-        try updateBackup(.water, byAdding: Fen(-amount.rawValue))
-        try terminal.journal.complete(terminalSequence: sequence, outcome: .done(balanceAfter: after.rawValue, counterAfter: record.counter))
+        try afterCommit(intent, outcome: .done(balanceAfter: after.rawValue, counterAfter: record.counter), journal: terminal.journal) {
+            try updateBackup(.water, byAdding: Fen(-amount.rawValue))
+        }
         return WaterState(uid: state.uid, balance: after, record: record, resolution: state.resolution, macVersion: state.macVersion)
     }
 
@@ -107,34 +108,39 @@ extension CampusCardOperations {
         let room = Fen(max(0, state.record.cap.rawValue - state.balance.rawValue))
         let refill = min(room, maximumRefill ?? room)
         let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
-        let sequence = try record(.waterSettle, amount: refill, state: state, terminal: terminal, serial: identity.serial,
-                                  consumption: consumption.rawValue)
+        guard reference != state.record.reference else {
+            throw CardOperationError(.overLimit, "settlement reference \(reference) is the card's last one: every settlement needs a new reference")
+        }
+        let intent = try record(.waterSettle, amount: refill, state: state, terminal: terminal, serial: identity.serial,
+                                consumption: consumption.rawValue, reference: reference)
         let after = Fen(state.balance.rawValue + refill.rawValue)
         let settlement = WaterSettlement(cap: state.record.cap, balanceAfterRefill: after, reference: reference, day: CardDay(now))
-        let record = WaterRecord(counter: state.record.counter &+ 1, settlement: settlement, terminalSequence: UInt16(truncatingIfNeeded: sequence))
+        let record = WaterRecord(counter: state.record.counter &+ 1, settlement: settlement, terminal: intent.terminalTag)
         try authenticate(sector: ValueSector.water.sector, role: .loader, uid: state.uid, version: keystore.currentVersion)
         if refill > .zero { try session.increment(block: ValueSector.water.primary, by: Int32(refill.rawValue)) }
         try session.write(block: WaterRecord.block, record.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
-        if refill > .zero { try updateBackup(.water, byAdding: refill) }
-        // The rebuild source lags the record: written after the commit.
-        try authenticate(sector: 1, role: .loader, uid: state.uid, version: keystore.currentVersion)
-        try session.write(block: WaterSettlement.block, settlement.encode(uid: state.uid, macKey: macKey))
-        try terminal.journal.complete(terminalSequence: sequence, outcome: .done(balanceAfter: after.rawValue, counterAfter: record.counter))
+        try afterCommit(intent, outcome: .done(balanceAfter: after.rawValue, counterAfter: record.counter), journal: terminal.journal) {
+            if refill > .zero { try updateBackup(.water, byAdding: refill) }
+            // The rebuild source lags the record: written after the commit.
+            try authenticate(sector: 1, role: .loader, uid: state.uid, version: keystore.currentVersion)
+            try session.write(block: WaterSettlement.block, settlement.encode(uid: state.uid, macKey: macKey))
+        }
         return WaterSettlementResult(consumption: consumption, refill: refill, state: WaterState(uid: state.uid, balance: after, record: record, resolution: state.resolution, macVersion: state.macVersion))
     }
 
     /// Records a water intent in the terminal's journal before the first write.
     private func record(_ kind: TransactionIntent.Kind, amount: Fen, state: WaterState, terminal: Terminal, serial: UInt32?,
-                        consumption: Int?) throws -> UInt32 {
+                        consumption: Int?, reference: UInt32?) throws -> TransactionIntent {
         let sequence = try terminal.journal.nextSequence()
         let intent = TransactionIntent(terminalID: UInt32(terminal.id), terminalSequence: sequence, kind: kind,
                                        cardUID: state.uid.map { String(format: "%02X", $0) }.joined(), cardSerial: serial,
                                        amount: amount.rawValue, balanceBefore: state.balance.rawValue, counterBefore: state.record.counter,
-                                       consumption: consumption, createdAt: now)
+                                       consumption: consumption, referenceBefore: state.record.reference,
+                                       settlementReference: reference, createdAt: now)
         do { try terminal.journal.record(intent) } catch {
             throw CardOperationError(.journal, "cannot record the transaction before writing the card (\(error)); nothing was written")
         }
-        return sequence
+        return intent
     }
 
     /// Decides this terminal's open water intents from the water record (there is no water log).
@@ -146,22 +152,25 @@ extension CampusCardOperations {
         }
     }
 
-    /// - A record as issued or rebuilt from block 6 (counter 0, sequence 0) carries no history: the balance decides
-    ///   (this intent's balance before: not done; after: done; anything else: undetermined).
-    /// - Counter before: not done. Counter before + 1: done iff the record carries this sequence and the balance after.
-    /// - The counter moved further (the card was used at other controllers since): undetermined. The wallet's money is
-    ///   settled by consumption at the next settlement either way; only the controller's own count is in doubt.
+    /// Decides one open water intent (interrupted at or before its commit; see `outcome(of:record:balance:log:)`).
+    /// The water record keeps no log, and a record rebuilt from block 6 restarts its counter at 0, so counters alone
+    /// prove little; the settlement reference and the balance do:
+    /// - settlement: the record carries this settlement's reference (written by this terminal, or rebuilt from block 6
+    ///   after it) → done; it still carries the reference read before → not done (references are never reused);
+    /// - unit debit, no settlement since (same reference): the balance is this intent's balance before → not done
+    ///   (without a refill the balance only falls, and this debit would have lowered it); the record at counter
+    ///   before + 1 names this terminal and shows the balance after → done;
+    /// - anything else → undetermined. The wallet's money is settled by consumption at the next settlement either way.
     static func waterOutcome(of intent: TransactionIntent, record: WaterRecord, balance: Fen) -> TransactionOutcome {
         let committed = intent.counterBefore &+ 1
         let done = TransactionOutcome.done(balanceAfter: intent.balanceAfter, counterAfter: committed)
-        if record.counter == 0 && record.terminalSequence == 0 {
-            return balance.rawValue == intent.balanceBefore ? .notDone : balance.rawValue == intent.balanceAfter ? done : .undetermined
+        if intent.kind == .waterSettle {
+            if record.reference == intent.settlementReference && (record.terminal == intent.terminalTag || record.terminal == .none) { return done }
+            return record.reference == intent.referenceBefore ? .notDone : .undetermined
         }
-        if record.counter == intent.counterBefore { return .notDone }
-        if record.counter == committed {
-            let ours = record.terminalSequence == UInt16(truncatingIfNeeded: intent.terminalSequence) && balance.rawValue == intent.balanceAfter
-            return ours ? done : .notDone
-        }
+        guard record.reference == intent.referenceBefore else { return .undetermined }
+        if balance.rawValue == intent.balanceBefore { return .notDone }
+        if record.counter == committed && record.terminal == intent.terminalTag && balance.rawValue == intent.balanceAfter { return done }
         return .undetermined
     }
 }
