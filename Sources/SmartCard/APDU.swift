@@ -55,15 +55,35 @@ public struct CommandAPDU: Hashable, Sendable, CustomStringConvertible {
         self.init(cla: header.0, ins: header.1, p1: header.2, p2: header.3, data: data, le: le)
     }
 
-    /// Whether the command's data is a key (PC/SC Part 3 LOAD KEYS, `FF 82`): never printed.
-    public var carriesKey: Bool { cla == 0xFF && ins == 0x82 }
-
-    /// Hex text, e.g. `FF B0 00 04 10`, safe for logs and traces: the data of a LOAD KEYS command is shown as `**`.
-    public var description: String {
-        guard carriesKey else { return Hex.encode(bytes, separator: " ") }
-        let header = Hex.encode(Array(bytes.prefix(data.isEmpty ? 4 : 5)), separator: " ")
-        return ([header] + data.map { _ in "**" } + (le.map { [Hex.encode([$0], separator: " ")] } ?? [])).joined(separator: " ")
+    /// The indices of `data` that hold key material, never printed: all of a PC/SC Part 3 LOAD KEYS (`FF 82`); key A
+    /// (bytes 0–5) and key B (10–15) of an UPDATE BINARY (`FF D6`) of a MIFARE Classic sector trailer (block 3 of
+    /// each 4-block sector below block 128, block 15 of each 16-block sector above).
+    public var keyDataIndices: [Int] {
+        guard cla == 0xFF else { return [] }
+        if ins == 0x82 { return Array(data.indices) }
+        let block = Int(p1) << 8 | Int(p2)
+        if ins == 0xD6, data.count == 16, block < 256, block < 128 ? block % 4 == 3 : block % 16 == 15 {
+            return Array(0..<6) + Array(10..<16)
+        }
+        return []
     }
+
+    /// Whether the command carries key material (`keyDataIndices` is not empty).
+    public var carriesKey: Bool { !keyDataIndices.isEmpty }
+
+    /// Hex text, e.g. `FF B0 00 04 10`, safe for logs and traces: key bytes (`keyDataIndices`) are shown as `**`.
+    public var description: String {
+        let masked = Set(keyDataIndices)
+        guard !masked.isEmpty else { return Hex.encode(bytes, separator: " ") }
+        let dataText = data.enumerated().map { masked.contains($0.offset) ? "**" : Hex.encode([$0.element], separator: " ") }
+        let header = Hex.encode([cla, ins, p1, p2, UInt8(data.count)], separator: " ")
+        return ([header] + dataText + (le.map { [Hex.encode([$0], separator: " ")] } ?? [])).joined(separator: " ")
+    }
+}
+
+extension CommandAPDU: CustomReflectable {
+    /// `dump()` and debuggers show the redacted description, never the key bytes.
+    public var customMirror: Mirror { Mirror(self, children: ["apdu": description], displayStyle: .struct) }
 }
 
 /// A response APDU: data then the status word.

@@ -35,10 +35,13 @@ struct ReadBlock: AsyncParsableCommand {
                 try session.authenticate(sector: session.size.sector(ofBlock: block), keyType: keyType, key: key)
                 return try session.read(block: block)
             }
+            // Key bytes of a trailer (key B where the access bits make it readable) are never printed, as in `dump`.
+            let trailer = CardSize.classic4K.isTrailer(block)
             if reader.json {
-                try printJSON(["block": "\(block)", "data": Hex.encode(data)])
+                let text = data.enumerated().map { trailer && ($0.offset < 6 || $0.offset >= 10) ? "••" : Hex.encode([$0.element]) }.joined()
+                try printJSON(["block": "\(block)", "data": text])
             } else {
-                print(hexLine(block: block, bytes: data))
+                print(hexLine(block: block, bytes: data, maskKeys: trailer))
             }
         }
     }

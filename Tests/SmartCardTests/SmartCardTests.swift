@@ -97,5 +97,21 @@ import Testing
         #expect("\(load)".contains("A0") == false && "\([load])".contains("A1") == false)
         let read = CommandAPDU(cla: 0xFF, ins: 0xB0, p1: 0x00, p2: 0x04, le: 0x10)
         #expect(!read.carriesKey && read.description == "FF B0 00 04 10")
+        var dumped = ""
+        dump(load, to: &dumped)
+        #expect(!dumped.contains("160") && !dumped.contains("A0") && dumped.contains("**"), "\(dumped)")
+    }
+
+    /// A sector trailer write carries key A and key B: both masked, the access bytes shown. Data blocks are not masked.
+    @Test func trailerWritesAreMasked() {
+        let trailer: [UInt8] = [0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0xFF, 0x07, 0x80, 0x69, 0xB0, 0xB1, 0xB2, 0xB3, 0xB4, 0xB5]
+        for block: UInt8 in [3, 11, 127, 143, 255] {
+            let write = CommandAPDU(cla: 0xFF, ins: 0xD6, p1: 0x00, p2: block, data: trailer)
+            #expect(write.carriesKey, "block \(block)")
+            #expect(write.description.hasSuffix("** ** ** ** ** ** FF 07 80 69 ** ** ** ** ** **"), "\(write)")
+        }
+        for block: UInt8 in [4, 128, 142] {
+            #expect(!CommandAPDU(cla: 0xFF, ins: 0xD6, p1: 0x00, p2: block, data: trailer).carriesKey, "block \(block)")
+        }
     }
 }
