@@ -54,7 +54,7 @@ struct Firmware {
         case 0x88 where apdu.count == 6:
             // Obsolete PC/SC 2.01 AUTHENTICATE: FF 88 00 BLK KT KN.
             return authenticate(block: Int(p2), keyCode: apdu[4], slot: Int(apdu[5]))
-        case 0xB0 where kind == .acr1252u && apdu.count == 5 && apdu[4] > 0x10 && apdu[4] % 0x10 == 0:
+        case 0xB0 where kind == .acr1252u && p1 == 0x00 && apdu.count == 5 && apdu[4] > 0x10 && apdu[4] % 0x10 == 0:
             return readMultiple(from: Int(p2), count: Int(apdu[4]) / 16)
         case 0xB0:
             guard p1 == 0x00, apdu.count == 5, apdu[4] == 0x10 || apdu[4] == 0x00 else { return failure(.wrongLength) }

@@ -16,6 +16,10 @@ public final class MifareSession {
     private var slots: [MifareKey?]
     private var nextSlot = 0
     private var authenticated: (sector: Int, keyType: KeyType)?
+    /// The key of the current authentication, to authenticate again after a refused multi-block read.
+    private var authenticatedKey: MifareKey?
+    /// Cleared when the reader refuses a multi-block read: this session then reads block by block.
+    private var multiBlockReads = true
 
     public init(channel: any CardChannel, profile: ReaderProfile, size: CardSize = .classic1K) {
         self.channel = channel
@@ -72,6 +76,7 @@ public final class MifareSession {
                               statusWord: response.statusWord)
         }
         authenticated = (sector, keyType)
+        authenticatedKey = key
     }
 
     /// Loads a key into a slot unless one holds it already; returns the slot.
@@ -113,11 +118,19 @@ public final class MifareSession {
     /// several blocks at once (ACR1252U: 3), else one APDU per block.
     public func read(blocks: [Int]) throws -> [[UInt8]] {
         let consecutive = zip(blocks, blocks.dropFirst()).allSatisfy { $1 == $0 + 1 }
-        guard let first = blocks.first, blocks.count > 1, blocks.count <= profile.blocksPerRead, consecutive,
+        guard multiBlockReads, let first = blocks.first, blocks.count > 1, blocks.count <= profile.blocksPerRead, consecutive,
               blocks.allSatisfy({ size.sector(ofBlock: $0) == size.sector(ofBlock: first) && !size.isTrailer($0) })
         else { return try blocks.map { try read(block: $0) } }
         try requireAuthenticated(block: first, for: "read")
         let response = try send(StorageCardCommand.read(block: first, count: blocks.count))
+        if !response.statusWord.isSuccess, let current = authenticated, let key = authenticatedKey {
+            // Multiple Blocks Mode is documented for the ACR1252U family but unproven on real units: if this reader
+            // refuses it, read block by block from now on, authenticating again in case the refusal dropped it.
+            multiBlockReads = false
+            authenticated = nil
+            try authenticate(sector: current.sector, keyType: current.keyType, key: key)
+            return try blocks.map { try read(block: $0) }
+        }
         try check(response, operation: "read", block: first)
         guard response.data.count == 16 * blocks.count else {
             throw MifareError(.unexpectedResponse,

@@ -26,7 +26,8 @@ public enum StorageCardCommand {
 
     /// READ BINARY of `count` consecutive data blocks from `block` (ACS Multiple Blocks Mode): `FF B0 00 BLK 16·count`.
     public static func read(block: Int, count: Int) -> CommandAPDU {
-        CommandAPDU(cla: 0xFF, ins: 0xB0, p1: 0x00, p2: UInt8(block), le: UInt8(16 * count))
+        precondition((1...15).contains(count), "one READ BINARY returns 1 to 15 blocks")
+        return CommandAPDU(cla: 0xFF, ins: 0xB0, p1: 0x00, p2: UInt8(block), le: UInt8(16 * count))
     }
 
     /// UPDATE BINARY of one 16-byte block: `FF D6 00 BLK 10 data`.

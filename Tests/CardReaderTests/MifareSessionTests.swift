@@ -38,6 +38,20 @@ import TestSupport
         #expect(try session.read(blocks: [6, 7]).count == 2 && session.apduCount - withTrailer == 2)
     }
 
+    /// A reader chosen as an ACR1252U that refuses Multiple Blocks Mode (here: ACR122U firmware, which reads 16 bytes
+    /// at most): the session falls back to one block per APDU, authenticating again, and stays there.
+    @Test func aRefusedMultiBlockReadFallsBackToSingleBlocks() throws {
+        let reader = EmulatedReader(kind: .acr122u, card: try EmulatedCard(image: SampleCards.sample1K()))
+        let session = MifareSession(channel: EmulatedChannel(reader: reader), profile: .acr1252u)
+        try session.authenticate(sector: 1, keyType: .a, key: SampleCards.sector1KeyA)
+        let before = session.apduCount
+        #expect(try session.read(blocks: [4, 5, 6])[0] == Array("Hello, campus!  ".utf8))
+        #expect(session.apduCount - before == 5, "the refused read, AUTHENTICATE (key still in its slot), 3 reads")
+        let again = session.apduCount
+        _ = try session.read(blocks: [4, 5, 6])
+        #expect(session.apduCount - again == 3)
+    }
+
     @Test(arguments: [ReaderKind.acr122u, .acr1252u, .omnikey5422])
     func nativeValueOperations(kind: ReaderKind) throws {
         let (session, reader) = try session(kind)
