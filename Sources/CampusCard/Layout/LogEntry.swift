@@ -89,5 +89,5 @@ public struct TerminalTag: Hashable, Sendable, CustomStringConvertible {
     /// No terminal: issue, a rebuilt record, a status change at the card office.
     public static let none = TerminalTag(terminalIDByte: 0, sequenceByte: 0)
 
-    public var description: String { "terminal ..\(String(format: "%02X", terminalIDByte)) seq ..\(String(format: "%02X", sequenceByte))" }
+    public var description: String { "terminal \(terminalIDByte), seq \(sequenceByte) (mod 256)" }
 }
