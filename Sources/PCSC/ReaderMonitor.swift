@@ -88,9 +88,10 @@ public struct ReaderMonitor: Sendable {
             do {
                 context = try await PCSCContext.establish(label: "onecard.pcsc.monitor")
                 _ = try await context.listReaders()  // the first real call tells whether pcscd answers
-            } catch let error as PCSCError where error.transportFailure == .serviceUnavailable {
-                if serviceUp { emit(.serviceLost) }
-                serviceUp = false
+            } catch let error as PCSCError {
+                // pcscd gone, or answering oddly while it starts: a monitor never gives up, it retries with backoff.
+                if serviceUp && error.transportFailure == .serviceUnavailable { emit(.serviceLost) }
+                if error.transportFailure == .serviceUnavailable { serviceUp = false }
                 try await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, maximumBackoff)
                 continue
@@ -100,11 +101,14 @@ public struct ReaderMonitor: Sendable {
             serviceUp = true
             do {
                 try await watch(context, known: &known, emit: emit)
-            } catch let error as PCSCError where error.transportFailure == .serviceUnavailable || error == .unknownReader {
-                // pcscd restarted (or a reader vanished mid-wait): start over with a new context.
+            } catch let error as PCSCError {
+                // pcscd restarted, a reader vanished mid-wait, or any other PC/SC failure: start over with a new
+                // context (after a pause, unless it was only a reader change).
                 if error.transportFailure == .serviceUnavailable {
                     emit(.serviceLost)
                     serviceUp = false
+                } else if error != .unknownReader {
+                    try await Task.sleep(for: backoff)
                 }
             }
             context.release()

@@ -134,7 +134,11 @@ import TestSupport
         try PCSCDaemon.ensureRunning()
         let events = EventLog()
         let task = Task {
-            for try await event in ReaderMonitor(initialBackoff: .milliseconds(50)).events() { events.append(event) }
+            do {
+                for try await event in ReaderMonitor(initialBackoff: .milliseconds(50)).events() { events.append(event) }
+            } catch {
+                events.ended(with: error)
+            }
         }
         defer { task.cancel() }
         try await events.wait { $0.contains(.readerAdded(Self.readerName)) }
@@ -151,14 +155,17 @@ import TestSupport
         try await events.wait { $0.filter { $0.kind == "card-inserted" && $0.reader == Self.readerName }.count >= 2 }
         card.stop()
         task.cancel()
-        _ = try? await task.value
+        _ = await task.value
     }
 }
 
 final class EventLog: @unchecked Sendable {
     private let lock = TestLock()
     private var list: [ReaderEvent] = []
+    private var endError: (any Error)?
     func append(_ event: ReaderEvent) { lock.run { list.append(event) } }
+    /// The monitor's stream ended with an error (it should not: a monitor retries).
+    func ended(with error: any Error) { lock.run { endError = error } }
     var events: [ReaderEvent] { lock.run { list } }
 
     /// Polls until `condition` holds, failing after 10 s.
@@ -167,7 +174,8 @@ final class EventLog: @unchecked Sendable {
             if condition(events) { return }
             try await Task.sleep(for: .milliseconds(50))
         }
-        Issue.record("timed out waiting; events so far: \(events)", sourceLocation: sourceLocation)
+        let ended = lock.run { endError.map { "; the monitor ended with \($0)" } ?? "" }
+        Issue.record("timed out waiting; events so far: \(events)\(ended)", sourceLocation: sourceLocation)
         throw CancellationError()
     }
 }
