@@ -13,8 +13,8 @@ import Testing
         try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))  // next sequence 1
         let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 256))  // next sequence 257: low byte 1
-        // Tear terminal 7's debit at its first write (APDU 7, the decrement): not executed.
-        bench.reader.arm(TearPlan(atAPDU: 7, effect: .notExecuted))
+        // Tear terminal 7's debit at its commit write (APDU 8), the block left old: 7 cannot know whether it landed.
+        bench.reader.arm(TearPlan(atAPDU: 8, effect: .leftOld))
         #expect(throws: (any Error).self) { try bench.operations().debit(Fen(300), terminal: seven) }
         bench.reader.reinsert()
         bench.reader.arm(nil)
@@ -61,7 +61,8 @@ import Testing
         #expect(try seven.journal.outcome(terminalSequence: 1) == .undetermined)
     }
 
-    /// The case that makes the last one undetermined: terminal 7 is torn BEFORE its commit (not done); terminal 9
+    /// The case that makes the last one undetermined: terminal 7's commit write is torn with the block left old (not
+    /// done, but 7 cannot know); terminal 9
     /// debits the same 3.00 and its log write is torn (9 decides "done" itself); one more debit elsewhere. Terminal 7
     /// must not take 9's debit for its own.
     @Test func anotherTerminalsSameAmountDebitWithATornLogIsNotTakenForOurs() throws {
@@ -69,7 +70,7 @@ import Testing
         try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
         let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 0))  // same sequences as 7
-        bench.reader.arm(TearPlan(atAPDU: 7, effect: .notExecuted))
+        bench.reader.arm(TearPlan(atAPDU: 8, effect: .leftOld))
         #expect(throws: (any Error).self) { try bench.operations().debit(Fen(300), terminal: seven) }
         bench.reader.reinsert()
         bench.reader.arm(TearPlan(atAPDU: 12, effect: .garbled))
@@ -82,7 +83,7 @@ import Testing
         #expect(try seven.journal.outcome(terminalSequence: 1) == .undetermined)
     }
 
-    /// Terminal 7 torn before its commit; terminal 9 (a fresh journal: the same sequence 1) debits the same amount and
+    /// Terminal 7's commit write torn (block left old); terminal 9 (a fresh journal: the same sequence 1) debits the same amount and
     /// logs it; after one more debit the record no longer shows who took the counter, the log does: the entry names
     /// terminal 9 (the terminal id byte differs), so 7's intent is not done.
     @Test func theLogEntryNamesTheTerminal() throws {
@@ -90,7 +91,7 @@ import Testing
         try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
         let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 0))
-        bench.reader.arm(TearPlan(atAPDU: 7, effect: .notExecuted))
+        bench.reader.arm(TearPlan(atAPDU: 8, effect: .leftOld))
         #expect(throws: (any Error).self) { try bench.operations().debit(Fen(300), terminal: seven) }
         bench.reader.reinsert()
         bench.reader.arm(nil)
@@ -103,14 +104,14 @@ import Testing
         #expect(try seven.journal.outcome(terminalSequence: 1) == .notDone)
     }
 
-    /// A debit torn before its commit, then seven debits elsewhere: the log ring (six entries) no longer holds the
+    /// A debit whose commit write went unanswered (block left old), then seven debits elsewhere: the log ring (six entries) no longer holds the
     /// entry for the intent's counter. The terminal must not guess: undetermined, for the settlement service to decide.
     @Test func pastTheLogRingTheOutcomeIsUndetermined() throws {
         let bench = try CardBench()
         try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
         let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 100))
-        bench.reader.arm(TearPlan(atAPDU: 7, effect: .notExecuted))
+        bench.reader.arm(TearPlan(atAPDU: 8, effect: .leftOld))
         #expect(throws: (any Error).self) { try bench.operations().debit(Fen(300), terminal: seven) }
         bench.reader.reinsert()
         bench.reader.arm(nil)
@@ -138,7 +139,7 @@ import Testing
         #expect(try seven.journal.outcome(terminalSequence: 1) == .undetermined)
     }
 
-    /// Two settlement stations whose journals are both at sequence 1: station 3 is torn before its commit, station 4
+    /// Two settlement stations whose journals are both at sequence 1: station 3's commit write goes unanswered, station 4
     /// settles the same card (same refill, same sequence). Station 3 decides by settlement references, never by the
     /// sequence: its reference is not on the card, but another settlement's is, so the card cannot say whether 3's
     /// landed before it: undetermined. The settlement service can: station 4's intent shows the reference it replaced.
@@ -146,7 +147,7 @@ import Testing
         let bench = try CardBench()
         let three = Terminal(id: 3, journal: InMemoryTerminalJournal()), four = Terminal(id: 4, journal: InMemoryTerminalJournal())
         try bench.issueAndLoad(0, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
-        bench.reader.arm(TearPlan(atAPDU: 14, effect: .notExecuted))
+        bench.reader.arm(TearPlan(atAPDU: 15, effect: .leftOld))  // the commit write, unanswered
         #expect(throws: (any Error).self) { try bench.operations().waterSettle(terminal: three, reference: 1_001) }
         bench.reader.reinsert()
         bench.reader.arm(nil)
@@ -154,8 +155,9 @@ import Testing
         try bench.operations().waterTap(terminal: three)
         #expect(try three.journal.outcome(terminalSequence: 1) == .undetermined)
         #expect((four.journal as? InMemoryTerminalJournal)?.entries.last?.intent.referenceBefore == 0, "4 replaced the issue's reference, not 3's")
-        // Torn before its commit and tapped again before anyone else settled: not done.
-        bench.reader.arm(TearPlan(atAPDU: 14, effect: .notExecuted))
+        // Its commit write unanswered (left old), tapped again before anyone else settled: the reference read before.
+        try bench.operations().waterDebit(Fen(5), terminal: Terminal(id: 40, journal: InMemoryTerminalJournal()))  // so it refills (APDU 14)
+        bench.reader.arm(TearPlan(atAPDU: 15, effect: .leftOld))
         #expect(throws: (any Error).self) { try bench.operations().waterSettle(terminal: three, reference: 1_003) }
         bench.reader.reinsert()
         bench.reader.arm(nil)
@@ -164,6 +166,51 @@ import Testing
         #expect(try three.journal.outcome(terminalSequence: 2) == .notDone)
         let reused = #expect(throws: CardOperationError.self) { try bench.operations().waterSettle(terminal: three, reference: 1_002) }
         #expect(reused?.message.contains("new reference") == true)
+    }
+
+    /// Torn before its commit write was sent (here at the decrement): the card can never show it done, so the terminal
+    /// decides "not done" at once, whatever happens to the card afterwards.
+    @Test func tornBeforeTheCommitIsNotDoneAtOnce() throws {
+        let bench = try CardBench()
+        try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
+        let seven = Terminal(id: 7, journal: InMemoryTerminalJournal())
+        bench.reader.arm(TearPlan(atAPDU: 7, effect: .executed))  // the decrement happened, its answer was lost
+        #expect(throws: (any Error).self) { try bench.operations().debit(Fen(300), terminal: seven) }
+        #expect(try seven.journal.outcome(terminalSequence: 1) == .notDone)
+        bench.reader.reinsert()
+        bench.reader.arm(nil)
+        let state = try bench.operations().readPurse()
+        #expect(state.balance == Fen(10_000) && state.resolution == .rolledBack)
+    }
+
+    /// Block 6 lags a settlement whose commit landed unanswered; a shower's commit is then torn (garbled) and the
+    /// record rebuilt from the stale block 6, which shows the reference from before the settlement. The station must
+    /// not read that as "not done" (the refill is on the card): the rebuilt mark makes it undetermined.
+    @Test func aSettlementBehindARebuiltRecordIsNotDecidedNotDone() throws {
+        let bench = try CardBench()
+        try bench.issueAndLoad(0, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
+        let three = Terminal(id: 3, journal: InMemoryTerminalJournal())
+        try bench.operations().waterSettle(terminal: three, reference: 1, maximumRefill: Fen(600))
+        bench.reader.arm(TearPlan(atAPDU: 15, effect: .executed))  // the commit lands, its answer is lost
+        #expect(throws: (any Error).self) { try bench.operations().waterSettle(terminal: three, reference: 2) }
+        bench.reader.reinsert()
+        let shower = Terminal(id: 40, journal: InMemoryTerminalJournal())
+        _ = try bench.operations().readWater()  // any tap repairs the backup (the refill is done)
+        bench.reader.arm(TearPlan(atAPDU: 8, effect: .garbled))
+        #expect(throws: (any Error).self) { try bench.operations().waterDebit(Fen(5), terminal: shower) }
+        bench.reader.reinsert()
+        bench.reader.arm(nil)
+        let water = try bench.operations().waterTap(terminal: three)
+        #expect(water.record.rebuilt && water.balance == Fen(1_000) && water.record.reference == 1, "\(water)")
+        #expect(try three.journal.outcome(terminalSequence: 2) == .undetermined)
+    }
+
+    /// Terminal tags: the same sequence at two terminals never gives the same tag (all 65,536 ids checked).
+    @Test func terminalTagsOfTheSameSequenceDiffer() {
+        for sequence: UInt32 in [1, 257, 65_536] {
+            let tags = Set((0...UInt32(UInt16.max)).map { TerminalTag(terminalID: $0, sequence: sequence) })
+            #expect(tags.count == 65_536)
+        }
     }
 
     /// The settlement's intent carries the consumption it charged and the card serial (read from the identity).

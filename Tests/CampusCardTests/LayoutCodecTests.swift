@@ -19,7 +19,7 @@ import Testing
     @Test func logEntriesRoundTripInTheirRingSlot() throws {
         #expect(LogEntry.blocks == [16, 17, 18, 20, 21, 22])
         for counter: UInt16 in [0, 1, 5, 6, 11, 65_535] {
-            let entry = LogEntry(operation: .debit, amount: Fen(1_250), balanceAfter: Fen(8_750), counter: counter, terminal: TerminalTag(terminalID: 0x01BE, sequence: 0x77EF))
+            let entry = LogEntry(operation: .debit, amount: Fen(1_250), balanceAfter: Fen(8_750), counter: counter, terminal: TerminalTag(rawValue: 0xBEEF))
             let number = LogEntry.block(forCounter: counter)
             #expect(number == LogEntry.blocks[Int(counter) % 6])
             let block = entry.encode(uid: uid, macKey: macKey)
@@ -138,7 +138,7 @@ import Testing
 
     @Test func waterRecordVouchesForExactlyOneBalance() {
         let settlement = WaterSettlement(cap: WaterSettlement.defaultCap, balanceAfterRefill: Fen(1_000), reference: 42, day: CardDay(rawValue: 9_900))
-        let record = WaterRecord(counter: 300, settlement: settlement, terminal: TerminalTag(terminalID: 0x0712, sequence: 0x0534))
+        let record = WaterRecord(counter: 300, settlement: settlement, terminal: TerminalTag(rawValue: 0x1234))
         let block = record.encode(uid: uid, balance: Fen(995), macKey: macKey)
         #expect(Array(block[0..<12]) == [0x01, 0x2C, 0x03, 0xE8, 0x03, 0xE8, 0x00, 0x00, 0x00, 0x2A, 0x12, 0x34])
         #expect(WaterRecord.vouches(block, for: 995, uid: uid, macKey: macKey))

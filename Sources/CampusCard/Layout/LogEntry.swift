@@ -10,7 +10,7 @@ public struct LogEntry: Hashable, Sendable {
     public var amount: Fen
     public var balanceAfter: Fen
     public var counter: UInt16
-    /// Who wrote it: `TerminalTag` (terminal id low byte, terminal sequence low byte).
+    /// Who wrote it (`TerminalTag`, from the terminal id and sequence).
     public var terminal: TerminalTag
 
     public init(operation: PurseRecord.Operation, amount: Fen, balanceAfter: Fen, counter: UInt16, terminal: TerminalTag) {
@@ -47,13 +47,13 @@ public struct LogEntry: Hashable, Sendable {
 
     public static func block(forCounter counter: UInt16) -> Int { blocks[Int(counter) % blocks.count] }
 
-    /// 16 bytes: operation u8 | amount u24 | balance after i32 | counter u16 | terminal id low byte | sequence low byte |
+    /// 16 bytes: operation u8 | amount u24 | balance after i32 | counter u16 | terminal tag u16 |
     /// MAC ×4 over UID, block number and bytes 0–11. Traps on an amount outside 0...`maximumAmount` (it would be
     /// recorded wrongly under a valid MAC).
     public func encode(uid: [UInt8], macKey: SymmetricKey) -> [UInt8] {
         precondition((0...Self.maximumAmount.rawValue).contains(amount.rawValue), "a log entry records 0...\(Self.maximumAmount.yuan) yuan; refuse larger amounts before writing the card")
         let body = [operation.rawValue] + Field.put24(UInt32(amount.rawValue)) + Field.put32(UInt32(bitPattern: Int32(balanceAfter.rawValue)))
-            + Field.put16(counter) + [terminal.terminalIDByte, terminal.sequenceByte]
+            + Field.put16(counter) + Field.put16(terminal.rawValue)
         return body + CardMAC.compute(key: macKey, uid: uid, block: Self.block(forCounter: counter), record: body)
     }
 
@@ -65,29 +65,26 @@ public struct LogEntry: Hashable, Sendable {
         else { return nil }
         self.init(operation: operation, amount: Fen(Int(Field.u24(block, 1))),
                   balanceAfter: Fen(Int(Int32(bitPattern: Field.u32(block, 4)))), counter: Field.u16(block, 8),
-                  terminal: TerminalTag(terminalIDByte: block[10], sequenceByte: block[11]))
+                  terminal: TerminalTag(rawValue: Field.u16(block, 10)))
         guard Self.block(forCounter: counter) == number else { return nil }
     }
 }
 
-/// Who wrote a log entry or a water record, in two bytes: the terminal id's low byte and the terminal sequence's low
-/// byte. Two terminals collide only when both bytes match (ids 256 apart and sequences 256 apart); fresh journals that
-/// all start at sequence 1 still differ by terminal id.
-public struct TerminalTag: Hashable, Sendable, CustomStringConvertible {
-    public var terminalIDByte: UInt8
-    public var sequenceByte: UInt8
+/// Who wrote a log entry or a water record, in two bytes: `(terminal id x 257 + terminal sequence) mod 65536`.
+/// Two terminals with the same sequence never share a tag (257 is odd, so the map from 16-bit ids is one-to-one);
+/// otherwise two (id, sequence) pairs share one with probability 1 in 65,536. An intent is matched on the tag *and*
+/// the operation, amount and balance, so a wrong match also needs the same amount from the same balance.
+public struct TerminalTag: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt16
 
-    public init(terminalIDByte: UInt8, sequenceByte: UInt8) {
-        self.terminalIDByte = terminalIDByte
-        self.sequenceByte = sequenceByte
-    }
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
 
     public init(terminalID: UInt32, sequence: UInt32) {
-        self.init(terminalIDByte: UInt8(truncatingIfNeeded: terminalID), sequenceByte: UInt8(truncatingIfNeeded: sequence))
+        self.init(rawValue: UInt16(truncatingIfNeeded: terminalID &* 257 &+ sequence))
     }
 
     /// No terminal: issue, a rebuilt record, a status change at the card office.
-    public static let none = TerminalTag(terminalIDByte: 0, sequenceByte: 0)
+    public static let none = TerminalTag(rawValue: 0)
 
-    public var description: String { "terminal \(terminalIDByte), seq \(sequenceByte) (mod 256)" }
+    public var description: String { "tag " + String(format: "%04X", rawValue) }
 }

@@ -51,22 +51,26 @@ public struct WaterRecord: Hashable, Sendable {
     public var reference: UInt32
     /// Who wrote it (`TerminalTag`); `.none` as issued or rebuilt.
     public var terminal: TerminalTag
+    /// Rebuilt from block 6 since the last settlement (the top bit of the cap field): block 6 can lag the record, so
+    /// the reference and after-refill balance it restored may be older than the last settlement's.
+    public var rebuilt: Bool
 
-    public init(counter: UInt16, settlement: WaterSettlement, terminal: TerminalTag) {
+    public init(counter: UInt16, settlement: WaterSettlement, terminal: TerminalTag, rebuilt: Bool = false) {
         self.counter = counter
         cap = settlement.cap
         balanceAfterRefill = settlement.balanceAfterRefill
         reference = settlement.reference
         self.terminal = terminal
+        self.rebuilt = rebuilt
     }
 
     /// 16 bytes: unit counter u16 | cap u16 | balance after the last refill u16 | settlement reference u32 |
-    /// terminal id low byte | sequence low byte | MAC ×4 over UID, block number, bytes 0–11 and `balance` (the primary it commits).
+    /// terminal tag u16 | MAC ×4 over UID, block number, bytes 0–11 and `balance` (the primary it commits).
     public func encode(uid: [UInt8], balance: Fen, macKey: SymmetricKey) -> [UInt8] {
         precondition(cap <= WaterSettlement.maximumCap && cap >= .zero, "the water cap is 0...\(WaterSettlement.maximumCap.yuan) yuan")
         precondition(balanceAfterRefill >= .zero && balanceAfterRefill <= cap, "the balance after a refill is 0...cap")
-        let body = Field.put16(counter) + Field.put16(UInt16(cap.rawValue)) + Field.put16(UInt16(balanceAfterRefill.rawValue))
-            + Field.put32(reference) + [terminal.terminalIDByte, terminal.sequenceByte]
+        let body = Field.put16(counter) + Field.put16(UInt16(cap.rawValue) | (rebuilt ? 0x8000 : 0)) + Field.put16(UInt16(balanceAfterRefill.rawValue))
+            + Field.put32(reference) + Field.put16(terminal.rawValue)
         return body + CardMAC.compute(key: macKey, uid: uid, block: Self.block, record: body, value: Int32(balance.rawValue))
     }
 
@@ -78,9 +82,10 @@ public struct WaterRecord: Hashable, Sendable {
     /// Decodes a record already shown to vouch for a balance.
     public init(block: [UInt8]) {
         counter = Field.u16(block, 0)
-        cap = Fen(Int(Field.u16(block, 2)))
+        cap = Fen(Int(Field.u16(block, 2) & 0x7FFF))
+        rebuilt = Field.u16(block, 2) & 0x8000 != 0
         balanceAfterRefill = Fen(Int(Field.u16(block, 4)))
         reference = Field.u32(block, 6)
-        terminal = TerminalTag(terminalIDByte: block[10], sequenceByte: block[11])
+        terminal = TerminalTag(rawValue: Field.u16(block, 10))
     }
 }

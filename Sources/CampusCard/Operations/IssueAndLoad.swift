@@ -117,8 +117,10 @@ extension CampusCardOperations {
         committed.lastOperation = kind == .purseSubsidy ? .subsidy : .load
         committed.terminalID = terminal.id
         committed.terminalSequence = UInt8(truncatingIfNeeded: sequence)
-        try authenticate(sector: Self.purseSector, role: .loader, uid: state.uid, version: version)
-        try session.increment(block: Self.primary, by: Int32(amount.rawValue))
+        try beforeCommit(intent, journal: terminal.journal) {
+            try authenticate(sector: Self.purseSector, role: .loader, uid: state.uid, version: version)
+            try session.increment(block: Self.primary, by: Int32(amount.rawValue))
+        }
         try session.write(block: Self.record, committed.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
         try afterCommit(intent, outcome: .done(balanceAfter: after.rawValue, counterAfter: counter), journal: terminal.journal) {
             try updateBackup(byAdding: amount)

@@ -204,9 +204,11 @@ public struct CampusCardOperations {
                                         : Fen(min(alreadyToday.rawValue + amount.rawValue, PurseRecord.saturatedDebitedToday.rawValue)),
                                     expires: record.expires,
                                     terminalID: terminal.id, terminalSequence: UInt8(truncatingIfNeeded: sequence))
-        // Deciding an earlier intent may have read the log sectors: back to the purse (free when still authenticated).
-        try authenticate(sector: Self.purseSector, role: .terminal, uid: state.uid, version: keystore.currentVersion)
-        try session.decrement(block: Self.primary, by: Int32(amount.rawValue))
+        try beforeCommit(intent, journal: terminal.journal) {
+            // Deciding an earlier intent may have read the log sectors: back to the purse (free when still authenticated).
+            try authenticate(sector: Self.purseSector, role: .terminal, uid: state.uid, version: keystore.currentVersion)
+            try session.decrement(block: Self.primary, by: Int32(amount.rawValue))
+        }
         try session.write(block: Self.record, committed.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
         try afterCommit(intent, outcome: .done(balanceAfter: after.rawValue, counterAfter: counter), journal: terminal.journal) {
             try updateBackup(byAdding: Fen(-amount.rawValue))
@@ -214,6 +216,18 @@ public struct CampusCardOperations {
                          uid: state.uid, macKey: macKey)
         }
         return PurseState(uid: state.uid, balance: after, record: committed, resolution: state.resolution, macVersion: state.macVersion)
+    }
+
+    /// Runs the writes before the commit (the value change). If one fails, the commit write was never sent, so no
+    /// terminal can ever find the operation done (the record still vouches for the backup): the terminal completes
+    /// the intent "not done" itself before the error propagates. Only a commit write without an answer stays open.
+    func beforeCommit(_ intent: TransactionIntent, journal: any TerminalJournal, _ steps: () throws -> Void) throws {
+        do {
+            try steps()
+        } catch {
+            try? journal.complete(terminalSequence: intent.terminalSequence, outcome: .notDone)
+            throw error
+        }
     }
 
     /// Runs the steps after an acknowledged commit (backup copy, log entry, settlement data). The card carries the

@@ -55,7 +55,7 @@ extension CampusCardOperations {
             }
             try authenticate(sector: ValueSector.water.sector, role: .terminal, uid: uid, version: version)
             try repairCopy(from: ValueSector.water.backup, to: ValueSector.water.primary)
-            let rebuilt = WaterRecord(counter: 0, settlement: settlement, terminal: .none)
+            let rebuilt = WaterRecord(counter: 0, settlement: settlement, terminal: .none, rebuilt: true)
             try session.write(block: WaterRecord.block, rebuilt.encode(uid: uid, balance: Fen(Int(backup)), macKey: macKey))
             return WaterState(uid: uid, balance: Fen(Int(backup)), record: rebuilt, resolution: .recordRebuilt, macVersion: macVersion)
         }
@@ -84,7 +84,9 @@ extension CampusCardOperations {
         record.counter = record.counter &+ 1
         record.terminal = intent.terminalTag
         let after = Fen(state.balance.rawValue - amount.rawValue)
-        try session.decrement(block: ValueSector.water.primary, by: Int32(amount.rawValue))
+        try beforeCommit(intent, journal: terminal.journal) {
+            try session.decrement(block: ValueSector.water.primary, by: Int32(amount.rawValue))
+        }
         try session.write(block: WaterRecord.block, record.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
         try afterCommit(intent, outcome: .done(balanceAfter: after.rawValue, counterAfter: record.counter), journal: terminal.journal) {
             try updateBackup(.water, byAdding: Fen(-amount.rawValue))
@@ -116,8 +118,10 @@ extension CampusCardOperations {
         let after = Fen(state.balance.rawValue + refill.rawValue)
         let settlement = WaterSettlement(cap: state.record.cap, balanceAfterRefill: after, reference: reference, day: CardDay(now))
         let record = WaterRecord(counter: state.record.counter &+ 1, settlement: settlement, terminal: intent.terminalTag)
-        try authenticate(sector: ValueSector.water.sector, role: .loader, uid: state.uid, version: keystore.currentVersion)
-        if refill > .zero { try session.increment(block: ValueSector.water.primary, by: Int32(refill.rawValue)) }
+        try beforeCommit(intent, journal: terminal.journal) {
+            try authenticate(sector: ValueSector.water.sector, role: .loader, uid: state.uid, version: keystore.currentVersion)
+            if refill > .zero { try session.increment(block: ValueSector.water.primary, by: Int32(refill.rawValue)) }
+        }
         try session.write(block: WaterRecord.block, record.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
         try afterCommit(intent, outcome: .done(balanceAfter: after.rawValue, counterAfter: record.counter), journal: terminal.journal) {
             if refill > .zero { try updateBackup(.water, byAdding: refill) }
@@ -152,25 +156,29 @@ extension CampusCardOperations {
         }
     }
 
-    /// Decides one open water intent (interrupted at or before its commit; see `outcome(of:record:balance:log:)`).
-    /// The water record keeps no log, and a record rebuilt from block 6 restarts its counter at 0, so counters alone
-    /// prove little; the settlement reference and the balance do:
-    /// - settlement: the record carries this settlement's reference (written by this terminal, or rebuilt from block 6
-    ///   after it) → done; it still carries the reference read before → not done (references are never reused);
-    /// - unit debit, no settlement since (same reference): the balance is this intent's balance before → not done
-    ///   (without a refill the balance only falls, and this debit would have lowered it); the record at counter
-    ///   before + 1 names this terminal and shows the balance after → done;
+    /// Decides one open water intent (its commit write went unanswered; see `outcome(of:record:balance:log:)`). The
+    /// water record keeps no log, a record rebuilt from block 6 restarts its counter at 0, and block 6 can lag the last
+    /// settlement, so the settlement reference, the `rebuilt` mark and the balance decide:
+    /// - settlement: the record carries this settlement's reference (references are unique) → done; the record was
+    ///   rebuilt since the last settlement → by the balance (this intent's balance before: not done); otherwise the
+    ///   reference read before → not done (without a rebuild the reference only moves forward);
+    /// - unit debit: a settlement since (another reference) → undetermined; the record at counter before + 1 names this
+    ///   terminal and shows the balance after → done; the balance is this intent's balance before → not done (without
+    ///   a refill the balance only falls); without a rebuild, a record at counter before or before + 1 (another
+    ///   terminal's) → not done;
     /// - anything else → undetermined. The wallet's money is settled by consumption at the next settlement either way.
     static func waterOutcome(of intent: TransactionIntent, record: WaterRecord, balance: Fen) -> TransactionOutcome {
         let committed = intent.counterBefore &+ 1
         let done = TransactionOutcome.done(balanceAfter: intent.balanceAfter, counterAfter: committed)
         if intent.kind == .waterSettle {
-            if record.reference == intent.settlementReference && (record.terminal == intent.terminalTag || record.terminal == .none) { return done }
+            if record.reference == intent.settlementReference { return done }
+            if record.rebuilt { return balance.rawValue == intent.balanceBefore ? .notDone : .undetermined }
             return record.reference == intent.referenceBefore ? .notDone : .undetermined
         }
         guard record.reference == intent.referenceBefore else { return .undetermined }
-        if balance.rawValue == intent.balanceBefore { return .notDone }
         if record.counter == committed && record.terminal == intent.terminalTag && balance.rawValue == intent.balanceAfter { return done }
+        if balance.rawValue == intent.balanceBefore { return .notDone }
+        if !record.rebuilt && (record.counter == intent.counterBefore || record.counter == committed) { return .notDone }
         return .undetermined
     }
 }
