@@ -14,14 +14,19 @@ struct Card: AsyncParsableCommand {
         @OptionGroup var reader: ReaderOptions
         @Option(help: "The keystore file (cardctl keystore create).") var keystore: String
         @Option(help: "The durable journal of this terminal's card writes.") var journal = Card.defaultJournal
-        @Option(help: "This terminal's id (recorded on the card).") var terminalID: UInt16 = 0xFFFE
+        @Option(help: "This terminal's id, 1-65535, unique per box (recorded on the card; with the journal's sequence it names each transaction). Required to move money.")
+        var terminalID: UInt16?
 
-        func open() throws -> (any Keystore, Terminal) {
+        /// `movesMoney`: debits, loads and water operations record intents, which must name a real terminal.
+        func open(movesMoney: Bool) throws -> (any Keystore, Terminal) {
             let store: FileKeystore
             do { store = try FileKeystore(path: keystore) } catch let error as KeystoreError { throw CLIError(.badInput, error.message) }
             let file: FileTerminalJournal
             do { file = try FileTerminalJournal(path: journal) } catch { throw CLIError(.badInput, "\(error)") }
-            return (store, Terminal(id: terminalID, journal: file))
+            if movesMoney && (terminalID ?? 0) == 0 {
+                throw CLIError(.badInput, "say which terminal this is: --terminal-id N (1-65535, unique per box; the settlement service tells transactions apart by terminal id and sequence)")
+            }
+            return (store, Terminal(id: terminalID ?? 0, journal: file))
         }
     }
 
@@ -46,8 +51,9 @@ struct Card: AsyncParsableCommand {
     }
 
     /// Runs campus card operations in one card session.
-    static func withOperations<T: Sendable>(_ common: Common, _ body: @escaping @Sendable (CampusCardOperations, Terminal) throws -> T) async throws -> T {
-        let (keystore, terminal) = try common.open()
+    static func withOperations<T: Sendable>(_ common: Common, movesMoney: Bool = false,
+                                            _ body: @escaping @Sendable (CampusCardOperations, Terminal) throws -> T) async throws -> T {
+        let (keystore, terminal) = try common.open(movesMoney: movesMoney)
         let journal = terminal.journal as? FileTerminalJournal
         let before = (try? journal?.entries()) ?? []
         do {
@@ -77,14 +83,14 @@ struct Card: AsyncParsableCommand {
             let what = "\(intent.kind.rawValue) of \(Fen(intent.amount).yuan) yuan (terminal sequence \(intent.terminalSequence))"
             if wasOpen.contains(intent.terminalSequence), let outcome {
                 switch outcome {
-                case .done(let balance, _): printError("interrupted \(what): done, the card shows \(Fen(balance).yuan) yuan")
+                case .done(let balance, _): printError("interrupted \(what): done (balance after it: \(Fen(balance).yuan) yuan)")
                 case .notDone: printError("interrupted \(what): not done, nothing moved")
                 case .undetermined: printError("interrupted \(what): undetermined, the card no longer shows it; the settlement service decides")
                 }
             } else if failed && !known.contains(intent.terminalSequence) {
                 switch outcome {
-                case .done(let balance, _): printError("this \(what) was committed before the card left: done, \(Fen(balance).yuan) yuan; the card finishes its repair at the next tap")
-                case nil: printError("this \(what) was interrupted: present the card again at this terminal to learn whether it happened")
+                case .done(let balance, _): printError("this \(what) was committed before the card left: done, balance \(Fen(balance).yuan) yuan; any terminal completes the card's repair at its next tap")
+                case nil: printError("this \(what) may or may not have happened: tap the card again here (`cardctl card show` with this --journal) to learn which, before repeating it")
                 case .notDone, .undetermined: break
                 }
             }
@@ -214,7 +220,7 @@ struct Card: AsyncParsableCommand {
             try await reportingFailures {
                 let fen = try Card.parse(amount)
                 let pin = pinChecked
-                let state = try await Card.withOperations(common) { ops, terminal in try ops.debit(fen, terminal: terminal, pinChecked: pin) }
+                let state = try await Card.withOperations(common, movesMoney: true) { ops, terminal in try ops.debit(fen, terminal: terminal, pinChecked: pin) }
                 Card.report(common, ["result": "debited", "amountYuan": fen.yuan, "balanceYuan": state.balance.yuan, "counter": "\(state.record.counter)"],
                             "debited \(fen.yuan) yuan: balance \(state.balance.yuan) yuan, counter \(state.record.counter)")
             }
@@ -231,7 +237,7 @@ struct Card: AsyncParsableCommand {
             try await reportingFailures {
                 let fen = try Card.parse(amount)
                 let kind: TransactionIntent.Kind = subsidy ? .purseSubsidy : .purseLoad
-                let state = try await Card.withOperations(common) { ops, terminal in try ops.load(fen, terminal: terminal, kind: kind) }
+                let state = try await Card.withOperations(common, movesMoney: true) { ops, terminal in try ops.load(fen, terminal: terminal, kind: kind) }
                 Card.report(common, ["result": "loaded", "amountYuan": fen.yuan, "balanceYuan": state.balance.yuan, "counter": "\(state.record.counter)"],
                             "loaded \(fen.yuan) yuan: balance \(state.balance.yuan) yuan, counter \(state.record.counter)")
             }
@@ -285,7 +291,7 @@ extension Card {
         func run() async throws {
             try await reportingFailures {
                 let fen = try Card.parse(amount)
-                let state = try await Card.withOperations(common) { ops, terminal in try ops.waterDebit(fen, terminal: terminal) }
+                let state = try await Card.withOperations(common, movesMoney: true) { ops, terminal in try ops.waterDebit(fen, terminal: terminal) }
                 Card.report(common, ["result": "water-debited", "amountYuan": fen.yuan, "waterYuan": state.balance.yuan],
                             "water debited \(fen.yuan) yuan: water balance \(state.balance.yuan) yuan")
             }
@@ -296,12 +302,13 @@ extension Card {
         static let configuration = CommandConfiguration(
             commandName: "settle", abstract: "Settle the consumption since the last refill and refill to the cap (needs the loader master).")
         @OptionGroup var common: Common
-        @Option(help: "Settlement reference recorded on the card.") var reference: UInt32 = UInt32(Date().timeIntervalSince1970)
+        @Option(help: "Settlement reference recorded on the card, unique per settlement (default: this terminal's id and sequence).")
+        var reference: UInt32?
 
         func run() async throws {
             try await reportingFailures {
                 let reference = reference
-                let result = try await Card.withOperations(common) { ops, terminal in try ops.waterSettle(terminal: terminal, reference: reference) }
+                let result = try await Card.withOperations(common, movesMoney: true) { ops, terminal in try ops.waterSettle(terminal: terminal, reference: reference) }
                 Card.settled(common, result)
             }
         }
@@ -312,13 +319,14 @@ extension Card {
             commandName: "refill", abstract: "Settle and refill by at most AMOUNT yuan (a partial refill, e.g. when the account is short).")
         @OptionGroup var common: Common
         @Argument(help: "The most to refill, in yuan.") var amount: String
-        @Option(help: "Settlement reference recorded on the card.") var reference: UInt32 = UInt32(Date().timeIntervalSince1970)
+        @Option(help: "Settlement reference recorded on the card, unique per settlement (default: this terminal's id and sequence).")
+        var reference: UInt32?
 
         func run() async throws {
             try await reportingFailures {
                 let maximum = try Card.parse(amount)
                 let reference = reference
-                let result = try await Card.withOperations(common) { ops, terminal in
+                let result = try await Card.withOperations(common, movesMoney: true) { ops, terminal in
                     try ops.waterSettle(terminal: terminal, reference: reference, maximumRefill: maximum)
                 }
                 Card.settled(common, result)

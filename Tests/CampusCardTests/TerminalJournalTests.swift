@@ -1,4 +1,5 @@
 import CampusCard
+import Foundation
 import Testing
 
 @Suite struct InMemoryTerminalJournalTests {
@@ -39,5 +40,20 @@ import Testing
         journal.failRecording = true
         #expect(throws: JournalError.self) { try journal.record(intent(2)) }
         #expect(try journal.openIntents(cardUID: "01020304").count == 1)
+    }
+}
+
+@Suite struct FileTerminalJournalTests {
+    /// Two processes (here two instances) sharing one journal file both get sequence 1; only the first may record it.
+    @Test func aSharedJournalRefusesASequenceRecordedByAnother() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("journal-\(UUID().uuidString).jsonl").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let first = try FileTerminalJournal(path: path), second = try FileTerminalJournal(path: path)
+        #expect(try first.nextSequence() == 1 && second.nextSequence() == 1)
+        let intent = TransactionIntent(terminalID: 7, terminalSequence: 1, kind: .purseDebit, cardUID: "01020304", cardSerial: nil,
+                                       amount: 350, balanceBefore: 10_000, counterBefore: 5)
+        try first.record(intent)
+        #expect(throws: JournalError.self) { try second.record(intent) }
+        #expect(try second.entries().count == 1 && second.nextSequence() == 2)
     }
 }

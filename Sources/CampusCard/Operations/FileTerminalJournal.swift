@@ -31,12 +31,16 @@ public final class FileTerminalJournal: TerminalJournal, @unchecked Sendable {
         return String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { try? JSONDecoder().decode(Line.self, from: Data($0.utf8)) }
     }
 
-    private func append(_ line: Line) throws {
+    /// Appends one line, fsync'ed. `check` runs under an exclusive `flock` of the file, on its lines as they are
+    /// then: two processes sharing a journal cannot both record the same sequence.
+    private func append(_ line: Line, check: ([Line]) throws -> Void = { _ in }) throws {
         var data = try JSONEncoder().encode(line)
         data.append(0x0A)
         let fd = open(path, O_WRONLY | O_APPEND)
         guard fd >= 0 else { throw JournalError("cannot open the journal \(path): \(String(cString: strerror(errno))); nothing was written to the card") }
         defer { close(fd) }
+        guard flock(fd, LOCK_EX) == 0 else { throw JournalError("cannot lock the journal \(path): \(String(cString: strerror(errno))); nothing was written to the card") }
+        try check(try lines())
         let written = data.withUnsafeBytes { write(fd, $0.baseAddress, data.count) }
         guard written == data.count, fsync(fd) == 0 else {
             throw JournalError("cannot write the journal \(path) (disk full?); free space and retry; nothing was written to the card")
@@ -48,7 +52,13 @@ public final class FileTerminalJournal: TerminalJournal, @unchecked Sendable {
     }
 
     public func record(_ intent: TransactionIntent) throws {
-        try lock.withLock { try append(Line(intent: intent)) }
+        try lock.withLock {
+            try append(Line(intent: intent)) { lines in
+                guard !lines.contains(where: { $0.intent?.terminalSequence == intent.terminalSequence }) else {
+                    throw JournalError("terminal sequence \(intent.terminalSequence) is already used in \(path) (another process shares this journal?); nothing was written to the card; retry")
+                }
+            }
+        }
     }
 
     public func complete(terminalSequence: UInt32, outcome: TransactionOutcome) throws {

@@ -174,7 +174,8 @@ public struct CampusCardOperations {
             throw CardOperationError(.insufficientFunds, "insufficient funds: balance \(state.balance.yuan) yuan, debit \(amount.yuan) yuan; load the card first")
         }
         let today = CardDay(now)
-        let alreadyToday = record.lastDay == today ? record.debitedToday : .zero
+        // A record stamped later than today (a terminal whose clock runs ahead) says nothing reliable about today.
+        let alreadyToday = record.lastDay == today ? record.debitedToday : record.lastDay > today ? PurseRecord.unknownDebitedToday : .zero
         if !pinChecked {
             guard amount <= terminal.perTransactionLimit else {
                 throw CardOperationError(.overLimit, "\(amount.yuan) yuan is over the \(terminal.perTransactionLimit.yuan) yuan per-transaction limit: ask for the PIN")

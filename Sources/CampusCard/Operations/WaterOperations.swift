@@ -79,7 +79,8 @@ extension CampusCardOperations {
             throw CardOperationError(.insufficientFunds, "the water wallet holds \(state.balance.yuan) yuan, less than \(amount.yuan): refill it at a settlement station")
         }
         let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
-        let intent = try record(.waterDebit, amount: amount, state: state, terminal: terminal, serial: nil, consumption: nil, reference: nil)
+        let intent = try record(.waterDebit, sequence: terminal.journal.nextSequence(), amount: amount, state: state, terminal: terminal,
+                                serial: nil, consumption: nil, reference: nil)
         var record = state.record
         record.counter = record.counter &+ 1
         record.terminal = intent.terminalTag
@@ -98,7 +99,7 @@ extension CampusCardOperations {
     /// refill - balance now` (right when that refill was partial), charged to the account; then the wallet is refilled
     /// towards its cap, by at most `maximumRefill` (what the account can pay).
     @discardableResult
-    public func waterSettle(terminal: Terminal, reference: UInt32, maximumRefill: Fen? = nil) throws -> WaterSettlementResult {
+    public func waterSettle(terminal: Terminal, reference: UInt32? = nil, maximumRefill: Fen? = nil) throws -> WaterSettlementResult {
         let identity = try readIdentity()
         try checkValidity(identity)
         let state = try readWater()
@@ -110,10 +111,13 @@ extension CampusCardOperations {
         let room = Fen(max(0, state.record.cap.rawValue - state.balance.rawValue))
         let refill = min(room, maximumRefill ?? room)
         let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
+        let sequence = try terminal.journal.nextSequence()
+        // Unique per settlement: the settlement service's, or this terminal's id and sequence.
+        let reference = reference ?? (UInt32(terminal.id) << 16 | sequence & 0xFFFF)
         guard reference != state.record.reference else {
             throw CardOperationError(.overLimit, "settlement reference \(reference) is the card's last one: every settlement needs a new reference")
         }
-        let intent = try record(.waterSettle, amount: refill, state: state, terminal: terminal, serial: identity.serial,
+        let intent = try record(.waterSettle, sequence: sequence, amount: refill, state: state, terminal: terminal, serial: identity.serial,
                                 consumption: consumption.rawValue, reference: reference)
         let after = Fen(state.balance.rawValue + refill.rawValue)
         let settlement = WaterSettlement(cap: state.record.cap, balanceAfterRefill: after, reference: reference, day: CardDay(now))
@@ -133,9 +137,8 @@ extension CampusCardOperations {
     }
 
     /// Records a water intent in the terminal's journal before the first write.
-    private func record(_ kind: TransactionIntent.Kind, amount: Fen, state: WaterState, terminal: Terminal, serial: UInt32?,
+    private func record(_ kind: TransactionIntent.Kind, sequence: UInt32, amount: Fen, state: WaterState, terminal: Terminal, serial: UInt32?,
                         consumption: Int?, reference: UInt32?) throws -> TransactionIntent {
-        let sequence = try terminal.journal.nextSequence()
         let intent = TransactionIntent(terminalID: UInt32(terminal.id), terminalSequence: sequence, kind: kind,
                                        cardUID: state.uid.map { String(format: "%02X", $0) }.joined(), cardSerial: serial,
                                        amount: amount.rawValue, balanceBefore: state.balance.rawValue, counterBefore: state.record.counter,
