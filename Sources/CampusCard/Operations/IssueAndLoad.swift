@@ -117,16 +117,16 @@ extension CampusCardOperations {
         committed.lastOperation = kind == .purseSubsidy ? .subsidy : .load
         committed.terminalID = terminal.id
         committed.terminalSequence = UInt8(truncatingIfNeeded: sequence)
-        try beforeCommit(intent, journal: terminal.journal) {
+        try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: counter), journal: terminal.journal, valueChange: {
             try authenticate(sector: Self.purseSector, role: .loader, uid: state.uid, version: version)
             try session.increment(block: Self.primary, by: Int32(amount.rawValue))
-        }
-        try session.write(block: Self.record, committed.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
-        try afterCommit(intent, outcome: .done(balanceAfter: after.rawValue, counterAfter: counter), journal: terminal.journal) {
+        }, commit: {
+            try session.write(block: Self.record, committed.encode(uid: state.uid, balance: after, macKey: macKey))
+        }, finish: {
             try updateBackup(byAdding: amount)
             try writeLog(LogEntry(operation: committed.lastOperation, amount: amount, balanceAfter: after, counter: counter,
                                   terminal: intent.terminalTag), uid: state.uid, macKey: macKey)
-        }
+        })
         return PurseState(uid: state.uid, balance: after, record: committed, resolution: state.resolution, macVersion: state.macVersion)
     }
 }

@@ -205,44 +205,37 @@ public struct CampusCardOperations {
                                         : Fen(min(alreadyToday.rawValue + amount.rawValue, PurseRecord.saturatedDebitedToday.rawValue)),
                                     expires: record.expires,
                                     terminalID: terminal.id, terminalSequence: UInt8(truncatingIfNeeded: sequence))
-        try beforeCommit(intent, journal: terminal.journal) {
+        try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: counter), journal: terminal.journal, valueChange: {
             // Deciding an earlier intent may have read the log sectors: back to the purse (free when still authenticated).
             try authenticate(sector: Self.purseSector, role: .terminal, uid: state.uid, version: keystore.currentVersion)
             try session.decrement(block: Self.primary, by: Int32(amount.rawValue))
-        }
-        try session.write(block: Self.record, committed.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
-        try afterCommit(intent, outcome: .done(balanceAfter: after.rawValue, counterAfter: counter), journal: terminal.journal) {
+        }, commit: {
+            try session.write(block: Self.record, committed.encode(uid: state.uid, balance: after, macKey: macKey))
+        }, finish: {
             try updateBackup(byAdding: Fen(-amount.rawValue))
             try writeLog(LogEntry(operation: .debit, amount: amount, balanceAfter: after, counter: counter, terminal: intent.terminalTag),
                          uid: state.uid, macKey: macKey)
-        }
+        })
         return PurseState(uid: state.uid, balance: after, record: committed, resolution: state.resolution, macVersion: state.macVersion)
     }
 
-    /// Runs the writes before the commit (the value change). If one fails, the commit write was never sent, so no
-    /// terminal can ever find the operation done (the record still vouches for the backup): the terminal completes
-    /// the intent "not done" itself before the error propagates. Only a commit write without an answer stays open.
-    func beforeCommit(_ intent: TransactionIntent, journal: any TerminalJournal, _ steps: () throws -> Void) throws {
-        do {
-            try steps()
-        } catch {
+    /// The write phase of the tearing protocol, the same for every operation: the value change, the commit (the
+    /// MAC'd record write), then what follows it (backup copy, log entry, settlement data). The terminal decides the
+    /// intent itself whenever the card cannot show otherwise: a failure before the commit write was sent → not done
+    /// (the record still vouches for the backup); once the commit write answered `90 00` → done, whatever fails after
+    /// (the next tap repairs the backup). Only an unanswered commit write leaves the intent open for `outcome(of:…)`.
+    func writeTearSafely(_ intent: TransactionIntent, done: TransactionOutcome, journal: any TerminalJournal,
+                         valueChange: () throws -> Void, commit: () throws -> Void, finish: () throws -> Void) throws {
+        do { try valueChange() } catch {
             try? journal.complete(terminalSequence: intent.terminalSequence, outcome: .notDone)
             throw error
         }
-    }
-
-    /// Runs the steps after an acknowledged commit (backup copy, log entry, settlement data). The card carries the
-    /// operation once the record write answered `90 00`, so if a later step fails (the card left) the terminal
-    /// completes the intent as done itself before the error propagates; the next tap repairs the backup.
-    func afterCommit(_ intent: TransactionIntent, outcome: TransactionOutcome, journal: any TerminalJournal,
-                     _ steps: () throws -> Void) throws {
-        do {
-            try steps()
-        } catch {
-            try? journal.complete(terminalSequence: intent.terminalSequence, outcome: outcome)
+        try commit()
+        do { try finish() } catch {
+            try? journal.complete(terminalSequence: intent.terminalSequence, outcome: done)
             throw error
         }
-        try journal.complete(terminalSequence: intent.terminalSequence, outcome: outcome)
+        try journal.complete(terminalSequence: intent.terminalSequence, outcome: done)
     }
 
     /// Refuses, before anything is written, an amount the log entry cannot record (more than 24 bits of fen).
@@ -271,9 +264,9 @@ public struct CampusCardOperations {
         }
     }
 
-    /// The tearing protocol's decision for one purse intent still open, i.e. interrupted at or before its commit (the
-    /// record write): an acknowledged commit was completed by the terminal itself (`afterCommit`). If it is done,
-    /// the operation took counter before + 1 and wrote no log entry.
+    /// The tearing protocol's decision for one purse intent still open, i.e. whose commit write went unanswered (the
+    /// terminal decided every other tear itself: `writeTearSafely`). If it is done, the operation took counter
+    /// before + 1 and wrote no log entry.
     /// - The record still shows counter before: not done.
     /// - The record shows before + 1 (written by an operation, not rebuilt): done iff it names this terminal id and
     ///   sequence and shows this intent's balance after; else another operation took the counter: not done.

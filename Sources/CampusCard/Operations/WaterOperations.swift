@@ -85,13 +85,13 @@ extension CampusCardOperations {
         record.counter = record.counter &+ 1
         record.terminal = intent.terminalTag
         let after = Fen(state.balance.rawValue - amount.rawValue)
-        try beforeCommit(intent, journal: terminal.journal) {
+        try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: record.counter), journal: terminal.journal, valueChange: {
             try session.decrement(block: ValueSector.water.primary, by: Int32(amount.rawValue))
-        }
-        try session.write(block: WaterRecord.block, record.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
-        try afterCommit(intent, outcome: .done(balanceAfter: after.rawValue, counterAfter: record.counter), journal: terminal.journal) {
+        }, commit: {
+            try session.write(block: WaterRecord.block, record.encode(uid: state.uid, balance: after, macKey: macKey))
+        }, finish: {
             try updateBackup(.water, byAdding: Fen(-amount.rawValue))
-        }
+        })
         return WaterState(uid: state.uid, balance: after, record: record, resolution: state.resolution, macVersion: state.macVersion)
     }
 
@@ -122,17 +122,17 @@ extension CampusCardOperations {
         let after = Fen(state.balance.rawValue + refill.rawValue)
         let settlement = WaterSettlement(cap: state.record.cap, balanceAfterRefill: after, reference: reference, day: CardDay(now))
         let record = WaterRecord(counter: state.record.counter &+ 1, settlement: settlement, terminal: intent.terminalTag)
-        try beforeCommit(intent, journal: terminal.journal) {
+        try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: record.counter), journal: terminal.journal, valueChange: {
             try authenticate(sector: ValueSector.water.sector, role: .loader, uid: state.uid, version: keystore.currentVersion)
             if refill > .zero { try session.increment(block: ValueSector.water.primary, by: Int32(refill.rawValue)) }
-        }
-        try session.write(block: WaterRecord.block, record.encode(uid: state.uid, balance: after, macKey: macKey))  // commit
-        try afterCommit(intent, outcome: .done(balanceAfter: after.rawValue, counterAfter: record.counter), journal: terminal.journal) {
+        }, commit: {
+            try session.write(block: WaterRecord.block, record.encode(uid: state.uid, balance: after, macKey: macKey))
+        }, finish: {
             if refill > .zero { try updateBackup(.water, byAdding: refill) }
             // The rebuild source lags the record: written after the commit.
             try authenticate(sector: 1, role: .loader, uid: state.uid, version: keystore.currentVersion)
             try session.write(block: WaterSettlement.block, settlement.encode(uid: state.uid, macKey: macKey))
-        }
+        })
         return WaterSettlementResult(consumption: consumption, refill: refill, state: WaterState(uid: state.uid, balance: after, record: record, resolution: state.resolution, macVersion: state.macVersion))
     }
 
