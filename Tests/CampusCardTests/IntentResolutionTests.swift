@@ -14,10 +14,7 @@ import Testing
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))  // next sequence 1
         let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 256))  // next sequence 257: low byte 1
         // Tear terminal 7's debit at its commit write (APDU 8), the block left old: 7 cannot know whether it landed.
-        bench.reader.arm(TearPlan(atAPDU: 8, effect: .leftOld))
-        #expect(throws: (any Error).self) { try bench.operations().debit(Fen(300), terminal: seven) }
-        bench.reader.reinsert()
-        bench.reader.arm(nil)
+        bench.tear(atAPDU: 8, .leftOld) { try bench.operations().debit(Fen(300), terminal: seven) }
         #expect(try seven.journal.openIntents(cardUID: "5A170199").count == 1)
         #expect(try bench.operations().debit(Fen(500), terminal: nine).balance == Fen(9_500))
         let state = try bench.operations().tap(terminal: seven)
@@ -34,10 +31,7 @@ import Testing
         try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
         let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 100))
-        bench.reader.arm(TearPlan(atAPDU: 12, effect: .notExecuted))
-        #expect(throws: (any Error).self) { try bench.operations().debit(Fen(300), terminal: seven) }
-        bench.reader.reinsert()
-        bench.reader.arm(nil)
+        bench.tear(atAPDU: 12, .notExecuted) { try bench.operations().debit(Fen(300), terminal: seven) }
         #expect(try seven.journal.outcome(terminalSequence: 1) == .done(balanceAfter: 9_700, counterAfter: 2))
         #expect(try bench.operations().debit(Fen(500), terminal: nine).balance == Fen(9_200), "the torn debit was committed")
         #expect(try bench.operations().debit(Fen(200), terminal: seven).balance == Fen(9_000))
@@ -51,10 +45,7 @@ import Testing
         try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
         let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 100))
-        bench.reader.arm(TearPlan(atAPDU: 8, effect: .executed))
-        #expect(throws: (any Error).self) { try bench.operations().debit(Fen(300), terminal: seven) }
-        bench.reader.reinsert()
-        bench.reader.arm(nil)
+        bench.tear(atAPDU: 8, .executed) { try bench.operations().debit(Fen(300), terminal: seven) }
         #expect(try seven.journal.outcome(terminalSequence: 1) == nil)
         #expect(try bench.operations().debit(Fen(500), terminal: nine).balance == Fen(9_200))
         try bench.operations().tap(terminal: seven)
@@ -70,13 +61,8 @@ import Testing
         try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
         let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 0))  // same sequences as 7
-        bench.reader.arm(TearPlan(atAPDU: 8, effect: .leftOld))
-        #expect(throws: (any Error).self) { try bench.operations().debit(Fen(300), terminal: seven) }
-        bench.reader.reinsert()
-        bench.reader.arm(TearPlan(atAPDU: 12, effect: .garbled))
-        #expect(throws: (any Error).self) { try bench.operations().debit(Fen(300), terminal: nine) }
-        bench.reader.reinsert()
-        bench.reader.arm(nil)
+        bench.tear(atAPDU: 8, .leftOld) { try bench.operations().debit(Fen(300), terminal: seven) }
+        bench.tear(atAPDU: 12, .garbled) { try bench.operations().debit(Fen(300), terminal: nine) }
         #expect(try nine.journal.outcome(terminalSequence: 1) == .done(balanceAfter: 9_700, counterAfter: 2))
         try bench.operations().debit(Fen(100), terminal: Terminal(id: 11, journal: InMemoryTerminalJournal()))
         try bench.operations().tap(terminal: seven)
@@ -91,10 +77,7 @@ import Testing
         try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
         let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 0))
-        bench.reader.arm(TearPlan(atAPDU: 8, effect: .leftOld))
-        #expect(throws: (any Error).self) { try bench.operations().debit(Fen(300), terminal: seven) }
-        bench.reader.reinsert()
-        bench.reader.arm(nil)
+        bench.tear(atAPDU: 8, .leftOld) { try bench.operations().debit(Fen(300), terminal: seven) }
         try bench.operations().debit(Fen(300), terminal: nine)
         try bench.operations().setStatus(.frozen)
         try bench.operations().setStatus(.normal)
@@ -111,10 +94,7 @@ import Testing
         try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
         let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 100))
-        bench.reader.arm(TearPlan(atAPDU: 8, effect: .leftOld))
-        #expect(throws: (any Error).self) { try bench.operations().debit(Fen(300), terminal: seven) }
-        bench.reader.reinsert()
-        bench.reader.arm(nil)
+        bench.tear(atAPDU: 8, .leftOld) { try bench.operations().debit(Fen(300), terminal: seven) }
         for _ in 1...7 { try bench.operations().debit(Fen(300), terminal: nine) }
         try bench.operations().tap(terminal: seven)
         #expect(try seven.journal.outcome(terminalSequence: 1) == .undetermined)
@@ -130,10 +110,7 @@ import Testing
         try bench.operations().waterSettle(terminal: station, reference: 1)
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
         let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 100))
-        bench.reader.arm(TearPlan(atAPDU: 8, effect: .executed))
-        #expect(throws: (any Error).self) { try bench.operations().waterDebit(Fen(5), terminal: seven) }
-        bench.reader.reinsert()
-        bench.reader.arm(nil)
+        bench.tear(atAPDU: 8, .executed) { try bench.operations().waterDebit(Fen(5), terminal: seven) }
         #expect(try bench.operations().waterDebit(Fen(5), terminal: nine).balance == Fen(990))
         try bench.operations().waterTap(terminal: seven)
         #expect(try seven.journal.outcome(terminalSequence: 1) == .undetermined)
@@ -147,20 +124,14 @@ import Testing
         let bench = try CardBench()
         let three = Terminal(id: 3, journal: InMemoryTerminalJournal()), four = Terminal(id: 4, journal: InMemoryTerminalJournal())
         try bench.issueAndLoad(0, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
-        bench.reader.arm(TearPlan(atAPDU: 15, effect: .leftOld))  // the commit write, unanswered
-        #expect(throws: (any Error).self) { try bench.operations().waterSettle(terminal: three, reference: 1_001) }
-        bench.reader.reinsert()
-        bench.reader.arm(nil)
+        bench.tear(atAPDU: 15, .leftOld) { try bench.operations().waterSettle(terminal: three, reference: 1_001) }
         #expect(try bench.operations().waterSettle(terminal: four, reference: 1_002).refill == Fen(1_000))
         try bench.operations().waterTap(terminal: three)
         #expect(try three.journal.outcome(terminalSequence: 1) == .undetermined)
         #expect((four.journal as? InMemoryTerminalJournal)?.entries.last?.intent.referenceBefore == 0, "4 replaced the issue's reference, not 3's")
         // Its commit write unanswered (left old), tapped again before anyone else settled: the reference read before.
         try bench.operations().waterDebit(Fen(5), terminal: Terminal(id: 40, journal: InMemoryTerminalJournal()))  // so it refills (APDU 14)
-        bench.reader.arm(TearPlan(atAPDU: 15, effect: .leftOld))
-        #expect(throws: (any Error).self) { try bench.operations().waterSettle(terminal: three, reference: 1_003) }
-        bench.reader.reinsert()
-        bench.reader.arm(nil)
+        bench.tear(atAPDU: 15, .leftOld) { try bench.operations().waterSettle(terminal: three, reference: 1_003) }
         try bench.operations().waterTap(terminal: Terminal(id: 40, journal: InMemoryTerminalJournal()))
         try bench.operations().waterTap(terminal: three)
         #expect(try three.journal.outcome(terminalSequence: 2) == .notDone)
@@ -191,15 +162,10 @@ import Testing
         try bench.issueAndLoad(0, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
         let three = Terminal(id: 3, journal: InMemoryTerminalJournal())
         try bench.operations().waterSettle(terminal: three, reference: 1, maximumRefill: Fen(600))
-        bench.reader.arm(TearPlan(atAPDU: 15, effect: .executed))  // the commit lands, its answer is lost
-        #expect(throws: (any Error).self) { try bench.operations().waterSettle(terminal: three, reference: 2) }
-        bench.reader.reinsert()
+        bench.tear(atAPDU: 15, .executed) { try bench.operations().waterSettle(terminal: three, reference: 2) }
         let shower = Terminal(id: 40, journal: InMemoryTerminalJournal())
         _ = try bench.operations().readWater()  // any tap repairs the backup (the refill is done)
-        bench.reader.arm(TearPlan(atAPDU: 8, effect: .garbled))
-        #expect(throws: (any Error).self) { try bench.operations().waterDebit(Fen(5), terminal: shower) }
-        bench.reader.reinsert()
-        bench.reader.arm(nil)
+        bench.tear(atAPDU: 8, .garbled) { try bench.operations().waterDebit(Fen(5), terminal: shower) }
         let water = try bench.operations().waterTap(terminal: three)
         #expect(water.record.rebuilt && water.balance == Fen(1_000) && water.record.reference == 1, "\(water)")
         #expect(try three.journal.outcome(terminalSequence: 2) == .undetermined)

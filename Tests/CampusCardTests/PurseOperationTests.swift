@@ -32,6 +32,14 @@ final class CardBench: @unchecked Sendable {
         return CampusCardOperations(session: session, keystore: keystore ?? self.keystore, now: now, reselect: { try channel.reselect() })
     }
 
+    /// Runs `body` with the card torn at APDU `index` (counted from now), expects it to fail, and puts the card back.
+    func tear(atAPDU index: Int, _ effect: TearEffect, sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void) {
+        reader.arm(TearPlan(atAPDU: index, effect: effect))
+        #expect(throws: (any Error).self, sourceLocation: sourceLocation) { try body() }
+        reader.reinsert()
+        reader.arm(nil)
+    }
+
     func issueAndLoad(_ fen: Int, terminal: Terminal) throws {
         try operations().issue(Identity(serial: serial, account: 42, type: .student, keyVersion: 1,
                                         issued: CardDay(now), expires: CardDay(rawValue: CardDay(now).rawValue + 1_000)))
