@@ -5,9 +5,9 @@ import Testing
 
 /// How an interrupted terminal learns its outcome when another terminal used the card in between.
 @Suite struct IntentResolutionTests {
-    /// Terminal 7 is torn before its commit (not done); terminal 9 then debits the same card, and the low byte of its
-    /// terminal sequence happens to equal terminal 7's (1 in 256). Terminal 7's next tap must still decide "not done":
-    /// the record names terminal 9.
+    /// Terminal 7's commit write goes unanswered (block left old: not done); terminal 9 then debits the same card with
+    /// a sequence whose low byte equals terminal 7's. Terminal 7's next tap must still decide "not done": the record
+    /// names terminal 9 by its full id.
     @Test func anotherTerminalsCommitWithTheSameSequenceByteIsNotOurs() throws {
         let bench = try CardBench()
         try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
@@ -169,14 +169,25 @@ import Testing
         let water = try bench.operations().waterTap(terminal: three)
         #expect(water.record.rebuilt && water.balance == Fen(1_000) && water.record.reference == 1, "\(water)")
         #expect(try three.journal.outcome(terminalSequence: 2) == .undetermined)
+        // A shower keeps the mark; the station cannot compute the consumption from the card and says why.
+        #expect(try bench.operations().waterDebit(Fen(5), terminal: Terminal(id: 41, journal: InMemoryTerminalJournal())).record.rebuilt)
+        let refused = #expect(throws: CardOperationError.self) { try bench.operations().waterSettle(terminal: three, reference: 3) }
+        #expect(refused?.message.contains("rebuilt from settlement data older than the last refill") == true)
     }
 
-    /// Terminal tags: the same sequence at two terminals never gives the same tag (all 65,536 ids checked).
-    @Test func terminalTagsOfTheSameSequenceDiffer() {
-        for sequence: UInt32 in [1, 257, 65_536] {
-            let tags = Set((0...UInt32(UInt16.max)).map { TerminalTag(terminalID: $0, sequence: sequence) })
-            #expect(tags.count == 65_536)
-        }
+    /// Adjacent terminals whose sequences drifted apart (POS 1 at sequence 258, POS 2 at 1): POS 1's commit goes
+    /// unanswered (not done), the student pays the same amount at POS 2, then once more elsewhere. The log entry names
+    /// POS 2 by its full id: POS 1's intent is not done (a hashed two-byte tag took POS 2's entry for POS 1's).
+    @Test func aLogEntryNamesItsTerminalByFullID() throws {
+        let bench = try CardBench()
+        try bench.issueAndLoad(10_000, terminal: Terminal(id: 9, journal: InMemoryTerminalJournal()))
+        let one = Terminal(id: 1, journal: InMemoryTerminalJournal(startingSequence: 257))
+        let two = Terminal(id: 2, journal: InMemoryTerminalJournal(startingSequence: 0))
+        bench.tear(atAPDU: 8, .leftOld) { try bench.operations().debit(Fen(800), terminal: one) }
+        try bench.operations().debit(Fen(800), terminal: two)
+        try bench.operations().debit(Fen(100), terminal: Terminal(id: 3, journal: InMemoryTerminalJournal()))
+        #expect(try bench.operations().debit(Fen(100), terminal: one).balance == Fen(9_000))
+        #expect(try one.journal.outcome(terminalSequence: 258) == .notDone)
     }
 
     /// The settlement's intent carries the consumption it charged and the card serial (read from the identity).

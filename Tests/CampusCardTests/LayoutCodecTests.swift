@@ -19,12 +19,12 @@ import Testing
     @Test func logEntriesRoundTripInTheirRingSlot() throws {
         #expect(LogEntry.blocks == [16, 17, 18, 20, 21, 22])
         for counter: UInt16 in [0, 1, 5, 6, 11, 65_535] {
-            let entry = LogEntry(operation: .debit, amount: Fen(1_250), balanceAfter: Fen(8_750), counter: counter, terminal: TerminalTag(rawValue: 0xBEEF))
+            let entry = LogEntry(operation: .debit, amount: Fen(1_250), balanceAfter: Fen(8_750), counter: counter, terminal: TerminalTag(terminalID: 0xBEEF, sequenceByte: 0x42))
             let number = LogEntry.block(forCounter: counter)
             #expect(number == LogEntry.blocks[Int(counter) % 6])
             let block = entry.encode(uid: uid, macKey: macKey)
             #expect(block.count == 16)
-            #expect(Array(block[0..<12]) == [0x01, 0x00, 0x04, 0xE2, 0x00, 0x00, 0x22, 0x2E, UInt8(counter >> 8), UInt8(counter & 0xFF), 0xBE, 0xEF])
+            #expect(Array(block[0..<12]) == [0x10, 0x04, 0xE2, 0x00, 0x00, 0x22, 0x2E, UInt8(counter >> 8), UInt8(counter & 0xFF), 0xBE, 0xEF, 0x42])
             #expect(LogEntry(block: block, number: number, uid: uid, macKey: macKey) == entry)
             // Moved to another slot, another card, another MAC key, any changed byte: not an entry.
             for other in LogEntry.blocks where other != number {
@@ -44,15 +44,15 @@ import Testing
         #expect(LogEntry(block: [UInt8](repeating: 0, count: 16), number: 16, uid: uid, macKey: macKey) == nil, "an empty slot")
         #expect(LogEntry(block: [0x01], number: 16, uid: uid, macKey: macKey) == nil, "a short block")
         // A valid MAC over an operation code the layout does not define.
-        let unknown = signed([0x0F, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1], block: 16)
+        let unknown = signed([0xF0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0], block: 16)
         #expect(LogEntry(block: unknown, number: 16, uid: uid, macKey: macKey) == nil)
-        let known = signed([0x02, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1], block: 16)
+        let known = signed([0x20, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0], block: 16)
         #expect(LogEntry(block: known, number: 16, uid: uid, macKey: macKey)?.operation == .load)
     }
 
     @Test func logEntryHoldsItsLargestAmountExactly() {
         let entry = LogEntry(operation: .load, amount: LogEntry.maximumAmount, balanceAfter: Fen.cardMaximum, counter: 7, terminal: TerminalTag(terminalID: 1, sequence: 1))
-        #expect(LogEntry.maximumAmount.yuan == "167772.15")
+        #expect(LogEntry.maximumAmount.yuan == "10485.75")
         #expect(LogEntry(block: entry.encode(uid: uid, macKey: macKey), number: 17, uid: uid, macKey: macKey) == entry)
     }
 
@@ -136,9 +136,21 @@ import Testing
         #expect(WaterSettlement.defaultCap == Fen(1_000))
     }
 
+    /// Bit 15 of the cap field marks a record rebuilt from block 6; the cap itself reads without it.
+    @Test func waterRecordCarriesTheRebuiltMark() {
+        let settlement = WaterSettlement(cap: WaterSettlement.maximumCap, balanceAfterRefill: Fen(500), reference: 9, day: CardDay(rawValue: 9_900))
+        for rebuilt in [false, true] {
+            let record = WaterRecord(counter: 0, settlement: settlement, terminal: 0, rebuilt: rebuilt)
+            let block = record.encode(uid: uid, balance: Fen(500), macKey: macKey)
+            #expect(Array(block[2..<4]) == (rebuilt ? [0xA7, 0x10] : [0x27, 0x10]))
+            let decoded = WaterRecord(block: block)
+            #expect(decoded.rebuilt == rebuilt && decoded.cap == WaterSettlement.maximumCap && decoded == record)
+        }
+    }
+
     @Test func waterRecordVouchesForExactlyOneBalance() {
         let settlement = WaterSettlement(cap: WaterSettlement.defaultCap, balanceAfterRefill: Fen(1_000), reference: 42, day: CardDay(rawValue: 9_900))
-        let record = WaterRecord(counter: 300, settlement: settlement, terminal: TerminalTag(rawValue: 0x1234))
+        let record = WaterRecord(counter: 300, settlement: settlement, terminal: 0x1234)
         let block = record.encode(uid: uid, balance: Fen(995), macKey: macKey)
         #expect(Array(block[0..<12]) == [0x01, 0x2C, 0x03, 0xE8, 0x03, 0xE8, 0x00, 0x00, 0x00, 0x2A, 0x12, 0x34])
         #expect(WaterRecord.vouches(block, for: 995, uid: uid, macKey: macKey))

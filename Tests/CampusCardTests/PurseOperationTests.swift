@@ -36,7 +36,7 @@ final class CardBench: @unchecked Sendable {
     func tear(atAPDU index: Int, _ effect: TearEffect, sourceLocation: SourceLocation = #_sourceLocation, _ body: () throws -> Void) {
         reader.arm(TearPlan(atAPDU: index, effect: effect))
         #expect(throws: (any Error).self, sourceLocation: sourceLocation) { try body() }
-        reader.reinsert()
+        #expect(reader.reinsert(), "the card was torn away", sourceLocation: sourceLocation)
         reader.arm(nil)
     }
 
@@ -161,7 +161,7 @@ final class CardBench: @unchecked Sendable {
         let error = #expect(throws: CardOperationError.self) {
             try bench.operations().load(Fen(LogEntry.maximumAmount.rawValue + 1), terminal: station)
         }
-        #expect(error?.code == .overLimit && error?.message.contains("167772.15") == true)
+        #expect(error?.code == .overLimit && error?.message.contains("10485.75") == true)
         #expect(bench.reader.statistics.blockWrites == writes)
         #expect(try bench.operations().load(LogEntry.maximumAmount, terminal: station).balance == LogEntry.maximumAmount)
         #expect((station.journal as? InMemoryTerminalJournal)?.entries.count == 1, "no intent for the refused load")

@@ -56,4 +56,47 @@ import Testing
         #expect(throws: JournalError.self) { try second.record(intent) }
         #expect(try second.entries().count == 1 && second.nextSequence() == 2)
     }
+
+    /// Two writers racing on one file (separate instances, as two processes would be): every recorded sequence is
+    /// unique, because the duplicate check and the append happen under one flock.
+    @Test func racingWritersNeverRecordOneSequenceTwice() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("journal-\(UUID().uuidString).jsonl").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        _ = try FileTerminalJournal(path: path)
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<2 {
+                group.addTask {
+                    guard let journal = try? FileTerminalJournal(path: path) else { return }
+                    for _ in 0..<40 {
+                        for _ in 0..<100 {
+                            guard let sequence = try? journal.nextSequence() else { continue }
+                            let intent = TransactionIntent(terminalID: 7, terminalSequence: sequence, kind: .purseDebit, cardUID: "01020304",
+                                                           cardSerial: nil, amount: 1, balanceBefore: 100, counterBefore: 1)
+                            if (try? journal.record(intent)) != nil { break }
+                        }
+                    }
+                }
+            }
+        }
+        let sequences = try FileTerminalJournal(path: path).entries().map(\.intent.terminalSequence)
+        #expect(sequences.count == 80 && Set(sequences).count == 80)
+    }
+
+    /// A line cut short at the end (a crash mid-write) does not swallow the next record.
+    @Test func aPartialLastLineDoesNotSwallowTheNextRecord() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("journal-\(UUID().uuidString).jsonl").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let journal = try FileTerminalJournal(path: path)
+        let intent = { (sequence: UInt32) in
+            TransactionIntent(terminalID: 7, terminalSequence: sequence, kind: .purseDebit, cardUID: "01020304", cardSerial: nil,
+                              amount: 1, balanceBefore: 100, counterBefore: 1)
+        }
+        try journal.record(intent(1))
+        let handle = try #require(FileHandle(forWritingAtPath: path))
+        handle.seekToEndOfFile()
+        handle.write(Data("{\"intent\":{\"termi".utf8))
+        handle.closeFile()
+        try journal.record(intent(2))
+        #expect(try journal.entries().map(\.intent.terminalSequence) == [1, 2])
+    }
 }

@@ -10,7 +10,7 @@ public struct LogEntry: Hashable, Sendable {
     public var amount: Fen
     public var balanceAfter: Fen
     public var counter: UInt16
-    /// Who wrote it (`TerminalTag`, from the terminal id and sequence).
+    /// Who wrote it: the terminal id and the low byte of its sequence.
     public var terminal: TerminalTag
 
     public init(operation: PurseRecord.Operation, amount: Fen, balanceAfter: Fen, counter: UInt16, terminal: TerminalTag) {
@@ -21,9 +21,9 @@ public struct LogEntry: Hashable, Sendable {
         self.terminal = terminal
     }
 
-    /// The largest amount an entry records (24 bits: 167,772.15 yuan). An operation must refuse a larger amount
-    /// before its first card write: the entry is written after the commit.
-    public static let maximumAmount = Fen(0xFF_FFFF)
+    /// The largest amount an entry records (20 bits: 10,485.75 yuan; larger top-ups are split). An operation must
+    /// refuse a larger amount before its first card write: the entry is written after the commit.
+    public static let maximumAmount = Fen(0xF_FFFF)
 
     /// How the entry's operation changed the balance, in fen (`nil` for operations that are not logged).
     public var balanceChange: Int? {
@@ -47,13 +47,14 @@ public struct LogEntry: Hashable, Sendable {
 
     public static func block(forCounter counter: UInt16) -> Int { blocks[Int(counter) % blocks.count] }
 
-    /// 16 bytes: operation u8 | amount u24 | balance after i32 | counter u16 | terminal tag u16 |
-    /// MAC ×4 over UID, block number and bytes 0–11. Traps on an amount outside 0...`maximumAmount` (it would be
-    /// recorded wrongly under a valid MAC).
+    /// 16 bytes: operation (high nibble) and amount (low nibble + 2 bytes: 20 bits) | balance after i32 | counter u16 |
+    /// terminal id u16 | terminal sequence low byte | MAC ×4 over UID, block number and bytes 0–11. Traps on an amount
+    /// outside 0...`maximumAmount` (it would be recorded wrongly under a valid MAC).
     public func encode(uid: [UInt8], macKey: SymmetricKey) -> [UInt8] {
         precondition((0...Self.maximumAmount.rawValue).contains(amount.rawValue), "a log entry records 0...\(Self.maximumAmount.yuan) yuan; refuse larger amounts before writing the card")
-        let body = [operation.rawValue] + Field.put24(UInt32(amount.rawValue)) + Field.put32(UInt32(bitPattern: Int32(balanceAfter.rawValue)))
-            + Field.put16(counter) + Field.put16(terminal.rawValue)
+        let body = [operation.rawValue << 4 | UInt8(amount.rawValue >> 16)] + Field.put16(UInt16(amount.rawValue & 0xFFFF))
+            + Field.put32(UInt32(bitPattern: Int32(balanceAfter.rawValue))) + Field.put16(counter)
+            + Field.put16(terminal.terminalID) + [terminal.sequenceByte]
         return body + CardMAC.compute(key: macKey, uid: uid, block: Self.block(forCounter: counter), record: body)
     }
 
@@ -61,30 +62,36 @@ public struct LogEntry: Hashable, Sendable {
     public init?(block: [UInt8], number: Int, uid: [UInt8], macKey: SymmetricKey) {
         guard block.count == 16, block != [UInt8](repeating: 0, count: 16),
               CardMAC.matches(Array(block[12..<16]), CardMAC.compute(key: macKey, uid: uid, block: number, record: Array(block[0..<12]))),
-              let operation = PurseRecord.Operation(rawValue: block[0])
+              let operation = PurseRecord.Operation(rawValue: block[0] >> 4)
         else { return nil }
-        self.init(operation: operation, amount: Fen(Int(Field.u24(block, 1))),
-                  balanceAfter: Fen(Int(Int32(bitPattern: Field.u32(block, 4)))), counter: Field.u16(block, 8),
-                  terminal: TerminalTag(rawValue: Field.u16(block, 10)))
+        self.init(operation: operation, amount: Fen(Int(block[0] & 0x0F) << 16 | Int(Field.u16(block, 1))),
+                  balanceAfter: Fen(Int(Int32(bitPattern: Field.u32(block, 3)))), counter: Field.u16(block, 7),
+                  terminal: TerminalTag(terminalID: Field.u16(block, 9), sequenceByte: block[11]))
         guard Self.block(forCounter: counter) == number else { return nil }
     }
 }
 
-/// Who wrote a log entry or a water record, in two bytes: `(terminal id x 257 + terminal sequence) mod 65536`.
-/// Two terminals with the same sequence never share a tag (257 is odd, so the map from 16-bit ids is one-to-one);
-/// otherwise two (id, sequence) pairs share one with probability 1 in 65,536. An intent is matched on the tag *and*
-/// the operation, amount and balance, so a wrong match also needs the same amount from the same balance.
-public struct TerminalTag: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
-    public var rawValue: UInt16
+/// Who wrote a log entry: the terminal id and the low byte of its terminal sequence. Two terminals never share a tag;
+/// one terminal's sequences 256 apart do, but it decides its intents for a card before it writes that card again.
+/// A water record keeps only two bytes of it (`short`: id low byte, sequence low byte).
+public struct TerminalTag: Hashable, Sendable, CustomStringConvertible {
+    public var terminalID: UInt16
+    public var sequenceByte: UInt8
 
-    public init(rawValue: UInt16) { self.rawValue = rawValue }
-
-    public init(terminalID: UInt32, sequence: UInt32) {
-        self.init(rawValue: UInt16(truncatingIfNeeded: terminalID &* 257 &+ sequence))
+    public init(terminalID: UInt16, sequenceByte: UInt8) {
+        self.terminalID = terminalID
+        self.sequenceByte = sequenceByte
     }
 
-    /// No terminal: issue, a rebuilt record, a status change at the card office.
-    public static let none = TerminalTag(rawValue: 0)
+    public init(terminalID: UInt32, sequence: UInt32) {
+        self.init(terminalID: UInt16(truncatingIfNeeded: terminalID), sequenceByte: UInt8(truncatingIfNeeded: sequence))
+    }
 
-    public var description: String { "tag " + String(format: "%04X", rawValue) }
+    /// No terminal: issue, a rebuilt record, a status change at the card office (terminal ids start at 1).
+    public static let none = TerminalTag(terminalID: 0, sequenceByte: 0)
+
+    /// The two bytes a water record keeps: terminal id low byte, sequence low byte.
+    public var short: UInt16 { UInt16(terminalID & 0xFF) << 8 | UInt16(sequenceByte) }
+
+    public var description: String { "terminal \(terminalID) seq ..\(sequenceByte)" }
 }

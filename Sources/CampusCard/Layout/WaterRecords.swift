@@ -49,13 +49,13 @@ public struct WaterRecord: Hashable, Sendable {
     public var cap: Fen
     public var balanceAfterRefill: Fen
     public var reference: UInt32
-    /// Who wrote it (`TerminalTag`); `.none` as issued or rebuilt.
-    public var terminal: TerminalTag
+    /// Who wrote it: `TerminalTag.short` (terminal id low byte, sequence low byte); 0 as issued or rebuilt.
+    public var terminal: UInt16
     /// Rebuilt from block 6 since the last settlement (the top bit of the cap field): block 6 can lag the record, so
     /// the reference and after-refill balance it restored may be older than the last settlement's.
     public var rebuilt: Bool
 
-    public init(counter: UInt16, settlement: WaterSettlement, terminal: TerminalTag, rebuilt: Bool = false) {
+    public init(counter: UInt16, settlement: WaterSettlement, terminal: UInt16, rebuilt: Bool = false) {
         self.counter = counter
         cap = settlement.cap
         balanceAfterRefill = settlement.balanceAfterRefill
@@ -70,7 +70,7 @@ public struct WaterRecord: Hashable, Sendable {
         precondition(cap <= WaterSettlement.maximumCap && cap >= .zero, "the water cap is 0...\(WaterSettlement.maximumCap.yuan) yuan")
         precondition(balanceAfterRefill >= .zero && balanceAfterRefill <= cap, "the balance after a refill is 0...cap")
         let body = Field.put16(counter) + Field.put16(UInt16(cap.rawValue) | (rebuilt ? 0x8000 : 0)) + Field.put16(UInt16(balanceAfterRefill.rawValue))
-            + Field.put32(reference) + Field.put16(terminal.rawValue)
+            + Field.put32(reference) + Field.put16(terminal)
         return body + CardMAC.compute(key: macKey, uid: uid, block: Self.block, record: body, value: Int32(balance.rawValue))
     }
 
@@ -86,6 +86,6 @@ public struct WaterRecord: Hashable, Sendable {
         rebuilt = Field.u16(block, 2) & 0x8000 != 0
         balanceAfterRefill = Fen(Int(Field.u16(block, 4)))
         reference = Field.u32(block, 6)
-        terminal = TerminalTag(rawValue: Field.u16(block, 10))
+        terminal = Field.u16(block, 10)
     }
 }

@@ -26,9 +26,13 @@ public final class FileTerminalJournal: TerminalJournal, @unchecked Sendable {
         }
     }
 
-    private func lines() throws -> [Line] {
+    private func lines() throws -> [Line] { try lines(orPartialTail: false).lines }
+
+    /// The decodable lines, and whether the file ends without a newline (a write cut short by a crash).
+    private func lines(orPartialTail: Bool) throws -> (lines: [Line], partialTail: Bool) {
         guard let data = FileManager.default.contents(atPath: path) else { throw JournalError("cannot read the journal \(path)") }
-        return String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { try? JSONDecoder().decode(Line.self, from: Data($0.utf8)) }
+        let lines = String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { try? JSONDecoder().decode(Line.self, from: Data($0.utf8)) }
+        return (lines, data.last.map { $0 != 0x0A } ?? false)
     }
 
     /// Appends one line, fsync'ed. `check` runs under an exclusive `flock` of the file, on its lines as they are
@@ -37,13 +41,19 @@ public final class FileTerminalJournal: TerminalJournal, @unchecked Sendable {
         var data = try JSONEncoder().encode(line)
         data.append(0x0A)
         let fd = open(path, O_WRONLY | O_APPEND)
-        guard fd >= 0 else { throw JournalError("cannot open the journal \(path): \(String(cString: strerror(errno))); nothing was written to the card") }
+        guard fd >= 0 else { throw JournalError("cannot open the journal \(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        guard flock(fd, LOCK_EX) == 0 else { throw JournalError("cannot lock the journal \(path): \(String(cString: strerror(errno))); nothing was written to the card") }
-        try check(try lines())
+        guard flock(fd, LOCK_EX) == 0 else { throw JournalError("cannot lock the journal \(path): \(String(cString: strerror(errno)))") }
+        let existing = try lines(orPartialTail: true)
+        try check(existing.lines)
+        // A line cut short (a crash mid-write) must not swallow this one: start on a new line.
+        if existing.partialTail { data.insert(0x0A, at: 0) }
+        var status = stat()
+        guard fstat(fd, &status) == 0 else { throw JournalError("cannot read the journal \(path)'s size: \(String(cString: strerror(errno)))") }
         let written = data.withUnsafeBytes { write(fd, $0.baseAddress, data.count) }
         guard written == data.count, fsync(fd) == 0 else {
-            throw JournalError("cannot write the journal \(path) (disk full?); free space and retry; nothing was written to the card")
+            _ = ftruncate(fd, status.st_size)  // leave no partial line behind
+            throw JournalError("cannot write the journal \(path) (disk full?); free space and retry")
         }
     }
 

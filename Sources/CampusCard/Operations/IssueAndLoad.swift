@@ -28,7 +28,7 @@ extension CampusCardOperations {
                                  expires: identity.expires, terminalID: 0, terminalSequence: 0)
         let zero = [UInt8](repeating: 0, count: 16)
         let water = WaterSettlement(cap: WaterSettlement.defaultCap, balanceAfterRefill: .zero, reference: 0, day: CardDay(now))
-        let waterRecord = WaterRecord(counter: 0, settlement: water, terminal: .none)
+        let waterRecord = WaterRecord(counter: 0, settlement: water, terminal: 0)
         let valueSectorBits = AccessBits(groups: [.transportData, .valueBlock, .valueBlock, AccessCondition(code: 0b011)!])
         let plan: [(sector: Int, blocks: [(Int, [UInt8])], bits: AccessBits)] = [
             (0, [(1, Array(mad[0..<16])), (2, Array(mad[16..<32]))], MAD.accessBits),

@@ -235,7 +235,9 @@ public struct CampusCardOperations {
             try? journal.complete(terminalSequence: intent.terminalSequence, outcome: done)
             throw error
         }
-        try journal.complete(terminalSequence: intent.terminalSequence, outcome: done)
+        do { try journal.complete(terminalSequence: intent.terminalSequence, outcome: done) } catch {
+            throw CardOperationError(.journal, "the \(intent.kind.rawValue) is done on the card, but the journal could not record it (\(error)): do not repeat it; the card's next tap here completes the journal")
+        }
     }
 
     /// Refuses, before anything is written, an amount the log entry cannot record (more than 24 bits of fen).

@@ -55,7 +55,7 @@ extension CampusCardOperations {
             }
             try authenticate(sector: ValueSector.water.sector, role: .terminal, uid: uid, version: version)
             try repairCopy(from: ValueSector.water.backup, to: ValueSector.water.primary)
-            let rebuilt = WaterRecord(counter: 0, settlement: settlement, terminal: .none, rebuilt: true)
+            let rebuilt = WaterRecord(counter: 0, settlement: settlement, terminal: 0, rebuilt: true)
             try session.write(block: WaterRecord.block, rebuilt.encode(uid: uid, balance: Fen(Int(backup)), macKey: macKey))
             return WaterState(uid: uid, balance: Fen(Int(backup)), record: rebuilt, resolution: .recordRebuilt, macVersion: macVersion)
         }
@@ -83,7 +83,7 @@ extension CampusCardOperations {
                                 serial: nil, consumption: nil, reference: nil)
         var record = state.record
         record.counter = record.counter &+ 1
-        record.terminal = intent.terminalTag
+        record.terminal = intent.terminalTag.short
         let after = Fen(state.balance.rawValue - amount.rawValue)
         try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: record.counter), journal: terminal.journal, valueChange: {
             try session.decrement(block: ValueSector.water.primary, by: Int32(amount.rawValue))
@@ -106,6 +106,10 @@ extension CampusCardOperations {
         try settleWaterIntents(state, journal: terminal.journal)
         let consumption = Fen(state.record.balanceAfterRefill.rawValue - state.balance.rawValue)
         guard consumption >= .zero else {
+            if state.record.rebuilt {
+                // Block 6 lagged a settlement whose commit went unanswered, then a torn record was rebuilt from it.
+                throw CardOperationError(.tampered, "the water record was rebuilt from settlement data older than the last refill, so the consumption is unknown on the card: settle it at the card office, from the settlement service's record of the last refill")
+            }
             throw CardOperationError(.tampered, "the water wallet holds more than after its last refill: altered card; keep it and report it")
         }
         let room = Fen(max(0, state.record.cap.rawValue - state.balance.rawValue))
@@ -121,7 +125,7 @@ extension CampusCardOperations {
                                 consumption: consumption.rawValue, reference: reference)
         let after = Fen(state.balance.rawValue + refill.rawValue)
         let settlement = WaterSettlement(cap: state.record.cap, balanceAfterRefill: after, reference: reference, day: CardDay(now))
-        let record = WaterRecord(counter: state.record.counter &+ 1, settlement: settlement, terminal: intent.terminalTag)
+        let record = WaterRecord(counter: state.record.counter &+ 1, settlement: settlement, terminal: intent.terminalTag.short)
         try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: record.counter), journal: terminal.journal, valueChange: {
             try authenticate(sector: ValueSector.water.sector, role: .loader, uid: state.uid, version: keystore.currentVersion)
             if refill > .zero { try session.increment(block: ValueSector.water.primary, by: Int32(refill.rawValue)) }
@@ -179,7 +183,7 @@ extension CampusCardOperations {
             return record.reference == intent.referenceBefore ? .notDone : .undetermined
         }
         guard record.reference == intent.referenceBefore else { return .undetermined }
-        if record.counter == committed && record.terminal == intent.terminalTag && balance.rawValue == intent.balanceAfter { return done }
+        if record.counter == committed && record.terminal == intent.terminalTag.short && balance.rawValue == intent.balanceAfter { return done }
         if balance.rawValue == intent.balanceBefore { return .notDone }
         if !record.rebuilt && (record.counter == intent.counterBefore || record.counter == committed) { return .notDone }
         return .undetermined
