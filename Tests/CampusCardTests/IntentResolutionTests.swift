@@ -137,6 +137,13 @@ import Testing
         #expect(try three.journal.outcome(terminalSequence: 2) == .notDone)
         let reused = #expect(throws: CardOperationError.self) { try bench.operations().waterSettle(terminal: three, reference: 1_002) }
         #expect(reused?.message.contains("new reference") == true)
+        let reserved = #expect(throws: CardOperationError.self) {
+            try bench.operations().waterSettle(terminal: three, reference: CampusCardOperations.terminalReferences + 1)
+        }
+        #expect(reserved?.message.contains("terminals number their own") == true)
+        let own = try bench.operations().waterSettle(terminal: three)
+        let sequence = try #require((three.journal as? InMemoryTerminalJournal)?.entries.last?.intent.terminalSequence)
+        #expect(own.state.record.reference == CampusCardOperations.terminalReferences | 3 << 16 | sequence, "terminal 3 and its sequence")
     }
 
     /// Torn before its commit write was sent (here at the decrement): the card can never show it done, so the terminal

@@ -115,9 +115,13 @@ extension CampusCardOperations {
         let room = Fen(max(0, state.record.cap.rawValue - state.balance.rawValue))
         let refill = min(room, maximumRefill ?? room)
         let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
+        if let reference, reference >= Self.terminalReferences {
+            throw CardOperationError(.overLimit, "settlement reference \(reference) is in the range terminals number their own settlements in (from \(Self.terminalReferences)): use the settlement service's reference, or none")
+        }
         let sequence = try terminal.journal.nextSequence()
-        // Unique per settlement: the settlement service's, or this terminal's id and sequence.
-        let reference = reference ?? (UInt32(terminal.id) << 16 | sequence & 0xFFFF)
+        // Unique per settlement: the settlement service's (below 2^31), or this terminal's own (top bit, 15 bits of
+        // terminal id, 16 of sequence: they repeat after 65,536 sequences of one terminal).
+        let reference = reference ?? (Self.terminalReferences | UInt32(terminal.id & 0x7FFF) << 16 | sequence & 0xFFFF)
         guard reference != state.record.reference else {
             throw CardOperationError(.overLimit, "settlement reference \(reference) is the card's last one: every settlement needs a new reference")
         }
@@ -139,6 +143,9 @@ extension CampusCardOperations {
         })
         return WaterSettlementResult(consumption: consumption, refill: refill, state: WaterState(uid: state.uid, balance: after, record: record, resolution: state.resolution, macVersion: state.macVersion))
     }
+
+    /// Settlement references from here up are numbered by the terminals themselves (when the caller gives none).
+    public static let terminalReferences: UInt32 = 0x8000_0000
 
     /// Records a water intent in the terminal's journal before the first write.
     private func record(_ kind: TransactionIntent.Kind, sequence: UInt32, amount: Fen, state: WaterState, terminal: Terminal, serial: UInt32?,
