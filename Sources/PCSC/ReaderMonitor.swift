@@ -90,8 +90,10 @@ public struct ReaderMonitor: Sendable {
                 _ = try await context.listReaders()  // the first real call tells whether pcscd answers
             } catch let error as PCSCError {
                 // pcscd gone, or answering oddly while it starts: a monitor never gives up, it retries with backoff.
-                if serviceUp && error.transportFailure == .serviceUnavailable { emit(.serviceLost) }
-                if error.transportFailure == .serviceUnavailable { serviceUp = false }
+                if error.transportFailure == .serviceUnavailable {
+                    if serviceUp { emit(.serviceLost) }
+                    serviceUp = false
+                }
                 try await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, maximumBackoff)
                 continue

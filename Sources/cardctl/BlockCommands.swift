@@ -38,8 +38,7 @@ struct ReadBlock: AsyncParsableCommand {
             // Key bytes of a trailer (key B where the access bits make it readable) are never printed, as in `dump`.
             let trailer = CardSize.classic4K.isTrailer(block)
             if reader.json {
-                let text = data.enumerated().map { trailer && ($0.offset < 6 || $0.offset >= 10) ? "••" : Hex.encode([$0.element]) }.joined()
-                try printJSON(["block": "\(block)", "data": text])
+                try printJSON(["block": "\(block)", "data": maskedHex(data, maskKeys: trailer)])
             } else {
                 print(hexLine(block: block, bytes: data, maskKeys: trailer))
             }

@@ -107,6 +107,17 @@ import TestSupport
         #expect(try ValueBlock(block: saved.block(5)).value == 900)
     }
 
+    /// `cardctl read` of a sector trailer, plain and --json, shows the access bytes and never a key (as `dump`).
+    @Test func readingATrailerMasksItsKeys() throws {
+        let emulator = try EmulatorProcess(card: SampleCards.sample1KPath)
+        defer { emulator.terminate() }
+        for json in [false, true] {
+            let read = try cardctl(["read", "7", "--key", SampleCards.sector1KeyA.hexForTests] + (json ? ["--json"] : []))
+            #expect(read.status == 0, "\(read.stderr)")
+            #expect(read.stdout.contains("••") && !read.stdout.contains(SampleCards.sector1KeyB.hexForTests), "\(read.stdout)")
+        }
+    }
+
     @Test func refusalsAreOneLineWithTheirExitStatus() throws {
         let emulator = try EmulatorProcess(card: SampleCards.sample1KPath)
         defer { emulator.terminate() }
