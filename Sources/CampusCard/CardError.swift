@@ -12,6 +12,9 @@ public struct CardOperationError: Error, Hashable, Sendable, CustomStringConvert
         case missingKey = "missing-key"
         /// A block that does not decode (a torn write, or garbage).
         case garbled
+        /// The water wallet's record was torn mid-write and nothing on the card vouches for its balance: only the
+        /// interrupted controller (from its journal) or a settlement station (a reset) can go on.
+        case waterInterrupted = "water-interrupted"
     }
     public var code: Code
     public var message: String

@@ -36,9 +36,16 @@ struct Card: AsyncParsableCommand {
     }
 
     static func settled(_ common: Common, _ result: WaterSettlementResult) {
-        report(common, ["result": "water-settled", "consumptionYuan": result.consumption.yuan, "refillYuan": result.refill.yuan,
+        if let unverified = result.unverifiedBalance {
+            report(common, ["result": "water-reset", "consumptionYuan": "unknown", "unverifiedBalanceYuan": unverified.yuan,
+                            "refillYuan": result.refill.yuan, "waterYuan": result.state.balance.yuan],
+                   "the water wallet's record was torn and nothing vouched for its balance: reset to \(result.state.balance.yuan) yuan; the \(unverified.yuan) yuan found and the consumption since the last refill are for the settlement service to reconcile")
+            return
+        }
+        let consumption = result.consumption?.yuan ?? "unknown"
+        report(common, ["result": "water-settled", "consumptionYuan": consumption, "refillYuan": result.refill.yuan,
                         "waterYuan": result.state.balance.yuan],
-               "consumption \(result.consumption.yuan) yuan charged; refilled \(result.refill.yuan) yuan: water balance \(result.state.balance.yuan) yuan")
+               "consumption \(consumption) yuan charged; refilled \(result.refill.yuan) yuan: water balance \(result.state.balance.yuan) yuan")
     }
 
     /// An amount typed in yuan; refusals are bad input.
@@ -156,7 +163,8 @@ struct Card: AsyncParsableCommand {
 
         func run() async throws {
             try await reportingFailures {
-                let report = try await Card.withOperations(common) { ops, terminal in
+                let (report, waterInterrupted) = try await Card.withOperations(common) { ops, terminal in
+                    var waterInterrupted = false
                     try ops.checkApplication()
                     let identity = try ops.readIdentity()
                     var report = Report(
@@ -184,15 +192,16 @@ struct Card: AsyncParsableCommand {
                         mismatches.append("purse")
                     }
                     do {
-                        let water = try ops.waterTap(terminal: terminal)
+                        let water = try ops.waterTap(terminal: terminal)  // restores a record this terminal's own write tore
                         report.waterYuan = water.balance.yuan
                         report.waterCapYuan = water.record.cap.yuan
                         report.waterUsedSinceRefillYuan = Fen(water.record.balanceAfterRefill.rawValue - water.balance.rawValue).yuan
-                    } catch let error as CardOperationError where error.code == .tampered {
+                    } catch let error as CardOperationError where error.code == .tampered || error.code == .waterInterrupted {
                         mismatches.append("water wallet")
+                        if error.code == .waterInterrupted { waterInterrupted = true }
                     }
                     if !mismatches.isEmpty { report.mac = "MISMATCH in " + mismatches.joined(separator: " and ") }
-                    return report
+                    return (report, waterInterrupted)
                 }
                 if common.reader.json {
                     try printJSON(report)
@@ -202,6 +211,9 @@ struct Card: AsyncParsableCommand {
                     print("water     \(report.waterYuan) yuan of \(report.waterCapYuan)  used since the last refill \(report.waterUsedSinceRefillYuan)")
                     print("MAC       \(report.mac)")
                     for line in report.log { print("log       \(line)") }
+                }
+                if report.mac == "MISMATCH in water wallet" && waterInterrupted {
+                    throw CLIError(.refused, "no record on the card vouches for the water wallet's balance (a write torn mid-way, or an altered card): tap it at the water controller where it was interrupted, or at a settlement station, which resets the wallet")
                 }
                 if report.mac != "valid" {
                     throw CLIError(.refused, "the card's \(report.mac.dropFirst("MISMATCH in ".count)) does not match its MAC: it was altered without the MAC key; keep the card and report it")
@@ -343,12 +355,15 @@ extension Card {
 
         func run() async throws {
             try await reportingFailures {
-                let (purse, water) = try await Card.withOperations(common) { ops, terminal in
+                let (purse, water) = try await Card.withOperations(common, movesMoney: true) { ops, terminal in
                     let state = try ops.setStatus(.cancelled)
-                    return (state.balance, try ops.waterTap(terminal: terminal).balance)
+                    // The water wallet is settled (its consumption charged) and emptied back to the account.
+                    return (state.balance, try ops.emptyWater(terminal: terminal))
                 }
-                Card.report(common, ["result": "cancelled", "refundPurseYuan": purse.yuan, "refundWaterYuan": water.yuan],
-                            "card cancelled: refund \(purse.yuan) yuan (purse) + \(water.yuan) yuan (water wallet) to the account")
+                let consumption = water.consumption?.yuan ?? "unknown"
+                Card.report(common, ["result": "cancelled", "refundPurseYuan": purse.yuan, "refundWaterYuan": water.refund.yuan,
+                                     "waterConsumptionYuan": consumption],
+                            "card cancelled: refund \(purse.yuan) yuan (purse) + \(water.refund.yuan) yuan (water wallet) to the account; water consumption \(consumption) yuan charged")
             }
         }
     }

@@ -110,7 +110,7 @@ import Testing
         try bench.operations().waterSettle(terminal: station, reference: 1)
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
         let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 100))
-        bench.tear(atAPDU: 8, .executed) { try bench.operations().waterDebit(Fen(5), terminal: seven) }
+        bench.tear(atAPDU: 13, .executed) { try bench.operations().waterDebit(Fen(5), terminal: seven) }
         #expect(try bench.operations().waterDebit(Fen(5), terminal: nine).balance == Fen(990))
         try bench.operations().waterTap(terminal: seven)
         #expect(try seven.journal.outcome(terminalSequence: 1) == .undetermined)
@@ -161,25 +161,39 @@ import Testing
         #expect(state.balance == Fen(10_000) && state.resolution == .rolledBack)
     }
 
-    /// Block 6 lags a settlement whose commit landed unanswered; a shower's commit is then torn (garbled) and the
-    /// record rebuilt from the stale block 6, which shows the reference from before the settlement. The station must
-    /// not read that as "not done" (the refill is on the card): the rebuilt mark makes it undetermined.
-    @Test func aSettlementBehindARebuiltRecordIsNotDecidedNotDone() throws {
-        let bench = try CardBench()
-        try bench.issueAndLoad(0, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
-        let three = Terminal(id: 3, journal: InMemoryTerminalJournal())
-        try bench.operations().waterSettle(terminal: three, reference: 1, maximumRefill: Fen(600))
-        bench.tear(atAPDU: 15, .executed) { try bench.operations().waterSettle(terminal: three, reference: 2) }
-        let shower = Terminal(id: 40, journal: InMemoryTerminalJournal())
-        _ = try bench.operations().readWater()  // any tap repairs the backup (the refill is done)
-        bench.tear(atAPDU: 8, .garbled) { try bench.operations().waterDebit(Fen(5), terminal: shower) }
-        let water = try bench.operations().waterTap(terminal: three)
-        #expect(water.record.rebuilt && water.balance == Fen(1_000) && water.record.reference == 1, "\(water)")
-        #expect(try three.journal.outcome(terminalSequence: 2) == .undetermined)
-        // A shower keeps the mark; the station cannot compute the consumption from the card and says why.
-        #expect(try bench.operations().waterDebit(Fen(5), terminal: Terminal(id: 41, journal: InMemoryTerminalJournal())).record.rebuilt)
-        let refused = #expect(throws: CardOperationError.self) { try bench.operations().waterSettle(terminal: three, reference: 3) }
-        #expect(refused?.message.contains("rebuilt from settlement data older than the last refill") == true)
+    /// Two tears in a row (issue 8, 5a): a settlement's commit lands unanswered (block 6 lags it), then a shower's
+    /// commit tears the record (garbled). Nothing on the card vouches for the wallet's balance any more: another shower
+    /// refuses it, the interrupted shower restores it from its journal; had it not, the station resets the wallet
+    /// instead of refusing every settlement.
+    @Test func aSettlementThenATornShowerRecordNeverStrandsTheCard() throws {
+        for showerComesBack in [true, false] {
+            let bench = try CardBench()
+            try bench.issueAndLoad(0, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
+            let three = Terminal(id: 3, journal: InMemoryTerminalJournal())
+            try bench.operations().waterSettle(terminal: three, reference: 1, maximumRefill: Fen(600))
+            bench.tear(atAPDU: 15, .executed) { try bench.operations().waterSettle(terminal: three, reference: 2) }
+            let shower = Terminal(id: 40, journal: InMemoryTerminalJournal())
+            _ = try bench.operations().readWater()  // any tap repairs the backup (the refill is done)
+            bench.tear(atAPDU: 13, .garbled) { try bench.operations().waterDebit(Fen(5), terminal: shower) }
+            let other = #expect(throws: CardOperationError.self) {
+                try bench.operations().waterDebit(Fen(5), terminal: Terminal(id: 41, journal: InMemoryTerminalJournal()))
+            }
+            #expect(other?.code == .waterInterrupted)
+            if showerComesBack {
+                let restored = try bench.operations().waterTap(terminal: shower)
+                #expect(restored.balance == Fen(1_000) && restored.resolution == .rolledBack && restored.record.reference == 2)
+                #expect(try shower.journal.outcome(terminalSequence: 1) == .notDone)
+                try bench.operations().waterTap(terminal: three)
+                #expect(try three.journal.outcome(terminalSequence: 2) == .done(balanceAfter: 1_000, counterAfter: 2))
+                let settled = try bench.operations().waterSettle(terminal: three, reference: 3)
+                #expect(settled.consumption == .zero && settled.state.balance == Fen(1_000))
+            } else {
+                let reset = try bench.operations().waterSettle(terminal: three, reference: 3)
+                #expect(reset.consumption == nil && reset.unverifiedBalance == Fen(1_000) && reset.state.balance == Fen(1_000))
+                #expect(try bench.operations().waterDebit(Fen(5), terminal: shower).balance == Fen(995))
+                #expect(try three.journal.outcome(terminalSequence: 2) == .undetermined, "the reset replaced reference 2")
+            }
+        }
     }
 
     /// Adjacent terminals whose sequences drifted apart (POS 1 at sequence 258, POS 2 at 1): POS 1's commit goes

@@ -41,7 +41,7 @@ public struct LogEntry: Hashable, Sendable {
         case .purseDebit: .debit
         case .purseLoad: .load
         case .purseSubsidy: .subsidy
-        case .waterDebit, .waterSettle: nil
+        case .waterDebit, .waterSettle, .waterRefund, .waterReset: nil
         }
     }
 

@@ -12,6 +12,12 @@ public struct TransactionIntent: Sendable, Hashable, Codable {
         case purseSubsidy = "purse-subsidy"
         case waterDebit = "water-debit"
         case waterSettle = "water-settle"
+        /// The water wallet emptied back to the account (a cancelled card): `amount` leaves the card.
+        case waterRefund = "water-refund"
+        /// A water wallet whose record was torn and whose balance nothing on the card vouches for, re-initialised at
+        /// a settlement station or the card office: the card holds `amount` after it; `balanceBefore` is the
+        /// unverified value found (the settlement service reconciles it from the water controllers' uploads).
+        case waterReset = "water-reset"
     }
 
     public var terminalID: UInt32
@@ -35,11 +41,15 @@ public struct TransactionIntent: Sendable, Hashable, Codable {
     /// the counter cannot (the water record is rebuilt with counter 0).
     public var referenceBefore: UInt32?
     public var settlementReference: UInt32?
+    /// The MAC-verified record block (hex) the terminal read before writing: its own witness of the state before,
+    /// from which it can restore the card when its commit write tore the record and nothing on the card vouches
+    /// for the value any more (the water wallet keeps no log).
+    public var recordBefore: String?
     public var createdAt: Date
 
     public init(terminalID: UInt32, terminalSequence: UInt32, kind: Kind, cardUID: String, cardSerial: UInt32?,
                 amount: Int, balanceBefore: Int, counterBefore: UInt16, consumption: Int? = nil, referenceBefore: UInt32? = nil,
-                settlementReference: UInt32? = nil, createdAt: Date = Date()) {
+                settlementReference: UInt32? = nil, recordBefore: [UInt8]? = nil, createdAt: Date = Date()) {
         self.terminalID = terminalID
         self.terminalSequence = terminalSequence
         self.kind = kind
@@ -51,15 +61,24 @@ public struct TransactionIntent: Sendable, Hashable, Codable {
         self.consumption = consumption
         self.referenceBefore = referenceBefore
         self.settlementReference = settlementReference
+        self.recordBefore = recordBefore.map { $0.map { String(format: "%02X", $0) }.joined() }
         self.createdAt = createdAt
     }
 
     /// The balance in fen the card shows if the operation is done.
     public var balanceAfter: Int {
         switch kind {
-        case .purseDebit, .waterDebit: balanceBefore - amount
+        case .purseDebit, .waterDebit, .waterRefund: balanceBefore - amount
         case .purseLoad, .purseSubsidy, .waterSettle: balanceBefore + amount
+        case .waterReset: amount
         }
+    }
+
+    /// `recordBefore` as bytes (`nil` when absent or not hex).
+    public var recordBeforeBytes: [UInt8]? {
+        guard let hex = recordBefore, hex.count == 32 else { return nil }
+        let bytes = stride(from: 0, to: 32, by: 2).compactMap { UInt8(hex.dropFirst($0).prefix(2), radix: 16) }
+        return bytes.count == 16 ? bytes : nil
     }
 
     /// How the card's log entry or water record names this intent's writer.

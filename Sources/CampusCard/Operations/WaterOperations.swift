@@ -11,18 +11,34 @@ public struct WaterState: Sendable, Hashable {
     public var resolution: PurseState.Resolution
     /// The card's MAC key version (see `PurseState.macVersion`).
     public var macVersion: UInt8 = 1
+
+    /// The record as it vouches for `balance`, re-encoded (a terminal's witness of the state before its write).
+    var recordBlock: [UInt8]?
 }
 
-/// What a settlement did: the consumption to charge to the holder's account, and the refill written to the card.
+/// What a settlement, a refund or a reset did: the consumption to charge to the holder's account, and what was
+/// written to the card.
 public struct WaterSettlementResult: Sendable, Hashable {
-    public var consumption: Fen
+    /// Since the last refill; `nil` when the card could not tell (a reset: the settlement service reconciles it).
+    public var consumption: Fen?
+    /// Added to the wallet (a settlement's refill, or a reset's new balance).
     public var refill: Fen
+    /// Taken off the wallet back to the account (a cancelled card's water balance).
+    public var refund: Fen
+    /// A reset only: the value found in the wallet, which no MAC'd record vouched for (not counted as money).
+    public var unverifiedBalance: Fen?
     public var state: WaterState
 }
 
 extension CampusCardOperations {
     /// Reads the water wallet, resolving and repairing a torn operation (key A: any water controller).
-    public func readWater() throws -> WaterState {
+    ///
+    /// A balance counts only when a MAC'd record vouches for it. The water wallet keeps no log, so when the record
+    /// itself was torn mid-write nothing on the card vouches for either value: only `terminal`, when it is the one
+    /// that was interrupted, can restore the card, from the MAC-verified record its journal kept (the intent's
+    /// `recordBefore`). Anywhere else the card is refused (`waterInterrupted`) until that controller sees it again
+    /// or a settlement station resets the wallet.
+    public func readWater(terminal: Terminal? = nil) throws -> WaterState {
         let uid = try session.uid()
         let version = keystore.currentVersion
         do {
@@ -31,49 +47,62 @@ extension CampusCardOperations {
             throw CardOperationError(.notCampusCard, "the card's water wallet does not open with this keystore's keys: not a campus card, or issued before the water wallet existed")
         }
         let values = try readValueSector(.water)
-        let macVersion = try self.macVersion(uid: uid) { key in
-            [values.primary, values.backup].contains { $0.map { WaterRecord.vouches(values.record, for: $0, uid: uid, macKey: key) } ?? false }
-        } ?? (try self.macVersion(uid: uid) { key in
-            // A torn water record: the settlement block tells the card's MAC version.
-            (try? authenticate(sector: 1, role: .terminal, uid: uid, version: version)).flatMap { _ in
-                try? WaterSettlement(block: session.read(block: WaterSettlement.block), uid: uid, macKey: key)
-            } != nil
-        }) ?? version
+        let macVersion = try waterMACVersion(uid: uid, values: values)
         let macKey = try keystore.macKey(uid: uid, version: macVersion)
         try authenticate(sector: ValueSector.water.sector, role: .terminal, uid: uid, version: version)
         let vouches = { (value: Int32) in WaterRecord.vouches(values.record, for: value, uid: uid, macKey: macKey) }
         switch try resolveValueSector(.water, values, vouches: vouches) {
         case .agreed(let balance, let resolution):
             return WaterState(uid: uid, balance: Fen(Int(balance)), record: WaterRecord(block: values.record), resolution: resolution,
-                              macVersion: macVersion)
-        case .recordTorn(let backup):
-            // Rebuild from the settlement data in sector 1 (written at each settlement), keeping the backup's value.
-            try authenticate(sector: 1, role: .terminal, uid: uid, version: version)
-            guard let backup, let settlement = try? WaterSettlement(block: session.read(block: WaterSettlement.block), uid: uid, macKey: macKey),
-                  Fen(Int(backup)) <= settlement.cap else {
-                throw CardOperationError(.tampered, "the water record vouches for no balance on the card: altered without the MAC key (or damaged); refill at the card office")
+                              macVersion: macVersion, recordBlock: values.record)
+        case .recordTorn:
+            let uidHex = uid.map { String(format: "%02X", $0) }.joined()
+            let witnesses = try terminal?.journal.openIntents(cardUID: uidHex).reversed().filter { !$0.isPurse }.compactMap(\.recordBeforeBytes) ?? []
+            guard let witness = witnesses.first(where: { block in
+                [values.primary, values.backup].contains { $0.map { WaterRecord.vouches(block, for: $0, uid: uid, macKey: macKey) } ?? false }
+            }) else {
+                throw CardOperationError(.waterInterrupted, "the water wallet was interrupted while its record was written, and nothing on the card vouches for its balance: tap it again at the water controller where that happened, or at a settlement station (which resets the wallet; the settlement service reconciles the balance)")
             }
-            try authenticate(sector: ValueSector.water.sector, role: .terminal, uid: uid, version: version)
-            try repairCopy(from: ValueSector.water.backup, to: ValueSector.water.primary)
-            let rebuilt = WaterRecord(counter: 0, settlement: settlement, terminal: 0, rebuilt: true)
-            try session.write(block: WaterRecord.block, rebuilt.encode(uid: uid, balance: Fen(Int(backup)), macKey: macKey))
-            return WaterState(uid: uid, balance: Fen(Int(backup)), record: rebuilt, resolution: .recordRebuilt, macVersion: macVersion)
+            // This terminal's own journal holds the record it verified before its torn write: put it back, then
+            // resolve as usual (it vouches for the value before: rolled back).
+            try session.write(block: WaterRecord.block, witness)
+            let restored = ValueSectorContents(record: witness, primary: values.primary, backup: values.backup)
+            guard case .agreed(let balance, _) = try resolveValueSector(.water, restored, vouches: {
+                WaterRecord.vouches(witness, for: $0, uid: uid, macKey: macKey)
+            }) else { throw CardOperationError(.tampered, "the water record this terminal restored vouches for no value: report it") }
+            return WaterState(uid: uid, balance: Fen(Int(balance)), record: WaterRecord(block: witness), resolution: .rolledBack,
+                              macVersion: macVersion, recordBlock: witness)
         }
+    }
+
+    /// The card's MAC version for the water wallet: the one under which the record vouches for a value, else (a torn
+    /// record) the one under which the settlement block in sector 1 verifies, else the keystore's current one.
+    private func waterMACVersion(uid: [UInt8], values: ValueSectorContents) throws -> UInt8 {
+        let version = keystore.currentVersion
+        if let found = try macVersion(uid: uid, where: { key in
+            [values.primary, values.backup].contains { $0.map { WaterRecord.vouches(values.record, for: $0, uid: uid, macKey: key) } ?? false }
+        }) { return found }
+        guard (try? authenticate(sector: 1, role: .terminal, uid: uid, version: version)) != nil,
+              let block = try? session.read(block: WaterSettlement.block) else { return version }
+        return try macVersion(uid: uid, where: { key in (try? WaterSettlement(block: block, uid: uid, macKey: key)) != nil }) ?? version
     }
 
     /// A water controller's tap that only reads: resolves the wallet and decides this terminal's open water intents.
     @discardableResult
     public func waterTap(terminal: Terminal) throws -> WaterState {
-        let state = try readWater()
+        let state = try readWater(terminal: terminal)
         try settleWaterIntents(state, journal: terminal.journal)
         return state
     }
 
     /// One water unit (or any amount) debited from the water wallet: 3 block writes (decrement, record, backup).
+    /// Refuses a card that is not `normal` or has expired, from its MAC'd identity; a water controller that checked
+    /// that when the card arrived passes `validityChecked` for the units that follow in the same presence.
     @discardableResult
-    public func waterDebit(_ amount: Fen, terminal: Terminal) throws -> WaterState {
+    public func waterDebit(_ amount: Fen, terminal: Terminal, validityChecked: Bool = false) throws -> WaterState {
         guard amount > .zero else { throw CardOperationError(.overLimit, "a water debit must be more than 0.00 yuan") }
-        let state = try readWater()
+        if !validityChecked { try checkValidity(readIdentity()) }
+        let state = try readWater(terminal: terminal)
         try settleWaterIntents(state, journal: terminal.journal)
         guard state.balance >= amount else {
             throw CardOperationError(.insufficientFunds, "the water wallet holds \(state.balance.yuan) yuan, less than \(amount.yuan): refill it at a settlement station")
@@ -97,51 +126,138 @@ extension CampusCardOperations {
 
     /// Settlement (key B, settlement station): the consumption since the last refill is `balance after the last
     /// refill - balance now` (right when that refill was partial), charged to the account; then the wallet is refilled
-    /// towards its cap, by at most `maximumRefill` (what the account can pay).
+    /// towards its cap, by at most `maximumRefill` (what the account can pay). A wallet whose record was torn and that
+    /// nothing vouches for is reset instead (`resetWater`).
     @discardableResult
     public func waterSettle(terminal: Terminal, reference: UInt32? = nil, maximumRefill: Fen? = nil) throws -> WaterSettlementResult {
         let identity = try readIdentity()
         try checkValidity(identity)
-        let state = try readWater()
+        return try settleWallet(identity: identity, terminal: terminal, reference: reference, kind: .waterSettle) { state in
+            let room = Fen(max(0, state.record.cap.rawValue - state.balance.rawValue))
+            return min(room, maximumRefill ?? room)
+        }
+    }
+
+    /// Empties the water wallet of a card being cancelled: the consumption since the last refill is recorded (charged
+    /// to the account) and the rest leaves the card (`refund`, back to the account). Status is not checked: the card
+    /// office runs it on cards it is cancelling. Key B.
+    @discardableResult
+    public func emptyWater(terminal: Terminal, reference: UInt32? = nil) throws -> WaterSettlementResult {
+        let identity = try readIdentity()
+        return try settleWallet(identity: identity, terminal: terminal, reference: reference, kind: .waterRefund) { state in
+            Fen(-state.balance.rawValue)
+        }
+    }
+
+    /// The write phase shared by a settlement (`change` ≥ 0: the refill) and a refund (`change` = -balance): a new
+    /// settlement reference and after-refill balance in the record (the commit) and in block 6 (after it).
+    private func settleWallet(identity: Identity, terminal: Terminal, reference: UInt32?, kind: TransactionIntent.Kind,
+                              change: (WaterState) -> Fen) throws -> WaterSettlementResult {
+        if let reference, reference >= Self.terminalReferences {
+            throw CardOperationError(.overLimit, "settlement reference \(reference) is in the range terminals number their own settlements in (from \(Self.terminalReferences)): use the settlement service's reference, or none")
+        }
+        let state: WaterState
+        do {
+            state = try readWater(terminal: terminal)
+        } catch let error as CardOperationError where error.code == .waterInterrupted {
+            let target = kind == .waterRefund ? Fen.zero : nil
+            return try resetWater(identity: identity, terminal: terminal, reference: reference, target: target, capping: change)
+        }
         try settleWaterIntents(state, journal: terminal.journal)
         let consumption = Fen(state.record.balanceAfterRefill.rawValue - state.balance.rawValue)
         guard consumption >= .zero else {
             if state.record.rebuilt {
-                // Block 6 lagged a settlement whose commit went unanswered, then a torn record was rebuilt from it.
-                throw CardOperationError(.tampered, "the water record was rebuilt from settlement data older than the last refill, so the consumption is unknown on the card: settle it at the card office, from the settlement service's record of the last refill")
+                // Written by an earlier version, which rebuilt torn records from block 6: that can lag a settlement.
+                throw CardOperationError(.tampered, "the water record was rebuilt from settlement data older than the last refill, so the consumption is unknown on the card: reset the wallet at the card office (`cardctl card repair`)")
             }
             throw CardOperationError(.tampered, "the water wallet holds more than after its last refill: altered card; keep it and report it")
         }
-        let room = Fen(max(0, state.record.cap.rawValue - state.balance.rawValue))
-        let refill = min(room, maximumRefill ?? room)
+        let delta = change(state)
         let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
-        if let reference, reference >= Self.terminalReferences {
-            throw CardOperationError(.overLimit, "settlement reference \(reference) is in the range terminals number their own settlements in (from \(Self.terminalReferences)): use the settlement service's reference, or none")
-        }
         let sequence = try terminal.journal.nextSequence()
-        // Unique per settlement: the settlement service's (below 2^31), or this terminal's own (top bit, 15 bits of
-        // terminal id, 16 of sequence: they repeat after 65,536 sequences of one terminal).
-        let reference = reference ?? (Self.terminalReferences | UInt32(terminal.id & 0x7FFF) << 16 | sequence & 0xFFFF)
+        let reference = reference ?? terminalReference(terminal: terminal, sequence: sequence)
         guard reference != state.record.reference else {
             throw CardOperationError(.overLimit, "settlement reference \(reference) is the card's last one: every settlement needs a new reference")
         }
-        let intent = try record(.waterSettle, sequence: sequence, amount: refill, state: state, terminal: terminal, serial: identity.serial,
+        let intent = try record(kind, sequence: sequence, amount: Fen(abs(delta.rawValue)), state: state, terminal: terminal, serial: identity.serial,
                                 consumption: consumption.rawValue, reference: reference)
-        let after = Fen(state.balance.rawValue + refill.rawValue)
+        let after = Fen(state.balance.rawValue + delta.rawValue)
         let settlement = WaterSettlement(cap: state.record.cap, balanceAfterRefill: after, reference: reference, day: CardDay(now))
         let record = WaterRecord(counter: state.record.counter &+ 1, settlement: settlement, terminal: intent.terminalTag.short)
         try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: record.counter), journal: terminal.journal, valueChange: {
             try authenticate(sector: ValueSector.water.sector, role: .loader, uid: state.uid, version: keystore.currentVersion)
-            if refill > .zero { try session.increment(block: ValueSector.water.primary, by: Int32(refill.rawValue)) }
+            if delta > .zero { try session.increment(block: ValueSector.water.primary, by: Int32(delta.rawValue)) }
+            if delta < .zero { try session.decrement(block: ValueSector.water.primary, by: Int32(-delta.rawValue)) }
         }, commit: {
             try session.write(block: WaterRecord.block, record.encode(uid: state.uid, balance: after, macKey: macKey))
         }, finish: {
-            if refill > .zero { try updateBackup(.water, byAdding: refill) }
-            // The rebuild source lags the record: written after the commit.
+            if delta != .zero { try updateBackup(.water, byAdding: delta) }
+            // The settlement block lags the record: written after the commit.
             try authenticate(sector: 1, role: .loader, uid: state.uid, version: keystore.currentVersion)
             try session.write(block: WaterSettlement.block, settlement.encode(uid: state.uid, macKey: macKey))
         })
-        return WaterSettlementResult(consumption: consumption, refill: refill, state: WaterState(uid: state.uid, balance: after, record: record, resolution: state.resolution, macVersion: state.macVersion))
+        return WaterSettlementResult(consumption: consumption, refill: max(delta, .zero), refund: max(Fen(-delta.rawValue), .zero),
+                                     unverifiedBalance: nil,
+                                     state: WaterState(uid: state.uid, balance: after, record: record, resolution: state.resolution, macVersion: state.macVersion))
+    }
+
+    /// Re-initialises a water wallet whose record was torn and that no MAC'd record vouches for (key B: a settlement
+    /// station or the card office). Nothing on the card tells its balance or the consumption since the last refill,
+    /// so neither is trusted: both value blocks are written with the new balance — `target`, else the refill
+    /// `capping` allows from an empty wallet — and the value found is reported as unverified, for the settlement
+    /// service to reconcile from the water controllers' uploads. A forged balance therefore buys nothing.
+    func resetWater(identity: Identity, terminal: Terminal, reference: UInt32?, target: Fen?,
+                    capping: (WaterState) -> Fen) throws -> WaterSettlementResult {
+        let uid = try session.uid()
+        let uidHex = uid.map { String(format: "%02X", $0) }.joined()
+        let version = keystore.currentVersion
+        try authenticate(sector: ValueSector.water.sector, role: .loader, uid: uid, version: version)
+        let values = try readValueSector(.water)
+        let macVersion = try waterMACVersion(uid: uid, values: values)
+        let macKey = try keystore.macKey(uid: uid, version: macVersion)
+        try authenticate(sector: 1, role: .loader, uid: uid, version: version)
+        let last = try? WaterSettlement(block: session.read(block: WaterSettlement.block), uid: uid, macKey: macKey)
+        let cap = last?.cap ?? WaterSettlement.defaultCap
+        // A reset of ours that left the record torn did not commit (a committed one leaves a valid record).
+        for open in try terminal.journal.openIntents(cardUID: uidHex) where open.kind == .waterReset {
+            try terminal.journal.complete(terminalSequence: open.terminalSequence, outcome: .notDone)
+        }
+        let empty = WaterState(uid: uid, balance: .zero, record: WaterRecord(counter: 0, settlement: WaterSettlement(
+            cap: cap, balanceAfterRefill: .zero, reference: last?.reference ?? 0, day: CardDay(now)), terminal: 0), resolution: .recordRebuilt,
+                               macVersion: macVersion)
+        let balance = min(max(target ?? capping(empty), .zero), cap)
+        let unverified = Fen(Int(values.backup ?? values.primary ?? 0))
+        let sequence = try terminal.journal.nextSequence()
+        let reference = reference ?? terminalReference(terminal: terminal, sequence: sequence)
+        let intent = TransactionIntent(terminalID: UInt32(terminal.id), terminalSequence: sequence, kind: .waterReset, cardUID: uidHex,
+                                       cardSerial: identity.serial, amount: balance.rawValue, balanceBefore: unverified.rawValue, counterBefore: 0,
+                                       consumption: nil, referenceBefore: last?.reference, settlementReference: reference, createdAt: now)
+        do { try terminal.journal.record(intent) } catch {
+            throw CardOperationError(.journal, "cannot record the transaction before writing the card (\(error)); nothing was written")
+        }
+        let settlement = WaterSettlement(cap: cap, balanceAfterRefill: balance, reference: reference, day: CardDay(now))
+        let record = WaterRecord(counter: 0, settlement: settlement, terminal: intent.terminalTag.short)
+        try writeTearSafely(intent, done: .done(balanceAfter: balance.rawValue, counterAfter: 0), journal: terminal.journal, valueChange: {
+            try authenticate(sector: ValueSector.water.sector, role: .loader, uid: uid, version: version)
+            let block = ValueBlock(value: Int32(balance.rawValue), address: UInt8(ValueSector.water.primary)).block
+            try session.write(block: ValueSector.water.primary, block)
+            try session.write(block: ValueSector.water.backup, block)
+        }, commit: {
+            try session.write(block: WaterRecord.block, record.encode(uid: uid, balance: balance, macKey: macKey))
+        }, finish: {
+            try authenticate(sector: 1, role: .loader, uid: uid, version: version)
+            try session.write(block: WaterSettlement.block, settlement.encode(uid: uid, macKey: macKey))
+        })
+        let state = WaterState(uid: uid, balance: balance, record: record, resolution: .recordRebuilt, macVersion: macVersion)
+        // This station's other open intents for the card are decided against what the card shows now.
+        try settleWaterIntents(state, journal: terminal.journal)
+        return WaterSettlementResult(consumption: nil, refill: balance, refund: .zero, unverifiedBalance: unverified, state: state)
+    }
+
+    /// A settlement reference this terminal numbers itself (no reference from the settlement service).
+    func terminalReference(terminal: Terminal, sequence: UInt32) -> UInt32 {
+        // Top bit, 15 bits of terminal id, 16 of sequence: they repeat after 65,536 sequences of one terminal.
+        Self.terminalReferences | UInt32(terminal.id & 0x7FFF) << 16 | sequence & 0xFFFF
     }
 
     /// Settlement references from here up are numbered by the terminals themselves (when the caller gives none).
@@ -154,7 +270,7 @@ extension CampusCardOperations {
                                        cardUID: state.uid.map { String(format: "%02X", $0) }.joined(), cardSerial: serial,
                                        amount: amount.rawValue, balanceBefore: state.balance.rawValue, counterBefore: state.record.counter,
                                        consumption: consumption, referenceBefore: state.record.reference,
-                                       settlementReference: reference, createdAt: now)
+                                       settlementReference: reference, recordBefore: state.recordBlock, createdAt: now)
         do { try terminal.journal.record(intent) } catch {
             throw CardOperationError(.journal, "cannot record the transaction before writing the card (\(error)); nothing was written")
         }
@@ -171,9 +287,9 @@ extension CampusCardOperations {
     }
 
     /// Decides one open water intent (its commit write went unanswered; see `outcome(of:record:balance:log:)`). The
-    /// water record keeps no log, a record rebuilt from block 6 restarts its counter at 0, and block 6 can lag the last
-    /// settlement, so the settlement reference, the `rebuilt` mark and the balance decide:
-    /// - settlement: the record carries this settlement's reference (references are unique) → done; the record was
+    /// water record keeps no log, a reset (or a record rebuilt from block 6 by earlier versions) restarts its counter
+    /// at 0, so the settlement reference, the `rebuilt` mark and the balance decide:
+    /// - settlement, refund or reset: the record carries this settlement's reference (references are unique) → done; the record was
     ///   rebuilt since the last settlement → by the balance (this intent's balance before: not done); otherwise the
     ///   reference read before → not done (without a rebuild the reference only moves forward);
     /// - unit debit: a settlement since (another reference) → undetermined; the record at counter before + 1 names this
@@ -183,8 +299,8 @@ extension CampusCardOperations {
     /// - anything else → undetermined. The wallet's money is settled by consumption at the next settlement either way.
     static func waterOutcome(of intent: TransactionIntent, record: WaterRecord, balance: Fen) -> TransactionOutcome {
         let committed = intent.counterBefore &+ 1
-        let done = TransactionOutcome.done(balanceAfter: intent.balanceAfter, counterAfter: committed)
-        if intent.kind == .waterSettle {
+        let done = TransactionOutcome.done(balanceAfter: intent.balanceAfter, counterAfter: intent.kind == .waterReset ? 0 : committed)
+        if intent.kind != .waterDebit {
             if record.reference == intent.settlementReference { return done }
             if record.rebuilt { return balance.rawValue == intent.balanceBefore ? .notDone : .undetermined }
             return record.reference == intent.referenceBefore ? .notDone : .undetermined
