@@ -37,15 +37,16 @@ struct Card: AsyncParsableCommand {
 
     static func settled(_ common: Common, _ result: WaterSettlementResult) {
         if let unverified = result.unverifiedBalance {
-            report(common, ["result": "water-reset", "consumptionYuan": "unknown", "unverifiedBalanceYuan": unverified.yuan,
-                            "refillYuan": result.refill.yuan, "waterYuan": result.state.balance.yuan],
-                   "the water wallet's record was torn and nothing vouched for its balance: reset to \(result.state.balance.yuan) yuan; the \(unverified.yuan) yuan found and the consumption since the last refill are for the settlement service to reconcile")
+            reportDone(common, ["result": "water-reset", "consumptionYuan": "unknown", "unverifiedBalanceYuan": unverified.yuan,
+                                "refillYuan": result.refill.yuan, "waterYuan": result.state.balance.yuan],
+                   "the water wallet's record was torn and nothing vouched for its balance: reset to \(result.state.balance.yuan) yuan; the \(unverified.yuan) yuan found and the consumption since the last refill are for the settlement service to reconcile", warnings: result.state.warnings)
             return
         }
         let consumption = result.consumption?.yuan ?? "unknown"
-        report(common, ["result": "water-settled", "consumptionYuan": consumption, "refillYuan": result.refill.yuan,
-                        "waterYuan": result.state.balance.yuan],
-               "consumption \(consumption) yuan charged; refilled \(result.refill.yuan) yuan: water balance \(result.state.balance.yuan) yuan")
+        reportDone(common, ["result": "water-settled", "consumptionYuan": consumption, "refillYuan": result.refill.yuan,
+                            "waterYuan": result.state.balance.yuan],
+                   "consumption \(consumption) yuan charged; refilled \(result.refill.yuan) yuan: water balance \(result.state.balance.yuan) yuan",
+                   warnings: result.state.warnings)
     }
 
     /// An amount typed in yuan; refusals are bad input.
@@ -57,7 +58,10 @@ struct Card: AsyncParsableCommand {
         (ProcessInfo.processInfo.environment["HOME"] ?? "/tmp") + "/.local/state/onecard/cardctl-journal.jsonl"
     }
 
-    /// Runs campus card operations in one card session.
+    /// Runs campus card operations in one card session. A money operation (`movesMoney`) that fails is reported by
+    /// what happened to its money, from this terminal's journal: done (its commit landed before the failure: printed
+    /// as done, exit 0), undetermined (its commit write went unanswered: exit 7), or not done (the error's status);
+    /// with --json each prints `{"outcome": ...}` on stdout.
     static func withOperations<T: Sendable>(_ common: Common, movesMoney: Bool = false,
                                             _ body: @escaping @Sendable (CampusCardOperations, Terminal) throws -> T) async throws -> T {
         let (keystore, terminal) = try common.open(movesMoney: movesMoney)
@@ -76,8 +80,52 @@ struct Card: AsyncParsableCommand {
             return result
         } catch {
             reportDecisions(journal, before: before, failed: true)
-            throw error
+            guard movesMoney else { throw error }
+            let known = Set(before.map(\.intent.terminalSequence))
+            let mine = ((try? journal?.entries()) ?? []).filter { !known.contains($0.intent.terminalSequence) }
+            let (status, message) = explain(error)
+            if let done = mine.last(where: { if case .done = $0.outcome { true } else { false } }),
+               case .done(let balance, let counter) = done.outcome {
+                let line = "\(done.intent.kind.rawValue) of \(Fen(done.intent.amount).yuan) yuan done: balance \(Fen(balance).yuan) yuan, counter \(counter)"
+                reportDone(common, ["result": done.intent.kind.rawValue, "amountYuan": Fen(done.intent.amount).yuan, "balanceYuan": Fen(balance).yuan,
+                                    "counter": "\(counter)"], line, warnings: [message])
+                throw ExitCode.success
+            }
+            let undetermined = mine.contains { $0.outcome == nil }
+            if common.reader.json {
+                try? printJSON(MoneyReport(outcome: undetermined ? "undetermined" : "not-done", fields: ["error": message], warnings: []))
+            }
+            if undetermined { throw CLIError(.undetermined, message) }
+            throw CLIError(status, message)
         }
+    }
+
+    /// A money command's result as printed with --json: its outcome, its fields, and what failed after a done
+    /// operation's commit.
+    struct MoneyReport: Encodable {
+        var outcome: String
+        var fields: [String: String]
+        var warnings: [String]
+
+        struct Key: CodingKey {
+            var stringValue: String
+            var intValue: Int? { nil }
+            init(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+        }
+
+        func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: Key.self)
+            try container.encode(outcome, forKey: Key(stringValue: "outcome"))
+            if !warnings.isEmpty { try container.encode(warnings, forKey: Key(stringValue: "warnings")) }
+            for (key, value) in fields { try container.encode(value, forKey: Key(stringValue: key)) }
+        }
+    }
+
+    /// Prints a done money operation: its line (or JSON with `"outcome": "done"`), and on stderr each warning.
+    static func reportDone(_ common: Common, _ fields: [String: String], _ line: String, warnings: [String]) {
+        for warning in warnings { printError("cardctl: warning: \(warning)") }
+        if common.reader.json { try? printJSON(MoneyReport(outcome: "done", fields: fields, warnings: warnings)) } else { print(line) }
     }
 
     /// Says on stderr what this command decided about the terminal's operations: earlier interrupted ones, decided
@@ -233,8 +281,8 @@ struct Card: AsyncParsableCommand {
                 let fen = try Card.parse(amount)
                 let pin = pinChecked
                 let state = try await Card.withOperations(common, movesMoney: true) { ops, terminal in try ops.debit(fen, terminal: terminal, pinChecked: pin) }
-                Card.report(common, ["result": "debited", "amountYuan": fen.yuan, "balanceYuan": state.balance.yuan, "counter": "\(state.record.counter)"],
-                            "debited \(fen.yuan) yuan: balance \(state.balance.yuan) yuan, counter \(state.record.counter)")
+                Card.reportDone(common, ["result": "debited", "amountYuan": fen.yuan, "balanceYuan": state.balance.yuan, "counter": "\(state.record.counter)"],
+                                "debited \(fen.yuan) yuan: balance \(state.balance.yuan) yuan, counter \(state.record.counter)", warnings: state.warnings)
             }
         }
     }
@@ -250,8 +298,8 @@ struct Card: AsyncParsableCommand {
                 let fen = try Card.parse(amount)
                 let kind: TransactionIntent.Kind = subsidy ? .purseSubsidy : .purseLoad
                 let state = try await Card.withOperations(common, movesMoney: true) { ops, terminal in try ops.load(fen, terminal: terminal, kind: kind) }
-                Card.report(common, ["result": "loaded", "amountYuan": fen.yuan, "balanceYuan": state.balance.yuan, "counter": "\(state.record.counter)"],
-                            "loaded \(fen.yuan) yuan: balance \(state.balance.yuan) yuan, counter \(state.record.counter)")
+                Card.reportDone(common, ["result": "loaded", "amountYuan": fen.yuan, "balanceYuan": state.balance.yuan, "counter": "\(state.record.counter)"],
+                                "loaded \(fen.yuan) yuan: balance \(state.balance.yuan) yuan, counter \(state.record.counter)", warnings: state.warnings)
             }
         }
     }
@@ -304,8 +352,8 @@ extension Card {
             try await reportingFailures {
                 let fen = try Card.parse(amount)
                 let state = try await Card.withOperations(common, movesMoney: true) { ops, terminal in try ops.waterDebit(fen, terminal: terminal) }
-                Card.report(common, ["result": "water-debited", "amountYuan": fen.yuan, "waterYuan": state.balance.yuan],
-                            "water debited \(fen.yuan) yuan: water balance \(state.balance.yuan) yuan")
+                Card.reportDone(common, ["result": "water-debited", "amountYuan": fen.yuan, "waterYuan": state.balance.yuan],
+                                "water debited \(fen.yuan) yuan: water balance \(state.balance.yuan) yuan", warnings: state.warnings)
             }
         }
     }
@@ -358,9 +406,14 @@ extension Card {
                 let (purse, water) = try await Card.withOperations(common, movesMoney: true) { ops, terminal in
                     let state = try ops.setStatus(.cancelled)
                     // The water wallet is settled (its consumption charged) and emptied back to the account.
-                    return (state.balance, try ops.emptyWater(terminal: terminal))
+                    do {
+                        return (state.balance, try ops.emptyWater(terminal: terminal))
+                    } catch {
+                        throw CLIError(explain(error).0, "the card is cancelled, but its water wallet was not emptied (\(explain(error).1)): run `card cancel` again")
+                    }
                 }
                 let consumption = water.consumption?.yuan ?? "unknown"
+                for warning in water.state.warnings { printError("cardctl: warning: \(warning)") }
                 Card.report(common, ["result": "cancelled", "refundPurseYuan": purse.yuan, "refundWaterYuan": water.refund.yuan,
                                      "waterConsumptionYuan": consumption],
                             "card cancelled: refund \(purse.yuan) yuan (purse) + \(water.refund.yuan) yuan (water wallet) to the account; water consumption \(consumption) yuan charged")

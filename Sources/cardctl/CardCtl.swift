@@ -7,8 +7,11 @@ struct CardCtl: AsyncParsableCommand {
         commandName: "cardctl",
         abstract: "Diagnose contactless readers and MIFARE Classic campus cards.",
         discussion: """
-            Exit status: 0 ok, 1 failed, 2 no reader or pcscd, 3 no card or card removed, 4 wrong key, \
-            5 refused by the card or reader, 6 bad input, 64 bad arguments.
+            Exit status: 0 ok (a money operation: done, even when a step after its commit failed: see the warnings), \
+            1 failed, 2 no reader or pcscd, 3 no card or card removed, 4 wrong key, 5 refused by the card or reader, \
+            6 bad input, 7 a money operation's outcome is undetermined (its commit write went unanswered: tap the card \
+            again on this terminal, with this --journal, to learn it), 64 bad arguments. With --json a money operation \
+            prints {"outcome": "done" | "not-done" | "undetermined", ...} whatever its exit status.
             """,
         subcommands: [
             Readers.self, Watch.self, Info.self, Dump.self, Restore.self, ReadBlock.self, WriteBlock.self,

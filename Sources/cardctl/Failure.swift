@@ -7,7 +7,7 @@ import SmartCard
 struct CLIError: Error, CustomStringConvertible {
     /// Exit statuses a technician's script can test.
     enum Status: Int32 {
-        case failed = 1, noReader = 2, noCard = 3, wrongKey = 4, refused = 5, badInput = 6
+        case failed = 1, noReader = 2, noCard = 3, wrongKey = 4, refused = 5, badInput = 6, undetermined = 7
     }
     var status: Status
     var message: String

@@ -31,7 +31,7 @@ import Testing
         try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
         let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 100))
-        bench.tear(atAPDU: 12, .notExecuted) { try bench.operations().debit(Fen(300), terminal: seven) }
+        bench.tearAfterCommit(atAPDU: 12, .notExecuted) { try bench.operations().debit(Fen(300), terminal: seven).warnings }
         #expect(try seven.journal.outcome(terminalSequence: 1) == .done(balanceAfter: 9_700, counterAfter: 2))
         #expect(try bench.operations().debit(Fen(500), terminal: nine).balance == Fen(9_200), "the torn debit was committed")
         #expect(try bench.operations().debit(Fen(200), terminal: seven).balance == Fen(9_000))
@@ -62,7 +62,7 @@ import Testing
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
         let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 0))  // same sequences as 7
         bench.tear(atAPDU: 8, .leftOld) { try bench.operations().debit(Fen(300), terminal: seven) }
-        bench.tear(atAPDU: 12, .garbled) { try bench.operations().debit(Fen(300), terminal: nine) }
+        bench.tearAfterCommit(atAPDU: 12, .garbled) { try bench.operations().debit(Fen(300), terminal: nine).warnings }
         #expect(try nine.journal.outcome(terminalSequence: 1) == .done(balanceAfter: 9_700, counterAfter: 2))
         try bench.operations().debit(Fen(100), terminal: Terminal(id: 11, journal: InMemoryTerminalJournal()))
         try bench.operations().tap(terminal: seven)

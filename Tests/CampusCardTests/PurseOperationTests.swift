@@ -40,6 +40,21 @@ final class CardBench: @unchecked Sendable {
         reader.arm(nil)
     }
 
+    /// Runs `body` with the card torn at APDU `index`, after the operation's commit: the operation is done, so it must
+    /// return (not throw) with warnings saying what failed after the commit. Puts the card back.
+    func tearAfterCommit(atAPDU index: Int, _ effect: TearEffect, sourceLocation: SourceLocation = #_sourceLocation,
+                         _ body: () throws -> [String]) {
+        reader.arm(TearPlan(atAPDU: index, effect: effect))
+        do {
+            let warnings = try body()
+            #expect(!warnings.isEmpty, "a done operation torn after its commit says what failed", sourceLocation: sourceLocation)
+        } catch {
+            Issue.record("a done operation torn after its commit threw \(error)", sourceLocation: sourceLocation)
+        }
+        #expect(reader.reinsert(), "the card was torn away", sourceLocation: sourceLocation)
+        reader.arm(nil)
+    }
+
     func issueAndLoad(_ fen: Int, terminal: Terminal) throws {
         try operations().issue(Identity(serial: serial, account: 42, type: .student, keyVersion: 1,
                                         issued: CardDay(now), expires: CardDay(rawValue: CardDay(now).rawValue + 1_000)))
@@ -219,8 +234,9 @@ final class CardBench: @unchecked Sendable {
                     bench.reader.arm(TearPlan(atAPDU: index, effect: effect))
                     let label = "\(operation) torn at APDU \(index)/\(apdus) (\(effect.rawValue)), re-tap: \(retap.rawValue)"
                     do {
-                        try run(operation, bench.operations(), terminal: terminal)
-                        Issue.record("\(label): the operation should have been interrupted")
+                        // Torn after its commit: done, so it returns, saying what failed after the commit.
+                        let warnings = try run(operation, bench.operations(), terminal: terminal)
+                        #expect(!warnings.isEmpty, "\(label): the operation should have been interrupted")
                     } catch let error as any TransportError {
                         #expect(error.transportFailure == .cardRemoved, "\(label)")
                     } catch {
@@ -286,10 +302,11 @@ final class CardBench: @unchecked Sendable {
         #expect(scenarios == apdus * TearEffect.allCases.count * Retap.allCases.count)
     }
 
-    func run(_ operation: Operation, _ ops: CampusCardOperations, terminal: Terminal) throws {
+    @discardableResult
+    func run(_ operation: Operation, _ ops: CampusCardOperations, terminal: Terminal) throws -> [String] {
         switch operation {
-        case .debit: try ops.debit(Fen(1_250), terminal: terminal)
-        case .load: try ops.load(Fen(1_250), terminal: terminal)
+        case .debit: try ops.debit(Fen(1_250), terminal: terminal).warnings
+        case .load: try ops.load(Fen(1_250), terminal: terminal).warnings
         }
     }
 }

@@ -117,7 +117,7 @@ extension CampusCardOperations {
         committed.lastOperation = kind == .purseSubsidy ? .subsidy : .load
         committed.terminalID = terminal.id
         committed.terminalSequence = UInt8(truncatingIfNeeded: sequence)
-        try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: counter), journal: terminal.journal, valueChange: {
+        let warnings = try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: counter), journal: terminal.journal, valueChange: {
             try authenticate(sector: Self.purseSector, role: .loader, uid: state.uid, version: version)
             try session.increment(block: Self.primary, by: Int32(amount.rawValue))
         }, commit: {
@@ -127,6 +127,7 @@ extension CampusCardOperations {
             try writeLog(LogEntry(operation: committed.lastOperation, amount: amount, balanceAfter: after, counter: counter,
                                   terminal: intent.terminalTag), uid: state.uid, macKey: macKey)
         })
-        return PurseState(uid: state.uid, balance: after, record: committed, resolution: state.resolution, macVersion: state.macVersion)
+        return PurseState(uid: state.uid, balance: after, record: committed, resolution: state.resolution, macVersion: state.macVersion,
+                          warnings: warnings)
     }
 }

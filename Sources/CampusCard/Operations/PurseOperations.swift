@@ -41,6 +41,8 @@ public struct PurseState: Sendable, Hashable {
     public var resolution: Resolution
     /// The key version whose MAC key vouches for this card's records (fixed at issue; re-keying changes sector keys only).
     public var macVersion: UInt8 = 1
+    /// An operation that returned this state is done; these say what failed after its commit (see `writeTearSafely`).
+    public var warnings: [String] = []
 }
 
 /// Campus card operations over one MIFARE session (one card session, one authentication per sector touched).
@@ -205,7 +207,7 @@ public struct CampusCardOperations {
                                         : Fen(min(alreadyToday.rawValue + amount.rawValue, PurseRecord.saturatedDebitedToday.rawValue)),
                                     expires: record.expires,
                                     terminalID: terminal.id, terminalSequence: UInt8(truncatingIfNeeded: sequence))
-        try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: counter), journal: terminal.journal, valueChange: {
+        let warnings = try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: counter), journal: terminal.journal, valueChange: {
             // Deciding an earlier intent may have read the log sectors: back to the purse (free when still authenticated).
             try authenticate(sector: Self.purseSector, role: .terminal, uid: state.uid, version: keystore.currentVersion)
             try session.decrement(block: Self.primary, by: Int32(amount.rawValue))
@@ -216,7 +218,8 @@ public struct CampusCardOperations {
             try writeLog(LogEntry(operation: .debit, amount: amount, balanceAfter: after, counter: counter, terminal: intent.terminalTag),
                          uid: state.uid, macKey: macKey)
         })
-        return PurseState(uid: state.uid, balance: after, record: committed, resolution: state.resolution, macVersion: state.macVersion)
+        return PurseState(uid: state.uid, balance: after, record: committed, resolution: state.resolution, macVersion: state.macVersion,
+                          warnings: warnings)
     }
 
     /// The write phase of the tearing protocol, the same for every operation: the value change, the commit (the
@@ -224,20 +227,26 @@ public struct CampusCardOperations {
     /// intent itself whenever the card cannot show otherwise: a failure before the commit write was sent → not done
     /// (the record still vouches for the backup); once the commit write answered `90 00` → done, whatever fails after
     /// (the next tap repairs the backup). Only an unanswered commit write leaves the intent open for `outcome(of:…)`.
+    ///
+    /// Returns the warnings of a done operation whose steps after the commit failed (the card left, pcscd died, the
+    /// log sector refused its key) or whose completion the journal could not record: the money moved all the same,
+    /// so the operation returns — it never throws once the commit was acknowledged.
+    @discardableResult
     func writeTearSafely(_ intent: TransactionIntent, done: TransactionOutcome, journal: any TerminalJournal,
-                         valueChange: () throws -> Void, commit: () throws -> Void, finish: () throws -> Void) throws {
+                         valueChange: () throws -> Void, commit: () throws -> Void, finish: () throws -> Void) throws -> [String] {
         do { try valueChange() } catch {
             try? journal.complete(terminalSequence: intent.terminalSequence, outcome: .notDone)
             throw error
         }
         try commit()
+        var warnings: [String] = []
         do { try finish() } catch {
-            try? journal.complete(terminalSequence: intent.terminalSequence, outcome: done)
-            throw error
+            warnings.append("the \(intent.kind.rawValue) is done (committed on the card), but a step after the commit failed (\(error)): do not repeat it; any terminal completes the card's repair at its next tap")
         }
         do { try journal.complete(terminalSequence: intent.terminalSequence, outcome: done) } catch {
-            throw CardOperationError(.journal, "the \(intent.kind.rawValue) is done on the card, but the journal could not record it (\(error)): do not repeat it; the card's next tap here completes the journal")
+            warnings.append("the \(intent.kind.rawValue) is done on the card, but the journal could not record it (\(error)): do not repeat it; the card's next tap here completes the journal")
         }
+        return warnings
     }
 
     /// Refuses, before anything is written, an amount the log entry cannot record (more than 24 bits of fen).

@@ -14,6 +14,8 @@ public struct WaterState: Sendable, Hashable {
 
     /// The record as it vouches for `balance`, re-encoded (a terminal's witness of the state before its write).
     var recordBlock: [UInt8]?
+    /// An operation that returned this state is done; these say what failed after its commit (see `writeTearSafely`).
+    public var warnings: [String] = []
 }
 
 /// What a settlement, a refund or a reset did: the consumption to charge to the holder's account, and what was
@@ -114,14 +116,15 @@ extension CampusCardOperations {
         record.counter = record.counter &+ 1
         record.terminal = intent.terminalTag.short
         let after = Fen(state.balance.rawValue - amount.rawValue)
-        try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: record.counter), journal: terminal.journal, valueChange: {
+        let warnings = try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: record.counter), journal: terminal.journal, valueChange: {
             try session.decrement(block: ValueSector.water.primary, by: Int32(amount.rawValue))
         }, commit: {
             try session.write(block: WaterRecord.block, record.encode(uid: state.uid, balance: after, macKey: macKey))
         }, finish: {
             try updateBackup(.water, byAdding: Fen(-amount.rawValue))
         })
-        return WaterState(uid: state.uid, balance: after, record: record, resolution: state.resolution, macVersion: state.macVersion)
+        return WaterState(uid: state.uid, balance: after, record: record, resolution: state.resolution, macVersion: state.macVersion,
+                          warnings: warnings)
     }
 
     /// Settlement (key B, settlement station): the consumption since the last refill is `balance after the last
@@ -184,7 +187,7 @@ extension CampusCardOperations {
         let after = Fen(state.balance.rawValue + delta.rawValue)
         let settlement = WaterSettlement(cap: state.record.cap, balanceAfterRefill: after, reference: reference, day: CardDay(now))
         let record = WaterRecord(counter: state.record.counter &+ 1, settlement: settlement, terminal: intent.terminalTag.short)
-        try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: record.counter), journal: terminal.journal, valueChange: {
+        let warnings = try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: record.counter), journal: terminal.journal, valueChange: {
             try authenticate(sector: ValueSector.water.sector, role: .loader, uid: state.uid, version: keystore.currentVersion)
             if delta > .zero { try session.increment(block: ValueSector.water.primary, by: Int32(delta.rawValue)) }
             if delta < .zero { try session.decrement(block: ValueSector.water.primary, by: Int32(-delta.rawValue)) }
@@ -198,7 +201,8 @@ extension CampusCardOperations {
         })
         return WaterSettlementResult(consumption: consumption, refill: max(delta, .zero), refund: max(Fen(-delta.rawValue), .zero),
                                      unverifiedBalance: nil,
-                                     state: WaterState(uid: state.uid, balance: after, record: record, resolution: state.resolution, macVersion: state.macVersion))
+                                     state: WaterState(uid: state.uid, balance: after, record: record, resolution: state.resolution, macVersion: state.macVersion,
+                                                       warnings: warnings))
     }
 
     /// Re-initialises a water wallet whose record was torn and that no MAC'd record vouches for (key B: a settlement
@@ -237,7 +241,7 @@ extension CampusCardOperations {
         }
         let settlement = WaterSettlement(cap: cap, balanceAfterRefill: balance, reference: reference, day: CardDay(now))
         let record = WaterRecord(counter: 0, settlement: settlement, terminal: intent.terminalTag.short)
-        try writeTearSafely(intent, done: .done(balanceAfter: balance.rawValue, counterAfter: 0), journal: terminal.journal, valueChange: {
+        let warnings = try writeTearSafely(intent, done: .done(balanceAfter: balance.rawValue, counterAfter: 0), journal: terminal.journal, valueChange: {
             try authenticate(sector: ValueSector.water.sector, role: .loader, uid: uid, version: version)
             let block = ValueBlock(value: Int32(balance.rawValue), address: UInt8(ValueSector.water.primary)).block
             try session.write(block: ValueSector.water.primary, block)
@@ -248,9 +252,9 @@ extension CampusCardOperations {
             try authenticate(sector: 1, role: .loader, uid: uid, version: version)
             try session.write(block: WaterSettlement.block, settlement.encode(uid: uid, macKey: macKey))
         })
-        let state = WaterState(uid: uid, balance: balance, record: record, resolution: .recordRebuilt, macVersion: macVersion)
+        let state = WaterState(uid: uid, balance: balance, record: record, resolution: .recordRebuilt, macVersion: macVersion, warnings: warnings)
         // This station's other open intents for the card are decided against what the card shows now.
-        try settleWaterIntents(state, journal: terminal.journal)
+        try? settleWaterIntents(state, journal: terminal.journal)
         return WaterSettlementResult(consumption: nil, refill: balance, refund: .zero, unverifiedBalance: unverified, state: state)
     }
 
