@@ -413,10 +413,9 @@ extension Card {
                     }
                 }
                 let consumption = water.consumption?.yuan ?? "unknown"
-                for warning in water.state.warnings { printError("cardctl: warning: \(warning)") }
-                Card.report(common, ["result": "cancelled", "refundPurseYuan": purse.yuan, "refundWaterYuan": water.refund.yuan,
+                Card.reportDone(common, ["result": "cancelled", "refundPurseYuan": purse.yuan, "refundWaterYuan": water.refund.yuan,
                                      "waterConsumptionYuan": consumption],
-                            "card cancelled: refund \(purse.yuan) yuan (purse) + \(water.refund.yuan) yuan (water wallet) to the account; water consumption \(consumption) yuan charged")
+                            "card cancelled: refund \(purse.yuan) yuan (purse) + \(water.refund.yuan) yuan (water wallet) to the account; water consumption \(consumption) yuan charged", warnings: water.state.warnings)
             }
         }
     }

@@ -38,9 +38,9 @@ import Testing
     }
 
     /// Terminal 7's commit lands but its answer is lost (APDU 8 executed, card gone): 7 cannot know. Terminal 9 then
-    /// debits the same card. The record no longer names 7 and 7 wrote no log entry; the card cannot tell 7's debit
-    /// from another terminal's debit of the same amount whose log write was torn: undetermined, never a guess.
-    @Test func anUnacknowledgedCommitIsUndeterminedOnceTheCardMovesOn() throws {
+    /// debits the same card: the backup lagged, so 9 writes the log entry 7 never wrote (naming 7 and its sequence,
+    /// tearing rule 6). 7's next tap finds its entry in the log: done.
+    @Test func anUnacknowledgedCommitIsDecidedFromTheBackfilledLogEntry() throws {
         let bench = try CardBench()
         try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
@@ -48,8 +48,35 @@ import Testing
         bench.tear(atAPDU: 8, .executed) { try bench.operations().debit(Fen(300), terminal: seven) }
         #expect(try seven.journal.outcome(terminalSequence: 1) == nil)
         #expect(try bench.operations().debit(Fen(500), terminal: nine).balance == Fen(9_200))
+        let macKey = try bench.keystore.macKey(uid: bench.uid, version: 1)
+        let entry = try #require(try bench.operations().readLog(uid: bench.uid, macKey: macKey, version: 1).first { $0.counter == 2 })
+        #expect(entry.operation == .debit && entry.amount == Fen(300) && entry.balanceAfter == Fen(9_700) && entry.terminal.terminalID == 7)
         try bench.operations().tap(terminal: seven)
-        #expect(try seven.journal.outcome(terminalSequence: 1) == .undetermined)
+        #expect(try seven.journal.outcome(terminalSequence: 1) == .done(balanceAfter: 9_700, counterAfter: 2))
+    }
+
+    /// Issue 8, 5b: a debit torn after its commit and before its log entry, then the next debit's commit torn
+    /// garbled. The first tap after the first tear back-fills the missing entry, so the torn record is rebuilt from it
+    /// (before: every terminal refused the card as tampered and the first debit was never decided).
+    @Test func twoTornDebitsInARowLeaveAWorkingCard() throws {
+        var seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
+        func scene() throws -> (CardBench, Terminal) {
+            seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
+            let bench = try CardBench()
+            try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
+            bench.tear(atAPDU: 8, .executed) { try bench.operations().debit(Fen(300), terminal: seven) }
+            return (bench, Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 100)))
+        }
+        let commit = try CardBench.commitIndex(scene: scene) { bench, nine in try bench.operations().debit(Fen(500), terminal: nine) }
+        let (bench, nine) = try scene()
+        bench.tear(atAPDU: commit, .garbled) { try bench.operations().debit(Fen(500), terminal: nine) }
+        let state = try bench.operations().readPurse()
+        #expect(state.resolution == .recordRebuilt && state.balance == Fen(9_700))
+        try bench.operations().tap(terminal: nine)
+        #expect(try nine.journal.outcome(terminalSequence: 101) == .notDone)
+        try bench.operations().tap(terminal: seven)
+        #expect(try seven.journal.outcome(terminalSequence: 1) == .done(balanceAfter: 9_700, counterAfter: 2))
+        #expect(try bench.operations().debit(Fen(100), terminal: nine, pinChecked: true).balance == Fen(9_600))
     }
 
     /// The case that makes the last one undetermined: terminal 7's commit write is torn with the block left old (not

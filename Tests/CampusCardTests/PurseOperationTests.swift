@@ -55,6 +55,21 @@ final class CardBench: @unchecked Sendable {
         reader.arm(nil)
     }
 
+    /// The 1-based index, among the APDUs `operation` sends on a fresh copy of a scene, of its commit write: the only
+    /// APDU whose tear (executed, answer lost) leaves the operation's intent open.
+    static func commitIndex(scene: () throws -> (CardBench, Terminal), operation: (CardBench, Terminal) throws -> Void) throws -> Int {
+        for index in 1...60 {
+            let (bench, terminal) = try scene()
+            bench.reader.arm(TearPlan(atAPDU: index, effect: .executed))
+            do { try operation(bench, terminal) } catch {}
+            let fired = bench.reader.reinsert()
+            bench.reader.arm(nil)
+            guard fired else { break }
+            if let open = (terminal.journal as? InMemoryTerminalJournal)?.entries.last, open.outcome == nil { return index }
+        }
+        throw TestSetupError("no APDU of the operation leaves its intent open: it has no commit write")
+    }
+
     func issueAndLoad(_ fen: Int, terminal: Terminal) throws {
         try operations().issue(Identity(serial: serial, account: 42, type: .student, keyVersion: 1,
                                         issued: CardDay(now), expires: CardDay(rawValue: CardDay(now).rawValue + 1_000)))

@@ -91,11 +91,39 @@ public struct CampusCardOperations {
         let vouches = { (value: Int32) in PurseRecord.vouches(values.record, for: Fen(Int(value)), uid: uid, macKey: macKey) }
         switch try resolveValueSector(.purse, values, vouches: vouches) {
         case .agreed(let balance, let resolution):
-            return PurseState(uid: uid, balance: Fen(Int(balance)), record: try PurseRecord(block: values.record), resolution: resolution,
-                              macVersion: macVersion)
+            let record = try PurseRecord(block: values.record)
+            if resolution == .backupRepaired, let before = values.backup {
+                // Best effort: a card that leaves now fails the operation that follows anyway.
+                try? backfillLogEntry(uid: uid, record: record, before: Fen(Int(before)), after: Fen(Int(balance)), macVersion: macVersion,
+                                      version: version)
+            }
+            return PurseState(uid: uid, balance: Fen(Int(balance)), record: record, resolution: resolution, macVersion: macVersion)
         case .recordTorn(let backup):
             return try rebuildPurseRecord(uid: uid, backup: backup, version: version)
         }
+    }
+
+    /// A backup that lagged the committed primary means the operation's finish never ran, so its log entry was never
+    /// written: write it now, naming the terminal and sequence the record names, so the interrupted terminal can still
+    /// decide from the log once the card has moved on (tearing rule 6), and a later torn record can be rebuilt. Only
+    /// when the entry before it shows the lagging backup as its balance (the amount is then the two balances'
+    /// difference, in the direction the operation moves money), and only for operations that move money.
+    private func backfillLogEntry(uid: [UInt8], record: PurseRecord, before: Fen, after: Fen, macVersion: UInt8, version: UInt8) throws {
+        let change = after.rawValue - before.rawValue
+        switch record.lastOperation {
+        case .debit: guard change < 0 else { return }
+        case .load, .subsidy: guard change > 0 else { return }
+        case .issue, .repair, .statusChange: return
+        }
+        let amount = Fen(abs(change))
+        guard amount <= LogEntry.maximumAmount else { return }
+        let macKey = try keystore.macKey(uid: uid, version: macVersion)
+        let entries = try readLog(uid: uid, macKey: macKey, version: version)
+        guard !entries.contains(where: { $0.counter == record.counter }),
+              entries.contains(where: { $0.counter == record.counter &- 1 && $0.balanceAfter == before }) else { return }
+        try writeLog(LogEntry(operation: record.lastOperation, amount: amount, balanceAfter: after, counter: record.counter,
+                              terminal: TerminalTag(terminalID: record.terminalID, sequenceByte: record.terminalSequence)),
+                     uid: uid, macKey: macKey)
     }
 
     /// The record vouches for neither value: a torn record write, or a card altered without the MAC key.
