@@ -10,21 +10,38 @@ import Glibc
 /// Requests: `insert [FILE]` (no FILE: put back the last removed card, memory kept), `remove`, `tear-after N`,
 /// `tear-during N [--effect old|garbled|executed|not-executed]`, `latency MS`, `unresponsive on|off`,
 /// `status [--json]`.
+///
+/// Clients are served concurrently, each on its own thread (at most `maximumClients`; more are answered "busy"), so a
+/// silent client never holds up another. A request line longer than `maximumLineLength`, or not complete within
+/// `requestTimeout` of connecting, is answered with an error line and the connection closed: a client can neither
+/// grow the emulator's memory nor keep a thread.
 public final class ControlServer: @unchecked Sendable {
     public let path: String
     let reader: EmulatedReader
     /// Called after a card image changed (for `--save`).
     let onInsert: @Sendable (EmulatedCard, String?) -> Void
+    /// The longest request line served, newline excluded.
+    public let maximumLineLength: Int
+    /// How long a client has, from connecting, to send its request line.
+    public let requestTimeout: Duration
+    /// How many clients are served at once.
+    public let maximumClients: Int
     private var fd: Int32 = -1
     private var thread: Thread?
+    private let lock = NSLock()
+    private var clients = 0
 
-    public init(path: String, reader: EmulatedReader, onInsert: @escaping @Sendable (EmulatedCard, String?) -> Void = { _, _ in }) {
+    public init(path: String, reader: EmulatedReader, maximumLineLength: Int = 4096, requestTimeout: Duration = .seconds(5),
+                maximumClients: Int = 16, onInsert: @escaping @Sendable (EmulatedCard, String?) -> Void = { _, _ in }) {
         self.path = path
         self.reader = reader
+        self.maximumLineLength = maximumLineLength
+        self.requestTimeout = requestTimeout
+        self.maximumClients = maximumClients
         self.onInsert = onInsert
     }
 
-    /// Binds the socket (replacing a stale one) and serves on its own thread.
+    /// Binds the socket (replacing a stale one) and accepts clients on its own thread.
     public func start() throws {
         unlink(path)
         fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
@@ -45,32 +62,93 @@ public final class ControlServer: @unchecked Sendable {
             close(fd)
             throw ControlError("cannot open the control socket \(path): \(reason); check the directory exists and is writable")
         }
-        let thread = Thread { [self] in serve() }
+        let listener = fd
+        let thread = Thread { [self] in accept(on: listener) }
         thread.name = "cardemu-control"
         self.thread = thread
         thread.start()
     }
 
-    /// Closes the socket and removes its file.
+    /// Closes the socket and removes its file. Clients being served finish within `requestTimeout`.
     public func stop() {
         shutdown(fd, Int32(SHUT_RDWR))
         close(fd)
         unlink(path)
     }
 
-    private func serve() {
+    /// The number of clients being served now.
+    public var activeClients: Int { lock.withLock { clients } }
+
+    private func accept(on listener: Int32) {
         while true {
-            let client = accept(fd, nil, nil)
+            let client = Glibc.accept(listener, nil, nil)
             if client < 0 {
-                if errno == EINTR { continue }
+                if errno == EINTR || errno == ECONNABORTED { continue }
                 return
             }
-            var request: [UInt8] = []
-            var byte: UInt8 = 0
-            while recv(client, &byte, 1, 0) == 1, byte != 0x0A { request.append(byte) }
-            let answer = handle(String(decoding: request, as: UTF8.self)) + "\n"
-            _ = answer.withCString { Glibc.send(client, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-            close(client)
+            let admitted = lock.withLock {
+                guard clients < maximumClients else { return false }
+                clients += 1
+                return true
+            }
+            guard admitted else {
+                reply(client, "error: \(maximumClients) clients are connected already: retry when one has finished")
+                close(client)
+                continue
+            }
+            let thread = Thread { [self] in
+                serve(client)
+                close(client)
+                lock.withLock { clients -= 1 }
+            }
+            thread.name = "cardemu-control-client"
+            thread.start()
+        }
+    }
+
+    /// Reads one request line within the limits, answers it, and returns (the caller closes).
+    private func serve(_ client: Int32) {
+        let milliseconds = Int(requestTimeout.components.seconds) * 1000 + Int(requestTimeout.components.attoseconds / 1_000_000_000_000_000)
+        var timeout = timeval(tv_sec: milliseconds / 1000, tv_usec: (milliseconds % 1000) * 1000)
+        _ = setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let deadline = ContinuousClock.now + requestTimeout
+        var request: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 512)
+        while true {
+            let left = ContinuousClock.now.duration(to: deadline)
+            let wait = max(0, Int(left.components.seconds) * 1000 + Int(left.components.attoseconds / 1_000_000_000_000_000))
+            var poller = pollfd(fd: client, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, Int32(clamping: wait))
+            if ready < 0 && errno == EINTR { continue }
+            guard ready > 0 else {
+                reply(client, "error: no complete request line within \(requestTimeout): send one command line ending in a newline, e.g. `status`")
+                return
+            }
+            let count = recv(client, &chunk, min(chunk.count, maximumLineLength + 1 - request.count), 0)
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { break }  // the client closed: serve what it sent
+            if let newline = chunk[0..<count].firstIndex(of: 0x0A) {
+                request += chunk[0..<newline]
+                break
+            }
+            request += chunk[0..<count]
+            guard request.count <= maximumLineLength else {
+                reply(client, "error: the request is longer than \(maximumLineLength) bytes: send one command line, e.g. `status`")
+                return
+            }
+        }
+        reply(client, handle(String(decoding: request, as: UTF8.self)))
+    }
+
+    /// Sends one answer line (best effort: the client may be gone).
+    private func reply(_ client: Int32, _ line: String) {
+        let bytes = Array((line + "\n").utf8)
+        var sent = 0
+        while sent < bytes.count {
+            let count = bytes[sent...].withUnsafeBytes { Glibc.send(client, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { return }
+            sent += count
         }
     }
 
@@ -178,7 +256,8 @@ public struct ControlError: Error, CustomStringConvertible {
 
 /// The client side: sends one request line and returns the answer line.
 public enum ControlClient {
-    public static func send(_ request: String, to path: String) throws -> String {
+    /// `timeout`: how long to wait for the answer (an emulator that hangs is reported, not waited on forever).
+    public static func send(_ request: String, to path: String, timeout: Duration = .seconds(10)) throws -> String {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_un()
@@ -194,11 +273,22 @@ public enum ControlClient {
         guard connected == 0 else {
             throw ControlError("cannot reach the emulator at \(path): \(String(cString: strerror(errno))); is `cardemu --control \(path)` running?")
         }
+        var wait = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: Int(timeout.components.attoseconds / 1_000_000_000_000))
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
         let line = request + "\n"
         _ = line.withCString { Glibc.send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
         var answer: [UInt8] = []
         var byte: UInt8 = 0
-        while recv(fd, &byte, 1, 0) == 1, byte != 0x0A { answer.append(byte) }
+        while true {
+            let count = recv(fd, &byte, 1, 0)
+            if count < 0 && errno == EINTR { continue }
+            if count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                throw ControlError("the emulator at \(path) did not answer within \(timeout): it may be hung; restart `cardemu`")
+            }
+            guard count == 1, byte != 0x0A else { break }
+            answer.append(byte)
+        }
         return String(decoding: answer, as: UTF8.self)
     }
 }

@@ -14,7 +14,8 @@ struct Card: AsyncParsableCommand {
         @OptionGroup var reader: ReaderOptions
         @Option(help: "The keystore file (cardctl keystore create).") var keystore: String
         @Option(help: "The durable journal of this terminal's card writes.") var journal = Card.defaultJournal
-        @Option(help: "This terminal's id, 1-65535, unique per box (recorded on the card; with the journal's sequence it names each transaction). Required to move money.")
+        @Option(help: "This terminal's id, 1-65535, unique per box (recorded on the card; with the journal's sequence it names each transaction). Required to move money.",
+                transform: Numbers.terminalID)
         var terminalID: UInt16?
 
         /// `movesMoney`: debits, loads and water operations record intents, which must name a real terminal.
@@ -155,10 +156,10 @@ struct Card: AsyncParsableCommand {
     struct Issue: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Issue a blank card (transport keys) with zero balances.")
         @OptionGroup var common: Common
-        @Option(help: "Card serial number.") var serial: UInt32
-        @Option(help: "Account id.") var account: UInt32
+        @Option(help: "Card serial number, 0-4294967295.", transform: Numbers.cardNumber("serial")) var serial: UInt32
+        @Option(help: "Account id, 0-4294967295.", transform: Numbers.cardNumber("account")) var account: UInt32
         @Option(help: "staff, student, identity or temporary.") var type: String
-        @Option(help: "Expiry date YYYY-MM-DD (default: 4 years).") var expires: String?
+        @Option(help: "Expiry date YYYY-MM-DD, at most 2179-06-06 (the card holds a 16-bit day; default: 4 years).") var expires: String?
 
         func run() async throws {
             try await reportingFailures {
@@ -166,15 +167,23 @@ struct Card: AsyncParsableCommand {
                     throw CLIError(.badInput, "unknown card type \"\(type)\": use staff, student, identity or temporary")
                 }
                 let today = CardDay(Date())
-                var expiry = CardDay(rawValue: today.rawValue + 4 * 365)
+                var expiry = CardDay(rawValue: UInt16(clamping: Int(today.rawValue) + 4 * 365))
                 if let expires {
                     let formatter = ISO8601DateFormatter()
                     formatter.formatOptions = [.withFullDate]
                     formatter.timeZone = TimeZone(secondsFromGMT: 8 * 3600)
-                    guard let date = formatter.date(from: expires), CardDay(date) > today else {
-                        throw CLIError(.badInput, "--expires \"\(expires)\" is not a future date YYYY-MM-DD")
+                    guard let date = formatter.date(from: expires) else {
+                        throw CLIError(.badInput, "--expires \"\(expires)\" is not a date YYYY-MM-DD: give the expiry date, e.g. 2030-07-31")
                     }
-                    expiry = CardDay(date)
+                    // The card stores a u16 of days since 2000-01-01: a later date would be stored as another one.
+                    let day = CardDay(exactly: date)
+                    guard day != nil || date < Date() else {
+                        throw CLIError(.badInput, "--expires \(expires) is beyond \(CardDay.last), the last day the card's 16-bit date can hold: give an earlier date")
+                    }
+                    guard let day, day > today else {
+                        throw CLIError(.badInput, "--expires \(expires) is not in the future (today is \(today)): give a later date")
+                    }
+                    expiry = day
                 }
                 let identity = Identity(serial: serial, account: account, type: cardType, keyVersion: 1, issued: today, expires: expiry)
                 try await Card.withOperations(common) { ops, _ in try ops.issue(identity) }
@@ -362,7 +371,8 @@ extension Card {
         static let configuration = CommandConfiguration(
             commandName: "settle", abstract: "Settle the consumption since the last refill and refill to the cap (needs the loader master).")
         @OptionGroup var common: Common
-        @Option(help: "Settlement reference recorded on the card, unique per settlement (default: this terminal's id and sequence).")
+        @Option(help: "Settlement reference recorded on the card, unique per settlement, 1-2147483647 (default: this terminal's id and sequence).",
+                transform: Numbers.settlementReference)
         var reference: UInt32?
 
         func run() async throws {
@@ -379,7 +389,8 @@ extension Card {
             commandName: "refill", abstract: "Settle and refill by at most AMOUNT yuan (a partial refill, e.g. when the account is short).")
         @OptionGroup var common: Common
         @Argument(help: "The most to refill, in yuan.") var amount: String
-        @Option(help: "Settlement reference recorded on the card, unique per settlement (default: this terminal's id and sequence).")
+        @Option(help: "Settlement reference recorded on the card, unique per settlement, 1-2147483647 (default: this terminal's id and sequence).",
+                transform: Numbers.settlementReference)
         var reference: UInt32?
 
         func run() async throws {

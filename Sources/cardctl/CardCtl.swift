@@ -18,4 +18,14 @@ struct CardCtl: AsyncParsableCommand {
             Value.self, Keys.self, KeystoreCommand.self, Card.self,
         ]
     )
+
+    /// As ArgumentParser's, but a negative number (which it reads as an unknown option, then reports a missing
+    /// argument) is refused first with what the value may be.
+    static func main() async {
+        if let problem = Numbers.negativeInput(in: Array(CommandLine.arguments.dropFirst())) {
+            printError("cardctl: \(problem)")
+            Self.exit(withError: ExitCode.validationFailure)
+        }
+        await Self.main(nil)
+    }
 }

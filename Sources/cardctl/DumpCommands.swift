@@ -129,14 +129,41 @@ enum DumpFile {
         }
     }
 
+    /// One line for a JSON decoding failure: where in the file and what (the error's own description is a dump of
+    /// its coding path and context).
+    static func describe(_ error: DecodingError) -> String {
+        func field(_ context: DecodingError.Context, _ key: (any CodingKey)? = nil) -> String {
+            let path = (context.codingPath + (key.map { [$0] } ?? [])).map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+            return path.isEmpty ? "the top level" : String(path.drop { $0 == "." })
+        }
+        switch error {
+        case .dataCorrupted(let context) where context.codingPath.isEmpty:
+            let detail: String = context.underlyingError.map { String(describing: $0) } ?? ""
+            return "it is not JSON" + (detail.isEmpty || detail.contains("\n") || detail.count > 120 ? "" : " (\(detail))")
+        case .dataCorrupted(let context):
+            return "\(field(context)): \(context.debugDescription)"
+        case .keyNotFound(let key, let context):
+            return "\(field(context, key)) is missing"
+        case .valueNotFound(_, let context):
+            return "\(field(context)) is null"
+        case .typeMismatch(let type, let context):
+            let expected = "\(type)".hasPrefix("Array") ? "a list of strings" : type == String.self ? "a string" : "a \(type)"
+            return "\(field(context)) is not \(expected)"
+        @unknown default:
+            return "\(error.localizedDescription)"
+        }
+    }
+
     /// Reads an .mfd/.bin (raw) or .json dump.
     static func read(_ path: String) throws -> CardImage {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw CLIError(.badInput, "cannot read \(path): no such file or not readable")
         }
         if path.lowercased().hasSuffix(".json") {
-            do { return try JSONDecoder().decode(CardImage.self, from: data) } catch {
-                throw CLIError(.badInput, "\(path) is not a valid JSON dump: \(error)")
+            do { return try JSONDecoder().decode(CardImage.self, from: data) } catch let error as DecodingError {
+                throw CLIError(.badInput, "\(path) is not a valid JSON dump: \(describe(error)); give a dump written by `cardctl dump --format json`, or a raw .mfd")
+            } catch {
+                throw CLIError(.badInput, "\(path) is not a valid JSON dump: \(error); give a dump written by `cardctl dump --format json`, or a raw .mfd")
             }
         }
         do { return try CardImage(mfd: Array(data)) } catch {

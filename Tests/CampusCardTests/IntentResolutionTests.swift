@@ -170,7 +170,7 @@ import Testing
         #expect(reserved?.message.contains("terminals number their own") == true)
         let own = try bench.operations().waterSettle(terminal: three)
         let sequence = try #require((three.journal as? InMemoryTerminalJournal)?.entries.last?.intent.terminalSequence)
-        #expect(own.state.record.reference == CampusCardOperations.terminalReferences | 3 << 16 | sequence, "terminal 3 and its sequence")
+        #expect(own.state.record.reference == CampusCardOperations.terminalReferences | 3 << 15 | sequence & 0x7FFF, "terminal 3 and its sequence")
     }
 
     /// Torn before its commit write was sent (here at the decrement): the card can never show it done, so the terminal

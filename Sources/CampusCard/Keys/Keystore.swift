@@ -210,7 +210,9 @@ public struct FileKeystore: Keystore {
     /// Reads a keystore file through one descriptor: refuses anything but a regular file, and a file that group or
     /// others may access.
     static func readPrivateFile(_ path: String) throws -> Data {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: opening a FIFO (or a device) must not wait for a writer before fstat can refuse it; reads of a
+        // regular file ignore the flag.
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else {
             let reason = String(cString: strerror(errno))
             if errno == EACCES {

@@ -8,9 +8,22 @@ public struct CardDay: RawRepresentable, Hashable, Comparable, Sendable, CustomS
 
     static let epoch = Date(timeIntervalSince1970: 946_684_800 - 8 * 3600)  // 2000-01-01 00:00 UTC+8
 
+    /// The day of `date`, clamped to the range a `u16` holds (for "today"; an expiry date uses `init(exactly:)`).
     public init(_ date: Date) {
         rawValue = UInt16(clamping: max(0, Int(date.timeIntervalSince(Self.epoch) / 86_400)))
     }
+
+    /// The day of `date`, or nil when a `u16` of days since 2000-01-01 cannot hold it (before 2000-01-01 or after
+    /// `CardDay.last`, 2179-06-06, in UTC+8).
+    public init?(exactly date: Date) {
+        let days = (date.timeIntervalSince(Self.epoch) / 86_400).rounded(.down)
+        guard days >= 0, days <= Double(UInt16.max) else { return nil }
+        rawValue = UInt16(days)
+    }
+
+    /// The first and last days the card can hold: 2000-01-01 and 2179-06-06.
+    public static let first = CardDay(rawValue: 0)
+    public static let last = CardDay(rawValue: .max)
 
     /// "2026-11-22".
     public var description: String {

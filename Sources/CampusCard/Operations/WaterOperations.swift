@@ -177,8 +177,13 @@ extension CampusCardOperations {
         }
         let delta = change(state)
         let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
-        let sequence = try terminal.journal.nextSequence()
-        let reference = reference ?? terminalReference(terminal: terminal, sequence: sequence)
+        var sequence = try terminal.journal.nextSequence()
+        if reference == nil && Self.defaultReference(terminal: terminal.id, sequence: sequence) == state.record.reference {
+            // This terminal's sequence wrapped onto the one that wrote the card's last reference: skip that sequence
+            // (a journal that counts hands out the next; one that numbers from its records gives the same again).
+            sequence = max(try terminal.journal.nextSequence(), sequence &+ 1)
+        }
+        let reference = reference ?? Self.defaultReference(terminal: terminal.id, sequence: sequence)
         guard reference != state.record.reference else {
             throw CardOperationError(.overLimit, "settlement reference \(reference) is the card's last one: every settlement needs a new reference")
         }
@@ -232,7 +237,7 @@ extension CampusCardOperations {
         let balance = min(max(target ?? capping(empty), .zero), cap)
         let unverified = Fen(Int(values.backup ?? values.primary ?? 0))
         let sequence = try terminal.journal.nextSequence()
-        let reference = reference ?? terminalReference(terminal: terminal, sequence: sequence)
+        let reference = reference ?? Self.defaultReference(terminal: terminal.id, sequence: sequence)
         let intent = TransactionIntent(terminalID: UInt32(terminal.id), terminalSequence: sequence, kind: .waterReset, cardUID: uidHex,
                                        cardSerial: identity.serial, amount: balance.rawValue, balanceBefore: unverified.rawValue, counterBefore: 0,
                                        consumption: nil, referenceBefore: last?.reference, settlementReference: reference, createdAt: now)
@@ -258,14 +263,15 @@ extension CampusCardOperations {
         return WaterSettlementResult(consumption: nil, refill: balance, refund: .zero, unverifiedBalance: unverified, state: state)
     }
 
-    /// A settlement reference this terminal numbers itself (no reference from the settlement service).
-    func terminalReference(terminal: Terminal, sequence: UInt32) -> UInt32 {
-        // Top bit, 15 bits of terminal id, 16 of sequence: they repeat after 65,536 sequences of one terminal.
-        Self.terminalReferences | UInt32(terminal.id & 0x7FFF) << 16 | sequence & 0xFFFF
-    }
-
     /// Settlement references from here up are numbered by the terminals themselves (when the caller gives none).
     public static let terminalReferences: UInt32 = 0x8000_0000
+
+    /// A terminal's own settlement reference: the top bit, all 16 bits of the terminal id, the low 15 bits of the
+    /// sequence. Distinct terminals never share one (every id 1-65535 has its own range); one terminal's repeat only
+    /// after 32,768 sequences, and `waterSettle` skips a sequence whose reference is the card's current one.
+    public static func defaultReference(terminal id: UInt16, sequence: UInt32) -> UInt32 {
+        terminalReferences | UInt32(id) << 15 | sequence & 0x7FFF
+    }
 
     /// Records a water intent in the terminal's journal before the first write.
     private func record(_ kind: TransactionIntent.Kind, sequence: UInt32, amount: Fen, state: WaterState, terminal: Terminal, serial: UInt32?,
