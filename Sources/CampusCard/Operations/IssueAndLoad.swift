@@ -92,7 +92,7 @@ extension CampusCardOperations {
         try Self.checkLoggable(amount, "load")
         let identity = try readIdentity()
         try checkValidity(identity)
-        let state = try readPurse()
+        let state = try readPurse(terminal: terminal)
         let uidHex = state.uid.map { String(format: "%02X", $0) }.joined()
         try settleOpenIntents(uidHex: uidHex, state: state, journal: terminal.journal)
         guard state.record.status == .normal else {
@@ -106,7 +106,7 @@ extension CampusCardOperations {
         let sequence = try terminal.journal.nextSequence()
         let intent = TransactionIntent(terminalID: UInt32(terminal.id), terminalSequence: sequence, kind: kind, cardUID: uidHex,
                                        cardSerial: identity.serial, amount: amount.rawValue, balanceBefore: state.balance.rawValue,
-                                       counterBefore: state.record.counter, createdAt: now)
+                                       counterBefore: state.record.counter, recordBefore: state.recordBlock, createdAt: now)
         do { try terminal.journal.record(intent) } catch {
             throw CardOperationError(.journal, "cannot record the transaction before writing the card (\(error)); nothing was written")
         }

@@ -43,6 +43,8 @@ public struct PurseState: Sendable, Hashable {
     public var macVersion: UInt8 = 1
     /// An operation that returned this state is done; these say what failed after its commit (see `writeTearSafely`).
     public var warnings: [String] = []
+    /// The record block as read, when it vouched for the balance (a terminal's witness of the state before its write).
+    var recordBlock: [UInt8]?
 }
 
 /// Campus card operations over one MIFARE session (one card session, one authentication per sector touched).
@@ -74,7 +76,11 @@ public struct CampusCardOperations {
 
     /// Reads the purse, decides any interrupted operation (done / not done) and repairs the card to match.
     /// Key A only: works at every terminal.
-    public func readPurse(version: UInt8? = nil) throws -> PurseState {
+    ///
+    /// A torn record is put back from the record `terminal`'s journal verified before its own torn write (its open
+    /// intents' `recordBefore`) or from `witnesses` (the card office's records), when one vouches for a value on the
+    /// card; else rebuilt from the log.
+    public func readPurse(version: UInt8? = nil, terminal: Terminal? = nil, witnesses: [[UInt8]] = []) throws -> PurseState {
         let uid = try session.uid()
         let version = version ?? keystore.currentVersion
         do {
@@ -97,8 +103,29 @@ public struct CampusCardOperations {
                 try? backfillLogEntry(uid: uid, record: record, before: Fen(Int(before)), after: Fen(Int(balance)), macVersion: macVersion,
                                       version: version)
             }
-            return PurseState(uid: uid, balance: Fen(Int(balance)), record: record, resolution: resolution, macVersion: macVersion)
+            return PurseState(uid: uid, balance: Fen(Int(balance)), record: record, resolution: resolution, macVersion: macVersion,
+                              recordBlock: values.record)
         case .recordTorn(let backup):
+            let uidHex = uid.map { String(format: "%02X", $0) }.joined()
+            let own = try terminal?.journal.openIntents(cardUID: uidHex).reversed().filter(\.isPurse).compactMap(\.recordBeforeBytes) ?? []
+            for witness in own + witnesses {
+                for macVersion in keystore.knownVersions.sorted(by: >) where keystore.roles(version: macVersion).contains(.mac) {
+                    let key = try keystore.macKey(uid: uid, version: macVersion)
+                    let vouched = [values.primary, values.backup].contains { $0.map { PurseRecord.vouches(witness, for: Fen(Int($0)), uid: uid, macKey: key) } ?? false }
+                    guard vouched, let counter = try? PurseRecord(block: witness).counter else { continue }
+                    // A record older than the log's newest entry is a past state, not the one before the torn write.
+                    if let newest = try newestLogEntry(uid: uid, macKey: key, version: version), newest.counter &- counter < 0x8000,
+                       newest.counter != counter { continue }
+                    try authenticate(sector: Self.purseSector, role: .terminal, uid: uid, version: version)
+                    try session.write(block: Self.record, witness)
+                    let restored = ValueSectorContents(record: witness, primary: values.primary, backup: values.backup)
+                    guard case .agreed(let balance, _) = try resolveValueSector(.purse, restored, vouches: {
+                        PurseRecord.vouches(witness, for: Fen(Int($0)), uid: uid, macKey: key)
+                    }) else { continue }
+                    return PurseState(uid: uid, balance: Fen(Int(balance)), record: try PurseRecord(block: witness), resolution: .rolledBack,
+                                      macVersion: macVersion, recordBlock: witness)
+                }
+            }
             return try rebuildPurseRecord(uid: uid, backup: backup, version: version)
         }
     }
@@ -139,7 +166,7 @@ public struct CampusCardOperations {
             throw CardOperationError(.tampered, "the purse record vouches for no balance on the card: the card was altered without the MAC key (or damaged); no debit, keep the card and report it")
         }
         // The status and expiry copies went with the record: take them from the identity (frozen if that is unreadable).
-        let identity = try? readIdentity()
+        let identity = try? readIdentity(repairing: false)  // the repair reads the purse: no recursion
         try authenticate(sector: Self.purseSector, role: .terminal, uid: uid, version: version)
         try repairCopy(from: Self.backup, to: Self.primary)
         // Today's total went with the record and the log has no days: unknown, so the daily limit asks for the PIN
@@ -174,7 +201,7 @@ public struct CampusCardOperations {
     /// terminal's open intents for it.
     @discardableResult
     public func tap(terminal: Terminal) throws -> PurseState {
-        let state = try readPurse()
+        let state = try readPurse(terminal: terminal)
         try settleOpenIntents(uidHex: state.uid.map { String(format: "%02X", $0) }.joined(), state: state, journal: terminal.journal)
         return state
     }
@@ -187,7 +214,7 @@ public struct CampusCardOperations {
     @discardableResult
     public func debit(_ amount: Fen, terminal: Terminal, pinChecked: Bool = false) throws -> PurseState {
         try Self.checkLoggable(amount, "debit")
-        let state = try readPurse()
+        let state = try readPurse(terminal: terminal)
         let uidHex = state.uid.map { String(format: "%02X", $0) }.joined()
         try settleOpenIntents(uidHex: uidHex, state: state, journal: terminal.journal)
         let record = state.record
@@ -223,7 +250,7 @@ public struct CampusCardOperations {
         let sequence = try terminal.journal.nextSequence()
         let intent = TransactionIntent(terminalID: UInt32(terminal.id), terminalSequence: sequence, kind: .purseDebit, cardUID: uidHex,
                                        cardSerial: nil, amount: amount.rawValue, balanceBefore: state.balance.rawValue, counterBefore: record.counter,
-                                       createdAt: now)
+                                       recordBefore: state.recordBlock, createdAt: now)
         do { try terminal.journal.record(intent) } catch {
             throw CardOperationError(.journal, "cannot record the transaction before writing the card (\(error)); nothing was written")
         }
@@ -458,8 +485,9 @@ extension CampusCardOperations {
         }
     }
 
-    /// The identity record (sector 1), MAC-checked.
-    public func readIdentity() throws -> Identity {
+    /// The identity record (sector 1), MAC-checked; a block 5 torn by a status change is repaired (`repairing`) at a
+    /// terminal with the loader master.
+    public func readIdentity(repairing: Bool = true) throws -> Identity {
         let uid = try session.uid()
         try authenticate(sector: 1, role: .terminal, uid: uid, version: keystore.currentVersion)
         let blocks = try session.read(blocks: [Identity.blocks.first, Identity.blocks.second])
@@ -468,14 +496,34 @@ extension CampusCardOperations {
         guard keystore.knownVersions.contains(version) else {
             throw CardOperationError(.unknownKeyVersion, "the card uses key version \(version), unknown to this keystore: update the keystore")
         }
-        var lastError: (any Error)?
         for macVersion in keystore.knownVersions.sorted(by: >) where keystore.roles(version: macVersion).contains(.mac) {
             do {
                 return try Identity(first: first, second: second, uid: uid, macKey: keystore.macKey(uid: uid, version: macVersion))
             } catch let error as CardOperationError where error.code == .tampered {
-                lastError = error
+                continue
             }
         }
-        throw lastError ?? CardOperationError(.tampered, "the identity record's MAC does not match")
+        // A status change torn while writing block 5: a terminal with the loader master (the card office, a station)
+        // decides it from the purse record and goes on; others cannot write sector 1.
+        guard repairing, keystore.roles(version: keystore.currentVersion).contains(.loader) else {
+            throw CardOperationError(.tampered, "the identity record's MAC does not match: a status change torn mid-write (the card office's or a loading station's next tap repairs it) or a card altered without the MAC key; no operation here")
+        }
+        return try repairTornIdentity(first: first)
+    }
+
+    /// The identity's block 5 was torn (its MAC fails): the purse record — MAC-verified with the balance, written
+    /// first when locking and last when unlocking — holds the status that is in force, and a copy of the expiry. Block
+    /// 4 (written only at issue and re-key) is taken when its expiry matches that copy; block 5 is rewritten with the
+    /// record's status. An interrupted lock is thereby done, an interrupted unlock not done (run it again).
+    func repairTornIdentity(first: [UInt8]) throws -> Identity {
+        let state = try readPurse()
+        let identity = try Identity(unverifiedFirst: first, status: state.record.status, on: CardDay(now))
+        guard identity.expires == state.record.expires else {
+            throw CardOperationError(.tampered, "the identity record's MAC does not match and its expiry differs from the purse record's copy: altered without the MAC key; keep the card and report it")
+        }
+        let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
+        try authenticate(sector: 1, role: .loader, uid: state.uid, version: keystore.currentVersion)
+        try session.write(block: Identity.blocks.second, identity.encode(uid: state.uid, macKey: macKey).second)
+        return identity
     }
 }
