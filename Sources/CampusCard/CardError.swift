@@ -15,7 +15,19 @@ public struct CardOperationError: Error, Hashable, Sendable, CustomStringConvert
         /// The water wallet's record was torn mid-write and nothing on the card vouches for its balance: only the
         /// interrupted controller (from its journal) or a settlement station (a reset) can go on.
         case waterInterrupted = "water-interrupted"
+        /// 一密两限: the debit is over a holder's limit and no PIN was given: ask the holder for it.
+        case pinRequired = "pin-required"
+        /// The PIN given is not the card's; `pinTriesLeft` says how many tries remain before it blocks.
+        case pinWrong = "pin-wrong"
+        /// Three wrong PINs: debits that need the PIN are refused until the card office resets the counter.
+        case pinBlocked = "pin-blocked"
+        /// The debit needs the PIN but the card carries none (a card of the first layout, or none set yet).
+        case pinNotSet = "pin-not-set"
+        /// Limits or a PIN the card cannot hold (set at the card office).
+        case invalidHolderSetting = "invalid-holder-setting"
     }
+    /// With `pinWrong`: the tries left before the PIN blocks.
+    public var pinTriesLeft: Int?
     public var code: Code
     public var message: String
     public init(_ code: Code, _ message: String) {

@@ -45,13 +45,16 @@ struct CardOperations: AsyncParsableCommand {
             let steps: [(String, @Sendable (CampusCardOperations) throws -> Void)] = [
                 ("issue", { try $0.issue(Identity(serial: 1, account: 1, type: .student, keyVersion: 1, issued: CardDay(Date()), expires: CardDay(rawValue: 20_000))) }),
                 ("load", { try $0.load(Fen(10_000), terminal: Terminal(id: 1, journal: journal)) }),
+                ("set pin", { try $0.setPIN(PIN("123456")) }),
                 ("debit", { try $0.debit(Fen(1_250), terminal: Terminal(id: 2, journal: journal)) }),
+                // Over the default per-transaction limit (50.00): the identity is read and the PIN checked.
+                ("debit + PIN", { try $0.debit(Fen(6_000), terminal: Terminal(id: 2, journal: journal), pin: PIN("123456")) }),
                 ("read purse", { _ = try $0.readPurse() }),
                 ("water settle", { try $0.waterSettle(terminal: Terminal(id: 3, journal: journal), reference: 1) }),
                 ("water debit", { try $0.waterDebit(Fen(5), terminal: Terminal(id: 4, journal: journal)) }),
                 ("lock", { try $0.setStatus(.lost) }),
             ]
-            for (name, step) in steps where kind != .generic || !["issue", "load", "water settle"].contains(name) {
+            for (name, step) in steps where kind != .generic || !["issue", "load", "set pin", "water settle"].contains(name) {
                 let writesBefore = reader.statistics.blockWrites
                 let start = ContinuousClock.now
                 let result: Result<Int, any Error> = await Result {

@@ -8,7 +8,8 @@ import MifareClassic
 struct Card: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Issue, show, debit and load campus cards.",
-        subcommands: [Issue.self, Show.self, Debit.self, Load.self, Water.self, Lock.self, Unlock.self, Cancel.self, Rekey.self])
+        subcommands: [Issue.self, Show.self, Debit.self, Load.self, Water.self, Lock.self, Unlock.self, Cancel.self, Rekey.self,
+                      SetLimits.self, SetPIN.self, ResetPINTries.self])
 
     struct Common: ParsableArguments {
         @OptionGroup var reader: ReaderOptions
@@ -206,6 +207,10 @@ struct Card: AsyncParsableCommand {
         var counter: Int
         var lastOperation: String
         var debitedTodayYuan: String
+        var perTransactionLimitYuan: String
+        var dailyLimitYuan: String
+        /// "not set", "set, 3 tries left", "blocked": never the verifier.
+        var pin: String
         var resolution: String
         var waterYuan: String
         var waterCapYuan: String
@@ -227,7 +232,10 @@ struct Card: AsyncParsableCommand {
                     var report = Report(
                         uid: try ops.session.uid().map { String(format: "%02X", $0) }.joined(), serial: identity.serial, account: identity.account, type: identity.type.name,
                         status: identity.status.name, expires: identity.expires.description, keyVersion: Int(identity.keyVersion),
-                        balanceYuan: "?", balanceFen: -1, counter: -1, lastOperation: "?", debitedTodayYuan: "?", resolution: "?",
+                        balanceYuan: "?", balanceFen: -1, counter: -1, lastOperation: "?", debitedTodayYuan: "?",
+                        perTransactionLimitYuan: identity.holder.effectiveLimits.perTransaction.yuan,
+                        dailyLimitYuan: identity.holder.effectiveLimits.daily.yuan,
+                        pin: identity.holder.pinVerifier == nil ? "not set" : "set", resolution: "?",
                         waterYuan: "?", waterCapYuan: "?", waterUsedSinceRefillYuan: "?", mac: "valid", log: [])
                     // A MAC mismatch is shown, not hidden: the technician sees what was tampered with.
                     var mismatches: [String] = []
@@ -241,6 +249,10 @@ struct Card: AsyncParsableCommand {
                         let today = state.record.lastDay == CardDay(Date()) ? state.record.debitedToday : .zero
                         report.debitedTodayYuan = today == PurseRecord.unknownDebitedToday ? "unknown" : today.yuan
                         report.resolution = state.resolution.rawValue
+                        if identity.holder.pinVerifier != nil {
+                            let left = PINTries.blocked - state.record.wrongPINTries
+                            report.pin = left == 0 ? "blocked (the card office resets it)" : "set, \(left) \(left == 1 ? "try" : "tries") left"
+                        }
                         let macKey = try ops.keystore.macKey(uid: state.uid, version: state.macVersion)
                         report.log = try ops.readLog(uid: state.uid, macKey: macKey, version: identity.keyVersion).map {
                             "#\($0.counter) \($0.operation) \($0.amount.yuan) -> \($0.balanceAfter.yuan) (\($0.terminal))"
@@ -265,6 +277,7 @@ struct Card: AsyncParsableCommand {
                 } else {
                     print("card      \(report.uid)  serial \(report.serial)  account \(report.account)  \(report.type)  \(report.status)  expires \(report.expires)  key v\(report.keyVersion)")
                     print("purse     \(report.balanceYuan) yuan  counter \(report.counter)  last \(report.lastOperation)  today \(report.debitedTodayYuan)\(report.debitedTodayYuan == "unknown" ? "" : " yuan")  \(report.resolution)")
+                    print("limits    \(report.perTransactionLimitYuan) yuan per transaction, \(report.dailyLimitYuan) yuan a day  PIN \(report.pin)")
                     print("water     \(report.waterYuan) yuan of \(report.waterCapYuan)  used since the last refill \(report.waterUsedSinceRefillYuan)")
                     print("MAC       \(report.mac)")
                     for line in report.log { print("log       \(line)") }
@@ -283,13 +296,19 @@ struct Card: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Debit the purse by AMOUNT yuan (e.g. 12.50).")
         @OptionGroup var common: Common
         @Argument(help: "Amount in yuan, at most two decimals.") var amount: String
-        @Flag(help: "The holder's PIN was checked: the limits do not apply.") var pinChecked = false
+        @Option(help: "The holder's PIN, checked against the card when the debit is over a holder's limit. Visible in the process list: prefer --pin-stdin.")
+        var pin: String?
+        @Flag(help: "Read the holder's PIN from the first line of stdin.") var pinStdin = false
+
+        func validate() throws {
+            if pin != nil && pinStdin { throw ValidationError("give the PIN either with --pin or with --pin-stdin, not both") }
+        }
 
         func run() async throws {
             try await reportingFailures {
                 let fen = try Card.parse(amount)
-                let pin = pinChecked
-                let state = try await Card.withOperations(common, movesMoney: true) { ops, terminal in try ops.debit(fen, terminal: terminal, pinChecked: pin) }
+                let pin = try pinStdin ? PINInput.read(fromStdin: true, confirm: false) : self.pin.map(PINInput.parse)
+                let state = try await Card.withOperations(common, movesMoney: true) { ops, terminal in try ops.debit(fen, terminal: terminal, pin: pin) }
                 Card.reportDone(common, ["result": "debited", "amountYuan": fen.yuan, "balanceYuan": state.balance.yuan, "counter": "\(state.record.counter)"],
                                 "debited \(fen.yuan) yuan: balance \(state.balance.yuan) yuan, counter \(state.record.counter)", warnings: state.warnings)
             }

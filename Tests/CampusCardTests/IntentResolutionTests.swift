@@ -64,6 +64,7 @@ import Testing
             seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
             let bench = try CardBench()
             try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
+            try bench.setPIN()
             bench.tear(atAPDU: 8, .executed) { try bench.operations().debit(Fen(300), terminal: seven) }
             return (bench, Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 100)))
         }
@@ -76,7 +77,7 @@ import Testing
         #expect(try nine.journal.outcome(terminalSequence: 101) == .notDone)
         try bench.operations().tap(terminal: seven)
         #expect(try seven.journal.outcome(terminalSequence: 1) == .done(balanceAfter: 9_700, counterAfter: 2))
-        #expect(try bench.operations().debit(Fen(100), terminal: nine, pinChecked: true).balance == Fen(9_600))
+        #expect(try bench.operations().debit(Fen(100), terminal: nine, pin: CardBench.pin).balance == Fen(9_600))
     }
 
     /// The case that makes the last one undetermined: terminal 7's commit write is torn with the block left old (not

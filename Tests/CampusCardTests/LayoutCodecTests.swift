@@ -78,7 +78,8 @@ import Testing
     }
 
     @Test func purseRecordRefusesUndefinedCodesEvenUnderAValidMAC() {
-        for byte2: UInt8 in [0x40, 0x06, 0xF0, 0x0F] {
+        // Bits 3, 6 and 7 are the holder bits (HolderLimitsTests); undefined operations 6 and 7 stay garbled.
+        for byte2: UInt8 in [0x06, 0x07, 0x0E, 0xCF] {
             let block = signed([0, 1, byte2, 0, 1, 0, 0, 0, 2, 0, 1, 1], block: PurseRecord.block, value: 100)
             #expect(PurseRecord.vouches(block, for: Fen(100), uid: uid, macKey: macKey))
             let error = #expect(throws: CardOperationError.self) { try PurseRecord(block: block) }

@@ -117,15 +117,17 @@ final class CardBench: @unchecked Sendable {
 
     @Test func refusals() throws {
         let bench = try CardBench()
-        let pos = Terminal(id: 7, journal: InMemoryTerminalJournal(), perTransactionLimit: Fen(5_000), dailyLimit: Fen(6_000))
+        let pos = Terminal(id: 7, journal: InMemoryTerminalJournal())
         try bench.issueAndLoad(10_000, terminal: pos)
+        try bench.operations().setHolderLimits(HolderLimits(perTransaction: Fen(5_000), daily: Fen(6_000)))
+        try bench.setPIN()
         func code(_ body: () throws -> Void) -> CardOperationError.Code? {
             do { try body(); return nil } catch let error as CardOperationError { return error.code } catch { return nil }
         }
-        #expect(code { try bench.operations().debit(Fen(20_000), terminal: pos, pinChecked: true) } == .insufficientFunds)
-        #expect(code { try bench.operations().debit(Fen(5_001), terminal: pos) } == .overLimit)
-        #expect(code { try bench.operations().debit(Fen(5_001), terminal: pos, pinChecked: true) } == nil)
-        #expect(code { try bench.operations().debit(Fen(1_000), terminal: pos) } == .overLimit, "daily limit: 50.01 + 10.00 > 60.00")
+        #expect(code { try bench.operations().debit(Fen(20_000), terminal: pos, pin: CardBench.pin) } == .insufficientFunds)
+        #expect(code { try bench.operations().debit(Fen(5_001), terminal: pos) } == .pinRequired)
+        #expect(code { try bench.operations().debit(Fen(5_001), terminal: pos, pin: CardBench.pin) } == nil)
+        #expect(code { try bench.operations().debit(Fen(1_000), terminal: pos) } == .pinRequired, "daily limit: 50.01 + 10.00 > 60.00")
         let replayAware = Terminal(id: 8, journal: InMemoryTerminalJournal(), lastSeenCounter: { _ in 99 })
         #expect(code { try bench.operations().debit(Fen(1), terminal: replayAware) } == .replay)
         let fullDisk = InMemoryTerminalJournal()
@@ -156,7 +158,8 @@ final class CardBench: @unchecked Sendable {
         let bench = try CardBench()
         let pos = Terminal(id: 7, journal: InMemoryTerminalJournal())
         try bench.issueAndLoad(10_000, terminal: pos)
-        try bench.operations().debit(Fen(9_000), terminal: pos, pinChecked: true)
+        try bench.setPIN()
+        try bench.operations().debit(Fen(9_000), terminal: pos, pin: CardBench.pin)
         bench.reader.arm(TearPlan(atAPDU: 8, effect: .garbled))
         #expect(throws: (any Error).self) { try bench.operations().debit(Fen(100), terminal: pos) }
         bench.reader.reinsert()
@@ -164,22 +167,26 @@ final class CardBench: @unchecked Sendable {
         let state = try bench.operations().readPurse()
         #expect(state.resolution == .recordRebuilt && state.balance == Fen(1_000))
         let refused = #expect(throws: CardOperationError.self) { try bench.operations().debit(Fen(100), terminal: pos) }
-        #expect(refused?.code == .overLimit && refused?.message.contains("unknown") == true)
-        #expect(try bench.operations().debit(Fen(100), terminal: pos, pinChecked: true).record.debitedToday == PurseRecord.unknownDebitedToday)
+        #expect(refused?.code == .pinRequired && refused?.message.contains("unknown") == true)
+        #expect(try bench.operations().debit(Fen(100), terminal: pos, pin: CardBench.pin).record.debitedToday == PurseRecord.unknownDebitedToday)
         let tomorrow = CampusCardOperations(session: bench.operations().session, keystore: bench.keystore, now: bench.now.addingTimeInterval(86_400))
         #expect(try tomorrow.debit(Fen(100), terminal: pos).balance == Fen(800))
     }
 
-    /// A daily limit above what the record counts (655.34 yuan) still holds: a saturated total asks for the PIN.
-    @Test func aDailyLimitAboveWhatTheCardCountsStillHolds() throws {
+    /// The highest daily limit a holder may set is what the record counts (655.34 yuan): a total that reached it
+    /// (saturated) asks for the PIN.
+    @Test func theHighestDailyLimitStillHolds() throws {
         let bench = try CardBench()
-        let pos = Terminal(id: 7, journal: InMemoryTerminalJournal(), perTransactionLimit: Fen(30_000), dailyLimit: Fen(100_000))
+        let pos = Terminal(id: 7, journal: InMemoryTerminalJournal())
         try bench.issueAndLoad(300_000, terminal: pos)
+        try bench.operations().setHolderLimits(HolderLimits(perTransaction: Fen(30_000), daily: HolderLimits.maximum))
+        try bench.setPIN()
         for _ in 1...2 { try bench.operations().debit(Fen(30_000), terminal: pos) }
-        #expect(try bench.operations().debit(Fen(10_000), terminal: pos).record.debitedToday == PurseRecord.saturatedDebitedToday)
+        #expect(try bench.operations().debit(Fen(5_534), terminal: pos).record.debitedToday == PurseRecord.saturatedDebitedToday)
         let refused = #expect(throws: CardOperationError.self) { try bench.operations().debit(Fen(100), terminal: pos) }
-        #expect(refused?.code == .overLimit && refused?.message.contains("the most it records") == true)
-        #expect(try bench.operations().debit(Fen(100), terminal: pos, pinChecked: true).balance == Fen(229_900))
+        #expect(refused?.code == .pinRequired && refused?.message.contains("the most it records") == true)
+        #expect(try bench.operations().debit(Fen(100), terminal: pos, pin: CardBench.pin).balance == Fen(234_366))
+        #expect(throws: CardOperationError.self) { try HolderLimits(perTransaction: Fen(100), daily: Fen(HolderLimits.maximum.rawValue + 1)) }
     }
 
     /// A load the log entry cannot record (over 24 bits of fen) is refused before any card write, not trapped later.
@@ -239,6 +246,7 @@ final class CardBench: @unchecked Sendable {
                     let start: Fen
                     do {
                         try bench.issueAndLoad(10_000, terminal: terminal)
+                        try bench.setPIN()
                         start = try bench.operations().readPurse().balance
                     } catch {
                         Issue.record("setup for APDU \(index) \(effect) failed: \(error)")
@@ -266,7 +274,7 @@ final class CardBench: @unchecked Sendable {
                         switch retap {
                         case .here: state = try bench.operations().tap(terminal: terminal)
                         case .elsewhere: state = try bench.operations().tap(terminal: other)
-                        case .debitElsewhere: state = try bench.operations().debit(Fen(500), terminal: other, pinChecked: true)
+                        case .debitElsewhere: state = try bench.operations().debit(Fen(500), terminal: other, pin: CardBench.pin)
                         }
                     } catch {
                         Issue.record("\(label): re-tap failed: \(error)")
@@ -288,7 +296,7 @@ final class CardBench: @unchecked Sendable {
                         // The interrupted terminal decides at its next tap of the card, after another terminal repaired
                         // it; that tap is a debit, which must still work after deciding (it may have read the log).
                         do {
-                            let next = try bench.operations().debit(Fen(100), terminal: terminal, pinChecked: true)
+                            let next = try bench.operations().debit(Fen(100), terminal: terminal, pin: CardBench.pin)
                             #expect(next.balance.rawValue == state.balance.rawValue - 100, "\(label)")
                         } catch {
                             Issue.record("\(label): debit at the interrupted terminal failed: \(error)")

@@ -41,6 +41,7 @@ import Testing
                 let bench = try CardBench()
                 let pos = Terminal(id: 7, journal: InMemoryTerminalJournal())
                 try bench.issueAndLoad(5_000, terminal: pos)
+                try bench.setPIN()
                 bench.reader.arm(TearPlan(atAPDU: index, effect: effect))
                 _ = try? bench.operations().setStatus(.frozen)
                 bench.reader.reinsert()
@@ -49,7 +50,7 @@ import Testing
                 let identityStatus = try? bench.operations().readIdentity().status
                 do {
                     // PIN checked: a record rebuilt after the tear asks for it (today's total unknown).
-                    try bench.operations().debit(Fen(100), terminal: pos, pinChecked: true)
+                    try bench.operations().debit(Fen(100), terminal: pos, pin: CardBench.pin)
                     #expect(identityStatus == .normal, "APDU \(index) \(effect): debited a card whose identity says \(identityStatus)")
                 } catch let error as CardOperationError {
                     #expect(error.code == .cardLocked, "APDU \(index) \(effect): \(error)")

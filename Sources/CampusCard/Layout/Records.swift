@@ -69,9 +69,13 @@ public struct Identity: Hashable, Sendable {
     public var expires: CardDay
     public var status: Status
     public var statusChanged: CardDay
+    /// The holder's limits and PIN verifier (block 5 bytes 3–11; all zero on cards of the first layout: the default
+    /// limits and no PIN). Written only at the card office, with key B.
+    public var holder: HolderSettings
 
     public init(serial: UInt32, account: UInt32, type: CardType, keyVersion: UInt8, issued: CardDay, expires: CardDay,
-                status: Status = .normal, statusChanged: CardDay? = nil) {
+                status: Status = .normal, statusChanged: CardDay? = nil, holder: HolderSettings = .defaults) {
+        self.holder = holder
         self.serial = serial
         self.account = account
         self.type = type
@@ -86,7 +90,7 @@ public struct Identity: Hashable, Sendable {
     public func encode(uid: [UInt8], macKey: SymmetricKey) -> (first: [UInt8], second: [UInt8]) {
         let first = Field.put32(serial) + Field.put32(account) + [type.rawValue, Self.layoutVersion, keyVersion]
             + Field.put16(issued.rawValue) + Field.put16(expires.rawValue) + [0]
-        let body = [status.rawValue] + Field.put16(statusChanged.rawValue) + [UInt8](repeating: 0, count: 9)
+        let body = [status.rawValue] + Field.put16(statusChanged.rawValue) + holder.encode()
         let mac = CardMAC.compute(key: macKey, uid: uid, block: Self.blocks.first, record: first + body)
         return (first, body + mac)
     }
@@ -123,7 +127,8 @@ public struct Identity: Hashable, Sendable {
         }
         self.init(serial: Field.u32(first, 0), account: Field.u32(first, 4), type: type, keyVersion: first[10],
                   issued: CardDay(rawValue: Field.u16(first, 11)), expires: CardDay(rawValue: Field.u16(first, 13)),
-                  status: status, statusChanged: CardDay(rawValue: Field.u16(second, 1)))
+                  status: status, statusChanged: CardDay(rawValue: Field.u16(second, 1)),
+                  holder: try HolderSettings(bytes: Array(second[3..<12])))
     }
 }
 
@@ -153,9 +158,17 @@ public struct PurseRecord: Hashable, Sendable {
     /// The low byte of the terminal's sequence number; with the counter and the amount it lets the interrupted
     /// terminal recognise its own operation.
     public var terminalSequence: UInt8
+    /// Wrong PINs entered since the last right one (byte 2 bits 6–7): `PINTries.blocked` (3) blocks debits that need
+    /// the PIN until the card office resets it. Written by any terminal (key A) without moving the counter.
+    public var wrongPINTries: UInt8
+    /// Byte 2 bit 3: the holder's limits are below the defaults, so a debit reads the identity (sector 1) whatever
+    /// the amount. Clear: a debit within the default limits needs neither the identity nor the PIN.
+    public var holderLimitsLowered: Bool
 
     public init(counter: UInt16, status: Identity.Status, lastOperation: Operation, lastDay: CardDay, debitedToday: Fen,
-                expires: CardDay, terminalID: UInt16, terminalSequence: UInt8) {
+                expires: CardDay, terminalID: UInt16, terminalSequence: UInt8, wrongPINTries: UInt8 = 0, holderLimitsLowered: Bool = false) {
+        self.wrongPINTries = min(wrongPINTries, PINTries.blocked)
+        self.holderLimitsLowered = holderLimitsLowered
         self.counter = counter
         self.status = status
         self.lastOperation = lastOperation
@@ -166,13 +179,13 @@ public struct PurseRecord: Hashable, Sendable {
         self.terminalSequence = terminalSequence
     }
 
-    /// 16 bytes: counter u16 | status << 4 | operation u8 | last day u16 | today's debits u16 | expiry u16 |
+    /// 16 bytes: counter u16 | wrong PIN tries << 6 | status << 4 | limits lowered << 3 | operation u8 | last day u16 | today's debits u16 | expiry u16 |
     /// terminal id u16 | terminal sequence u8 | MAC ×4 (vouching for `balance`, the primary value it commits).
     public func encode(uid: [UInt8], balance: Fen, macKey: SymmetricKey) -> [UInt8] {
         // Saturates one below the "unknown" marker, which only `unknownDebitedToday` itself writes.
         let today = debitedToday == Self.unknownDebitedToday ? UInt16.max
             : UInt16(clamping: min(max(0, debitedToday.rawValue), Self.saturatedDebitedToday.rawValue))
-        let body = Field.put16(counter) + [status.rawValue << 4 | lastOperation.rawValue] + Field.put16(lastDay.rawValue)
+        let body = Field.put16(counter) + [wrongPINTries << 6 | status.rawValue << 4 | (holderLimitsLowered ? 0x08 : 0) | lastOperation.rawValue] + Field.put16(lastDay.rawValue)
             + Field.put16(today) + Field.put16(expires.rawValue) + Field.put16(terminalID) + [terminalSequence]
         return body + CardMAC.compute(key: macKey, uid: uid, block: Self.block, record: body, value: Int32(balance.rawValue))
     }
@@ -186,12 +199,13 @@ public struct PurseRecord: Hashable, Sendable {
 
     /// Decodes a record already shown to vouch for a balance (`vouches`).
     public init(block: [UInt8]) throws {
-        guard block.count == 16, let status = Identity.Status(rawValue: block[2] >> 4),
-              let operation = Operation(rawValue: block[2] & 0x0F) else {
+        guard block.count == 16, let status = Identity.Status(rawValue: block[2] >> 4 & 0x03),
+              let operation = Operation(rawValue: block[2] & 0x07) else {
             throw CardOperationError(.garbled, "the purse record does not decode: torn or not a campus card record")
         }
         self.init(counter: Field.u16(block, 0), status: status, lastOperation: operation, lastDay: CardDay(rawValue: Field.u16(block, 3)),
                   debitedToday: Fen(Int(Field.u16(block, 5))), expires: CardDay(rawValue: Field.u16(block, 7)),
-                  terminalID: Field.u16(block, 9), terminalSequence: block[11])
+                  terminalID: Field.u16(block, 9), terminalSequence: block[11], wrongPINTries: block[2] >> 6,
+                  holderLimitsLowered: block[2] & 0x08 != 0)
     }
 }

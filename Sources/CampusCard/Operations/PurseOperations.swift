@@ -3,22 +3,17 @@ import Crypto
 import Foundation
 import MifareClassic
 
-/// The terminal doing an operation: its id, its journal and its limits.
+/// The terminal doing an operation: its id and its journal. The debit limits are the holder's, on the card
+/// (`HolderLimits`), not the terminal's.
 public struct Terminal: Sendable {
     public var id: UInt16
     public var journal: any TerminalJournal
-    /// Above this a debit needs the holder's PIN (per transaction), and the daily total likewise.
-    public var perTransactionLimit: Fen
-    public var dailyLimit: Fen
     /// The highest counter this terminal has seen per card (UID hex): a lower one is a replayed card state.
     public var lastSeenCounter: @Sendable (String) -> UInt16?
 
-    public init(id: UInt16, journal: any TerminalJournal, perTransactionLimit: Fen = Fen(5_000), dailyLimit: Fen = Fen(10_000),
-                lastSeenCounter: @escaping @Sendable (String) -> UInt16? = { _ in nil }) {
+    public init(id: UInt16, journal: any TerminalJournal, lastSeenCounter: @escaping @Sendable (String) -> UInt16? = { _ in nil }) {
         self.id = id
         self.journal = journal
-        self.perTransactionLimit = perTransactionLimit
-        self.dailyLimit = dailyLimit
         self.lastSeenCounter = lastSeenCounter
     }
 }
@@ -171,9 +166,11 @@ public struct CampusCardOperations {
         try repairCopy(from: Self.backup, to: Self.primary)
         // Today's total went with the record and the log has no days: unknown, so the daily limit asks for the PIN
         // for the rest of the day (else tearing a debit at its record write would reset the limit).
+        // The wrong-PIN counter went too: one try left (HolderLimits.swift); the lowered-limits bit from the identity.
         let rebuilt = PurseRecord(counter: entry.counter, status: identity?.status ?? .frozen, lastOperation: .repair, lastDay: CardDay(now),
                                   debitedToday: PurseRecord.unknownDebitedToday, expires: identity?.expires ?? CardDay(now), terminalID: 0,
-                                  terminalSequence: 0)
+                                  terminalSequence: 0, wrongPINTries: PINTries.afterRebuild,
+                                  holderLimitsLowered: identity?.holder.effectiveLimits.lowered ?? true)
         let macKey = try keystore.macKey(uid: uid, version: macVersion)
         try session.write(block: Self.record, rebuilt.encode(uid: uid, balance: entry.balanceAfter, macKey: macKey))
         return PurseState(uid: uid, balance: entry.balanceAfter, record: rebuilt, resolution: .recordRebuilt, macVersion: macVersion)
@@ -209,10 +206,11 @@ public struct CampusCardOperations {
     // MARK: Debit
 
     /// Debits the purse: refuses (nothing written) a locked card, a replayed state, insufficient funds, and amounts
-    /// over the limits unless `pinChecked`; records the intent in the terminal's journal before the first write;
-    /// commits with the record write; learns the outcome of this terminal's earlier interrupted intents.
+    /// over the holder's limits unless `pin` is the card's (`checkHolderLimits`: a wrong PIN is counted on the card);
+    /// records the intent in the terminal's journal before the first write; commits with the record write; learns the
+    /// outcome of this terminal's earlier interrupted intents.
     @discardableResult
-    public func debit(_ amount: Fen, terminal: Terminal, pinChecked: Bool = false) throws -> PurseState {
+    public func debit(_ amount: Fen, terminal: Terminal, pin: PIN? = nil) throws -> PurseState {
         try Self.checkLoggable(amount, "debit")
         let state = try readPurse(terminal: terminal)
         let uidHex = state.uid.map { String(format: "%02X", $0) }.joined()
@@ -233,20 +231,8 @@ public struct CampusCardOperations {
         let today = CardDay(now)
         // A record stamped later than today (a terminal whose clock runs ahead) says nothing reliable about today.
         let alreadyToday = record.lastDay == today ? record.debitedToday : record.lastDay > today ? PurseRecord.unknownDebitedToday : .zero
-        if !pinChecked {
-            guard amount <= terminal.perTransactionLimit else {
-                throw CardOperationError(.overLimit, "\(amount.yuan) yuan is over the \(terminal.perTransactionLimit.yuan) yuan per-transaction limit: ask for the PIN")
-            }
-            guard alreadyToday != PurseRecord.unknownDebitedToday else {
-                throw CardOperationError(.overLimit, "today's debits on this card are unknown (its record was rebuilt after a torn write): ask for the PIN; tomorrow the limit applies again")
-            }
-            guard alreadyToday < PurseRecord.saturatedDebitedToday else {
-                throw CardOperationError(.overLimit, "today's debits on this card reached \(PurseRecord.saturatedDebitedToday.yuan) yuan, the most it records: ask for the PIN")
-            }
-            guard Fen(alreadyToday.rawValue + amount.rawValue) <= terminal.dailyLimit else {
-                throw CardOperationError(.overLimit, "today's debits would reach \(Fen(alreadyToday.rawValue + amount.rawValue).yuan) yuan, over the \(terminal.dailyLimit.yuan) yuan daily limit: ask for the PIN")
-            }
-        }
+        // The holder's limits (一密两限): reads sector 1 and checks the PIN only when a limit may require it.
+        let holder = try checkHolderLimits(amount, alreadyToday: alreadyToday, state: state, pin: pin)
         let sequence = try terminal.journal.nextSequence()
         let intent = TransactionIntent(terminalID: UInt32(terminal.id), terminalSequence: sequence, kind: .purseDebit, cardUID: uidHex,
                                        cardSerial: nil, amount: amount.rawValue, balanceBefore: state.balance.rawValue, counterBefore: record.counter,
@@ -261,7 +247,8 @@ public struct CampusCardOperations {
                                     debitedToday: alreadyToday == PurseRecord.unknownDebitedToday ? alreadyToday
                                         : Fen(min(alreadyToday.rawValue + amount.rawValue, PurseRecord.saturatedDebitedToday.rawValue)),
                                     expires: record.expires,
-                                    terminalID: terminal.id, terminalSequence: UInt8(truncatingIfNeeded: sequence))
+                                    terminalID: terminal.id, terminalSequence: UInt8(truncatingIfNeeded: sequence),
+                                    wrongPINTries: holder.wrongPINTries, holderLimitsLowered: holder.holderLimitsLowered)
         let warnings = try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: counter), journal: terminal.journal, valueChange: {
             // Deciding an earlier intent may have read the log sectors: back to the purse (free when still authenticated).
             try authenticate(sector: Self.purseSector, role: .terminal, uid: state.uid, version: keystore.currentVersion)
@@ -486,9 +473,9 @@ extension CampusCardOperations {
     }
 
     /// The identity record (sector 1), MAC-checked; a block 5 torn by a status change is repaired (`repairing`) at a
-    /// terminal with the loader master.
-    public func readIdentity(repairing: Bool = true) throws -> Identity {
-        let uid = try session.uid()
+    /// terminal with the loader master. `uid`: the card's, when already read this session (saves an APDU).
+    public func readIdentity(uid known: [UInt8]? = nil, repairing: Bool = true) throws -> Identity {
+        let uid = try known ?? session.uid()
         try authenticate(sector: 1, role: .terminal, uid: uid, version: keystore.currentVersion)
         let blocks = try session.read(blocks: [Identity.blocks.first, Identity.blocks.second])
         let (first, second) = (blocks[0], blocks[1])
