@@ -33,9 +33,10 @@ public enum PCSCDaemon {
         return isPrivateTmpfs(directory) ? .privateNamespace : .shared
     }()
 
-    /// Where the fallback remembers the pcscd it started: "PID STARTTIME". In a private namespace the record is not
-    /// needed (the pid file in the private /run/pcscd names the namespace's own pcscd).
-    public static let recordPath = "/tmp/onecard-tests-pcscd.pid"
+    /// Where the fallback remembers the pcscd it started: "PID STARTTIME", next to that pcscd's own pid file and
+    /// socket (so a record never describes a pcscd of another mount namespace; /run is emptied at boot). In a private
+    /// namespace no record is needed: the pid file in the private /run/pcscd names the namespace's own pcscd.
+    public static let recordPath = directory + "/onecard-tests-pcscd.pid"
 
     /// pcscd's output: per group when scripts/test sets ONECARD_PCSCD_LOG.
     public static var logPath: String { ProcessInfo.processInfo.environment["ONECARD_PCSCD_LOG"] ?? "/tmp/pcscd-tests.log" }
@@ -85,11 +86,16 @@ public enum PCSCDaemon {
     public static func ensureRunning() throws {
         // A socket-activated pcscd (systemd) runs no process until a client connects: it answers all the same.
         if socketAnswers() { return }
-        if !isRunning { try start() }  // else one is starting up
+        if isRunning { return try waitForSocket() }  // one is starting up
+        try start()
         try waitForSocket()
+        // setsid forks when its caller leads a process group: the pid is the one pcscd writes, not the child's.
+        if isolation == .shared, let pid = pidFilePCSCD, let started = startTime(of: pid) {
+            try? "\(pid) \(started)\n".write(toFile: recordPath, atomically: true, encoding: .utf8)
+        }
     }
 
-    /// Starts a detached `pcscd -f` and remembers its pid (its output to `logPath`).
+    /// Starts a detached `pcscd -f` (its output to `logPath`).
     static func start() throws {
         // A killed pcscd leaves its pid file and socket behind, and a new one refuses to start while the pid names
         // a process (even a zombie): remove them (called only when the pid file names no live pcscd).
@@ -106,11 +112,6 @@ public enum PCSCDaemon {
         process.standardInput = FileHandle.nullDevice
         do { try process.run() } catch {
             throw TestSetupError("cannot start pcscd (\(error)): install it with scripts/bootstrap")
-        }
-        // setsid and env exec: the pid is pcscd's; its start time survives the execs.
-        let pid = process.processIdentifier
-        if isolation == .shared, let started = startTime(of: pid) {
-            try? "\(pid) \(started)\n".write(toFile: recordPath, atomically: true, encoding: .utf8)
         }
     }
 
