@@ -8,7 +8,7 @@ import MifareClassic
 struct Card: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Issue, show, debit and load campus cards.",
-        subcommands: [Issue.self, Show.self, Debit.self, Load.self, Water.self, Lock.self, Unlock.self, Cancel.self, Rekey.self,
+        subcommands: [Issue.self, Show.self, Debit.self, Load.self, Water.self, Lock.self, Unlock.self, Cancel.self, Rekey.self, Repair.self,
                       SetLimits.self, SetPIN.self, ResetPINTries.self])
 
     struct Common: ParsableArguments {
@@ -241,6 +241,8 @@ struct Card: AsyncParsableCommand {
                     var mismatches: [String] = []
                     do {
                         let state = try ops.tap(terminal: terminal)
+                        // A status change torn between its two writes: decided from the purse record (loader role).
+                        report.status = try ops.reconcileStatus(identity, with: state).status.name
                         report.balanceYuan = state.balance.yuan
                         report.balanceFen = state.balance.rawValue
                         report.counter = Int(state.record.counter)
@@ -463,6 +465,55 @@ extension Card {
                 let sectors = try await Card.withOperations(common) { ops, _ in try ops.rekey() }
                 Card.report(common, ["result": "rekeyed", "sectors": sectors.sorted().map(String.init).joined(separator: ",")],
                             sectors.isEmpty ? "already on the current key version" : "re-keyed sectors \(sectors.sorted().map(String.init).joined(separator: ", "))")
+            }
+        }
+    }
+}
+
+extension Card {
+    struct Repair: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Card office: bring a torn or half-written card back to a valid state, money conserved, and say what was decided (needs the loader master).",
+            discussion: "Each part is decided on its own: the purse (from the card, its log, or a terminal's record of the state before a torn write), the identity (a block torn by a status change, from the purse record's status), the water wallet (from the card or a terminal's record; else emptied, its unverifiable value left to the settlement service). Exit 0 when every part is valid afterwards, 5 when a part could not be repaired (re-issue the card).")
+        @OptionGroup var common: Common
+        @Option(help: "A terminal's journal (JSON lines) whose records can vouch for the card's state before a torn write; repeatable.")
+        var records: [String] = []
+
+        struct Part: Encodable { var result: String; var detail: String }
+        struct Output: Encodable {
+            var identity: Part, purse: Part, water: Part
+            var balanceYuan: String?, waterYuan: String?, unverifiedWaterYuan: String?
+            var valid: Bool
+        }
+
+        func run() async throws {
+            try await reportingFailures {
+                var intents: [TransactionIntent] = []
+                for path in records {
+                    var isDirectory: ObjCBool = false
+                    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
+                        throw CLIError(.badInput, "--records \(path): no such file; give a terminal's journal (JSON lines)")
+                    }
+                    do { intents += try FileTerminalJournal(path: path).entries().map(\.intent) } catch {
+                        throw CLIError(.badInput, "--records \(path) cannot be read as a terminal journal (\(error)): give the journal file itself")
+                    }
+                }
+                let found = intents
+                let report = try await Card.withOperations(common, movesMoney: true) { ops, terminal in try ops.repair(terminal: terminal, records: found) }
+                let part = { (part: RepairReport.Part) in Part(result: part.result, detail: part.detail) }
+                let output = Output(identity: part(report.identity), purse: part(report.purse), water: part(report.water),
+                                    balanceYuan: report.purseState?.balance.yuan, waterYuan: report.waterState?.balance.yuan,
+                                    unverifiedWaterYuan: report.unverifiedWater?.yuan, valid: report.isValid)
+                if common.reader.json {
+                    try printJSON(output)
+                } else {
+                    print("identity  \(report.identity.result): \(report.identity.detail)")
+                    print("purse     \(report.purse.result): \(report.purse.detail)")
+                    print("water     \(report.water.result): \(report.water.detail)")
+                }
+                guard report.isValid else {
+                    throw CLIError(.refused, "part of the card could not be repaired (see above): re-issue the card from the settlement service's records")
+                }
             }
         }
     }

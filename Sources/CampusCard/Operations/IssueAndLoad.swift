@@ -93,6 +93,7 @@ extension CampusCardOperations {
         let identity = try readIdentity()
         try checkValidity(identity)
         let state = try readPurse(terminal: terminal)
+        try reconcileStatus(identity, with: state)  // a status change torn between its writes is decided here
         let uidHex = state.uid.map { String(format: "%02X", $0) }.joined()
         try settleOpenIntents(uidHex: uidHex, state: state, journal: terminal.journal)
         guard state.record.status == .normal else {

@@ -55,4 +55,20 @@ extension CampusCardOperations {
                               terminal: .none), uid: state.uid, macKey: macKey)
         return PurseState(uid: state.uid, balance: state.balance, record: record, resolution: state.resolution, macVersion: state.macVersion)
     }
+
+    /// A status change torn between its two writes leaves the identity and the purse record's status copy
+    /// disagreeing. The purse record decides — it is written first when locking and last when unlocking, so the change
+    /// is done exactly when it shows it — and a terminal with the loader master rewrites block 5 to match. Returns the
+    /// identity as it now is (unchanged where this terminal cannot write sector 1).
+    @discardableResult
+    public func reconcileStatus(_ identity: Identity, with state: PurseState) throws -> Identity {
+        guard identity.status != state.record.status, keystore.roles(version: keystore.currentVersion).contains(.loader) else { return identity }
+        var decided = identity
+        decided.status = state.record.status
+        decided.statusChanged = CardDay(now)
+        let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
+        try authenticate(sector: 1, role: .loader, uid: state.uid, version: keystore.currentVersion)
+        try session.write(block: Identity.blocks.second, decided.encode(uid: state.uid, macKey: macKey).second)
+        return decided
+    }
 }

@@ -40,7 +40,7 @@ extension CampusCardOperations {
     /// that was interrupted, can restore the card, from the MAC-verified record its journal kept (the intent's
     /// `recordBefore`). Anywhere else the card is refused (`waterInterrupted`) until that controller sees it again
     /// or a settlement station resets the wallet.
-    public func readWater(terminal: Terminal? = nil) throws -> WaterState {
+    public func readWater(terminal: Terminal? = nil, witnesses extra: [[UInt8]] = []) throws -> WaterState {
         let uid = try session.uid()
         let version = keystore.currentVersion
         do {
@@ -59,7 +59,7 @@ extension CampusCardOperations {
                               macVersion: macVersion, recordBlock: values.record)
         case .recordTorn:
             let uidHex = uid.map { String(format: "%02X", $0) }.joined()
-            let witnesses = try terminal?.journal.openIntents(cardUID: uidHex).reversed().filter { !$0.isPurse }.compactMap(\.recordBeforeBytes) ?? []
+            let witnesses = (try terminal?.journal.openIntents(cardUID: uidHex).reversed().filter { !$0.isPurse }.compactMap(\.recordBeforeBytes) ?? []) + extra
             guard let witness = witnesses.first(where: { block in
                 [values.primary, values.backup].contains { $0.map { WaterRecord.vouches(block, for: $0, uid: uid, macKey: macKey) } ?? false }
             }) else {
