@@ -90,14 +90,16 @@ public struct CampusCardOperations {
         } ?? version
         let macKey = try keystore.macKey(uid: uid, version: macVersion)
         let vouches = { (value: Int32) in PurseRecord.vouches(values.record, for: Fen(Int(value)), uid: uid, macKey: macKey) }
+        if let primary = values.primary, vouches(primary), values.backup != primary, let record = try? PurseRecord(block: values.record) {
+            // The backup lags a committed operation: its log entry may be missing. Back-fill it before the backup is
+            // repaired — once repaired, nothing shows the lag any more. Best effort: a card that leaves now fails
+            // the operation that follows anyway.
+            try? backfillLogEntry(uid: uid, record: record, after: Fen(Int(primary)), macVersion: macVersion, version: version)
+            try authenticate(sector: Self.purseSector, role: .terminal, uid: uid, version: version)
+        }
         switch try resolveValueSector(.purse, values, vouches: vouches) {
         case .agreed(let balance, let resolution):
             let record = try PurseRecord(block: values.record)
-            if resolution == .backupRepaired, let before = values.backup {
-                // Best effort: a card that leaves now fails the operation that follows anyway.
-                try? backfillLogEntry(uid: uid, record: record, before: Fen(Int(before)), after: Fen(Int(balance)), macVersion: macVersion,
-                                      version: version)
-            }
             return PurseState(uid: uid, balance: Fen(Int(balance)), record: record, resolution: resolution, macVersion: macVersion,
                               recordBlock: values.record)
         case .recordTorn(let backup):
@@ -125,12 +127,16 @@ public struct CampusCardOperations {
         }
     }
 
-    /// A backup that lagged the committed primary means the operation's finish never ran, so its log entry was never
+    /// A backup that lags the committed primary means the operation's finish never ran, so its log entry was never
     /// written: write it now, naming the terminal and sequence the record names, so the interrupted terminal can still
-    /// decide from the log once the card has moved on (tearing rule 6), and a later torn record can be rebuilt. Only
-    /// when the entry before it shows the lagging backup as its balance (the amount is then the two balances'
-    /// difference, in the direction the operation moves money), and only for operations that move money.
-    private func backfillLogEntry(uid: [UInt8], record: PurseRecord, before: Fen, after: Fen, macVersion: UInt8, version: UInt8) throws {
+    /// decide from the log once the card has moved on (tearing rule 6), and a later torn record can be rebuilt. The
+    /// balance before comes from the MAC'd entry for the counter before (the backup may be garbled), the amount is the
+    /// difference, in the direction the operation moves money; only for operations that move money.
+    private func backfillLogEntry(uid: [UInt8], record: PurseRecord, after: Fen, macVersion: UInt8, version: UInt8) throws {
+        let macKey = try keystore.macKey(uid: uid, version: macVersion)
+        let entries = try readLog(uid: uid, macKey: macKey, version: version)
+        guard !entries.contains(where: { $0.counter == record.counter }),
+              let before = entries.first(where: { $0.counter == record.counter &- 1 })?.balanceAfter else { return }
         let change = after.rawValue - before.rawValue
         switch record.lastOperation {
         case .debit: guard change < 0 else { return }
@@ -139,10 +145,6 @@ public struct CampusCardOperations {
         }
         let amount = Fen(abs(change))
         guard amount <= LogEntry.maximumAmount else { return }
-        let macKey = try keystore.macKey(uid: uid, version: macVersion)
-        let entries = try readLog(uid: uid, macKey: macKey, version: version)
-        guard !entries.contains(where: { $0.counter == record.counter }),
-              entries.contains(where: { $0.counter == record.counter &- 1 && $0.balanceAfter == before }) else { return }
         try writeLog(LogEntry(operation: record.lastOperation, amount: amount, balanceAfter: after, counter: record.counter,
                               terminal: TerminalTag(terminalID: record.terminalID, sequenceByte: record.terminalSequence)),
                      uid: uid, macKey: macKey)
@@ -346,7 +348,9 @@ public struct CampusCardOperations {
                 && entry.amount.rawValue == intent.amount && entry.balanceAfter.rawValue == intent.balanceAfter
             return ours ? done : .notDone
         }
-        if let next = entries[committed &+ 1], let change = next.balanceChange, next.balanceAfter.rawValue - change == intent.balanceBefore {
+        // The entry after it tells the balance after before + 1: had this intent taken that counter, it would be this
+        // intent's balance after; anything else proves another operation took it.
+        if let next = entries[committed &+ 1], let change = next.balanceChange, next.balanceAfter.rawValue - change != intent.balanceAfter {
             return .notDone
         }
         return .undetermined
