@@ -1,4 +1,5 @@
 import ArgumentParser
+import PCSC
 
 /// `cardctl`: the field technician's tool for readers, cards and dumps.
 @main
@@ -15,4 +16,22 @@ struct CardCtl: AsyncParsableCommand {
             Value.self, Keys.self, KeystoreCommand.self, Card.self,
         ]
     )
+
+    /// ArgumentParser's entry point, plus: every PC/SC context thread has released its context and ended before the
+    /// process exits, on every path (success, `exit(withError:)` for failures and --help, the end of `watch` after
+    /// SIGINT/SIGTERM). Exiting with one still inside libpcsclite crashed cardctl (issue 8; HardwareNotes.md).
+    static func main() async {
+        do {
+            var command = try await asyncParseAsRoot(nil)
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            PCSCContext.shutdownAll()
+            exit(withError: error)
+        }
+        PCSCContext.shutdownAll()
+    }
 }
