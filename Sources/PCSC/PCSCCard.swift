@@ -3,8 +3,8 @@ import Dispatch
 import Foundation
 import SmartCard
 
-/// A connection to the card on one reader. Keeps its context alive; disconnects (leaving the card) if dropped
-/// while still connected.
+/// A connection to the card on one reader. Keeps its context alive; disconnects (leaving the card, on the context's
+/// thread) if dropped while still connected. Calls after the context is shut down throw `invalidHandle`.
 public final class PCSCCard: @unchecked Sendable {
     public let context: PCSCContext
     public let reader: String
@@ -24,7 +24,12 @@ public final class PCSCCard: @unchecked Sendable {
     }
 
     deinit {
-        if connected { _ = SCardDisconnect(handle, DWORD(SCARD_LEAVE_CARD)) }
+        // On the context's thread, whichever thread drops the card: queued before the context's own release (the
+        // card holds the context until this deinit ends). Dropped once the context is shut down: SCardReleaseContext
+        // has then released the card handles too.
+        guard connected else { return }
+        let handle = handle
+        context.worker.async { _ = SCardDisconnect(handle, DWORD(SCARD_LEAVE_CARD)) }
     }
 
     /// Runs a whole card session synchronously on the context's thread: one hop for any number of APDUs.

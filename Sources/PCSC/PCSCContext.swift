@@ -13,63 +13,119 @@ func check(_ result: LONG) throws {
 /// pcsc-lite wants one context per thread, and its calls block: every call on this context runs on the context's
 /// thread, never on the Swift cooperative pool. Async methods hop onto that thread once; a whole card session runs
 /// there synchronously through `PCSCCard.perform`. After pcscd restarts, calls fail with `PCSCError.noService`:
-/// release the context and establish a new one (`ReaderMonitor` does this itself).
+/// shut the context down and establish a new one (`ReaderMonitor` does this itself).
+///
+/// Ending: the context handle, and every card handle, is released on the context's own thread, never on the thread
+/// that happens to drop the last reference. `shutdown()` releases the context and joins its thread; a context only
+/// dropped is released on its thread all the same, and joined by `shutdownAll()`, which a program calls before it
+/// exits (libpcsclite's destructor frees its context list at exit: a thread still inside libpcsclite then crashes).
 public final class PCSCContext: @unchecked Sendable {
     /// Where the context's calls run.
     let worker: ContextThread
     let handle: SCARDCONTEXT
-    private let lock = NSLock()
-    private var released = false
+    /// The handle's released flag, shared with the thread's final job (which runs after this object may be gone).
+    let state: ContextHandle
 
-    /// Establishes a context synchronously on the calling thread's behalf (the call itself runs on the new thread).
-    public init(label: String = "onecard.pcsc") throws {
-        let worker = ContextThread(name: label)
-        self.worker = worker
-        handle = try worker.sync {
-            var context: SCARDCONTEXT = 0
-            try check(SCardEstablishContext(DWORD(SCARD_SCOPE_SYSTEM), nil, nil, &context))
-            return context
+    /// Establishes a context, blocking the calling thread until it is (the call itself runs on the new thread).
+    /// Throws `PCSCError.noService` when pcscd is unreachable, and after `shutdownAll()`.
+    public convenience init(label: String = "onecard.pcsc") throws {
+        let worker = try ContextThread(name: label)
+        let handle: ContextHandle
+        do {
+            handle = try worker.sync { try Self.establishNow(on: worker) }
+        } catch {
+            worker.join()
+            throw error
         }
+        self.init(worker: worker, handle: handle)
+    }
+
+    private init(worker: ContextThread, handle: ContextHandle) {
+        self.worker = worker
+        self.handle = handle.value
+        state = handle
     }
 
     /// Establishes a context without blocking the caller's thread.
     public static func establish(label: String = "onecard.pcsc") async throws -> PCSCContext {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
-                continuation.resume(with: Result { try PCSCContext(label: label) })
+        let worker = try ContextThread(name: label)
+        do {
+            let handle = try await withCheckedThrowingContinuation { continuation in
+                let queued = worker.async { continuation.resume(with: Result { try establishNow(on: worker) }) }
+                if !queued { continuation.resume(throwing: PCSCError.invalidHandle) }
+            }
+            return PCSCContext(worker: worker, handle: handle)
+        } catch {
+            // Nothing was established, so nothing blocks: the thread ends at once.
+            worker.join()
+            throw error
+        }
+    }
+
+    /// SCardEstablishContext on the context's thread; arranges for SCardReleaseContext to be the thread's last call.
+    private static func establishNow(on worker: ContextThread) throws -> ContextHandle {
+        var context: SCARDCONTEXT = 0
+        try check(SCardEstablishContext(DWORD(SCARD_SCOPE_SYSTEM), nil, nil, &context))
+        let handle = ContextHandle(context)
+        worker.setFinalJob({ handle.release() }, interrupt: { handle.cancel() })
+        return handle
+    }
+
+    deinit {
+        // Possibly on any thread (or on the context's own thread, from a job's closure): only ask the thread to
+        // finish. It runs what is queued (a dropped card's SCardDisconnect), then SCardReleaseContext, then ends;
+        // `shutdownAll()` or the next context's creation joins it.
+        worker.finish()
+    }
+
+    /// Releases the context on its thread and waits until that thread has ended (a blocking wait on the context is
+    /// cancelled). Afterwards every call on the context, or on its cards, throws `invalidHandle`. Idempotent; from
+    /// any thread except the context's own (inside `PCSCCard.perform`, for instance), which is a programmer error.
+    public func shutdown() {
+        worker.join()
+    }
+
+    /// `shutdown()` without blocking the caller: the join runs on a thread of its own.
+    public func shutdown() async {
+        let worker = worker
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            Thread.detachNewThread {
+                worker.join()
+                continuation.resume()
             }
         }
     }
 
-    deinit {
-        releaseNow()
-        worker.finish()
+    /// Shuts every context of the process down and waits until all their threads have ended; later attempts to
+    /// establish a context throw `noService`. Call it before the process exits, on every path (errors and signals
+    /// included): libpcsclite frees its client state in a destructor at exit, and a thread still inside it then
+    /// crashes (SIGSEGV in list_seek). Idempotent; not from a context's thread.
+    public static func shutdownAll() {
+        ContextThreads.shared.shutdownAll()
     }
 
-    /// Releases the context; later calls fail with `invalidHandle`. Safe to call twice.
-    public func release() { worker.async { self.releaseNow() } }
+    /// How many context threads exist now (ended threads nobody joined included).
+    public static var threadCount: Int { ContextThreads.shared.count }
 
-    private func releaseNow() {
-        let wasReleased = lock.withLock {
-            defer { released = true }
-            return released
-        }
-        if !wasReleased { _ = SCardReleaseContext(handle) }
-    }
+    /// Whether the context's thread has ended (after `shutdown()`, always).
+    public var threadHasEnded: Bool { worker.hasEnded }
 
     /// Whether pcscd still considers the context valid. (After a pcscd restart pcsc-lite may still say yes:
-    /// the first real call then fails with `noService`.)
-    public var isValid: Bool { SCardIsValidContext(handle) == SCARD_S_SUCCESS }
+    /// the first real call then fails with `noService`.) False once released.
+    public var isValid: Bool { state.isValid }
 
     /// Runs `body` on the context's thread and returns its result.
+    /// Throws `invalidHandle` once the context is shut down (or being shut down).
     func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
-            worker.async { continuation.resume(with: Result { try body() }) }
+            let queued = worker.async { continuation.resume(with: Result { try body() }) }
+            if !queued { continuation.resume(throwing: PCSCError.invalidHandle) }
         }
     }
 
-    /// Cancels a `waitForChanges` blocked on this context (SCardCancel; callable from any thread).
-    public func cancel() { _ = SCardCancel(handle) }
+    /// Cancels a `waitForChanges` blocked on this context (SCardCancel; callable from any thread; nothing once the
+    /// context is released).
+    public func cancel() { state.cancel() }
 
     // MARK: Readers
 
@@ -168,6 +224,36 @@ public final class PCSCContext: @unchecked Sendable {
                 try await Task.sleep(for: .milliseconds(100))
             }
         }
+    }
+}
+
+/// A context handle and whether it was released. The only calls on it from other threads than the context's
+/// (SCardCancel, SCardIsValidContext) hold the same lock as SCardReleaseContext, so none runs during or after the
+/// release: once the context's thread has ended, nothing calls libpcsclite with this handle.
+final class ContextHandle: @unchecked Sendable {
+    let value: SCARDCONTEXT
+    private let lock = NSLock()
+    private var released = false
+
+    init(_ value: SCARDCONTEXT) { self.value = value }
+
+    /// SCardReleaseContext, once; the context thread's final job.
+    func release() {
+        lock.withLock {
+            guard !released else { return }
+            released = true
+            _ = SCardReleaseContext(value)
+        }
+    }
+
+    func cancel() {
+        lock.withLock {
+            if !released { _ = SCardCancel(value) }
+        }
+    }
+
+    var isValid: Bool {
+        lock.withLock { !released && SCardIsValidContext(value) == SCARD_S_SUCCESS }
     }
 }
 

@@ -84,11 +84,12 @@ public struct ReaderMonitor: Sendable {
         var backoff = initialBackoff
         while true {
             try Task.checkCancellation()
-            let context: PCSCContext
+            var context: PCSCContext?
             do {
                 context = try await PCSCContext.establish(label: "onecard.pcsc.monitor")
-                _ = try await context.listReaders()  // the first real call tells whether pcscd answers
+                _ = try await context?.listReaders()  // the first real call tells whether pcscd answers
             } catch let error as PCSCError {
+                await context?.shutdown()
                 // pcscd gone, or answering oddly while it starts: a monitor never gives up, it retries with backoff.
                 if error.transportFailure == .serviceUnavailable {
                     if serviceUp { emit(.serviceLost) }
@@ -98,11 +99,21 @@ public struct ReaderMonitor: Sendable {
                 backoff = min(backoff * 2, maximumBackoff)
                 continue
             }
+            guard let context else { continue }
             backoff = initialBackoff
             if !serviceUp { emit(.serviceRestored) }
             serviceUp = true
+            // Every way out of the watch (a PC/SC failure, cancellation) shuts the context down and joins its thread.
+            let ended: Result<Void, any Error>
             do {
                 try await watch(context, known: &known, emit: emit)
+                ended = .success(())
+            } catch {
+                ended = .failure(error)
+            }
+            await context.shutdown()
+            do {
+                try ended.get()
             } catch let error as PCSCError {
                 // pcscd restarted, a reader vanished mid-wait, or any other PC/SC failure: start over with a new
                 // context (after a pause, unless it was only a reader change).
@@ -113,7 +124,6 @@ public struct ReaderMonitor: Sendable {
                     try await Task.sleep(for: backoff)
                 }
             }
-            context.release()
         }
     }
 

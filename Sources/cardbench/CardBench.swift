@@ -13,6 +13,23 @@ struct CardBench: AsyncParsableCommand {
         commandName: "cardbench",
         abstract: "Benchmarks that print figures (run with -c release).",
         subcommands: [APDU.self, Emulator.self, CardOperations.self])
+
+    /// ArgumentParser's entry point, plus: every PC/SC context thread has ended before the process exits, whichever
+    /// way it ends (as in cardctl; issue 8, HardwareNotes.md "Exit and libpcsclite").
+    static func main() async {
+        do {
+            var command = try await asyncParseAsRoot(nil)
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            PCSCContext.shutdownAll()
+            exit(withError: error)
+        }
+        PCSCContext.shutdownAll()
+    }
 }
 
 /// A factory-fresh 1K card for the benchmarks.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import PCSC
 
 /// `cardctl`: the field technician's tool for readers, cards and dumps.
 @main
@@ -19,13 +20,27 @@ struct CardCtl: AsyncParsableCommand {
         ]
     )
 
-    /// As ArgumentParser's, but a negative number (which it reads as an unknown option, then reports a missing
-    /// argument) is refused first with what the value may be.
+    /// ArgumentParser's entry point, plus: a negative number (which ArgumentParser reads as an unknown option, then
+    /// reports a missing argument) is refused first with what the value may be; and every PC/SC context thread has
+    /// released its context and ended before the process exits, on every path (success, `exit(withError:)` for
+    /// failures and --help, the end of `watch` after SIGINT/SIGTERM). Exiting with one still inside libpcsclite
+    /// crashed cardctl (issue 8; HardwareNotes.md).
     static func main() async {
         if let problem = Numbers.negativeInput(in: Array(CommandLine.arguments.dropFirst())) {
             printError("cardctl: \(problem)")
             Self.exit(withError: ExitCode.validationFailure)
         }
-        await Self.main(nil)
+        do {
+            var command = try await asyncParseAsRoot(nil)
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            PCSCContext.shutdownAll()
+            exit(withError: error)
+        }
+        PCSCContext.shutdownAll()
     }
 }

@@ -1,6 +1,6 @@
 import CardEmulator
 import Foundation
-import PCSC
+@testable import PCSC
 import SmartCard
 import Testing
 import TestSupport
