@@ -50,7 +50,9 @@ final class ContextThread: @unchecked Sendable {
     }
 
     /// Whether the caller runs on this thread.
-    var isCurrent: Bool { pthread_equal(pthread, pthread_self()) != 0 }
+    /// Not once the loop has ended: glibc reuses a joined thread's `pthread_t` for new threads (a Dispatch worker
+    /// then looked like this thread, and a second `shutdown()` from it tripped the join precondition).
+    var isCurrent: Bool { !hasEnded && pthread_equal(pthread, pthread_self()) != 0 }
 
     /// Queues a job. Returns false, and drops the job, once the thread is finishing.
     @discardableResult
