@@ -127,6 +127,13 @@ public struct CampusCardOperations {
         }
     }
 
+    /// Writes the log entry for the record's own counter when it is missing and the entry before it vouches for the
+    /// balance before (see `backfillLogEntry`): the card office reads the log anyway.
+    func fillLogGap(_ state: PurseState) throws {
+        try backfillLogEntry(uid: state.uid, record: state.record, after: state.balance, macVersion: state.macVersion,
+                             version: keystore.currentVersion)
+    }
+
     /// A backup that lags the committed primary means the operation's finish never ran, so its log entry was never
     /// written: write it now, naming the terminal and sequence the record names, so the interrupted terminal can still
     /// decide from the log once the card has moved on (tearing rule 6), and a later torn record can be rebuilt. The

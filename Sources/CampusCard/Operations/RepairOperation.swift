@@ -47,6 +47,7 @@ extension CampusCardOperations {
         do {
             let state = try readPurse(terminal: terminal, witnesses: mine.filter(\.isPurse).compactMap(\.recordBeforeBytes))
             try settleOpenIntents(uidHex: uidHex, state: state, journal: terminal.journal)
+            try? fillLogGap(state)
             purseState = state
             purse = switch state.resolution {
             case .consistent: .init(result: "ok", detail: "balance \(state.balance.yuan) yuan, counter \(state.record.counter)")

@@ -21,6 +21,9 @@ extension CampusCardOperations {
     @discardableResult
     public func setStatus(_ status: Identity.Status) throws -> PurseState {
         let state = try readPurse()
+        // A log write torn after its backup copy leaves a gap at the record's counter that no tap notices; were this
+        // change's record write torn too, the record could not be rebuilt. The office fills the gap first.
+        try? fillLogGap(state)
         var identity = try identityRepairingTear(state)
         let version = identity.keyVersion
         let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
