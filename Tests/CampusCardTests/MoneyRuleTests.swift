@@ -211,6 +211,8 @@ import Testing
         try forgePurse(bench, record: record, primary: 700, backup: backup)
         let state = try bench.operations().readPurse()
         #expect(state.resolution == .backupRepaired && state.balance == Fen(700))
+        #expect(Array(try #require(bench.reader.currentCard).memory[10 * 16..<11 * 16]) == ValueBlock(value: 700, address: 9).block,
+                "the backup now holds the committed balance")
         let macKey = try bench.keystore.macKey(uid: bench.uid, version: 1)
         let entries = try bench.operations().readLog(uid: bench.uid, macKey: macKey, version: 1)
         let filled = entries.first { $0.counter == record.counter }
