@@ -265,6 +265,18 @@ import Testing
         #expect(second.consumption == Fen(100) && second.refill == Fen(50) && second.state.balance == Fen(550))
     }
 
+    /// The terminals number their own settlements from 2^31: a caller's reference must be below, by one at the edge.
+    @Test func aCallersSettlementReferenceEndsBelowTheTerminalsRange() throws {
+        let bench = try CardBench()
+        let station = Terminal(id: 3, journal: InMemoryTerminalJournal())
+        try bench.issueAndLoad(5_000, terminal: station)
+        let writes = bench.reader.statistics.blockWrites
+        #expect(code { try bench.operations().waterSettle(terminal: station, reference: CampusCardOperations.terminalReferences) } == .overLimit)
+        #expect(bench.reader.statistics.blockWrites == writes)
+        #expect(try bench.operations().waterSettle(terminal: station, reference: CampusCardOperations.terminalReferences - 1).state.record.reference
+                == CampusCardOperations.terminalReferences - 1)
+    }
+
     /// A wallet whose record nothing vouches for is reset, by no more than the account can pay.
     @Test func aResetRefillsNoMoreThanTheAccountPays() throws {
         let bench = try CardBench()
