@@ -59,10 +59,16 @@ func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02X", $0) }.
         let mac = CardMAC.compute(key: macKey, uid: uid, block: vector["block"] as! Int, record: bytes(vector["record"] as! String),
                                   value: Int32(vector["value"] as! Int))
         #expect(hex(mac) == vector["mac"] as? String)
-        #expect(CardMAC.matches(mac, mac))
-        var tampered = mac
-        tampered[0] ^= 1
-        #expect(!CardMAC.matches(tampered, mac))
+        // `matches` against the independent MAC: equal bytes match; any changed byte, a prefix or a longer value do not.
+        let stored = bytes(try #require(vector["mac"] as? String))
+        #expect(stored.count == CardMAC.length)
+        #expect(CardMAC.matches(stored, mac))
+        for index in stored.indices {
+            var tampered = stored
+            tampered[index] ^= 0x01
+            #expect(!CardMAC.matches(tampered, mac), "byte \(index) changed")
+        }
+        #expect(!CardMAC.matches(Array(stored.prefix(3)), mac) && !CardMAC.matches(stored + [0], mac) && !CardMAC.matches([], mac))
     }
 
     @Test func everyInputChangesTheKey() {
@@ -103,15 +109,20 @@ func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02X", $0) }.
         }
     }
 
-    @Test func refusesGroupOrWorldReadable() throws {
+    /// Each of the six group and other permission bits alone is refused; owner-only modes 600 and 400 load.
+    @Test func refusesEveryGroupOrOtherPermissionBit() throws {
         let path = temporaryPath()
         defer { try? FileManager.default.removeItem(atPath: path) }
         try FileKeystore.create(path: path)
-        for mode in [0o640, 0o604, 0o660] {
-            try FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: path)
-            let error = #expect(throws: KeystoreError.self) { try FileKeystore(path: path) }
+        for bit in [0o040, 0o020, 0o010, 0o004, 0o002, 0o001] {
+            try FileManager.default.setAttributes([.posixPermissions: 0o600 | bit], ofItemAtPath: path)
+            let error = #expect(throws: KeystoreError.self, "mode \(String(0o600 | bit, radix: 8))") { try FileKeystore(path: path) }
             #expect(error?.code == .tooOpen)
             #expect(error?.message.contains("chmod 600") == true)
+        }
+        for mode in [0o600, 0o400] {
+            try FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: path)
+            #expect(try FileKeystore(path: path).knownVersions == [1], "mode \(String(mode, radix: 8))")
         }
     }
 

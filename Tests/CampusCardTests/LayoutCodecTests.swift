@@ -77,6 +77,20 @@ import Testing
         #expect(try PurseRecord(block: over.encode(uid: uid, balance: .zero, macKey: macKey)).debitedToday == PurseRecord.unknownDebitedToday)
     }
 
+    /// Every field at the offset docs/card-layout.md gives, each with a distinct value: counter 0-1, status/operation
+    /// 2, last day 3-4, today's debits 5-6, expiry 7-8, terminal id 9-10, terminal sequence 11, MAC 12-15 (over the
+    /// UID, block 8, bytes 0-11 and the balance); and each field decodes from its own offset.
+    @Test func purseRecordEncodesEveryFieldAtItsDocumentedOffset() throws {
+        let record = PurseRecord(counter: 0x0102, status: .frozen, lastOperation: .subsidy, lastDay: CardDay(rawValue: 0x0304),
+                                 debitedToday: Fen(0x0506), expires: CardDay(rawValue: 0x0708), terminalID: 0x090A, terminalSequence: 0x0B)
+        let block = record.encode(uid: uid, balance: Fen(0x1234), macKey: macKey)
+        #expect(Array(block[0..<12]) == [0x01, 0x02, 0x23, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B])
+        #expect(Array(block[12..<16]) == CardMAC.compute(key: macKey, uid: uid, block: 8, record: Array(block[0..<12]), value: 0x1234))
+        let decoded = try PurseRecord(block: [0xA1, 0xA2, 0x14, 0xA3, 0xA4, 0x05, 0xA6, 0xA7, 0xA8, 0xA9, 0xAA, 0xAB, 0, 0, 0, 0])
+        #expect(decoded == PurseRecord(counter: 0xA1A2, status: .lost, lastOperation: .repair, lastDay: CardDay(rawValue: 0xA3A4),
+                                       debitedToday: Fen(0x05A6), expires: CardDay(rawValue: 0xA7A8), terminalID: 0xA9AA, terminalSequence: 0xAB))
+    }
+
     @Test func purseRecordRefusesUndefinedCodesEvenUnderAValidMAC() {
         // Bits 3, 6 and 7 are the holder bits (HolderLimitsTests); undefined operations 6 and 7 stay garbled.
         for byte2: UInt8 in [0x06, 0x07, 0x0E, 0xCF] {
@@ -150,10 +164,11 @@ import Testing
     }
 
     @Test func waterRecordVouchesForExactlyOneBalance() {
-        let settlement = WaterSettlement(cap: WaterSettlement.defaultCap, balanceAfterRefill: Fen(1_000), reference: 42, day: CardDay(rawValue: 9_900))
+        let settlement = WaterSettlement(cap: WaterSettlement.defaultCap, balanceAfterRefill: Fen(999), reference: 42, day: CardDay(rawValue: 9_900))
         let record = WaterRecord(counter: 300, settlement: settlement, terminal: 0x1234)
         let block = record.encode(uid: uid, balance: Fen(995), macKey: macKey)
-        #expect(Array(block[0..<12]) == [0x01, 0x2C, 0x03, 0xE8, 0x03, 0xE8, 0x00, 0x00, 0x00, 0x2A, 0x12, 0x34])
+        // counter 0-1 | cap 2-3 | balance after the last refill 4-5 | reference 6-9 | terminal 10-11 | MAC 12-15
+        #expect(Array(block[0..<12]) == [0x01, 0x2C, 0x03, 0xE8, 0x03, 0xE7, 0x00, 0x00, 0x00, 0x2A, 0x12, 0x34])
         #expect(WaterRecord.vouches(block, for: 995, uid: uid, macKey: macKey))
         #expect(!WaterRecord.vouches(block, for: 996, uid: uid, macKey: macKey))
         #expect(!WaterRecord.vouches(block, for: 995, uid: [1, 2, 3, 4], macKey: macKey))

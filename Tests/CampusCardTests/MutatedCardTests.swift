@@ -19,6 +19,9 @@ import Testing
         }
     }
 
+    /// After every mutated image, whatever the debit did (debited, refused, thrown), the money a fresh tap can read
+    /// from the card is never more than before: at most 99.00 yuan in the purse after a debit of 1.00 that went
+    /// through, at most 100.00 otherwise, and never a water balance (the wallet was empty).
     @Test func mutatedImages() throws {
         let bench = try CardBench()
         let pos = Terminal(id: 7, journal: InMemoryTerminalJournal())
@@ -27,6 +30,7 @@ import Testing
         // Our sectors' bytes: 0-5 (blocks 0-23), block 0 excluded (read-only on a genuine card).
         let candidates = Array(16..<(24 * 16))
         var outcomes: [String: Int] = [:]
+        var purseReadAfter = 0, waterReadAfter = 0
         let runs = 400
         for seed in 0..<UInt64(runs) {
             var random = SplitMix(state: seed)
@@ -37,10 +41,12 @@ import Testing
             }
             bench.reader.insert(try EmulatedCard(image: image))
             let ops = bench.operations()
+            var debited = false
             do {
                 try ops.checkApplication()
                 _ = try ops.readIdentity()
                 let state = try ops.debit(Fen(100), terminal: Terminal(id: 8, journal: InMemoryTerminalJournal()))
+                debited = true
                 #expect(state.balance <= Fen(9_900), "seed \(seed): a mutation created money (\(state.balance))")
                 outcomes["debited", default: 0] += 1
             } catch let error as CardOperationError {
@@ -50,9 +56,20 @@ import Testing
             } catch {
                 Issue.record("seed \(seed): untyped error \(error)")
             }
+            // The money on the card as a fresh tap reads it, whatever happened above.
+            if let balance = try? bench.operations().readPurse().balance {
+                purseReadAfter += 1
+                #expect(balance <= Fen(debited ? 9_900 : 10_000), "seed \(seed): the purse reads \(balance) after the mutation")
+            }
+            if let water = try? bench.operations().readWater().balance {
+                waterReadAfter += 1
+                #expect(water <= .zero, "seed \(seed): the water wallet reads \(water) after the mutation")
+            }
         }
-        print("mutated cards: \(runs) seeded images -> \(outcomes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))")
-        #expect(outcomes.values.reduce(0, +) == runs)
-        #expect(outcomes["mac-mismatch", default: 0] > 0 && outcomes["not-campus-card", default: 0] > 0)
+        print("mutated cards: \(runs) seeded images -> \(outcomes.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")); balance read after: purse \(purseReadAfter), water \(waterReadAfter)")
+        // The mutations reach every outcome that matters: debits, MAC refusals, foreign-looking cards, and balances
+        // that can still be read afterwards (where the money check above applies).
+        #expect(outcomes["debited", default: 0] > 0 && outcomes["mac-mismatch", default: 0] > 0 && outcomes["not-campus-card", default: 0] > 0)
+        #expect(purseReadAfter > runs / 2 && waterReadAfter > runs / 2)
     }
 }

@@ -52,10 +52,7 @@ import Testing
         for index in 1...apdus {
             for effect in [TearEffect.notExecuted, .leftOld, .executed] {
                 let (bench, keys) = try setUp()
-                bench.reader.arm(TearPlan(atAPDU: index, effect: effect))
-                _ = try? bench.operations(keystore: keys).rekey()
-                bench.reader.reinsert()
-                bench.reader.arm(nil)
+                bench.tear(atAPDU: index, effect) { try bench.operations(keystore: keys).rekey() }
                 try bench.operations(keystore: keys).rekey()
                 let ops = bench.operations(keystore: keys)
                 #expect(try ops.readPurse().balance == Fen(5_000), "APDU \(index) \(effect)")
@@ -82,10 +79,7 @@ import Testing
         for index in 1...apdus {
             for effect in [TearEffect.notExecuted, .leftOld, .executed] {
                 let bench = try CardBench()
-                bench.reader.arm(TearPlan(atAPDU: index, effect: effect))
-                _ = try? bench.operations().issue(identity)
-                bench.reader.reinsert()
-                bench.reader.arm(nil)
+                bench.tear(atAPDU: index, effect) { try bench.operations().issue(identity) }
                 do { try bench.operations().issue(identity) } catch let error as CardOperationError where error.code == .notBlank && effect != .notExecuted {
                     // The tear came after the last trailer: nothing left to do.
                 }

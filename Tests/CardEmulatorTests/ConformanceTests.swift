@@ -64,7 +64,7 @@ func le(_ v: Int32) -> [UInt8] { be(v).reversed() }
 
 @Suite struct DatasheetConformanceTests {
     /// Every data-block condition x key x operation, through each value-capable firmware, against Table 8.
-    @Test(arguments: [ReaderKind.acr122u, .omnikey5422])
+    @Test(arguments: [ReaderKind.acr122u, .acr1252u, .omnikey5422])
     func dataBlockTable(kind: ReaderKind) throws {
         for (condition, permitted) in Datasheet.dataRows {
             for (type, key) in [(KeyType.a, keyA), (.b, keyB)] {

@@ -3,8 +3,8 @@ import Foundation
 import Testing
 import TestSupport
 
-/// Checks udev/ without hardware: this machine's udev (systemd 252) has no `udevadm verify`, so the rules are
-/// parsed here, and `udevadm verify` runs too where it exists.
+/// Checks udev/ without hardware: the rules are parsed here, and `udevadm verify` (systemd 254+) runs too where it
+/// exists; where it does not (Debian 12 has systemd 252) that test is reported skipped, not passed.
 @Suite struct UdevRulesTests {
     let rulesPath = SampleCards.repositoryRoot.appendingPathComponent("udev/70-onecard-readers.rules").path
     let modprobePath = SampleCards.repositoryRoot.appendingPathComponent("udev/blacklist-pn533.conf").path
@@ -50,9 +50,11 @@ import TestSupport
         #expect(blacklisted == ["pn533_usb", "pn533", "nfc"])
     }
 
-    @Test func udevadmVerifyWhereAvailable() throws {
-        let probe = run("/usr/bin/env", ["udevadm", "verify", "--help"])
-        guard probe.status == 0 else { return }  // systemd < 254: no verify; the parse above stands in
+    /// Whether this machine's udevadm has `verify` (systemd 254+).
+    static var udevadmCanVerify: Bool { run("/usr/bin/env", ["udevadm", "verify", "--help"]).status == 0 }
+
+    @Test(.enabled(if: UdevRulesTests.udevadmCanVerify, "this machine's udevadm has no `verify` (systemd < 254): only the parse above checks the rules"))
+    func udevadmVerifyAcceptsTheRules() throws {
         let result = run("/usr/bin/env", ["udevadm", "verify", rulesPath])
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
     }

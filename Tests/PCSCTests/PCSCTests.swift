@@ -27,14 +27,17 @@ import TestSupport
         #expect(PCSCError.noService.description.contains("SCARD_E_NO_SERVICE"))
     }
 
-    @Test func catchByPattern() {
-        let thrown: any Error = PCSCError.noSmartcard
-        var matched = false
-        switch thrown {
-        case PCSCError.noSmartcard: matched = true
-        default: break
+    /// `PCSCError`'s `~=` lets `catch PCSCError.x` match that code only: not another code, not another error type.
+    @Test func catchMatchesOnlyThatCode() {
+        func caught(_ error: any Error) -> String {
+            do { throw error } catch PCSCError.noSmartcard { return "no-smartcard" } catch PCSCError.noService { return "no-service" } catch { return "other" }
         }
-        #expect(matched)
+        #expect(caught(PCSCError.noSmartcard) == "no-smartcard")
+        #expect(caught(PCSCError.noService) == "no-service")
+        #expect(caught(PCSCError.removedCard) == "other")
+        #expect(caught(CocoaError(.fileNoSuchFile)) == "other")
+        #expect(PCSCError.noSmartcard ~= PCSCError.noSmartcard as any Error)
+        #expect(!(PCSCError.noSmartcard ~= PCSCError(rawValue: PCSCError.noSmartcard.rawValue + 1) as any Error))
     }
 }
 
