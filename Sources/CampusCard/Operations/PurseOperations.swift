@@ -90,10 +90,11 @@ public struct CampusCardOperations {
         } ?? version
         let macKey = try keystore.macKey(uid: uid, version: macVersion)
         let vouches = { (value: Int32) in PurseRecord.vouches(values.record, for: Fen(Int(value)), uid: uid, macKey: macKey) }
-        if let primary = values.primary, vouches(primary), values.backup != primary, let record = try? PurseRecord(block: values.record) {
+        if let primary = values.primary, vouches(primary), values.backup != primary, session.canCopyValue,
+           let record = try? PurseRecord(block: values.record) {
             // The backup lags a committed operation: its log entry may be missing. Back-fill it before the backup is
-            // repaired — once repaired, nothing shows the lag any more. Best effort: a card that leaves now fails
-            // the operation that follows anyway.
+            // repaired — once repaired, nothing shows the lag any more (a reader that cannot repair writes nothing:
+            // it refuses below). Best effort: a card that leaves now fails the operation that follows anyway.
             try? backfillLogEntry(uid: uid, record: record, after: Fen(Int(primary)), macVersion: macVersion, version: version)
             try authenticate(sector: Self.purseSector, role: .terminal, uid: uid, version: version)
         }
