@@ -24,8 +24,12 @@ extension CardBench {
     }
 }
 
+/// nil only for success: any other kind of error fails the test here, so "== nil" cannot pass on one.
 private func code(_ body: () throws -> Void) -> CardOperationError.Code? {
-    do { try body(); return nil } catch let error as CardOperationError { return error.code } catch { return nil }
+    do { try body(); return nil } catch let error as CardOperationError { return error.code } catch {
+        Issue.record("expected success or a typed refusal, got \(error)")
+        return nil
+    }
 }
 
 /// 一密两限: the holder's limits and PIN on the card (docs/card-layout.md "Holder limits and PIN").

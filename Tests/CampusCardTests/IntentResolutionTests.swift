@@ -5,9 +5,9 @@ import Testing
 
 /// How an interrupted terminal learns its outcome when another terminal used the card in between.
 @Suite struct IntentResolutionTests {
-    /// Terminal 7's commit write goes unanswered (block left old: not done); terminal 9 then debits the same card with
-    /// a sequence whose low byte equals terminal 7's. Terminal 7's next tap must still decide "not done": the record
-    /// names terminal 9 by its full id.
+    /// Terminal 7's commit write goes unanswered (block left old: not done); terminal 9 then debits the same amount
+    /// from the same balance with a sequence whose low byte equals terminal 7's, so counter, balance and sequence byte
+    /// all match 7's intent: only the terminal id the record names tells them apart. 7's next tap decides "not done".
     @Test func anotherTerminalsCommitWithTheSameSequenceByteIsNotOurs() throws {
         let bench = try CardBench()
         try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
@@ -16,9 +16,9 @@ import Testing
         // Tear terminal 7's debit at its commit write (APDU 8), the block left old: 7 cannot know whether it landed.
         bench.tear(atAPDU: 8, .leftOld) { try bench.operations().debit(Fen(300), terminal: seven) }
         #expect(try seven.journal.openIntents(cardUID: "5A170199").count == 1)
-        #expect(try bench.operations().debit(Fen(500), terminal: nine).balance == Fen(9_500))
+        #expect(try bench.operations().debit(Fen(300), terminal: nine).balance == Fen(9_700))
         let state = try bench.operations().tap(terminal: seven)
-        #expect(state.balance == Fen(9_500) && state.record.terminalID == 9)
+        #expect(state.balance == Fen(9_700) && state.record.terminalID == 9 && state.record.terminalSequence == 1)
         let outcome = try seven.journal.outcome(terminalSequence: 1)
         #expect(outcome == .notDone)
     }

@@ -395,3 +395,23 @@ import Testing
         #expect(CampusCardOperations.waterOutcome(of: intent, record: record(reference: 70, rebuilt: true), balance: Fen(550)) == .undetermined)
     }
 }
+
+extension MoneyRuleTests {
+    /// Done on the card but the journal could not record it (the disk filled up between intent and completion): the
+    /// debit returns, the money moved, and the warning says not to repeat it; the card's next tap here completes it.
+    @Test func doneOnTheCardButNotInTheJournalIsStillDone() throws {
+        let bench = try CardBench()
+        let journal = InMemoryTerminalJournal()
+        let pos = Terminal(id: 7, journal: journal)
+        try bench.issueAndLoad(1_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
+        journal.failCompleting = true
+        let state = try bench.operations().debit(Fen(300), terminal: pos)
+        #expect(state.balance == Fen(700))
+        #expect(state.warnings.contains { $0.contains("journal could not record it") && $0.contains("do not repeat it") }, "\(state.warnings)")
+        #expect(try bench.operations().readPurse().balance == Fen(700))
+        #expect(try journal.outcome(terminalSequence: 1) == nil, "left open")
+        journal.failCompleting = false
+        try bench.operations().tap(terminal: pos)
+        #expect(try journal.outcome(terminalSequence: 1) == .done(balanceAfter: 700, counterAfter: 2))
+    }
+}

@@ -121,8 +121,12 @@ final class CardBench: @unchecked Sendable {
         try bench.issueAndLoad(10_000, terminal: pos)
         try bench.operations().setHolderLimits(HolderLimits(perTransaction: Fen(5_000), daily: Fen(6_000)))
         try bench.setPIN()
+        // nil only for success: any other kind of error fails the test here, so "== nil" cannot pass on one.
         func code(_ body: () throws -> Void) -> CardOperationError.Code? {
-            do { try body(); return nil } catch let error as CardOperationError { return error.code } catch { return nil }
+            do { try body(); return nil } catch let error as CardOperationError { return error.code } catch {
+                Issue.record("expected success or a typed refusal, got \(error)")
+                return nil
+            }
         }
         #expect(code { try bench.operations().debit(Fen(20_000), terminal: pos, pin: CardBench.pin) } == .insufficientFunds)
         #expect(code { try bench.operations().debit(Fen(5_001), terminal: pos) } == .pinRequired)
@@ -189,7 +193,7 @@ final class CardBench: @unchecked Sendable {
         #expect(throws: CardOperationError.self) { try HolderLimits(perTransaction: Fen(100), daily: Fen(HolderLimits.maximum.rawValue + 1)) }
     }
 
-    /// A load the log entry cannot record (over 24 bits of fen) is refused before any card write, not trapped later.
+    /// A load the log entry cannot record (over 20 bits of fen) is refused before any card write, not trapped later.
     @Test func loadAboveWhatTheLogRecordsIsRefusedBeforeWriting() throws {
         let bench = try CardBench()
         let station = Terminal(id: 1, journal: InMemoryTerminalJournal())

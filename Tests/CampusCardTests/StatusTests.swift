@@ -7,9 +7,21 @@ import Testing
         let bench = try CardBench()
         let pos = Terminal(id: 7, journal: InMemoryTerminalJournal())
         try bench.issueAndLoad(5_000, terminal: pos)
+        try bench.operations().waterSettle(terminal: pos, reference: 1)
         try bench.operations().setStatus(.lost)
-        let error = #expect(throws: CardOperationError.self) { try bench.operations().debit(Fen(100), terminal: pos) }
-        #expect(error?.code == .cardLocked)
+        let writes = bench.reader.statistics.blockWrites
+        // Every station refuses it: POS debit, loading station, settlement station, water controller.
+        let attempts: [(String, () throws -> Void)] = [
+            ("POS debit", { try bench.operations().debit(Fen(100), terminal: pos) }),
+            ("load", { try bench.operations().load(Fen(100), terminal: pos) }),
+            ("water settlement", { try bench.operations().waterSettle(terminal: pos, reference: 2) }),
+            ("water debit", { try bench.operations().waterDebit(Fen(5), terminal: pos) }),
+        ]
+        for (station, attempt) in attempts {
+            let error = #expect(throws: CardOperationError.self, "\(station)") { try attempt() }
+            #expect(error?.code == .cardLocked, "\(station): \(String(describing: error))")
+        }
+        #expect(bench.reader.statistics.blockWrites == writes, "nothing written")
         #expect(try bench.operations().readIdentity().status == .lost)
         try bench.operations().setStatus(.normal)
         #expect(try bench.operations().debit(Fen(100), terminal: pos).balance == Fen(4_900))
@@ -42,10 +54,7 @@ import Testing
                 let pos = Terminal(id: 7, journal: InMemoryTerminalJournal())
                 try bench.issueAndLoad(5_000, terminal: pos)
                 try bench.setPIN()
-                bench.reader.arm(TearPlan(atAPDU: index, effect: effect))
-                _ = try? bench.operations().setStatus(.frozen)
-                bench.reader.reinsert()
-                bench.reader.arm(nil)
+                bench.tear(atAPDU: index, effect, { try bench.operations().setStatus(.frozen) })
                 // A block 5 torn mid-write makes the identity unreadable until the card office repeats the change.
                 let identityStatus = try? bench.operations().readIdentity().status
                 do {

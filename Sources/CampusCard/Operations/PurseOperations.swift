@@ -301,7 +301,7 @@ public struct CampusCardOperations {
         return warnings
     }
 
-    /// Refuses, before anything is written, an amount the log entry cannot record (more than 24 bits of fen).
+    /// Refuses, before anything is written, an amount the log entry cannot record (more than 20 bits of fen).
     static func checkLoggable(_ amount: Fen, _ operation: String) throws {
         guard amount > .zero else { throw CardOperationError(.overLimit, "a \(operation) must be more than 0.00 yuan") }
         guard amount <= LogEntry.maximumAmount else {

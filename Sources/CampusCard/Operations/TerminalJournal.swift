@@ -131,6 +131,8 @@ public final class InMemoryTerminalJournal: TerminalJournal, @unchecked Sendable
     private var outcomes: [UInt32: TransactionOutcome] = [:]
     /// When set, `record` fails (a full disk), to test that no card write follows.
     public var failRecording = false
+    /// When set, `complete` fails (the disk filled up after the intent was recorded).
+    public var failCompleting = false
 
     public init(startingSequence: UInt32 = 0) { sequence = startingSequence }
 
@@ -153,6 +155,7 @@ public final class InMemoryTerminalJournal: TerminalJournal, @unchecked Sendable
 
     public func complete(terminalSequence: UInt32, outcome: TransactionOutcome) throws {
         try lock.withLock {
+            if failCompleting { throw JournalError("cannot complete the transaction: the journal is not writable (disk full?); free space") }
             guard intents[terminalSequence] != nil else {
                 throw JournalError("no intent with terminal sequence \(terminalSequence) to complete")
             }
