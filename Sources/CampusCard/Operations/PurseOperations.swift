@@ -106,7 +106,8 @@ public struct CampusCardOperations {
         case .recordTorn(let backup):
             let uidHex = uid.map { String(format: "%02X", $0) }.joined()
             let own = try terminal?.journal.openIntents(cardUID: uidHex).reversed().filter(\.isPurse).compactMap(\.recordBeforeBytes) ?? []
-            for witness in own + witnesses {
+            // A reader that cannot copy a value block could not finish the repair: it writes nothing (refused below).
+            for witness in session.canCopyValue ? own + witnesses : [] {
                 for macVersion in keystore.knownVersions.sorted(by: >) where keystore.roles(version: macVersion).contains(.mac) {
                     let key = try keystore.macKey(uid: uid, version: macVersion)
                     let vouched = [values.primary, values.backup].contains { $0.map { PurseRecord.vouches(witness, for: Fen(Int($0)), uid: uid, macKey: key) } ?? false }

@@ -60,6 +60,9 @@ extension CampusCardOperations {
         case .recordTorn:
             let uidHex = uid.map { String(format: "%02X", $0) }.joined()
             let witnesses = (try terminal?.journal.openIntents(cardUID: uidHex).reversed().filter { !$0.isPurse }.compactMap(\.recordBeforeBytes) ?? []) + extra
+            guard session.canCopyValue || witnesses.isEmpty else {
+                throw CardOperationError(.readerCannot, "the card needs a repair (an operation was torn) that this reader (\(session.profile.name)) cannot do: tap it on an ACS reader or at the card office")
+            }
             guard let witness = witnesses.first(where: { block in
                 [values.primary, values.backup].contains { $0.map { WaterRecord.vouches(block, for: $0, uid: uid, macKey: macKey) } ?? false }
             }) else {
