@@ -18,10 +18,12 @@ let package = Package(
         .library(name: "CardReader", targets: ["CardReader"]),
         .library(name: "CardEmulator", targets: ["CardEmulator"]),
         .library(name: "CampusCard", targets: ["CampusCard"]),
+        .library(name: "CardSession", targets: ["CardSession"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // The C binding: only the PCSC module imports it.
@@ -35,8 +37,8 @@ let package = Package(
         .target(name: "SmartCard", swiftSettings: strictSwift),
         // MIFARE Classic as pure values: geometry, trailers, access bits, value blocks, dumps.
         .target(name: "MifareClassic", swiftSettings: strictSwift),
-        // Reader profiles and MIFARE operations over any channel; PC/SC reader discovery.
-        .target(name: "CardReader", dependencies: ["SmartCard", "MifareClassic", "PCSC"], swiftSettings: strictSwift),
+        // Reader profiles and MIFARE operations over any channel (no PC/SC: tests run it over the emulator in-process).
+        .target(name: "CardReader", dependencies: ["SmartCard", "MifareClassic"], swiftSettings: strictSwift),
         // Reader firmware + card emulator, in-process and over vpcd.
         .target(name: "CardEmulator", dependencies: ["SmartCard", "MifareClassic"], swiftSettings: strictSwift),
         // The campus card application: layout, keys, MACs, purse and water-wallet operations.
@@ -49,10 +51,20 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // A card on a PC/SC reader, ready for card sessions: reader choice, ATR, profile, re-select; campus card
+        // sessions reported as values. Shared by cardctl and cardd.
+        .target(
+            name: "CardSession",
+            dependencies: [
+                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CampusCard",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
         .executableTarget(
             name: "cardctl",
             dependencies: [
-                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CampusCard",
+                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CampusCard", "CardSession",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift

@@ -1,3 +1,4 @@
+import CardSession
 import ArgumentParser
 import CardReader
 import Foundation

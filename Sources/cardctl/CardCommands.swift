@@ -1,3 +1,4 @@
+import CardSession
 import ArgumentParser
 import CampusCard
 import CardReader
@@ -28,7 +29,7 @@ struct Card: AsyncParsableCommand {
             if movesMoney && (terminalID ?? 0) == 0 {
                 throw CLIError(.badInput, "say which terminal this is: --terminal-id N (1-65535, unique per box; the settlement service tells transactions apart by terminal id and sequence)")
             }
-            return (store, Terminal(id: terminalID ?? 0, journal: file))
+            return (store, Terminal(id: TerminalID(terminalID ?? 0), journal: file))
         }
     }
 
@@ -61,45 +62,36 @@ struct Card: AsyncParsableCommand {
     }
 
     /// Runs campus card operations in one card session. A money operation (`movesMoney`) that fails is reported by
-    /// what happened to its money, from this terminal's journal: done (its commit landed before the failure: printed
+    /// what happened to its money, from the session's report: done (its commit landed before the failure: printed
     /// as done, exit 0), undetermined (its commit write went unanswered: exit 7), or not done (the error's status);
     /// with --json each prints `{"outcome": ...}` on stdout.
     static func withOperations<T: Sendable>(_ common: Common, movesMoney: Bool = false,
                                             _ body: @escaping @Sendable (CampusCardOperations, Terminal) throws -> T) async throws -> T {
         let (keystore, terminal) = try common.open(movesMoney: movesMoney)
-        let journal = terminal.journal as? FileTerminalJournal
-        let before = (try? journal?.entries()) ?? []
+        let report: OperationReport<T>
         do {
             let connection = try await CardConnection.open(common.reader)
-            let result = try await connection.session { session, reselect in
-                do {
-                    return try body(CampusCardOperations(session: session, keystore: keystore, reselect: reselect), terminal)
-                } catch let error as CardOperationError {
-                    throw CLIError(error.code == .journal ? .failed : .refused, error.message)
-                }
-            }
-            reportDecisions(journal, before: before, failed: false)
-            return result
+            report = await connection.campusSession(keystore: keystore, terminal: terminal, body)
         } catch {
-            reportDecisions(journal, before: before, failed: true)
-            guard movesMoney else { throw error }
-            let known = Set(before.map(\.intent.terminalSequence))
-            let mine = ((try? journal?.entries()) ?? []).filter { !known.contains($0.intent.terminalSequence) }
-            let (status, message) = explain(error)
-            if let done = mine.last(where: { if case .done = $0.outcome { true } else { false } }),
-               case .done(let balance, let counter) = done.outcome {
-                let line = "\(done.intent.kind.rawValue) of \(Fen(done.intent.amount).yuan) yuan done: balance \(Fen(balance).yuan) yuan, counter \(counter)"
-                reportDone(common, ["result": done.intent.kind.rawValue, "amountYuan": Fen(done.intent.amount).yuan, "balanceYuan": Fen(balance).yuan,
-                                    "counter": "\(counter)"], line, warnings: [message])
-                throw ExitCode.success
-            }
-            let undetermined = mine.contains { $0.outcome == nil }
-            if common.reader.json {
-                try? printJSON(MoneyReport(outcome: undetermined ? "undetermined" : "not-done", fields: ["error": message], warnings: []))
-            }
-            if undetermined { throw CLIError(.undetermined, message) }
-            throw CLIError(status, message)
+            report = OperationReport(value: nil, error: error, intents: [], decided: [])
         }
+        reportDecisions(report)
+        if let value = report.value { return value }
+        let error = report.error ?? CLIError(.failed, "the card session returned nothing")
+        guard movesMoney else { throw error }
+        let (status, message) = explain(error)
+        if let done = report.doneIntent {
+            let line = "\(done.intent.kind.rawValue) of \(done.intent.amount.yuan) yuan done: balance \(done.balanceAfter.yuan) yuan, counter \(done.counterAfter)"
+            reportDone(common, ["result": done.intent.kind.rawValue, "amountYuan": done.intent.amount.yuan, "balanceYuan": done.balanceAfter.yuan,
+                                "counter": "\(done.counterAfter)"], line, warnings: [message])
+            throw ExitCode.success
+        }
+        let undetermined = report.outcome == .undetermined
+        if common.reader.json {
+            try? printJSON(MoneyReport(outcome: undetermined ? "undetermined" : "not-done", fields: ["error": message], warnings: []))
+        }
+        if undetermined { throw CLIError(.undetermined, message) }
+        throw CLIError(status, message)
     }
 
     /// A money command's result as printed with --json: its outcome, its fields, and what failed after a done
@@ -132,24 +124,23 @@ struct Card: AsyncParsableCommand {
 
     /// Says on stderr what this command decided about the terminal's operations: earlier interrupted ones, decided
     /// when their card came back, and — when the card left mid-command — whether this one was committed first.
-    static func reportDecisions(_ journal: FileTerminalJournal?, before: [(intent: TransactionIntent, outcome: TransactionOutcome?)], failed: Bool) {
-        guard let journal, let after = try? journal.entries() else { return }
-        let wasOpen = Set(before.filter { $0.outcome == nil }.map(\.intent.terminalSequence))
-        let known = Set(before.map(\.intent.terminalSequence))
-        for (intent, outcome) in after {
-            let what = "\(intent.kind.rawValue) of \(Fen(intent.amount).yuan) yuan (terminal sequence \(intent.terminalSequence))"
-            if wasOpen.contains(intent.terminalSequence), let outcome {
-                switch outcome {
-                case .done(let balance, _): printError("interrupted \(what): done (balance after it: \(Fen(balance).yuan) yuan)")
-                case .notDone: printError("interrupted \(what): not done, nothing moved")
-                case .undetermined: printError("interrupted \(what): undetermined, the card no longer shows it; the settlement service decides")
-                }
-            } else if failed && !known.contains(intent.terminalSequence) {
-                switch outcome {
-                case .done(let balance, _): printError("this \(what) was committed before the card left: done, balance \(Fen(balance).yuan) yuan; any terminal completes the card's repair at its next tap")
-                case nil: printError("this \(what) may or may not have happened: tap the card again here (`cardctl card show` with this --journal) to learn which, before repeating it")
-                case .notDone, .undetermined: break
-                }
+    static func reportDecisions<T>(_ report: OperationReport<T>) {
+        func what(_ intent: TransactionIntent) -> String {
+            "\(intent.kind.rawValue) of \(intent.amount.yuan) yuan (terminal sequence \(intent.terminalSequence))"
+        }
+        for decided in report.decided {
+            switch decided.outcome {
+            case .done(let balance, _): printError("interrupted \(what(decided.intent)): done (balance after it: \(balance.yuan) yuan)")
+            case .notDone: printError("interrupted \(what(decided.intent)): not done, nothing moved")
+            case .undetermined: printError("interrupted \(what(decided.intent)): undetermined, the card no longer shows it; the settlement service decides")
+            }
+        }
+        guard report.error != nil else { return }
+        for (intent, outcome) in report.intents {
+            switch outcome {
+            case .done(let balance, _): printError("this \(what(intent)) was committed before the card left: done, balance \(balance.yuan) yuan; any terminal completes the card's repair at its next tap")
+            case nil: printError("this \(what(intent)) may or may not have happened: tap the card again here (`cardctl card show` with this --journal) to learn which, before repeating it")
+            case .notDone, .undetermined: break
             }
         }
     }

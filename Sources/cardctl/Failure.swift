@@ -1,5 +1,7 @@
 import ArgumentParser
+import CampusCard
 import CardReader
+import CardSession
 import MifareClassic
 import SmartCard
 
@@ -35,6 +37,14 @@ func explain(_ error: any Error) -> (CLIError.Status, String) {
     switch error {
     case let error as CLIError:
         return (error.status, error.message)
+    case let error as ReaderSessionError:
+        switch error.code {
+        case .noReader: return (.noReader, error.message)
+        case .noCard: return (.noCard, error.message)
+        case .unsupportedCard, .badInput: return (.badInput, error.message)
+        }
+    case let error as CardOperationError:
+        return (error.code == .journal ? .failed : .refused, error.message)
     case let error as MifareError:
         switch error.code {
         case .authenticationFailed: return (.wrongKey, error.description)

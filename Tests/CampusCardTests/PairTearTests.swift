@@ -129,10 +129,10 @@ import Testing
         // The purse holds exactly what its decided operations moved (an undetermined one may have moved or not).
         let purse = entries.filter(\.intent.isPurse)
         let moved = purse.reduce(0) { total, entry in
-            if case .done = entry.outcome { return total + entry.intent.balanceAfter - entry.intent.balanceBefore }
+            if case .done = entry.outcome { return total + entry.intent.balanceAfter.rawValue - entry.intent.balanceBefore.rawValue }
             return total
         }
-        let open = purse.filter { $0.outcome == .undetermined }.map { $0.intent.balanceAfter - $0.intent.balanceBefore }
+        let open = purse.filter { $0.outcome == .undetermined }.map { $0.intent.balanceAfter.rawValue - $0.intent.balanceBefore.rawValue }
         let balance = try bench.operations().readPurse().balance.rawValue
         let possible = Set([0] + open + (open.count > 1 ? [open.reduce(0, +)] : [])).map { start.rawValue + moved + $0 }
         #expect(possible.contains(balance), "\(label): purse \(balance), decided operations say \(possible)")
@@ -140,10 +140,10 @@ import Testing
         let water = entries.filter { !$0.intent.isPurse }
         guard !water.contains(where: { $0.intent.kind == .waterReset }) else { return }
         let waterMoved = water.reduce(0) { total, entry in
-            if case .done = entry.outcome { return total + entry.intent.balanceAfter - entry.intent.balanceBefore }
+            if case .done = entry.outcome { return total + entry.intent.balanceAfter.rawValue - entry.intent.balanceBefore.rawValue }
             return total
         }
-        let waterOpen = water.filter { $0.outcome == .undetermined }.map { $0.intent.balanceAfter - $0.intent.balanceBefore }
+        let waterOpen = water.filter { $0.outcome == .undetermined }.map { $0.intent.balanceAfter.rawValue - $0.intent.balanceBefore.rawValue }
         let waterPossible = Set([0] + waterOpen + (waterOpen.count > 1 ? [waterOpen.reduce(0, +)] : [])).map { 700 + waterMoved + $0 }
         let waterBalance = try bench.operations().readWater().balance.rawValue
         #expect(waterPossible.contains(waterBalance), "\(label): water \(waterBalance), decided operations say \(waterPossible)")

@@ -12,7 +12,7 @@ import Testing
         let bench = try CardBench()
         try bench.issueAndLoad(0, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
         let low = Terminal(id: 5, journal: InMemoryTerminalJournal())
-        let high = Terminal(id: 5 + 32_768, journal: InMemoryTerminalJournal())
+        let high = Terminal(id: TerminalID(5 + 32_768), journal: InMemoryTerminalJournal())
         let first = try bench.operations().waterSettle(terminal: low)
         let second = try bench.operations().waterSettle(terminal: high)
         #expect(first.state.record.reference >= CampusCardOperations.terminalReferences)

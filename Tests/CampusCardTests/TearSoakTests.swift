@@ -187,7 +187,7 @@ final class SoakTerminal {
     init(name: String, id: UInt16, role: SoakRole, kind: ReaderKind) {
         self.name = name
         self.role = role
-        terminal = Terminal(id: id, journal: journal)
+        terminal = Terminal(id: TerminalID(id), journal: journal)
         reader = EmulatedReader(kind: kind)
     }
 }
@@ -500,7 +500,7 @@ final class TearSoak {
     /// dry run on a copy of the card at a copy of the terminal (a fresh journal: only for terminals with no open
     /// intent for the card). For the reproductions below, which tear one exact APDU.
     func apduIndex(of operation: SoakOperation, card: SoakCard, at terminal: SoakTerminal, where predicate: ([UInt8]) -> Bool) throws -> Int {
-        let scratch = SoakTerminal(name: terminal.name, id: terminal.terminal.id, role: terminal.role, kind: terminal.reader.kind)
+        let scratch = SoakTerminal(name: terminal.name, id: terminal.terminal.id.rawValue, role: terminal.role, kind: terminal.reader.kind)
         scratch.reader.insert(try EmulatedCard(image: card.card.memory))
         let trace = APDUTrace()
         operationIndex += 1
@@ -518,24 +518,24 @@ final class TearSoak {
     /// Moves the soak's money as an intent that landed did.
     func apply(_ intent: TransactionIntent, to card: SoakCard) {
         switch intent.kind {
-        case .purseDebit: card.purse -= intent.amount
-        case .purseLoad, .purseSubsidy: card.purse += intent.amount
+        case .purseDebit: card.purse -= intent.amount.rawValue
+        case .purseLoad, .purseSubsidy: card.purse += intent.amount.rawValue
         case .waterDebit:
-            card.water -= intent.amount
-            card.consumedSinceSettlement += intent.amount
+            card.water -= intent.amount.rawValue
+            card.consumedSinceSettlement += intent.amount.rawValue
         case .waterSettle:
-            if intent.consumption != card.consumedSinceSettlement {
-                report.conservationViolations.append("op #\(operationIndex) card \(card.index): a settlement charged \(Fen(intent.consumption ?? -1).yuan) yuan of water, the controllers' landed debits since the last settlement were \(Fen(card.consumedSinceSettlement).yuan)")
+            if intent.consumption?.rawValue != card.consumedSinceSettlement {
+                report.conservationViolations.append("op #\(operationIndex) card \(card.index): a settlement charged \((intent.consumption ?? Fen(-1)).yuan) yuan of water, the controllers' landed debits since the last settlement were \(Fen(card.consumedSinceSettlement).yuan)")
             }
-            card.water += intent.amount
+            card.water += intent.amount.rawValue
             card.consumedSinceSettlement = 0
         case .waterRefund:
-            card.water -= intent.amount
+            card.water -= intent.amount.rawValue
             card.consumedSinceSettlement = 0
         case .waterReset:
-            card.resetAdjustment += intent.amount - card.water
+            card.resetAdjustment += intent.amount.rawValue - card.water
             card.resets += 1
-            card.water = intent.amount
+            card.water = intent.amount.rawValue
             card.consumedSinceSettlement = 0
         }
     }
@@ -676,13 +676,13 @@ final class TearSoak {
                 }
                 report.outcomes[category, default: [:]][label, default: 0] += 1
                 let wrong = (label == "done" && !truth.landed) || (label == "notDone" && truth.landed)
-                let where_ = "intent \(key(intent)) \(intent.kind.rawValue) \(Fen(intent.amount).yuan) on card \(truth.card) at op #\(truth.operationIndex) (\(truth.tear)), seed 0x\(String(configuration.seed, radix: 16))"
+                let where_ = "intent \(key(intent)) \(intent.kind.rawValue) \(intent.amount.yuan) on card \(truth.card) at op #\(truth.operationIndex) (\(truth.tear)), seed 0x\(String(configuration.seed, radix: 16))"
                 if wrong {
                     report.wrongDecisions.append("\(where_): decided \(label), but the commit \(truth.landed ? "landed" : "did not land"); the card's operations from there:\n      "
                                                  + context(truth).joined(separator: "\n      "))
                 }
                 if label == "undetermined" {
-                    report.undeterminedFen[category, default: 0] += intent.amount
+                    report.undeterminedFen[category, default: 0] += intent.amount.rawValue
                     // Explain the purse ones the log ring's size does not (those are the library's to improve).
                     if explained < configuration.explainUndetermined, intent.isPurse, let cause = truth.cause, !cause.short.contains("rotated") {
                         explained += 1

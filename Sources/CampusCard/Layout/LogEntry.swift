@@ -83,8 +83,8 @@ public struct TerminalTag: Hashable, Sendable, CustomStringConvertible {
         self.sequenceByte = sequenceByte
     }
 
-    public init(terminalID: UInt32, sequence: UInt32) {
-        self.init(terminalID: UInt16(truncatingIfNeeded: terminalID), sequenceByte: UInt8(truncatingIfNeeded: sequence))
+    public init(terminalID: TerminalID, sequence: UInt32) {
+        self.init(terminalID: terminalID.rawValue, sequenceByte: UInt8(truncatingIfNeeded: sequence))
     }
 
     /// No terminal: issue, a rebuilt record, a status change at the card office (terminal ids start at 1).

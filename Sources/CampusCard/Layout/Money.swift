@@ -1,11 +1,18 @@
 /// An amount of money in fen (分), the only unit the project computes in. Never a floating-point number.
-public struct Fen: RawRepresentable, Hashable, Comparable, Sendable, Codable, CustomStringConvertible {
+public struct Fen: RawRepresentable, Hashable, Comparable, Sendable, Codable, CustomStringConvertible, ExpressibleByIntegerLiteral {
     public let rawValue: Int
 
     public init(rawValue: Int) { self.rawValue = rawValue }
     public init(_ fen: Int) { rawValue = fen }
+    /// A literal is fen: `Fen(1250)` and `1250 as Fen` are 12.50 yuan.
+    public init(integerLiteral fen: Int) { rawValue = fen }
 
     public static func < (lhs: Fen, rhs: Fen) -> Bool { lhs.rawValue < rhs.rawValue }
+    /// Sums and differences stay in fen (and trap on overflow, like Int).
+    public static func + (lhs: Fen, rhs: Fen) -> Fen { Fen(lhs.rawValue + rhs.rawValue) }
+    public static func - (lhs: Fen, rhs: Fen) -> Fen { Fen(lhs.rawValue - rhs.rawValue) }
+    public static func += (lhs: inout Fen, rhs: Fen) { lhs = lhs + rhs }
+    public static func -= (lhs: inout Fen, rhs: Fen) { lhs = lhs - rhs }
     public static let zero = Fen(0)
 
     /// The most a card value block can hold (Int32).

@@ -105,8 +105,8 @@ extension CampusCardOperations {
         let version = keystore.currentVersion
         let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
         let sequence = try terminal.journal.nextSequence()
-        let intent = TransactionIntent(terminalID: UInt32(terminal.id), terminalSequence: sequence, kind: kind, cardUID: uidHex,
-                                       cardSerial: identity.serial, amount: amount.rawValue, balanceBefore: state.balance.rawValue,
+        let intent = TransactionIntent(terminalID: terminal.id, terminalSequence: sequence, kind: kind, cardUID: uidHex,
+                                       cardSerial: identity.serial, amount: amount, balanceBefore: state.balance,
                                        counterBefore: state.record.counter, recordBefore: state.recordBlock, createdAt: now)
         do { try terminal.journal.record(intent) } catch {
             throw CardOperationError(.journal, "cannot record the transaction before writing the card (\(error)); nothing was written")
@@ -116,9 +116,9 @@ extension CampusCardOperations {
         var committed = state.record
         committed.counter = counter
         committed.lastOperation = kind == .purseSubsidy ? .subsidy : .load
-        committed.terminalID = terminal.id
+        committed.terminalID = terminal.id.rawValue
         committed.terminalSequence = UInt8(truncatingIfNeeded: sequence)
-        let warnings = try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: counter), journal: terminal.journal, valueChange: {
+        let warnings = try writeTearSafely(intent, done: .done(balanceAfter: after, counterAfter: counter), journal: terminal.journal, valueChange: {
             try authenticate(sector: Self.purseSector, role: .loader, uid: state.uid, version: version)
             try session.increment(block: Self.primary, by: Int32(amount.rawValue))
         }, commit: {

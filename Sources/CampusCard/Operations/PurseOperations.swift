@@ -6,12 +6,12 @@ import MifareClassic
 /// The terminal doing an operation: its id and its journal. The debit limits are the holder's, on the card
 /// (`HolderLimits`), not the terminal's.
 public struct Terminal: Sendable {
-    public var id: UInt16
+    public var id: TerminalID
     public var journal: any TerminalJournal
     /// The highest counter this terminal has seen per card (UID hex): a lower one is a replayed card state.
     public var lastSeenCounter: @Sendable (String) -> UInt16?
 
-    public init(id: UInt16, journal: any TerminalJournal, lastSeenCounter: @escaping @Sendable (String) -> UInt16? = { _ in nil }) {
+    public init(id: TerminalID, journal: any TerminalJournal, lastSeenCounter: @escaping @Sendable (String) -> UInt16? = { _ in nil }) {
         self.id = id
         self.journal = journal
         self.lastSeenCounter = lastSeenCounter
@@ -245,8 +245,8 @@ public struct CampusCardOperations {
         // The holder's limits (一密两限): reads sector 1 and checks the PIN only when a limit may require it.
         let holder = try checkHolderLimits(amount, alreadyToday: alreadyToday, state: state, pin: pin)
         let sequence = try terminal.journal.nextSequence()
-        let intent = TransactionIntent(terminalID: UInt32(terminal.id), terminalSequence: sequence, kind: .purseDebit, cardUID: uidHex,
-                                       cardSerial: nil, amount: amount.rawValue, balanceBefore: state.balance.rawValue, counterBefore: record.counter,
+        let intent = TransactionIntent(terminalID: terminal.id, terminalSequence: sequence, kind: .purseDebit, cardUID: uidHex,
+                                       cardSerial: nil, amount: amount, balanceBefore: state.balance, counterBefore: record.counter,
                                        recordBefore: state.recordBlock, createdAt: now)
         do { try terminal.journal.record(intent) } catch {
             throw CardOperationError(.journal, "cannot record the transaction before writing the card (\(error)); nothing was written")
@@ -258,9 +258,9 @@ public struct CampusCardOperations {
                                     debitedToday: alreadyToday == PurseRecord.unknownDebitedToday ? alreadyToday
                                         : Fen(min(alreadyToday.rawValue + amount.rawValue, PurseRecord.saturatedDebitedToday.rawValue)),
                                     expires: record.expires,
-                                    terminalID: terminal.id, terminalSequence: UInt8(truncatingIfNeeded: sequence),
+                                    terminalID: terminal.id.rawValue, terminalSequence: UInt8(truncatingIfNeeded: sequence),
                                     wrongPINTries: holder.wrongPINTries, holderLimitsLowered: holder.holderLimitsLowered)
-        let warnings = try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: counter), journal: terminal.journal, valueChange: {
+        let warnings = try writeTearSafely(intent, done: .done(balanceAfter: after, counterAfter: counter), journal: terminal.journal, valueChange: {
             // Deciding an earlier intent may have read the log sectors: back to the purse (free when still authenticated).
             try authenticate(sector: Self.purseSector, role: .terminal, uid: state.uid, version: keystore.currentVersion)
             try session.decrement(block: Self.primary, by: Int32(amount.rawValue))
@@ -345,21 +345,21 @@ public struct CampusCardOperations {
         let done = TransactionOutcome.done(balanceAfter: intent.balanceAfter, counterAfter: committed)
         if record.counter == intent.counterBefore { return .notDone }
         if record.counter == committed && record.lastOperation != .repair {
-            let ours = record.terminalID == UInt16(truncatingIfNeeded: intent.terminalID)
+            let ours = record.terminalID == intent.terminalID.rawValue
                 && record.terminalSequence == UInt8(truncatingIfNeeded: intent.terminalSequence)
-                && balance.rawValue == intent.balanceAfter
+                && balance == intent.balanceAfter
             return ours ? done : .notDone
         }
         guard record.counter &- committed < 0x8000 else { return .undetermined }  // the counter went back: a replayed card
         let entries = try log()
         if let entry = entries[committed] {
             let ours = entry.terminal == intent.terminalTag && entry.operation == LogEntry.operation(for: intent.kind)
-                && entry.amount.rawValue == intent.amount && entry.balanceAfter.rawValue == intent.balanceAfter
+                && entry.amount == intent.amount && entry.balanceAfter == intent.balanceAfter
             return ours ? done : .notDone
         }
         // The entry after it tells the balance after before + 1: had this intent taken that counter, it would be this
         // intent's balance after; anything else proves another operation took it.
-        if let next = entries[committed &+ 1], let change = next.balanceChange, next.balanceAfter.rawValue - change != intent.balanceAfter {
+        if let next = entries[committed &+ 1], let change = next.balanceChange, next.balanceAfter.rawValue - change != intent.balanceAfter.rawValue {
             return .notDone
         }
         return .undetermined

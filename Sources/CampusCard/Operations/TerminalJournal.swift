@@ -20,7 +20,7 @@ public struct TransactionIntent: Sendable, Hashable, Codable {
         case waterReset = "water-reset"
     }
 
-    public var terminalID: UInt32
+    public var terminalID: TerminalID
     public var terminalSequence: UInt32
     public var kind: Kind
     /// The card's UID (hex), so the next tap of the same card finds the intent.
@@ -28,14 +28,14 @@ public struct TransactionIntent: Sendable, Hashable, Codable {
     /// The card's serial from its identity record, when the operation read it (loads, settlements); `nil` at a POS,
     /// which reads only the purse sector (the settlement service maps the UID to the card).
     public var cardSerial: UInt32?
-    /// The amount in fen (always positive; the kind says which way it moves).
-    public var amount: Int
-    /// The balance in fen and the card's counter the terminal read before writing.
-    public var balanceBefore: Int
+    /// The amount (always positive; the kind says which way it moves).
+    public var amount: Fen
+    /// The balance and the card's counter the terminal read before writing.
+    public var balanceBefore: Fen
     public var counterBefore: UInt16
-    /// Water settlements only: the consumption in fen since the last refill, charged to the holder's account
+    /// Water settlements only: the consumption since the last refill, charged to the holder's account
     /// (after the commit the card no longer shows it).
-    public var consumption: Int?
+    public var consumption: Fen?
     /// Water intents only: the settlement reference the water record carried when read (the last settlement), and
     /// for a settlement the new reference it writes (unique per settlement attempt). They decide a water intent when
     /// the counter cannot (the water record is rebuilt with counter 0).
@@ -47,8 +47,8 @@ public struct TransactionIntent: Sendable, Hashable, Codable {
     public var recordBefore: String?
     public var createdAt: Date
 
-    public init(terminalID: UInt32, terminalSequence: UInt32, kind: Kind, cardUID: String, cardSerial: UInt32?,
-                amount: Int, balanceBefore: Int, counterBefore: UInt16, consumption: Int? = nil, referenceBefore: UInt32? = nil,
+    public init(terminalID: TerminalID, terminalSequence: UInt32, kind: Kind, cardUID: String, cardSerial: UInt32?,
+                amount: Fen, balanceBefore: Fen, counterBefore: UInt16, consumption: Fen? = nil, referenceBefore: UInt32? = nil,
                 settlementReference: UInt32? = nil, recordBefore: [UInt8]? = nil, createdAt: Date = Date()) {
         self.terminalID = terminalID
         self.terminalSequence = terminalSequence
@@ -65,11 +65,11 @@ public struct TransactionIntent: Sendable, Hashable, Codable {
         self.createdAt = createdAt
     }
 
-    /// The balance in fen the card shows if the operation is done.
-    public var balanceAfter: Int {
+    /// The balance the card shows if the operation is done.
+    public var balanceAfter: Fen {
         switch kind {
-        case .purseDebit, .waterDebit, .waterRefund: balanceBefore - amount
-        case .purseLoad, .purseSubsidy, .waterSettle: balanceBefore + amount
+        case .purseDebit, .waterDebit, .waterRefund: Fen(balanceBefore.rawValue - amount.rawValue)
+        case .purseLoad, .purseSubsidy, .waterSettle: Fen(balanceBefore.rawValue + amount.rawValue)
         case .waterReset: amount
         }
     }
@@ -90,8 +90,8 @@ public struct TransactionIntent: Sendable, Hashable, Codable {
 
 /// How an intent ended, as decided from the card.
 public enum TransactionOutcome: Sendable, Hashable, Codable {
-    /// The card carries the operation: the money moved. `balanceAfter` in fen, the card counter after it.
-    case done(balanceAfter: Int, counterAfter: UInt16)
+    /// The card carries the operation: the money moved: the balance and the card counter after it.
+    case done(balanceAfter: Fen, counterAfter: UInt16)
     /// The card does not carry it: no money moved.
     case notDone
     /// The card no longer shows which: it was used elsewhere past what its log keeps (or its record was rebuilt).

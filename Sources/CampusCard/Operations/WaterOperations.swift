@@ -119,7 +119,7 @@ extension CampusCardOperations {
         record.counter = record.counter &+ 1
         record.terminal = intent.terminalTag.short
         let after = Fen(state.balance.rawValue - amount.rawValue)
-        let warnings = try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: record.counter), journal: terminal.journal, valueChange: {
+        let warnings = try writeTearSafely(intent, done: .done(balanceAfter: after, counterAfter: record.counter), journal: terminal.journal, valueChange: {
             try session.decrement(block: ValueSector.water.primary, by: Int32(amount.rawValue))
         }, commit: {
             try session.write(block: WaterRecord.block, record.encode(uid: state.uid, balance: after, macKey: macKey))
@@ -181,21 +181,21 @@ extension CampusCardOperations {
         let delta = change(state)
         let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
         var sequence = try terminal.journal.nextSequence()
-        if reference == nil && Self.defaultReference(terminal: terminal.id, sequence: sequence) == state.record.reference {
+        if reference == nil && Self.defaultReference(terminal: terminal.id.rawValue, sequence: sequence) == state.record.reference {
             // This terminal's sequence wrapped onto the one that wrote the card's last reference: skip that sequence
             // (a journal that counts hands out the next; one that numbers from its records gives the same again).
             sequence = max(try terminal.journal.nextSequence(), sequence &+ 1)
         }
-        let reference = reference ?? Self.defaultReference(terminal: terminal.id, sequence: sequence)
+        let reference = reference ?? Self.defaultReference(terminal: terminal.id.rawValue, sequence: sequence)
         guard reference != state.record.reference else {
             throw CardOperationError(.overLimit, "settlement reference \(reference) is the card's last one: every settlement needs a new reference")
         }
         let intent = try record(kind, sequence: sequence, amount: Fen(abs(delta.rawValue)), state: state, terminal: terminal, serial: identity.serial,
-                                consumption: consumption.rawValue, reference: reference)
+                                consumption: consumption, reference: reference)
         let after = Fen(state.balance.rawValue + delta.rawValue)
         let settlement = WaterSettlement(cap: state.record.cap, balanceAfterRefill: after, reference: reference, day: CardDay(now))
         let record = WaterRecord(counter: state.record.counter &+ 1, settlement: settlement, terminal: intent.terminalTag.short)
-        let warnings = try writeTearSafely(intent, done: .done(balanceAfter: after.rawValue, counterAfter: record.counter), journal: terminal.journal, valueChange: {
+        let warnings = try writeTearSafely(intent, done: .done(balanceAfter: after, counterAfter: record.counter), journal: terminal.journal, valueChange: {
             try authenticate(sector: ValueSector.water.sector, role: .loader, uid: state.uid, version: keystore.currentVersion)
             if delta > .zero { try session.increment(block: ValueSector.water.primary, by: Int32(delta.rawValue)) }
             if delta < .zero { try session.decrement(block: ValueSector.water.primary, by: Int32(-delta.rawValue)) }
@@ -240,16 +240,16 @@ extension CampusCardOperations {
         let balance = min(max(target ?? capping(empty), .zero), cap)
         let unverified = Fen(Int(values.backup ?? values.primary ?? 0))
         let sequence = try terminal.journal.nextSequence()
-        let reference = reference ?? Self.defaultReference(terminal: terminal.id, sequence: sequence)
-        let intent = TransactionIntent(terminalID: UInt32(terminal.id), terminalSequence: sequence, kind: .waterReset, cardUID: uidHex,
-                                       cardSerial: identity.serial, amount: balance.rawValue, balanceBefore: unverified.rawValue, counterBefore: 0,
+        let reference = reference ?? Self.defaultReference(terminal: terminal.id.rawValue, sequence: sequence)
+        let intent = TransactionIntent(terminalID: terminal.id, terminalSequence: sequence, kind: .waterReset, cardUID: uidHex,
+                                       cardSerial: identity.serial, amount: balance, balanceBefore: unverified, counterBefore: 0,
                                        consumption: nil, referenceBefore: last?.reference, settlementReference: reference, createdAt: now)
         do { try terminal.journal.record(intent) } catch {
             throw CardOperationError(.journal, "cannot record the transaction before writing the card (\(error)); nothing was written")
         }
         let settlement = WaterSettlement(cap: cap, balanceAfterRefill: balance, reference: reference, day: CardDay(now))
         let record = WaterRecord(counter: 0, settlement: settlement, terminal: intent.terminalTag.short)
-        let warnings = try writeTearSafely(intent, done: .done(balanceAfter: balance.rawValue, counterAfter: 0), journal: terminal.journal, valueChange: {
+        let warnings = try writeTearSafely(intent, done: .done(balanceAfter: balance, counterAfter: 0), journal: terminal.journal, valueChange: {
             try authenticate(sector: ValueSector.water.sector, role: .loader, uid: uid, version: version)
             let block = ValueBlock(value: Int32(balance.rawValue), address: UInt8(ValueSector.water.primary)).block
             try session.write(block: ValueSector.water.primary, block)
@@ -278,10 +278,10 @@ extension CampusCardOperations {
 
     /// Records a water intent in the terminal's journal before the first write.
     private func record(_ kind: TransactionIntent.Kind, sequence: UInt32, amount: Fen, state: WaterState, terminal: Terminal, serial: UInt32?,
-                        consumption: Int?, reference: UInt32?) throws -> TransactionIntent {
-        let intent = TransactionIntent(terminalID: UInt32(terminal.id), terminalSequence: sequence, kind: kind,
+                        consumption: Fen?, reference: UInt32?) throws -> TransactionIntent {
+        let intent = TransactionIntent(terminalID: terminal.id, terminalSequence: sequence, kind: kind,
                                        cardUID: state.uid.map { String(format: "%02X", $0) }.joined(), cardSerial: serial,
-                                       amount: amount.rawValue, balanceBefore: state.balance.rawValue, counterBefore: state.record.counter,
+                                       amount: amount, balanceBefore: state.balance, counterBefore: state.record.counter,
                                        consumption: consumption, referenceBefore: state.record.reference,
                                        settlementReference: reference, recordBefore: state.recordBlock, createdAt: now)
         do { try terminal.journal.record(intent) } catch {
@@ -315,12 +315,12 @@ extension CampusCardOperations {
         let done = TransactionOutcome.done(balanceAfter: intent.balanceAfter, counterAfter: intent.kind == .waterReset ? 0 : committed)
         if intent.kind != .waterDebit {
             if record.reference == intent.settlementReference { return done }
-            if record.rebuilt { return balance.rawValue == intent.balanceBefore ? .notDone : .undetermined }
+            if record.rebuilt { return balance == intent.balanceBefore ? .notDone : .undetermined }
             return record.reference == intent.referenceBefore ? .notDone : .undetermined
         }
         guard record.reference == intent.referenceBefore else { return .undetermined }
-        if record.counter == committed && record.terminal == intent.terminalTag.short && balance.rawValue == intent.balanceAfter { return done }
-        if balance.rawValue == intent.balanceBefore { return .notDone }
+        if record.counter == committed && record.terminal == intent.terminalTag.short && balance == intent.balanceAfter { return done }
+        if balance == intent.balanceBefore { return .notDone }
         if !record.rebuilt && (record.counter == intent.counterBefore || record.counter == committed) { return .notDone }
         return .undetermined
     }

@@ -3,22 +3,30 @@ import MifareClassic
 import SmartCard
 
 /// What one sector gave up to the keys we had.
-struct SectorContents {
-    var sector: Int
+public struct SectorContents: Sendable {
+    public var sector: Int
     /// The blocks in sector order; `nil` where no key could read the block.
-    var blocks: [[UInt8]?]
+    public var blocks: [[UInt8]?]
     /// The key A that authenticated, if any.
-    var keyA: MifareKey?
+    public var keyA: MifareKey?
     /// The key B that authenticated (or was read back from the trailer), if any.
-    var keyB: MifareKey?
+    public var keyB: MifareKey?
     /// Why the sector (or part of it) could not be read.
-    var problem: String?
+    public var problem: String?
 
-    var isComplete: Bool { blocks.allSatisfy { $0 != nil } }
+    public init(sector: Int, blocks: [[UInt8]?], keyA: MifareKey? = nil, keyB: MifareKey? = nil, problem: String? = nil) {
+        self.sector = sector
+        self.blocks = blocks
+        self.keyA = keyA
+        self.keyB = keyB
+        self.problem = problem
+    }
+
+    public var isComplete: Bool { blocks.allSatisfy { $0 != nil } }
 
     /// The trailer as a dump tool writes it: the keys that opened the sector in place of what the card reads back
     /// (a card always reads key A as zeros, and key B as zeros when it is not readable).
-    var trailerForDump: [UInt8]? {
+    public var trailerForDump: [UInt8]? {
         guard var trailer = blocks.last ?? nil else { return nil }
         if let keyA { trailer.replaceSubrange(0..<6, with: keyA.bytes) }
         if let keyB { trailer.replaceSubrange(10..<16, with: keyB.bytes) }
@@ -27,15 +35,22 @@ struct SectorContents {
 }
 
 /// Reads sectors with candidate keys, the way dump tools do: key A first, then key B for what key A could not read.
-struct SectorReader {
-    let session: MifareSession
+public struct SectorReader {
+    public let session: MifareSession
     /// Re-selects the card after a failed authentication (a MIFARE Classic card halts after one).
-    let reselect: @Sendable () throws -> Void
-    let keysA: [MifareKey]
-    let keysB: [MifareKey]
+    public let reselect: @Sendable () throws -> Void
+    public let keysA: [MifareKey]
+    public let keysB: [MifareKey]
+
+    public init(session: MifareSession, reselect: @escaping @Sendable () throws -> Void, keysA: [MifareKey], keysB: [MifareKey]) {
+        self.session = session
+        self.reselect = reselect
+        self.keysA = keysA
+        self.keysB = keysB
+    }
 
     /// Finds the first candidate key of `type` that authenticates `sector`; `nil` when none does.
-    func findKey(sector: Int, type: KeyType, candidates: [MifareKey]) throws -> MifareKey? {
+    public func findKey(sector: Int, type: KeyType, candidates: [MifareKey]) throws -> MifareKey? {
         for key in candidates {
             do {
                 try session.authenticate(sector: sector, keyType: type, key: key)
@@ -48,7 +63,7 @@ struct SectorReader {
         return nil
     }
 
-    func read(sector: Int) throws -> SectorContents {
+    public func read(sector: Int) throws -> SectorContents {
         let size = session.size
         let first = size.firstBlock(ofSector: sector)
         let count = size.blocksInSector(sector)
