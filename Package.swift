@@ -18,10 +18,13 @@ let package = Package(
         .library(name: "CardReader", targets: ["CardReader"]),
         .library(name: "CardEmulator", targets: ["CardEmulator"]),
         .library(name: "CampusCard", targets: ["CampusCard"]),
+        .library(name: "DaemonSupport", targets: ["DaemonSupport"]),
+        .library(name: "BuildInfo", targets: ["BuildInfo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // The C binding: only the PCSC module imports it.
@@ -49,10 +52,19 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // The daemon's service plumbing: sd_notify, a journald log handler, the control socket. No card code.
+        .target(
+            name: "DaemonSupport",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSwift
+        ),
+        // BuildInfo.version and .commit for --version; the commit is generated before each build.
+        .target(name: "BuildInfo", swiftSettings: strictSwift, plugins: ["BuildInfoPlugin"]),
+        .plugin(name: "BuildInfoPlugin", capability: .buildTool()),
         .executableTarget(
             name: "cardctl",
             dependencies: [
-                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CampusCard",
+                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CampusCard", "BuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift
@@ -60,7 +72,7 @@ let package = Package(
         .executableTarget(
             name: "cardemu",
             dependencies: [
-                "CardEmulator", "MifareClassic", "SmartCard",
+                "CardEmulator", "MifareClassic", "SmartCard", "BuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift
@@ -70,7 +82,7 @@ let package = Package(
         .executableTarget(
             name: "cardbench",
             dependencies: [
-                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CardEmulator", "CampusCard", "CBenchLoop",
+                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CardEmulator", "CampusCard", "CBenchLoop", "BuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift
@@ -87,6 +99,13 @@ let package = Package(
             dependencies: ["PCSC", "SmartCard", "MifareClassic", "CardReader", "CardEmulator", "TestSupport"],
             swiftSettings: strictSwift
         ),
+        .testTarget(
+            name: "DaemonSupportTests",
+            dependencies: ["DaemonSupport", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSwift
+        ),
+        // The deployment files and built executables, checked with the real tools (systemd-analyze, scripts/install).
+        .testTarget(name: "DeploymentTests", dependencies: ["BuildInfo", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(
             name: "CampusCardTests",
             dependencies: ["CampusCard", "CardEmulator", "CardReader", "MifareClassic", "SmartCard", "TestSupport"],
