@@ -1,6 +1,6 @@
 /// What every OneCard executable reports for `--version`.
 ///
-/// `commit` is generated before each build by BuildInfoPlugin (Plugins/BuildInfoPlugin): the git commit of the
+/// `commit` is generated at build time by BuildInfoPlugin (scripts/build-info-commit): the git commit of the
 /// package, with `-dirty` when tracked files had changes, `unknown` when built outside git.
 public enum BuildInfo {
     /// The release version; raise it when cutting a release.
