@@ -11,7 +11,10 @@ final class StreamLedger: @unchecked Sendable {
     private let lock = NSLock()
     private var opened = 0
     private var terminated = 0
+    private var arrived = 0
     func open() { lock.withLock { opened += 1 } }
+    func arrive() { lock.withLock { arrived += 1 } }
+    var arrivals: Int { lock.withLock { arrived } }
     func terminate() { lock.withLock { terminated += 1 } }
     var counts: (opened: Int, terminated: Int) { lock.withLock { (opened, terminated) } }
 }
@@ -37,6 +40,14 @@ func testHandler(ledger: StreamLedger) -> ControlSocketServer.Handler {
                 for i in 0..<count.n { continuation.yield(ControlResponseLine(["i": i])) }
                 continuation.finish()
             }
+        case "barrier":
+            // Answers true once `n` barrier requests are being handled at the same time (false after 20 s): only a
+            // server that serves clients side by side can answer them all true.
+            guard let count = try? request.decode(Count.self) else { return .single(.error(.badArguments, "barrier needs n")) }
+            ledger.arrive()
+            let deadline = ContinuousClock.now + .seconds(20)
+            while ledger.arrivals < count.n && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(5)) }
+            return .single(ControlResponseLine(["barrier": ledger.arrivals >= count.n]))
         case "slow":
             try? await Task.sleep(for: .milliseconds(200))
             return .single(ControlResponseLine(["slow": true]))
@@ -109,8 +120,15 @@ func errorCode(_ line: Data?) throws -> String? {
     return error?["code"] as? String
 }
 
-/// Polls `condition` for up to `seconds`.
-func eventually(_ seconds: Double = 3, _ condition: () -> Bool) async -> Bool {
+/// Runs `body` on a new thread (blocking calls off the cooperative pool) and returns its result.
+func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
+}
+
+/// Polls `condition` for up to `seconds` (generous: the cooperative pool may be starved by tests that block it).
+func eventually(_ seconds: Double = 15, _ condition: () -> Bool) async -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
         if condition() { return true }
@@ -136,15 +154,14 @@ func eventually(_ seconds: Double = 3, _ condition: () -> Bool) async -> Bool {
     @Test func concurrentClientsAreServedSideBySide() async throws {
         let test = try TestServer()
         let clients = 8
-        let started = ContinuousClock.now
         try await withThrowingTaskGroup(of: String?.self) { group in
             for index in 0..<clients {
                 group.addTask {
                     let client = try await test.client()
                     defer { client.close() }
-                    try await client.send(["command": "slow"])
+                    try await client.send(["command": "barrier", "n": AnyCodable.int(clients)] as [String: AnyCodable])
                     try await client.send(["command": "echo", "text": "client \(index)"])
-                    #expect(try object(await client.nextLine())["slow"] as? Bool == true)
+                    #expect(try object(await client.nextLine(timeout: .seconds(30)))["barrier"] as? Bool == true)
                     return try object(await client.nextLine())["echo"] as? String
                 }
             }
@@ -152,8 +169,6 @@ func eventually(_ seconds: Double = 3, _ condition: () -> Bool) async -> Bool {
             for try await answer in group { answers.insert(try #require(answer)) }
             #expect(answers == Set((0..<clients).map { "client \($0)" }))
         }
-        // One at a time would take 8 × 200 ms.
-        #expect(ContinuousClock.now - started < .milliseconds(1500))
         await test.finish()
     }
 
@@ -229,20 +244,52 @@ func eventually(_ seconds: Double = 3, _ condition: () -> Bool) async -> Bool {
         await test.finish()
     }
 
+    /// The client side runs on a thread of its own with the blocking API: the idle clock runs on the server's threads,
+    /// so a client stalled by a busy cooperative pool (other tests blocking it) would be closed for idling.
     @Test func idleConnectionsAreClosed() async throws {
-        let test = try TestServer { $0.idleTimeout = .milliseconds(300) }
-        let client = try await test.client()
-        try await client.send(["command": "echo", "text": "x"])
-        #expect(try object(await client.nextLine())["echo"] as? String == "x")
-        let waited = ContinuousClock.now
-        #expect(try errorCode(await client.nextLine(timeout: .seconds(5))) == "idle-timeout")
-        #expect(try await client.nextLine() == nil)
-        #expect(ContinuousClock.now - waited >= .milliseconds(250))
-        // An event stream is not idle.
-        let watcher = try await test.client()
-        try await watcher.send(["command": "events"])
-        for _ in 0..<60 { _ = try object(await watcher.nextLine()) }  // ≥ 600 ms of events
-        watcher.close()
+        let idle = Duration.seconds(1)
+        let test = try TestServer { $0.idleTimeout = idle }
+        // Observed on the thread, checked here (expectations belong to the test's task).
+        struct Observed: Sendable {
+            var first: [Data?] = [], firstWait = Duration.zero
+            var second: [Data?] = [], secondWait = Duration.zero
+            var events = 0, streamed = Duration.zero
+        }
+        let observed = try await onThread {
+            var observed = Observed()
+            let client = try ControlSocketClient(path: test.path)
+            let connected = ContinuousClock.now
+            observed.first = [try client.readLine(timeout: .seconds(20)), try client.readLine()]
+            observed.firstWait = ContinuousClock.now - connected
+
+            // After an answer the idle time starts again.
+            let again = try ControlSocketClient(path: test.path)
+            try again.send(["command": "echo", "text": "x"])
+            observed.second = [try again.readLine(timeout: .seconds(20))]
+            let answered = ContinuousClock.now
+            observed.second.append(try again.readLine(timeout: .seconds(20)))
+            observed.secondWait = ContinuousClock.now - answered
+
+            // An event stream is not idle: it outlives the idle time.
+            let watcher = try ControlSocketClient(path: test.path)
+            try watcher.send(["command": "events"])
+            let streaming = ContinuousClock.now
+            while ContinuousClock.now - streaming < idle * 2 {
+                guard let line = try watcher.readLine(timeout: .seconds(20)),
+                      (try? JSONSerialization.jsonObject(with: line) as? [String: Any])?["event"] != nil else { break }
+                observed.events += 1
+            }
+            observed.streamed = ContinuousClock.now - streaming
+            watcher.close()
+            return observed
+        }
+        #expect(try errorCode(observed.first[0]) == "idle-timeout")
+        #expect(observed.first[1] == nil)
+        #expect(observed.firstWait >= idle - .milliseconds(50))
+        #expect(try object(observed.second[0])["echo"] as? String == "x")
+        #expect(try errorCode(observed.second[1]) == "idle-timeout")
+        #expect(observed.secondWait >= idle - .milliseconds(50))
+        #expect(observed.streamed >= idle * 2, "the stream ended after \(observed.events) events")
         await test.finish()
     }
 
@@ -270,7 +317,7 @@ func eventually(_ seconds: Double = 3, _ condition: () -> Bool) async -> Bool {
         let client = try await test.client()
         try await client.send(["command": "flood"])
         // Not reading: the socket buffers fill, then the server's queue.
-        #expect(await eventually(10) { test.ledger.counts.terminated == 1 })
+        #expect(await eventually { test.ledger.counts.terminated == 1 })
         var last: Data?
         var count = 0
         while let line = try await client.nextLine() {
