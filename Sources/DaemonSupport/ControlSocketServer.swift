@@ -73,15 +73,11 @@ public final class ControlSocketServer: @unchecked Sendable {
     private var stopRequested = false
     private let threads = DispatchGroup()
 
+    /// A started server is kept alive by its threads until `stop()`: dropping the last reference does not stop it.
     public init(configuration: Configuration, logger: Logger, handler: @escaping Handler) {
         self.configuration = configuration
         self.logger = logger
         self.handler = handler
-    }
-
-    deinit {
-        // A server dropped while running leaks its threads and socket: a programming error worth seeing in tests.
-        assert(phase != .running && phase != .stopping, "ControlSocketServer dropped without stop()")
     }
 
     /// The number of connections being served now.
@@ -279,6 +275,7 @@ public final class ControlSocketServer: @unchecked Sendable {
 
     /// Stops accepting, cancels the handlers, waits for them and every connection thread, closes the socket and removes
     /// its file (unless another process replaced it). Idempotent; concurrent calls all return when it is done.
+    /// Not from inside a handler (it would wait for itself): a `shutdown` command calls `requestStop()`.
     public func stop() async {
         requestStop()
         let mine = lock.withLock { () -> Bool? in
