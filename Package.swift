@@ -19,6 +19,8 @@ let package = Package(
         .library(name: "CardEmulator", targets: ["CardEmulator"]),
         .library(name: "CampusCard", targets: ["CampusCard"]),
         .library(name: "CardSession", targets: ["CardSession"]),
+        .library(name: "DaemonSupport", targets: ["DaemonSupport"]),
+        .library(name: "BuildInfo", targets: ["BuildInfo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -61,10 +63,19 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // The daemon's service plumbing: sd_notify, a journald log handler, the control socket. No card code.
+        .target(
+            name: "DaemonSupport",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSwift
+        ),
+        // BuildInfo.version and .commit for --version; the commit is generated before each build.
+        .target(name: "BuildInfo", swiftSettings: strictSwift, plugins: ["BuildInfoPlugin"]),
+        .plugin(name: "BuildInfoPlugin", capability: .buildTool()),
         .executableTarget(
             name: "cardctl",
             dependencies: [
-                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CampusCard", "CardSession",
+                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CampusCard", "CardSession", "BuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift
@@ -72,7 +83,7 @@ let package = Package(
         .executableTarget(
             name: "cardemu",
             dependencies: [
-                "CardEmulator", "MifareClassic", "SmartCard",
+                "CardEmulator", "MifareClassic", "SmartCard", "BuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift
@@ -82,7 +93,7 @@ let package = Package(
         .executableTarget(
             name: "cardbench",
             dependencies: [
-                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CardEmulator", "CampusCard", "CBenchLoop",
+                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CardEmulator", "CampusCard", "CBenchLoop", "BuildInfo",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift
@@ -99,6 +110,13 @@ let package = Package(
             dependencies: ["PCSC", "SmartCard", "MifareClassic", "CardReader", "CardEmulator", "TestSupport"],
             swiftSettings: strictSwift
         ),
+        .testTarget(
+            name: "DaemonSupportTests",
+            dependencies: ["DaemonSupport", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSwift
+        ),
+        // The deployment files and built executables, checked with the real tools (systemd-analyze, scripts/install).
+        .testTarget(name: "DeploymentTests", dependencies: ["BuildInfo", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(
             name: "CampusCardTests",
             dependencies: ["CampusCard", "CardEmulator", "CardReader", "MifareClassic", "SmartCard", "TestSupport"],

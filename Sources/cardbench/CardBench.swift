@@ -1,4 +1,5 @@
 import ArgumentParser
+import BuildInfo
 import CardEmulator
 import CardReader
 import CBenchLoop
@@ -12,6 +13,7 @@ struct CardBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cardbench",
         abstract: "Benchmarks that print figures (run with -c release).",
+        version: BuildInfo.versionLine,
         subcommands: [APDU.self, Emulator.self, CardOperations.self])
 
     /// ArgumentParser's entry point, plus: every PC/SC context thread has ended before the process exits, whichever

@@ -1,4 +1,5 @@
 import ArgumentParser
+import BuildInfo
 import PCSC
 
 /// `cardctl`: the field technician's tool for readers, cards and dumps.
@@ -14,6 +15,7 @@ struct CardCtl: AsyncParsableCommand {
             again on this terminal, with this --journal, to learn it), 64 bad arguments. With --json a money operation \
             prints {"outcome": "done" | "not-done" | "undetermined", ...} whatever its exit status.
             """,
+        version: BuildInfo.versionLine,
         subcommands: [
             Readers.self, Watch.self, Info.self, Dump.self, Restore.self, ReadBlock.self, WriteBlock.self,
             Value.self, Keys.self, KeystoreCommand.self, Card.self,

@@ -1,4 +1,5 @@
 import ArgumentParser
+import BuildInfo
 import CardEmulator
 import Foundation
 import MifareClassic
@@ -11,6 +12,7 @@ struct CardEmu: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cardemu",
         abstract: "Emulate a contactless reader and a MIFARE Classic card behind pcscd's vpcd virtual reader.",
+        version: BuildInfo.versionLine,
         subcommands: [Serve.self, Ctl.self],
         defaultSubcommand: Serve.self
     )
