@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "CardReader", targets: ["CardReader"]),
         .library(name: "CardEmulator", targets: ["CardEmulator"]),
         .library(name: "CampusCard", targets: ["CampusCard"]),
+        .library(name: "CardDaemon", targets: ["CardDaemon"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -49,6 +50,10 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // The GPIO character device's uAPI v2 structs and ioctl numbers (<linux/gpio.h>): only CardDaemon imports it.
+        .target(name: "CGPIO"),
+        // cardd's pure core: mode state machines, offline policy, config, valve and flow meter backends.
+        .target(name: "CardDaemon", dependencies: ["CampusCard", "CGPIO"], swiftSettings: strictSwift),
         .executableTarget(
             name: "cardctl",
             dependencies: [
@@ -87,6 +92,7 @@ let package = Package(
             dependencies: ["PCSC", "SmartCard", "MifareClassic", "CardReader", "CardEmulator", "TestSupport"],
             swiftSettings: strictSwift
         ),
+        .testTarget(name: "CardDaemonTests", dependencies: ["CardDaemon", "CampusCard"], swiftSettings: strictSwift),
         .testTarget(
             name: "CampusCardTests",
             dependencies: ["CampusCard", "CardEmulator", "CardReader", "MifareClassic", "SmartCard", "TestSupport"],
