@@ -384,8 +384,9 @@ public struct DaemonConfig: Hashable, Sendable {
                 guard let end = PriceWindow.minutes(try text("end")), end > start else {
                     throw ConfigError(.badValue, key: "\(at).end", "must be a time of day HH:MM after start (up to \"24:00\")")
                 }
+                let priceText = try text("price")
                 let price: Fen
-                do { price = try Fen(yuan: try text("price")) } catch let error as AmountError {
+                do { price = try Fen(yuan: priceText) } catch let error as AmountError {
                     throw ConfigError(.badValue, key: "\(at).price", error.description)
                 } catch {
                     throw ConfigError(.badValue, key: "\(at).price", "\(error)")

@@ -116,6 +116,11 @@ public struct WaterMachine: Sendable {
         public var unitsPaid: Int
         public var pulsesDispensed: Int
         public var reason: CloseReason
+        public init(unitsPaid: Int, pulsesDispensed: Int, reason: CloseReason) {
+            self.unitsPaid = unitsPaid
+            self.pulsesDispensed = pulsesDispensed
+            self.reason = reason
+        }
     }
 
     enum Phase: Equatable, Sendable {
@@ -333,16 +338,14 @@ public struct WaterMachine: Sendable {
             }
             return
         }
-        guard let current = session else { return }
-        if current.remaining <= 0 {
-            if current.debitInFlight {
-                close(.awaitingDebit, into: &actions)
-            } else {
-                endSession(current.lastUnitReason ?? .walletEmpty, into: &actions)
-            }
-            return
-        }
+        // Due (or overdue: a burst of pulses used the unit up at once) → the next unit's debit.
         prefetchIfDue(now: now, into: &actions)
+        guard let current = session, current.remaining <= 0 else { return }
+        if current.debitInFlight {
+            close(.awaitingDebit, into: &actions)
+        } else {
+            endSession(current.lastUnitReason ?? .walletEmpty, into: &actions)
+        }
     }
 
     mutating func prefetchIfDue(now: Date, into actions: inout [Action]) {
