@@ -102,6 +102,12 @@ final class GPIOLineRequest: @unchecked Sendable {
         fd = request.fd
     }
 
+    /// Takes over an open fd that delivers line events (a test's pipe).
+    init(adopting fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
+    }
+
     deinit { close(fd) }
 }
 
@@ -145,72 +151,94 @@ public final class GPIOValve: Valve, @unchecked Sendable {
 }
 
 /// The flow meter on a GPIO line: rising-edge events read on a thread of its own (blocking `poll`/`read`, never on
-/// the cooperative pool), counted with `PulseCounter`, collected by `takePulses()`.
+/// the cooperative pool), counted with `PulseCounter`, collected by `takePulses()`. Releasing it stops the thread.
 public final class GPIOFlowMeter: FlowMeter, @unchecked Sendable {
-    private let request: GPIOLineRequest
-    private let lock = NSLock()
-    private var counter = PulseCounter()
-    private var pending = 0
-    private var failure: GPIOError?
-    private let wake: (read: Int32, write: Int32)
-    private let finished = DispatchSemaphore(value: 0)
+    private let loop: EventLoop
 
     /// `debounceMicroseconds`: 0 for none; a YF-S201 at full flow (225 Hz) holds a level ≥ 1.8 ms, so keep it below.
-    public init(chip: String, line: UInt32, activeLow: Bool, pullUp: Bool, debounceMicroseconds: UInt32,
-                consumer: String = "cardd-meter") throws(GPIOError) {
-        request = try GPIOLineRequest(path: chip) {
+    public convenience init(chip: String, line: UInt32, activeLow: Bool, pullUp: Bool, debounceMicroseconds: UInt32,
+                            consumer: String = "cardd-meter") throws(GPIOError) {
+        try self.init(request: GPIOLineRequest(path: chip) {
             onecard_gpio_request_edges($0, line, consumer, activeLow ? 1 : 0, pullUp ? 1 : 0, debounceMicroseconds, 64)
-        }
+        })
+    }
+
+    /// Reads events from `request` (tests hand in a pipe that carries `gpio_v2_line_event`s: no GPIO chip here).
+    init(request: GPIOLineRequest) throws(GPIOError) {
         var fds: [Int32] = [0, 0]
-        _ = try gpioCall("pipe", path: chip) { pipe(&fds) }
+        _ = try gpioCall("pipe", path: request.path) { pipe(&fds) }
         for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }  // pipe2 is not imported (glibc declares it under _GNU_SOURCE)
-        wake = (fds[0], fds[1])
-        let thread = Thread { [self] in readEvents() }
+        loop = EventLoop(request: request, wake: (fds[0], fds[1]))
+        // The thread holds the loop, not the meter, so that releasing the meter stops it (deinit).
+        let thread = Thread { [loop] in loop.run() }
         thread.name = "cardd.gpio.meter"
         thread.start()
     }
 
-    public func takePulses() throws -> Int {
-        try lock.withLock {
-            if let failure { throw failure }
-            defer { pending = 0 }
-            return pending
-        }
-    }
+    public func takePulses() throws -> Int { try loop.take() }
 
     /// The events the kernel dropped so far (buffer overflow), already counted as pulses.
-    public var droppedEvents: Int { lock.withLock { counter.dropped } }
+    public var droppedEvents: Int { loop.lock.withLock { loop.counter.dropped } }
 
-    private func readEvents() {
-        defer { finished.signal() }
-        let size = MemoryLayout<gpio_v2_line_event>.stride
-        var events = [gpio_v2_line_event](repeating: gpio_v2_line_event(), count: 16)
-        while true {
-            var fds = [pollfd(fd: request.fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0)]
-            let ready = poll(&fds, 2, -1)
-            if ready < 0 && errno == EINTR { continue }
-            if ready < 0 || fds[1].revents != 0 { return }
-            let count = events.withUnsafeMutableBytes { read(request.fd, $0.baseAddress, $0.count) }
-            if count < 0 {
-                if errno == EINTR || errno == EAGAIN { continue }
-                let error = errno
-                lock.withLock { failure = GPIOError(.readFailed, call: "read", errno: error, "\(request.path): reading the flow meter's events failed (\(String(cString: strerror(error))))") }
-                return
+    deinit { loop.stop() }
+
+    /// The reading thread's state, shared with `takePulses()` under `lock`.
+    final class EventLoop: @unchecked Sendable {
+        let request: GPIOLineRequest
+        let wake: (read: Int32, write: Int32)
+        let lock = NSLock()
+        var counter = PulseCounter()
+        var pending = 0
+        var failure: GPIOError?
+        let finished = DispatchSemaphore(value: 0)
+
+        init(request: GPIOLineRequest, wake: (read: Int32, write: Int32)) {
+            self.request = request
+            self.wake = wake
+        }
+
+        func take() throws -> Int {
+            try lock.withLock {
+                if let failure { throw failure }
+                defer { pending = 0 }
+                return pending
             }
-            lock.withLock {
-                for event in events.prefix(count / size) {
-                    pending += counter.count(edgeID: event.id, lineSequence: event.line_seqno)
+        }
+
+        func run() {
+            defer { finished.signal() }
+            let size = MemoryLayout<gpio_v2_line_event>.stride
+            var events = [gpio_v2_line_event](repeating: gpio_v2_line_event(), count: 16)
+            while true {
+                var fds = [pollfd(fd: request.fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wake.read, events: Int16(POLLIN), revents: 0)]
+                let ready = poll(&fds, 2, -1)
+                if ready < 0 && errno == EINTR { continue }
+                if ready < 0 || fds[1].revents != 0 { return }
+                let count = events.withUnsafeMutableBytes { read(request.fd, $0.baseAddress, $0.count) }
+                if count < 0 {
+                    if errno == EINTR || errno == EAGAIN { continue }
+                    let error = errno
+                    lock.withLock {
+                        failure = GPIOError(.readFailed, call: "read", errno: error, "\(request.path): reading the flow meter's events failed (\(String(cString: strerror(error)))): the meter is not counted any more")
+                    }
+                    return
+                }
+                lock.withLock {
+                    for event in events.prefix(count / size) {
+                        pending += counter.count(edgeID: event.id, lineSequence: event.line_seqno)
+                    }
                 }
             }
         }
-    }
 
-    deinit {
-        var byte: UInt8 = 1
-        _ = write(wake.write, &byte, 1)
-        finished.wait()
-        close(wake.read)
-        close(wake.write)
+        /// Wakes the thread and waits for it to end.
+        func stop() {
+            var byte: UInt8 = 1
+            _ = write(wake.write, &byte, 1)
+            finished.wait()
+            close(wake.read)
+            close(wake.write)
+        }
     }
 }
 #else
