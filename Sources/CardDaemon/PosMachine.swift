@@ -280,6 +280,27 @@ public struct PosMachine: Sendable {
     /// Decides what to do with the card on the reader, when nothing is in flight.
     mutating func serve(now: Date, into actions: inout [Action]) {
         guard inFlight == nil, var present = card else { return }
+        // A blacklisted card is refused and locked before anything else, a PIN retry included.
+        if let hit = present.blacklisted {
+            guard !present.served else { return }
+            present.served = true
+            card = present
+            let refusal = Refusal(.blacklisted, "the card is on the blacklist (\(hit.status.rawValue)): refused and locked; send the holder to the card office")
+            let saleForThisCard: Bool = switch sale?.phase {
+            case .armed?: true
+            case .awaitingPIN(let bound, _)?: bound == present.uid
+            case .debiting?, nil: false
+            }
+            if let open = sale, saleForThisCard {
+                sale = nil
+                actions.append(.notify(.saleRefused(.client(saleID: open.id), card: present.uid, refusal)))
+            } else {
+                actions.append(.notify(.cardRefused(card: present.uid, refusal)))
+            }
+            inFlight = .lock(present.uid, hit.status)
+            actions.append(.lock(present.uid, hit.status))
+            return
+        }
         // The PIN retry: the same card, the PIN given; allowed although the presence was served (that debit wrote nothing).
         if var open = sale, case .awaitingPIN(present.uid, let pin?) = open.phase {
             if let refusal = policyRefusal(open.amount, now: now) {
@@ -300,18 +321,6 @@ public struct PosMachine: Sendable {
         present.served = true
         card = present
         let uid = present.uid
-        if let hit = present.blacklisted {
-            let refusal = Refusal(.blacklisted, "the card is on the blacklist (\(hit.status.rawValue)): refused and locked; send the holder to the card office")
-            if let open = sale, open.phase == .armed {
-                sale = nil
-                actions.append(.notify(.saleRefused(.client(saleID: open.id), card: uid, refusal)))
-            } else {
-                actions.append(.notify(.cardRefused(card: uid, refusal)))
-            }
-            inFlight = .lock(uid, hit.status)
-            actions.append(.lock(uid, hit.status))
-            return
-        }
         let debit: (SaleSource, Fen)?
         if var open = sale, open.phase == .armed {
             debit = (.client(saleID: open.id), open.amount)

@@ -241,6 +241,23 @@ extension Array where Element == PosMachine.Action {
         #expect(idle.handle(.cardArrived("04B2", blacklisted: BlacklistHit(status: .frozen)), now: at(0)).effects == [.lock("04B2", .frozen)])
     }
 
+    @Test func aBlacklistedCardIsNotDebitedEvenForItsPINRetry() throws {
+        var pos = machine()
+        let pin = try PIN("1234")
+        _ = pos.handle(.arm(saleID: "s1", amount: Fen(8_000)), now: at(0))
+        _ = pos.handle(.cardArrived("04A1"), now: at(1))
+        _ = pos.handle(.debitFinished("04A1", .refused(Refusal(.pinRequired, "PIN"))), now: at(2))
+        _ = pos.handle(.pin(saleID: "s1", pin), now: at(2.5))  // in flight: the debit with the PIN
+        _ = pos.handle(.debitFinished("04A1", .refused(Refusal(.pinWrong, "wrong", pinTriesLeft: 2))), now: at(3))
+        _ = pos.handle(.cardLeft("04A1"), now: at(4))
+        _ = pos.handle(.pin(saleID: "s1", pin), now: at(5))
+        // Reported lost meanwhile: it comes back blacklisted.
+        let back = pos.handle(.cardArrived("04A1", blacklisted: BlacklistHit(status: .lost)), now: at(6))
+        #expect(back.effects == [.lock("04A1", .lost)])
+        #expect(back.notices.contains { if case .saleRefused(.client("s1"), _, let refusal) = $0 { refusal.code == .blacklisted } else { false } })
+        #expect(pos.openSaleID == nil)
+    }
+
     @Test func offlinePolicyRefusesBeforeAnyDebit() {
         var pos = machine(policy: OfflinePolicy(maxDebit: Fen(2_000)))
         _ = pos.handle(.arm(saleID: "s1", amount: Fen(2_001)), now: at(0))
