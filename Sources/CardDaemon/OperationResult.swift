@@ -209,3 +209,34 @@ extension EarlierDecision {
         }
     }
 }
+
+/// The journal around one card operation: what was open for the card before it, so that afterwards the integrator
+/// can tell whether the operation left its own intent open (`leftOpen`: its commit write went unanswered) and which
+/// earlier interrupted intents it decided (`decisions`).
+///
+///     let watch = JournalWatch(terminal.journal, card: uid)
+///     let result = Result { try ops.debit(amount, terminal: terminal, pin: pin) }
+///     machine.handle(.debitFinished(uid, DebitOutcome(result, leftOpen: watch.leftOpen()), decisions: watch.decisions()), now: Date())
+public struct JournalWatch: Sendable {
+    public let journal: any TerminalJournal
+    public let card: CardUID
+    /// The card's intents open before the operation.
+    public let before: [TransactionIntent]
+
+    public init(_ journal: any TerminalJournal, card: CardUID) {
+        self.journal = journal
+        self.card = card
+        before = (try? journal.openIntents(cardUID: card)) ?? []
+    }
+
+    /// Whether an intent for the card that was not open before is open now. A journal that cannot be read counts as
+    /// open (undetermined is the safe answer: nothing is retried, the next tap decides).
+    public func leftOpen() -> Bool {
+        guard let now = try? journal.openIntents(cardUID: card) else { return true }
+        let earlier = Set(before.map(\.terminalSequence))
+        return now.contains { !earlier.contains($0.terminalSequence) }
+    }
+
+    /// The earlier intents the operation decided.
+    public func decisions() -> [EarlierDecision] { EarlierDecision.decided(before, in: journal) }
+}

@@ -115,4 +115,23 @@ import Testing
             EarlierDecision(terminalSequence: intent.terminalSequence, kind: "purse-debit", amount: Fen(500), recordedAt: at(0), outcome: .done(balanceAfter: Fen(500))),
         ])
     }
+
+    @Test func journalWatchTellsANewOpenIntentFromEarlierOnes() throws {
+        let journal = InMemoryTerminalJournal()
+        func intent(_ card: String) throws -> TransactionIntent {
+            let intent = TransactionIntent(terminalID: 1, terminalSequence: try journal.nextSequence(), kind: .purseDebit, cardUID: card,
+                                           cardSerial: nil, amount: 100, balanceBefore: 1_000, counterBefore: 3, createdAt: at(0))
+            try journal.record(intent)
+            return intent
+        }
+        let earlier = try intent("04A1")
+        let watch = JournalWatch(journal, card: "04A1")
+        #expect(!watch.leftOpen())
+        _ = try intent("04B2")  // another card's intent is not this operation's
+        #expect(!watch.leftOpen())
+        try journal.complete(terminalSequence: earlier.terminalSequence, outcome: .notDone)
+        #expect(watch.decisions().map(\.outcome) == [.notDone])
+        _ = try intent("04A1")
+        #expect(watch.leftOpen())
+    }
 }
