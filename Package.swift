@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "CardSession", targets: ["CardSession"]),
         .library(name: "DaemonSupport", targets: ["DaemonSupport"]),
         .library(name: "BuildInfo", targets: ["BuildInfo"]),
+        .library(name: "CardDaemon", targets: ["CardDaemon"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -72,6 +73,10 @@ let package = Package(
         // BuildInfo.version and .commit for --version; the commit is generated before each build.
         .target(name: "BuildInfo", swiftSettings: strictSwift, plugins: ["BuildInfoPlugin"]),
         .plugin(name: "BuildInfoPlugin", capability: .buildTool()),
+        // The GPIO character device's uAPI v2 structs and ioctl numbers (<linux/gpio.h>): only CardDaemon imports it.
+        .target(name: "CGPIO"),
+        // cardd's pure core: mode state machines, offline policy, config, valve and flow meter backends.
+        .target(name: "CardDaemon", dependencies: ["CampusCard", "CGPIO"], swiftSettings: strictSwift),
         .executableTarget(
             name: "cardctl",
             dependencies: [
@@ -110,6 +115,7 @@ let package = Package(
             dependencies: ["PCSC", "SmartCard", "MifareClassic", "CardReader", "CardEmulator", "TestSupport"],
             swiftSettings: strictSwift
         ),
+        .testTarget(name: "CardDaemonTests", dependencies: ["CardDaemon", "CampusCard"], swiftSettings: strictSwift),
         .testTarget(
             name: "DaemonSupportTests",
             dependencies: ["DaemonSupport", .product(name: "Logging", package: "swift-log")],

@@ -1,0 +1,137 @@
+import CampusCard
+import CardDaemon
+import Foundation
+import Testing
+
+@Suite struct SettleMachineTests {
+    @Test func everyArrivingCardIsSettledOnceUntilItLeaves() {
+        var station = SettleMachine(context: freshContext)
+        #expect(station.handle(.cardArrived("04A1"), now: at(0)).filter { if case .settle = $0 { true } else { false } } == [.settle("04A1")])
+        let summary = SettlementSummary(consumption: Fen(340), refill: Fen(340), balance: Fen(1_000))
+        #expect(station.handle(.settleFinished("04A1", .done(summary)), now: at(1)) == [.notify(.settled("04A1", summary))])
+        #expect(station.handle(.cardArrived("04A1"), now: at(2)).isEmpty)  // still the same presence
+        #expect(station.handle(.tick, now: at(3)).isEmpty)
+        _ = station.handle(.cardLeft("04A1"), now: at(4))
+        #expect(station.handle(.cardArrived("04A1"), now: at(5)).contains(.settle("04A1")))
+    }
+
+    @Test func aFailedSettlementIsNotRetriedWhileTheCardStays() {
+        var station = SettleMachine(context: freshContext)
+        _ = station.handle(.cardArrived("04A1"), now: at(0))
+        let lost = station.handle(.settleFinished("04A1", .undetermined("card left")), now: at(1))
+        #expect(lost == [.notify(.settlementUndetermined("04A1", message: "card left"))])
+        #expect(station.handle(.tick, now: at(2)).isEmpty)
+    }
+
+    @Test func blacklistedCardIsLockedAndPolicyRefuses() {
+        var station = SettleMachine(context: freshContext)
+        #expect(station.handle(.cardArrived("04A1", blacklisted: BlacklistHit(status: .lost)), now: at(0)).contains(.lock("04A1", .lost)))
+        #expect(station.handle(.lockFinished("04A1", .locked), now: at(1)) == [.notify(.cardLocked("04A1", .lost))])
+        var stale = SettleMachine(context: TerminalContext(blacklistUpdatedAt: at(-2 * 86_400)))
+        let refused = stale.handle(.cardArrived("04B2"), now: at(0))
+        #expect(!refused.contains(.settle("04B2")))
+        #expect(refused.contains { if case .notify(.cardRefused(_, let refusal)) = $0 { refusal.code == .blacklistStale } else { false } })
+    }
+}
+
+@Suite struct OfflinePolicyTests {
+    let policy = OfflinePolicy.defaults
+
+    @Test func defaultsFromTheDomainReference() {
+        #expect(policy.maxDebit == Fen(10_000))
+        #expect(policy.maxUnsentCount == 500)
+        #expect(policy.maxUnsentTotal == Fen(100_000))
+        #expect(policy.maxUnsentAge == TimeInterval(7 * 86_400))
+        #expect(policy.maxBlacklistAge == TimeInterval(86_400))
+    }
+
+    @Test func eachLimitRefusesWithItsCodeAndALine() {
+        let fresh = at(-60)
+        #expect(policy.check(amount: Fen(10_000), queue: .empty, blacklistUpdatedAt: fresh, now: at(0)) == nil)
+        let cases: [(Fen, QueueSummary, Date?, PolicyRefusal.Code)] = [
+            (Fen(10_001), .empty, fresh, .amount),
+            (Fen(1), QueueSummary(count: 500, total: Fen(1), oldest: at(-1)), fresh, .unsentCount),
+            (Fen(2), QueueSummary(count: 10, total: Fen(99_999), oldest: at(-1)), fresh, .unsentTotal),
+            (Fen(1), QueueSummary(count: 1, total: Fen(1), oldest: at(-7 * 86_400 - 1)), fresh, .unsentAge),
+            (Fen(1), .empty, at(-86_401), .blacklistStale),
+            (Fen(1), .empty, nil, .blacklistMissing),
+        ]
+        for (amount, queue, updated, code) in cases {
+            let refusal = policy.check(amount: amount, queue: queue, blacklistUpdatedAt: updated, now: at(0))
+            #expect(refusal?.code == code)
+            #expect(refusal?.refusal.code.rawValue == code.rawValue)
+            #expect((refusal?.message.count ?? 0) > 20)
+        }
+        // At the limits exactly: accepted.
+        #expect(policy.check(amount: Fen(1), queue: QueueSummary(count: 499, total: Fen(99_999), oldest: at(-7 * 86_400)),
+                             blacklistUpdatedAt: at(-86_400), now: at(0)) == nil)
+    }
+
+    @Test func unlimitedRefusesNothing() {
+        #expect(OfflinePolicy.unlimited.check(amount: Fen(1_000_000), queue: QueueSummary(count: 1_000_000, total: Fen(1 << 40), oldest: at(-1e9)),
+                                              blacklistUpdatedAt: nil, now: at(0)) == nil)
+    }
+}
+
+@Suite struct OperationResultTests {
+    @Test func everyCardErrorCodeMapsToTheSameRefusalCode() {
+        let codes: [CardOperationError.Code] = [.notCampusCard, .unsupportedLayout, .tampered, .replay, .insufficientFunds, .overLimit,
+                                                .cardLocked, .expired, .unknownKeyVersion, .readerCannot, .notBlank, .journal, .missingKey,
+                                                .garbled, .waterInterrupted, .pinRequired, .pinWrong, .pinBlocked, .pinNotSet, .invalidHolderSetting]
+        for code in codes {
+            var error = CardOperationError(code, "why")
+            error.pinTriesLeft = 2
+            let refusal = Refusal(error)
+            #expect(refusal.code.rawValue == code.rawValue)
+            #expect(refusal.message == "why")
+            #expect(refusal.pinTriesLeft == 2)
+        }
+    }
+
+    struct ReaderGone: Error {}
+
+    @Test func aFailureIsUndeterminedOnlyWhenItLeftTheIntentOpen() {
+        let refusal = CardOperationError(.insufficientFunds, "poor")
+        #expect(DebitOutcome(Result<PurseState, any Error>.failure(refusal), leftOpen: true) == .refused(Refusal(refusal)))
+        guard case .refused(let closed) = DebitOutcome(Result<PurseState, any Error>.failure(ReaderGone()), leftOpen: false) else {
+            Issue.record("a failure with no open intent wrote nothing")
+            return
+        }
+        #expect(closed.code == .cardError)
+        guard case .undetermined = DebitOutcome(Result<WaterState, any Error>.failure(ReaderGone()), leftOpen: true) else {
+            Issue.record("an open intent after a failure is undetermined")
+            return
+        }
+    }
+
+    @Test func earlierDecisionsComeFromTheJournal() throws {
+        let journal = InMemoryTerminalJournal()
+        let intent = TransactionIntent(terminalID: 1, terminalSequence: try journal.nextSequence(), kind: .purseDebit, cardUID: "04A1",
+                                       cardSerial: nil, amount: 500, balanceBefore: 1_000, counterBefore: 3, createdAt: at(0))
+        try journal.record(intent)
+        #expect(EarlierDecision.decided([intent], in: journal).isEmpty)  // still open
+        try journal.complete(terminalSequence: intent.terminalSequence, outcome: .done(balanceAfter: 500, counterAfter: 4))
+        #expect(EarlierDecision.decided([intent], in: journal) == [
+            EarlierDecision(terminalSequence: intent.terminalSequence, kind: "purse-debit", amount: Fen(500), recordedAt: at(0), outcome: .done(balanceAfter: Fen(500))),
+        ])
+    }
+
+    @Test func journalWatchTellsANewOpenIntentFromEarlierOnes() throws {
+        let journal = InMemoryTerminalJournal()
+        func intent(_ card: String) throws -> TransactionIntent {
+            let intent = TransactionIntent(terminalID: 1, terminalSequence: try journal.nextSequence(), kind: .purseDebit, cardUID: card,
+                                           cardSerial: nil, amount: 100, balanceBefore: 1_000, counterBefore: 3, createdAt: at(0))
+            try journal.record(intent)
+            return intent
+        }
+        let earlier = try intent("04A1")
+        let watch = JournalWatch(journal, card: "04A1")
+        #expect(!watch.leftOpen())
+        _ = try intent("04B2")  // another card's intent is not this operation's
+        #expect(!watch.leftOpen())
+        try journal.complete(terminalSequence: earlier.terminalSequence, outcome: .notDone)
+        #expect(watch.decisions().map(\.outcome) == [.notDone])
+        _ = try intent("04A1")
+        #expect(watch.leftOpen())
+    }
+}
