@@ -100,50 +100,45 @@ extension Refusal {
     }
 
     /// Any error of an operation that wrote nothing (or left no intent open).
-    static func from(_ error: any Error) -> Refusal {
+    public static func from(_ error: (any Error)?) -> Refusal {
         if let error = error as? CardOperationError { return Refusal(error) }
-        return Refusal(.cardError, "the card operation failed (\(error)); nothing was written: present the card again")
+        return Refusal(.cardError, "the card operation failed (\(error.map { "\($0)" } ?? "no answer")); nothing was written: present the card again")
     }
 }
 
 extension DebitOutcome {
-    /// A purse debit's result. `leftOpen`: whether the operation left its journal intent open (a new open intent for
-    /// this card after the failure: its commit write went unanswered); only then is a failure undetermined. A
-    /// `CardOperationError` is always a refusal (the card layer decides every refusal before its first write).
-    public init(_ result: Result<PurseState, any Error>, leftOpen: Bool) {
-        switch result {
-        case .success(let state): self = .done(balance: state.balance, warnings: state.warnings)
-        case .failure(let error): self = Self.failure(error, leftOpen: leftOpen)
+    /// A debit's result (purse or water) from its card session's report: done whenever the card carries it (even
+    /// when a step after the commit failed: the money moved, the failure is a warning); undetermined only when the
+    /// commit write went unanswered (its intent left open); else refused with the reason.
+    public init<State>(_ report: OperationReport<State>, balance: KeyPath<State, Fen>, warnings: KeyPath<State, [String]>) {
+        if let state = report.value {
+            self = .done(balance: state[keyPath: balance], warnings: state[keyPath: warnings])
+            return
+        }
+        switch report.outcome {
+        case .done:
+            self = .done(balance: report.doneIntent?.balanceAfter ?? .zero, warnings: [report.error.map { "\($0)" } ?? "a step after the commit failed"])
+        case .undetermined:
+            self = .undetermined("the card did not answer the write that commits the debit (\(report.error.map { "\($0)" } ?? "no answer")): whether it was charged is decided when the card is next presented here")
+        case .notDone, nil:
+            self = .refused(.from(report.error))
         }
     }
 
-    /// A water unit debit's result (see the purse variant for `leftOpen`).
-    public init(_ result: Result<WaterState, any Error>, leftOpen: Bool) {
-        switch result {
-        case .success(let state): self = .done(balance: state.balance, warnings: state.warnings)
-        case .failure(let error): self = Self.failure(error, leftOpen: leftOpen)
-        }
-    }
-
-    private static func failure(_ error: any Error, leftOpen: Bool) -> DebitOutcome {
-        if error is CardOperationError || !leftOpen { return .refused(.from(error)) }
-        return .undetermined("the card did not answer the write that commits the debit (\(error)): whether it was charged is decided when the card is next presented here")
-    }
+    public init(_ report: OperationReport<PurseState>) { self.init(report, balance: \.balance, warnings: \.warnings) }
+    public init(_ report: OperationReport<WaterState>) { self.init(report, balance: \.balance, warnings: \.warnings) }
 }
 
 extension TapOutcome {
-    public init(_ result: Result<PurseState, any Error>) {
-        switch result {
-        case .success(let state): self = .balance(state.balance, warnings: state.warnings)
-        case .failure(let error): self = .refused(.from(error))
-        }
+    public init(_ report: OperationReport<PurseState>) {
+        if let state = report.value { self = .balance(state.balance, warnings: state.warnings) } else { self = .refused(.from(report.error)) }
     }
 }
 
 extension WaterCheckOutcome {
     /// The check of an arriving card: its identity (status, expiry) and its water wallet (`waterTap`), read at `now`.
-    public init(_ result: Result<(identity: Identity, water: WaterState), any Error>, now: Date) {
-        switch result {
+    public init(_ report: OperationReport<WaterCardRead>, now: Date) {
+        switch Result(catching: { try report.get() }) {
         case .success(let read):
             let locked: LockStatus? = switch read.identity.status {
             case .normal: nil
@@ -159,26 +154,29 @@ extension WaterCheckOutcome {
 }
 
 extension SettleOutcome {
-    /// A settlement's result (see `DebitOutcome` for `leftOpen`).
-    public init(_ result: Result<WaterSettlementResult, any Error>, leftOpen: Bool) {
-        switch result {
-        case .success(let settled):
+    /// A settlement's result from its card session's report (see `DebitOutcome`).
+    public init(_ report: OperationReport<WaterSettlementResult>) {
+        if let settled = report.value {
             self = .done(SettlementSummary(consumption: settled.consumption, refill: settled.refill, refund: settled.refund,
                                            balance: settled.state.balance, warnings: settled.state.warnings))
-        case .failure(let error):
-            if error is CardOperationError || !leftOpen { self = .refused(.from(error)) } else {
-                self = .undetermined("the card did not answer the write that commits the settlement (\(error)): it is decided when the card is next presented here")
-            }
+            return
+        }
+        switch report.outcome {
+        case .done:
+            let done = report.doneIntent
+            self = .done(SettlementSummary(consumption: done?.intent.consumption, refill: done?.intent.amount ?? .zero,
+                                           balance: done?.balanceAfter ?? .zero, warnings: [report.error.map { "\($0)" } ?? "a step after the commit failed"]))
+        case .undetermined:
+            self = .undetermined("the card did not answer the write that commits the settlement (\(report.error.map { "\($0)" } ?? "no answer")): it is decided when the card is next presented here")
+        case .notDone, nil:
+            self = .refused(.from(report.error))
         }
     }
 }
 
 extension LockOutcome {
-    public init(_ result: Result<PurseState, any Error>) {
-        switch result {
-        case .success: self = .locked
-        case .failure(let error): self = .failed("\(error)")
-        }
+    public init(_ report: OperationReport<PurseState>) {
+        if report.value != nil { self = .locked } else { self = .failed(report.error.map { "\($0)" } ?? "no answer") }
     }
 }
 
@@ -194,49 +192,26 @@ extension LockStatus {
 }
 
 extension EarlierDecision {
-    /// The decisions an operation made about this terminal's earlier interrupted intents for the card: pass the
-    /// intents that were open before the operation (`journal.openIntents(cardUID:)`), get those now decided.
-    public static func decided(_ openBefore: [TransactionIntent], in journal: any TerminalJournal) -> [EarlierDecision] {
-        openBefore.compactMap { intent in
-            guard let outcome = try? journal.outcome(terminalSequence: intent.terminalSequence) else { return nil }
-            let decided: Outcome = switch outcome {
-            case .done(let balanceAfter, _): .done(balanceAfter: Fen(balanceAfter))
+    /// The earlier interrupted intents a card session decided (`OperationReport.decided`), in the machines' words.
+    public static func decided(_ decided: [DecidedIntent]) -> [EarlierDecision] {
+        decided.map { decided in
+            let outcome: Outcome = switch decided.outcome {
+            case .done(let balanceAfter, _): .done(balanceAfter: balanceAfter)
             case .notDone: .notDone
             case .undetermined: .undetermined
             }
-            return EarlierDecision(terminalSequence: intent.terminalSequence, kind: intent.kind.rawValue, amount: Fen(intent.amount),
-                                   recordedAt: intent.createdAt, outcome: decided)
+            return EarlierDecision(terminalSequence: decided.intent.terminalSequence, kind: decided.intent.kind.rawValue,
+                                   amount: decided.intent.amount, recordedAt: decided.intent.createdAt, outcome: outcome)
         }
     }
 }
 
-/// The journal around one card operation: what was open for the card before it, so that afterwards the integrator
-/// can tell whether the operation left its own intent open (`leftOpen`: its commit write went unanswered) and which
-/// earlier interrupted intents it decided (`decisions`).
-///
-///     let watch = JournalWatch(terminal.journal, card: uid)
-///     let result = Result { try ops.debit(amount, terminal: terminal, pin: pin) }
-///     machine.handle(.debitFinished(uid, DebitOutcome(result, leftOpen: watch.leftOpen()), decisions: watch.decisions()), now: Date())
-public struct JournalWatch: Sendable {
-    public let journal: any TerminalJournal
-    public let card: CardUID
-    /// The card's intents open before the operation.
-    public let before: [TransactionIntent]
-
-    public init(_ journal: any TerminalJournal, card: CardUID) {
-        self.journal = journal
-        self.card = card
-        before = (try? journal.openIntents(cardUID: card)) ?? []
+/// What a water controller reads of an arriving card: its identity and its water wallet.
+public struct WaterCardRead: Sendable {
+    public var identity: Identity
+    public var water: WaterState
+    public init(identity: Identity, water: WaterState) {
+        self.identity = identity
+        self.water = water
     }
-
-    /// Whether an intent for the card that was not open before is open now. A journal that cannot be read counts as
-    /// open (undetermined is the safe answer: nothing is retried, the next tap decides).
-    public func leftOpen() -> Bool {
-        guard let now = try? journal.openIntents(cardUID: card) else { return true }
-        let earlier = Set(before.map(\.terminalSequence))
-        return now.contains { !earlier.contains($0.terminalSequence) }
-    }
-
-    /// The earlier intents the operation decided.
-    public func decisions() -> [EarlierDecision] { EarlierDecision.decided(before, in: journal) }
 }

@@ -90,48 +90,38 @@ import Testing
 
     struct ReaderGone: Error {}
 
+    func intent(_ sequence: UInt32) -> TransactionIntent {
+        TransactionIntent(terminalID: 1, terminalSequence: sequence, kind: .purseDebit, cardUID: "04A1", cardSerial: nil, amount: 500,
+                          balanceBefore: 1_000, counterBefore: 3, createdAt: at(0))
+    }
+
+    /// The money's outcome comes from the session's report: a refusal before any intent is refused; an intent left
+    /// open by a failure is undetermined; a done intent is done even when a later step failed.
     @Test func aFailureIsUndeterminedOnlyWhenItLeftTheIntentOpen() {
         let refusal = CardOperationError(.insufficientFunds, "poor")
-        #expect(DebitOutcome(Result<PurseState, any Error>.failure(refusal), leftOpen: true) == .refused(Refusal(refusal)))
-        guard case .refused(let closed) = DebitOutcome(Result<PurseState, any Error>.failure(ReaderGone()), leftOpen: false) else {
-            Issue.record("a failure with no open intent wrote nothing")
+        #expect(DebitOutcome(OperationReport<PurseState>(error: refusal)) == .refused(Refusal(refusal)))
+        guard case .refused(let closed) = DebitOutcome(OperationReport<PurseState>(error: ReaderGone())) else {
+            Issue.record("a failure with no intent wrote nothing")
             return
         }
         #expect(closed.code == .cardError)
-        guard case .undetermined = DebitOutcome(Result<WaterState, any Error>.failure(ReaderGone()), leftOpen: true) else {
-            Issue.record("an open intent after a failure is undetermined")
+        guard case .undetermined = DebitOutcome(OperationReport<WaterState>(error: ReaderGone(), intents: [(intent(7), nil)])) else {
+            Issue.record("an intent left open by a failure is undetermined")
+            return
+        }
+        let doneLate = OperationReport<PurseState>(error: ReaderGone(), intents: [(intent(8), .done(balanceAfter: 500, counterAfter: 4))])
+        #expect(DebitOutcome(doneLate) == .done(balance: Fen(500), warnings: ["ReaderGone()"]))
+        let notDone = OperationReport<PurseState>(error: ReaderGone(), intents: [(intent(9), .notDone)])
+        guard case .refused = DebitOutcome(notDone) else {
+            Issue.record("an intent decided not done is not done")
             return
         }
     }
 
-    @Test func earlierDecisionsComeFromTheJournal() throws {
-        let journal = InMemoryTerminalJournal()
-        let intent = TransactionIntent(terminalID: 1, terminalSequence: try journal.nextSequence(), kind: .purseDebit, cardUID: "04A1",
-                                       cardSerial: nil, amount: 500, balanceBefore: 1_000, counterBefore: 3, createdAt: at(0))
-        try journal.record(intent)
-        #expect(EarlierDecision.decided([intent], in: journal).isEmpty)  // still open
-        try journal.complete(terminalSequence: intent.terminalSequence, outcome: .done(balanceAfter: 500, counterAfter: 4))
-        #expect(EarlierDecision.decided([intent], in: journal) == [
-            EarlierDecision(terminalSequence: intent.terminalSequence, kind: "purse-debit", amount: Fen(500), recordedAt: at(0), outcome: .done(balanceAfter: Fen(500))),
+    @Test func earlierDecisionsComeFromTheReport() {
+        let decided = [DecidedIntent(intent: intent(3), outcome: .done(balanceAfter: 500, counterAfter: 4))]
+        #expect(EarlierDecision.decided(decided) == [
+            EarlierDecision(terminalSequence: 3, kind: "purse-debit", amount: Fen(500), recordedAt: at(0), outcome: .done(balanceAfter: Fen(500))),
         ])
-    }
-
-    @Test func journalWatchTellsANewOpenIntentFromEarlierOnes() throws {
-        let journal = InMemoryTerminalJournal()
-        func intent(_ card: String) throws -> TransactionIntent {
-            let intent = TransactionIntent(terminalID: 1, terminalSequence: try journal.nextSequence(), kind: .purseDebit, cardUID: card,
-                                           cardSerial: nil, amount: 100, balanceBefore: 1_000, counterBefore: 3, createdAt: at(0))
-            try journal.record(intent)
-            return intent
-        }
-        let earlier = try intent("04A1")
-        let watch = JournalWatch(journal, card: "04A1")
-        #expect(!watch.leftOpen())
-        _ = try intent("04B2")  // another card's intent is not this operation's
-        #expect(!watch.leftOpen())
-        try journal.complete(terminalSequence: earlier.terminalSequence, outcome: .notDone)
-        #expect(watch.decisions().map(\.outcome) == [.notDone])
-        _ = try intent("04A1")
-        #expect(watch.leftOpen())
     }
 }

@@ -4,6 +4,10 @@ import Foundation
 public struct DecidedIntent: Sendable, Hashable {
     public var intent: TransactionIntent
     public var outcome: TransactionOutcome
+    public init(intent: TransactionIntent, outcome: TransactionOutcome) {
+        self.intent = intent
+        self.outcome = outcome
+    }
 }
 
 /// What happened to the money of one card session's own operation.
