@@ -727,19 +727,17 @@ final class TearSoak {
 // MARK: - Tests
 
 @Suite struct TearSoakTests {
-    static let isDefault = ProcessInfo.processInfo.environment["SOAK_OPERATIONS"] == nil && ProcessInfo.processInfo.environment["SOAK_SEED"] == nil
-        && ProcessInfo.processInfo.environment["SOAK_CARDS"] == nil
-
-    /// The soak at its default size (or `SOAK_OPERATIONS`, `SOAK_SEED`, `SOAK_CARDS`): no decision the card memory
-    /// contradicts, the money adds up, no card stranded, and the purse's undetermined rate within 0.2 % of its torn
-    /// operations. The water wallet's rate is printed, not asserted: it keeps no log, so a water debit whose commit went
+    /// The soak at its default size (or `SOAK_OPERATIONS`, `SOAK_SEED`, `SOAK_CARDS`, `SOAK_LAYOUT`): no decision the
+    /// card memory contradicts, the money adds up, no card stranded, and the purse's undetermined rate within 0.2 % of its
+    /// torn operations (issue 8, item 6: met by layout v2's 24-entry log ring; cards of layout v1, `SOAK_LAYOUT=1`, keep
+    /// the six-entry ring and measure 0.4-0.7 %, recorded as a known issue). The water wallet's rate is printed, not asserted: it keeps no log, so a water debit whose commit went
     /// unanswered cannot be told from another controller's debit once the card was used or settled elsewhere (the
     /// money is settled by consumption either way: docs/card-layout.md, rule 5).
     ///
     /// Known issues (the reproductions below, one test each): cards stranded by a log gap followed by a torn commit
     /// (`strandedByLogGap`, `strandedByGarbledBackup`); undetermined purse intents the log could have decided
-    /// (`backfillLostBetweenRepairAndLog`, `entryAfterNextProvesNotDone`); and, the larger part at this schedule, intents
-    /// whose terminal saw the card again only after the six-entry log ring had rotated past them.
+    /// (`backfillLostBetweenRepairAndLog`, `entryAfterNextProvesNotDone`); and, with layout v1, intents whose terminal
+    /// saw the card again only after the six-entry log ring had rotated past them (`LogRingTests`).
     @Test func seededTearSoak() throws {
         var base = SoakConfiguration()
         base.operations = 8_000
@@ -750,10 +748,15 @@ final class TearSoak {
         #expect(report.conservationViolations.isEmpty, "conservation:\n\(report.conservationViolations.joined(separator: "\n"))")
         #expect(report.tearsFired > report.operations / 4, "the soak tears about 40 % of its operations")
         #expect(report.stranded.isEmpty, "stranded:\n\(report.stranded.joined(separator: "\n"))")
-        // Not met at this schedule: nearly all that is left are intents whose terminal saw the card again only after
-        // the six-entry log ring rotated past them (the settlement service decides those).
-        withKnownIssue("purse undetermined above 0.2 % of torn purse operations: the log ring rotated before the terminal saw the card again",
-                       isIntermittent: !Self.isDefault) {
+        print(String(format: "purse undetermined rate: %.3f %% of torn purse operations (goal <= 0.2 %%), cards of ", report.undeterminedRate(.purse))
+              + "\(report.ring)")
+        if report.ring == .v1 {
+            // Layout v1 cards: nearly all that is left are intents whose terminal saw the card again only after the
+            // six-entry ring rotated past them (the settlement service decides those). Kept for comparison.
+            withKnownIssue("purse undetermined above 0.2 % with the six-entry ring (layout v1)", isIntermittent: true) {
+                #expect(report.undeterminedRate(.purse) <= 0.2, "purse undetermined \(report.undeterminedRate(.purse)) % of torn purse operations")
+            }
+        } else {
             #expect(report.undeterminedRate(.purse) <= 0.2, "purse undetermined \(report.undeterminedRate(.purse)) % of torn purse operations")
         }
     }
