@@ -193,6 +193,8 @@ struct Card: AsyncParsableCommand {
         var status: String
         var expires: String
         var keyVersion: Int
+        /// "v1 (6-entry log ring, sectors 4–5)" or "v2 (24-entry log ring, sectors 4–11)", from the purse value blocks.
+        var layout = "?"
         var balanceYuan: String
         var balanceFen: Int
         var counter: Int
@@ -247,7 +249,8 @@ struct Card: AsyncParsableCommand {
                             report.pin = left == 0 ? "blocked (the card office resets it)" : "set, \(left) \(left == 1 ? "try" : "tries") left"
                         }
                         let macKey = try ops.keystore.macKey(uid: state.uid, version: state.macVersion)
-                        report.log = try ops.readLog(uid: state.uid, macKey: macKey, version: identity.keyVersion).map {
+                        report.layout = "v\(state.logRing.layout) (\(state.logRing.slots)-entry log ring, sectors \(state.logRing.sectors.first!)–\(state.logRing.sectors.last!))"
+                        report.log = try ops.readLog(uid: state.uid, macKey: macKey, version: identity.keyVersion, ring: state.logRing).map {
                             "#\($0.counter) \($0.operation) \($0.amount.yuan) -> \($0.balanceAfter.yuan) (\($0.terminal))"
                         }
                     } catch let error as CardOperationError where error.code == .tampered {
@@ -273,6 +276,7 @@ struct Card: AsyncParsableCommand {
                     print("limits    \(report.perTransactionLimitYuan) yuan per transaction, \(report.dailyLimitYuan) yuan a day  PIN \(report.pin)")
                     print("water     \(report.waterYuan) yuan of \(report.waterCapYuan)  used since the last refill \(report.waterUsedSinceRefillYuan)")
                     print("MAC       \(report.mac)")
+                    print("layout    \(report.layout)")
                     for line in report.log { print("log       \(line)") }
                 }
                 if report.mac == "MISMATCH in water wallet" && waterInterrupted {

@@ -115,15 +115,16 @@ import Testing
         #expect(try seven.journal.outcome(terminalSequence: 1) == .notDone)
     }
 
-    /// A debit whose commit write went unanswered (block left old), then seven debits elsewhere: the log ring (six entries) no longer holds the
-    /// entry for the intent's counter. The terminal must not guess: undetermined, for the settlement service to decide.
+    /// A debit whose commit write went unanswered (block left old), then 26 debits elsewhere: the log ring (24 entries on
+    /// a layout v2 card; six on v1: `LogRingTests`) no longer holds the entry for the intent's counter nor the one after.
+    /// The terminal must not guess: undetermined, for the settlement service to decide.
     @Test func pastTheLogRingTheOutcomeIsUndetermined() throws {
         let bench = try CardBench()
         try bench.issueAndLoad(10_000, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
         let seven = Terminal(id: 7, journal: InMemoryTerminalJournal(startingSequence: 0))
         let nine = Terminal(id: 9, journal: InMemoryTerminalJournal(startingSequence: 100))
         bench.tear(atAPDU: 8, .leftOld) { try bench.operations().debit(Fen(300), terminal: seven) }
-        for _ in 1...7 { try bench.operations().debit(Fen(300), terminal: nine) }
+        for _ in 1...26 { try bench.operations().debit(Fen(300), terminal: nine) }
         try bench.operations().tap(terminal: seven)
         #expect(try seven.journal.outcome(terminalSequence: 1) == .undetermined)
         #expect(try seven.journal.openIntents(cardUID: bench.uidHex).isEmpty, "decided once, not re-read at every tap")

@@ -18,16 +18,17 @@ import Testing
         let keystore = bench.keystore
         func key(_ sector: Int, _ role: KeyRole) throws -> [UInt8] { try keystore.sectorKey(uid: uid, sector: sector, role: role, version: 1).bytes }
 
-        // Sector 0: MAD v1 registering sectors 1-5 to 8D01, public MAD key A, 78 77 88, GPB C1.
+        // Sector 0: MAD v1 registering sectors 1-11 to 8D01 (layout v2), public MAD key A, 78 77 88, GPB C1.
         let mad = try MAD(blocks: block(1) + block(2))
         #expect(mad.info == 0)
-        #expect(mad.sectors(of: CampusCardOperations.applicationID) == [1, 2, 3, 4, 5])
-        #expect(mad.aids[5...].allSatisfy { $0 == MAD.free })
+        #expect(mad.sectors(of: CampusCardOperations.applicationID) == Array(1...11))
+        #expect(mad.aids[11...].allSatisfy { $0 == MAD.free })
         #expect(block(3) == [0xA0, 0xA1, 0xA2, 0xA3, 0xA4, 0xA5, 0x78, 0x77, 0x88, 0xC1] + (try key(0, .loader)))
 
-        // Sectors 1-5: diversified keys A and B, the documented access bytes, user byte 69.
-        let accessBytes: [Int: [UInt8]] = [1: [0x78, 0x77, 0x88], 2: [0x19, 0x67, 0x8E], 3: [0x19, 0x67, 0x8E], 4: [0x7F, 0x07, 0x88], 5: [0x7F, 0x07, 0x88]]
-        for sector in 1...5 {
+        // Sectors 1-11: diversified keys A and B, the documented access bytes, user byte 69.
+        var accessBytes: [Int: [UInt8]] = [1: [0x78, 0x77, 0x88], 2: [0x19, 0x67, 0x8E], 3: [0x19, 0x67, 0x8E]]
+        for sector in 4...11 { accessBytes[sector] = [0x7F, 0x07, 0x88] }
+        for sector in 1...11 {
             let trailer = block(sector * 4 + 3)
             #expect(trailer == (try key(sector, .terminal)) + accessBytes[sector]! + [0x69] + (try key(sector, .loader)), "sector \(sector)")
             #expect(try key(sector, .terminal) != key(sector, .loader))
@@ -37,8 +38,8 @@ import Testing
         #expect(AccessBits(data: .transportData, trailer: AccessCondition(code: 0b011)!).bytes == [0x7F, 0x07, 0x88])
         #expect(AccessBits(data: AccessCondition(code: 0b100)!, trailer: AccessCondition(code: 0b011)!).bytes == [0x78, 0x77, 0x88])
 
-        // Sectors 6-15 untouched: transport trailers, empty data.
-        for sector in 6...15 {
+        // Sectors 12-15 untouched: transport trailers, empty data.
+        for sector in 12...15 {
             #expect(block(sector * 4 + 3) == SectorTrailer.transport.block, "sector \(sector)")
         }
 
@@ -50,9 +51,12 @@ import Testing
         #expect(PurseRecord.vouches(block(8), for: .zero, uid: uid, macKey: macKey))
         let record = try PurseRecord(block: block(8))
         #expect(record.counter == 0 && record.lastOperation == .issue && record.status == .normal && record.expires == identity.expires)
-        #expect(block(9) == ValueBlock(value: 0, address: 9).block && block(10) == block(9))
+        // Address byte 89: layout v2's 24-entry log ring (09 on a layout v1 card).
+        #expect(block(9) == ValueBlock(value: 0, address: 0x89).block && block(10) == block(9))
         #expect(WaterRecord.vouches(block(12), for: 0, uid: uid, macKey: macKey))
         #expect(block(13) == ValueBlock(value: 0, address: 13).block && block(14) == block(13))
-        for number in LogEntry.blocks { #expect(block(number) == [UInt8](repeating: 0, count: 16)) }
+        let ringBlocks: [Int] = [16, 17, 18, 20, 21, 22, 24, 25, 26, 28, 29, 30, 32, 33, 34, 36, 37, 38, 40, 41, 42, 44, 45, 46]
+        #expect(LogRing.v2.blocks == ringBlocks)
+        for number in LogRing.v2.blocks { #expect(block(number) == [UInt8](repeating: 0, count: 16)) }
     }
 }

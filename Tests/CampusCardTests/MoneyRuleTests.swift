@@ -11,13 +11,15 @@ import Testing
 @Suite struct MoneyRuleTests {
     // MARK: Helpers
 
-    /// Rewrites the purse sector as a key holder would: `record` vouching for `primary`, and the two value blocks.
+    /// Rewrites the purse sector as a key holder would: `record` vouching for `primary`, and the two value blocks (with
+    /// the address byte the card has: it names the card's log ring).
     func forgePurse(_ bench: CardBench, record: PurseRecord, primary: Int32, backup: Int32) throws {
         var image = try #require(bench.reader.currentCard).memory
         let macKey = try bench.keystore.macKey(uid: bench.uid, version: 1)
+        let address = image[9 * 16 + 12]
         image.replaceSubrange(8 * 16..<9 * 16, with: record.encode(uid: bench.uid, balance: Fen(Int(primary)), macKey: macKey))
-        image.replaceSubrange(9 * 16..<10 * 16, with: ValueBlock(value: primary, address: 9).block)
-        image.replaceSubrange(10 * 16..<11 * 16, with: ValueBlock(value: backup, address: 9).block)
+        image.replaceSubrange(9 * 16..<10 * 16, with: ValueBlock(value: primary, address: address).block)
+        image.replaceSubrange(10 * 16..<11 * 16, with: ValueBlock(value: backup, address: address).block)
         bench.reader.insert(try EmulatedCard(image: image))
     }
 
@@ -215,7 +217,7 @@ import Testing
         try forgePurse(bench, record: record, primary: 700, backup: backup)
         let state = try bench.operations().readPurse()
         #expect(state.resolution == .backupRepaired && state.balance == Fen(700))
-        #expect(Array(try #require(bench.reader.currentCard).memory[10 * 16..<11 * 16]) == ValueBlock(value: 700, address: 9).block,
+        #expect(Array(try #require(bench.reader.currentCard).memory[10 * 16..<11 * 16]) == ValueBlock(value: 700, address: LogRing.current.valueAddress).block,
                 "the backup now holds the committed balance")
         let macKey = try bench.keystore.macKey(uid: bench.uid, version: 1)
         let entries = try bench.operations().readLog(uid: bench.uid, macKey: macKey, version: 1)
@@ -231,8 +233,8 @@ import Testing
         try bench.issueAndLoad(1_000, terminal: station)
         var image = try #require(bench.reader.currentCard).memory
         image.replaceSubrange(8 * 16..<9 * 16, with: [UInt8](repeating: 0x5A, count: 16))
-        image.replaceSubrange(9 * 16..<10 * 16, with: ValueBlock(value: 500, address: 9).block)
-        image.replaceSubrange(10 * 16..<11 * 16, with: ValueBlock(value: 500, address: 9).block)
+        image.replaceSubrange(9 * 16..<10 * 16, with: ValueBlock(value: 500, address: LogRing.current.valueAddress).block)
+        image.replaceSubrange(10 * 16..<11 * 16, with: ValueBlock(value: 500, address: LogRing.current.valueAddress).block)
         bench.reader.insert(try EmulatedCard(image: image))
         #expect(code { _ = try bench.operations().readPurse() } == .tampered)
     }

@@ -148,7 +148,10 @@ extension RepairAndStatusTearTests {
         let macKey = try bench.keystore.macKey(uid: bench.uid, version: 1)
         #expect(try bench.operations().readLog(uid: bench.uid, macKey: macKey, version: 1).contains { $0.counter == 2 } == false, "a gap")
         // Every APDU of the lock torn garbled (its record write among them): the card stays readable.
-        for index in 1...30 {
+        let (probe, _) = try scene()
+        let probeOps = probe.operations()
+        try probeOps.setStatus(.frozen)
+        for index in 1...probeOps.session.apduCount {
             let (copy, _) = try scene()
             copy.tear(atAPDU: index, .garbled, { try copy.operations().setStatus(.frozen) })
             #expect(throws: Never.self, "lock torn at APDU \(index) (garbled): the card must stay readable") { try copy.operations().readPurse() }

@@ -113,8 +113,10 @@ struct SoakConfiguration: Sendable {
     var retryAtSameTerminal = 0.35
     /// Print each undetermined intent with the operations that followed it on its card.
     var explainUndetermined = 4
+    /// The log ring the soak's cards are issued with (layout v2 by default; `SOAK_LAYOUT=1` for the six-entry ring).
+    var ring = LogRing.current
 
-    /// `SOAK_OPERATIONS`, `SOAK_SEED` (decimal or 0x hex), `SOAK_CARDS` override the defaults.
+    /// `SOAK_OPERATIONS`, `SOAK_SEED` (decimal or 0x hex), `SOAK_CARDS`, `SOAK_LAYOUT` (1 or 2) override the defaults.
     static func fromEnvironment(_ base: SoakConfiguration = SoakConfiguration()) -> SoakConfiguration {
         var configuration = base
         let environment = ProcessInfo.processInfo.environment
@@ -124,6 +126,7 @@ struct SoakConfiguration: Sendable {
             if let value { configuration.seed = value }
         }
         if let text = environment["SOAK_CARDS"], let value = Int(text), value > 0 { configuration.cards = value }
+        if let text = environment["SOAK_LAYOUT"], let ring = LogRing.all.first(where: { String($0.layout) == text }) { configuration.ring = ring }
         return configuration
     }
 }
@@ -233,6 +236,7 @@ struct SoakTruth {
 
 struct SoakReport: CustomStringConvertible {
     var seed: UInt64 = 0
+    var ring = LogRing.current
     var operations = 0, succeeded = 0
     var attempted: [SoakOperation.Category: Int] = [:]
     var tearsArmed = 0, tearsFired = 0
@@ -252,6 +256,9 @@ struct SoakReport: CustomStringConvertible {
     var undeterminedExplained: [String] = []
     var undeterminedCauses: [String: Int] = [:]
     var undeterminedKinds: [String: Int] = [:]
+    /// Undetermined purse intents by the purse operations (counter moves) the card made between the tear and the tap
+    /// that decided it: more than the log ring's slots means the ring rotated past the intent.
+    var undeterminedPurseMoves: [Int: Int] = [:]
 
     func undeterminedRate(_ category: SoakOperation.Category) -> Double {
         let tornCount = torn[category] ?? 0
@@ -266,7 +273,7 @@ struct SoakReport: CustomStringConvertible {
             SoakOperation.Category.allCases.map { "\($0.rawValue) \(dictionary[$0] ?? 0)" }.joined(separator: ", ")
         }
         var lines = [
-            "tear soak, seed 0x\(String(seed, radix: 16)): \(operations) operations (\(counts(attempted))), \(succeeded) succeeded, \(String(format: "%.1f", seconds)) s",
+            "tear soak, seed 0x\(String(seed, radix: 16)), cards of \(ring): \(operations) operations (\(counts(attempted))), \(succeeded) succeeded, \(String(format: "%.1f", seconds)) s",
             "tears: \(tearsArmed) armed, \(tearsFired) fired; torn operations: \(counts(torn)); torn after their intent: \(counts(tornAfterIntent))",
             "refusals (legitimate): \(line(refusals)); anomalies (refused without a tear): \(line(anomalies))",
         ]
@@ -279,6 +286,8 @@ struct SoakReport: CustomStringConvertible {
         lines.append("wrong decisions: \(wrongDecisions.count); conservation violations: \(conservationViolations.count); stranded cards: \(stranded.count)")
         for item in (wrongDecisions + conservationViolations + stranded).prefix(10) { lines.append("  ! \(item)") }
         lines.append("undetermined by kind: \(line(undeterminedKinds))")
+        lines.append("purse undetermined by purse operations between tear and decision: "
+                     + (undeterminedPurseMoves.isEmpty ? "none" : undeterminedPurseMoves.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ")))
         for (cause, count) in undeterminedCauses.sorted(by: { $0.key < $1.key }) { lines.append("  undetermined: \(count) × \(cause)") }
         lines += undeterminedExplained
         return lines.joined(separator: "\n")
@@ -310,6 +319,7 @@ final class TearSoak {
         self.configuration = configuration
         rng = SplitMix64(seed: configuration.seed)
         report.seed = configuration.seed
+        report.ring = configuration.ring
         // Fixed masters drawn from the seed (not FileKeystore.create's random ones), so a run repeats byte for byte.
         var keyRNG = SplitMix64(seed: configuration.seed ^ 0x6B65_7973)
         func master() -> String { (0..<2).map { _ in String(format: "%016llx", keyRNG.next()) }.joined() }
@@ -350,7 +360,8 @@ final class TearSoak {
         office.reader.insert(card.card)
         let trace = APDUTrace()
         try session(at: office, trace: trace).issue(Identity(serial: UInt32(card.index + 1), account: UInt32(1_000 + card.index), type: .student,
-                                                            keyVersion: 1, issued: CardDay(now), expires: CardDay(rawValue: CardDay(now).rawValue + 4_000)))
+                                                            keyVersion: 1, issued: CardDay(now), expires: CardDay(rawValue: CardDay(now).rawValue + 4_000)),
+                                                   ring: configuration.ring)
         try session(at: office, trace: trace).setPIN(soakPIN)
         office.reader.remove()
         for operation in [SoakOperation.load(Fen(20_000)), .waterSettle] {
@@ -455,6 +466,7 @@ final class TearSoak {
                 truths["\(terminal.terminal.id)/\(sequence)"]?.cause = cause
                 report.undeterminedCauses[cause.short, default: 0] += 1
                 report.undeterminedKinds[truth.intent.kind.rawValue, default: 0] += 1
+                if truth.intent.isPurse { report.undeterminedPurseMoves[Int(card.rawCounter &- truth.intent.counterBefore), default: 0] += 1 }
             }
         }
         text += " | purse \(Fen(card.purse).yuan) water \(Fen(card.water).yuan)"
@@ -473,7 +485,9 @@ final class TearSoak {
             return (short, short)
         }
         let moves = card.rawCounter &- truth.intent.counterBefore
-        if moves > 6 { return ("purse, \(commit), more than 6 purse operations before its terminal saw the card again (the log ring rotated)", "") }
+        // The ring's size from the purse primary's address byte (docs/card-layout.md), read without the library.
+        let slots = LogRing(valueAddress: memory[9 * 16 + 12])?.slots ?? 6
+        if moves > slots { return ("purse, \(commit), more than \(slots) purse operations before its terminal saw the card again (the log ring rotated)", "") }
         let owner = card.counterOwner[truth.intent.counterBefore &+ 1]
         if truth.landed && owner?.operation == truth.operationIndex {
             return ("purse, commit landed, \(moves) purse operations since, its log entry never written (the back-fill did not run)", "")
@@ -713,19 +727,17 @@ final class TearSoak {
 // MARK: - Tests
 
 @Suite struct TearSoakTests {
-    static let isDefault = ProcessInfo.processInfo.environment["SOAK_OPERATIONS"] == nil && ProcessInfo.processInfo.environment["SOAK_SEED"] == nil
-        && ProcessInfo.processInfo.environment["SOAK_CARDS"] == nil
-
-    /// The soak at its default size (or `SOAK_OPERATIONS`, `SOAK_SEED`, `SOAK_CARDS`): no decision the card memory
-    /// contradicts, the money adds up, no card stranded, and the purse's undetermined rate within 0.2 % of its torn
-    /// operations. The water wallet's rate is printed, not asserted: it keeps no log, so a water debit whose commit went
+    /// The soak at its default size (or `SOAK_OPERATIONS`, `SOAK_SEED`, `SOAK_CARDS`, `SOAK_LAYOUT`): no decision the
+    /// card memory contradicts, the money adds up, no card stranded, and the purse's undetermined rate within 0.2 % of its
+    /// torn operations (issue 8, item 6: met by layout v2's 24-entry log ring; cards of layout v1, `SOAK_LAYOUT=1`, keep
+    /// the six-entry ring and measure 0.4-0.7 %, recorded as a known issue). The water wallet's rate is printed, not asserted: it keeps no log, so a water debit whose commit went
     /// unanswered cannot be told from another controller's debit once the card was used or settled elsewhere (the
     /// money is settled by consumption either way: docs/card-layout.md, rule 5).
     ///
     /// Known issues (the reproductions below, one test each): cards stranded by a log gap followed by a torn commit
     /// (`strandedByLogGap`, `strandedByGarbledBackup`); undetermined purse intents the log could have decided
-    /// (`backfillLostBetweenRepairAndLog`, `entryAfterNextProvesNotDone`); and, the larger part at this schedule, intents
-    /// whose terminal saw the card again only after the six-entry log ring had rotated past them.
+    /// (`backfillLostBetweenRepairAndLog`, `entryAfterNextProvesNotDone`); and, with layout v1, intents whose terminal
+    /// saw the card again only after the six-entry log ring had rotated past them (`LogRingTests`).
     @Test func seededTearSoak() throws {
         var base = SoakConfiguration()
         base.operations = 8_000
@@ -736,10 +748,15 @@ final class TearSoak {
         #expect(report.conservationViolations.isEmpty, "conservation:\n\(report.conservationViolations.joined(separator: "\n"))")
         #expect(report.tearsFired > report.operations / 4, "the soak tears about 40 % of its operations")
         #expect(report.stranded.isEmpty, "stranded:\n\(report.stranded.joined(separator: "\n"))")
-        // Not met at this schedule: nearly all that is left are intents whose terminal saw the card again only after
-        // the six-entry log ring rotated past them (the settlement service decides those).
-        withKnownIssue("purse undetermined above 0.2 % of torn purse operations: the log ring rotated before the terminal saw the card again",
-                       isIntermittent: !Self.isDefault) {
+        print(String(format: "purse undetermined rate: %.3f %% of torn purse operations (goal <= 0.2 %%), cards of ", report.undeterminedRate(.purse))
+              + "\(report.ring)")
+        if report.ring == .v1 {
+            // Layout v1 cards: nearly all that is left are intents whose terminal saw the card again only after the
+            // six-entry ring rotated past them (the settlement service decides those). Kept for comparison.
+            withKnownIssue("purse undetermined above 0.2 % with the six-entry ring (layout v1)", isIntermittent: true) {
+                #expect(report.undeterminedRate(.purse) <= 0.2, "purse undetermined \(report.undeterminedRate(.purse)) % of torn purse operations")
+            }
+        } else {
             #expect(report.undeterminedRate(.purse) <= 0.2, "purse undetermined \(report.undeterminedRate(.purse)) % of torn purse operations")
         }
     }
@@ -765,7 +782,7 @@ final class TearSoak {
         return (soak, soak.cards[0])
     }
 
-    static func isLogWrite(_ command: [UInt8]) -> Bool { LogEntry.blocks.contains { TearSoak.isWrite($0)(command) } }
+    static func isLogWrite(_ command: [UInt8]) -> Bool { LogRing.all.flatMap(\.blocks).contains { TearSoak.isWrite($0)(command) } }
 
     /// FOUND BY THE SOAK (seed 0x5eed0008, e.g. ops #11035/#11040, #4862/#4870, #7674/#7677): stranded card. A debit
     /// torn after its backup copy but before its log entry landed (APDUs 10-12) is done and leaves a gap in the log;

@@ -118,3 +118,43 @@ import Testing
         #expect(error?.code == .waterInterrupted)
     }
 }
+
+extension WaterSafetyTests {
+    /// FOUND BY THE TEAR SOAK (seed 1, 20,000 operations, layout v2 cards: op #7426 … #7474): a wrong decision. A
+    /// shower's debit commit lands but its answer is lost (its intent keeps the record before as a witness); a station
+    /// settles, refilling the wallet to the cap (the witness's balance again); a later settlement tears the record
+    /// garbled. At the shower's next tap its witness vouched for the value on the card, so it put back a record from
+    /// before the settlement and decided its debit "not done". Now an own witness is put back only while the intent's
+    /// value change is the last thing on the card (backup = its balance before, primary = its balance after): here the
+    /// card is refused until a station resets it, and the debit is never decided "not done".
+    @Test func aWitnessFromBeforeACompletedSettlementIsNotPutBack() throws {
+        let bench = try CardBench()
+        let station = Terminal(id: 3, journal: InMemoryTerminalJournal())
+        let shower = Terminal(id: 40, journal: InMemoryTerminalJournal())
+        try bench.issueAndLoad(5_000, terminal: station)
+        try bench.operations().waterSettle(terminal: station, reference: 1)
+        let commit = try CardBench.commitIndex(scene: {
+            let copy = try CardBench()
+            try copy.issueAndLoad(5_000, terminal: Terminal(id: 3, journal: InMemoryTerminalJournal()))
+            try copy.operations().waterSettle(terminal: Terminal(id: 3, journal: InMemoryTerminalJournal()), reference: 1)
+            return (copy, Terminal(id: 40, journal: InMemoryTerminalJournal()))
+        }, operation: { copy, terminal in try copy.operations().waterDebit(Fen(30), terminal: terminal) })
+        bench.tear(atAPDU: commit, .executed) { try bench.operations().waterDebit(Fen(30), terminal: shower) }
+        #expect(try bench.operations().readWater().balance == Fen(970), "the commit landed")
+        try bench.operations().waterSettle(terminal: station, reference: 2)
+        #expect(try bench.operations().readWater().balance == Fen(1_000), "refilled to the cap: the witness's balance")
+        // A later settlement's record write torn garbled.
+        let ops = bench.operations()
+        let uid = try ops.session.uid()
+        try ops.session.authenticate(sector: 3, keyType: .b, key: bench.keystore.sectorKey(uid: uid, sector: 3, role: .loader, version: 1))
+        try ops.session.write(block: WaterRecord.block, [UInt8](repeating: 0x3C, count: 16))
+
+        let tap = #expect(throws: CardOperationError.self) { try bench.operations().waterTap(terminal: shower) }
+        #expect(tap?.code == .waterInterrupted)
+        #expect(try shower.journal.outcome(terminalSequence: 1) != .notDone, "never a wrong decision: the debit landed")
+        let reset = try bench.operations().waterSettle(terminal: station, reference: 3)
+        #expect(reset.unverifiedBalance == Fen(1_000))
+        try bench.operations().waterTap(terminal: shower)
+        #expect(try shower.journal.outcome(terminalSequence: 1) != .notDone, "never a wrong decision: the debit landed")
+    }
+}

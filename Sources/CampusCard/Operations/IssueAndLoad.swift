@@ -11,7 +11,10 @@ extension CampusCardOperations {
     /// Issues a blank card (transport keys FF..FF): MAD, identity, an empty purse, water wallet and log, then each
     /// sector's trailer last with our diversified keys and access bits. Needs the loader role (key B masters).
     /// Restartable: run again after a tear, it skips the sectors already finished.
-    public func issue(_ identity: Identity) throws {
+    ///
+    /// `ring`: the card's log ring — layout v2's 24 slots in sectors 4–11 (`LogRing.current`), or v1's six in sectors
+    /// 4–5 (kept for tests of cards issued before v2). The purse value blocks' address byte names it.
+    public func issue(_ identity: Identity, ring: LogRing = .current) throws {
         let uid = try session.uid()
         let version = keystore.currentVersion
         guard keystore.roles(version: version).contains(.loader) else {
@@ -22,7 +25,7 @@ extension CampusCardOperations {
         identity.keyVersion = version
         let identityBlocks = identity.encode(uid: uid, macKey: macKey)
         var aids = [UInt16](repeating: MAD.free, count: 15)
-        for sector in Self.ourSectors { aids[sector - 1] = Self.applicationID }
+        for sector in Self.ourSectors + ring.addedSectors { aids[sector - 1] = Self.applicationID }
         let mad = MAD(aids: aids).blocks
         let record = PurseRecord(counter: 0, status: identity.status, lastOperation: .issue, lastDay: CardDay(now), debitedToday: .zero,
                                  expires: identity.expires, terminalID: 0, terminalSequence: 0)
@@ -30,17 +33,18 @@ extension CampusCardOperations {
         let water = WaterSettlement(cap: WaterSettlement.defaultCap, balanceAfterRefill: .zero, reference: 0, day: CardDay(now))
         let waterRecord = WaterRecord(counter: 0, settlement: water, terminal: 0)
         let valueSectorBits = AccessBits(groups: [.transportData, .valueBlock, .valueBlock, AccessCondition(code: 0b011)!])
+        let value = ValueBlock(value: 0, address: ring.valueAddress).block
+        let logSectors = ring.sectors.map { sector in
+            (sector: sector, blocks: (0..<3).map { (sector * 4 + $0, zero) }, bits: Self.accessBits(sector: sector))
+        }
         let plan: [(sector: Int, blocks: [(Int, [UInt8])], bits: AccessBits)] = [
             (0, [(1, Array(mad[0..<16])), (2, Array(mad[16..<32]))], MAD.accessBits),
             (1, [(4, identityBlocks.first), (5, identityBlocks.second), (6, water.encode(uid: uid, macKey: macKey))],
              AccessBits(data: AccessCondition(code: 0b100)!, trailer: AccessCondition(code: 0b011)!)),
-            (2, [(8, record.encode(uid: uid, balance: .zero, macKey: macKey)), (9, ValueBlock(value: 0, address: 9).block),
-                 (10, ValueBlock(value: 0, address: 9).block)], valueSectorBits),
+            (2, [(8, record.encode(uid: uid, balance: .zero, macKey: macKey)), (9, value), (10, value)], valueSectorBits),
             (3, [(12, waterRecord.encode(uid: uid, balance: .zero, macKey: macKey)), (13, ValueBlock(value: 0, address: 13).block),
                  (14, ValueBlock(value: 0, address: 13).block)], valueSectorBits),
-            (4, [(16, zero), (17, zero), (18, zero)], AccessBits(data: .transportData, trailer: AccessCondition(code: 0b011)!)),
-            (5, [(20, zero), (21, zero), (22, zero)], AccessBits(data: .transportData, trailer: AccessCondition(code: 0b011)!)),
-        ]
+        ] + logSectors
         var skipped: [Int] = []
         for step in plan {
             do {
@@ -126,9 +130,10 @@ extension CampusCardOperations {
         }, finish: {
             try updateBackup(byAdding: amount)
             try writeLog(LogEntry(operation: committed.lastOperation, amount: amount, balanceAfter: after, counter: counter,
-                                  terminal: intent.terminalTag), uid: state.uid, macKey: macKey)
+                                  terminal: intent.terminalTag), uid: state.uid, macKey: macKey, ring: state.logRing)
         })
         return PurseState(uid: state.uid, balance: after, record: committed, resolution: state.resolution, macVersion: state.macVersion,
+                          logRing: state.logRing,
                           warnings: warnings)
     }
 }

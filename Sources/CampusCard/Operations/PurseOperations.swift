@@ -36,6 +36,8 @@ public struct PurseState: Sendable, Hashable {
     public var resolution: Resolution
     /// The key version whose MAC key vouches for this card's records (fixed at issue; re-keying changes sector keys only).
     public var macVersion: UInt8 = 1
+    /// The card's log ring (layout v1 or v2), named by the purse value blocks' address byte.
+    public var logRing: LogRing = .v1
     /// An operation that returned this state is done; these say what failed after its commit (see `writeTearSafely`).
     public var warnings: [String] = []
     /// The record block as read, when it vouched for the balance (a terminal's witness of the state before its write).
@@ -84,6 +86,7 @@ public struct CampusCardOperations {
             throw CardOperationError(.notCampusCard, "the card's purse does not open with this keystore's keys (version \(version)): not a campus card, issued by another system, or a key version this keystore lacks")
         }
         let values = try readValueSector(.purse)
+        let ring = try Self.logRing(values)
         // The MAC version is the card's (fixed at issue): the one under which the record vouches for either value.
         let macVersion = try self.macVersion(uid: uid) { key in
             [values.primary, values.backup].contains { $0.map { PurseRecord.vouches(values.record, for: Fen(Int($0)), uid: uid, macKey: key) } ?? false }
@@ -95,14 +98,14 @@ public struct CampusCardOperations {
             // The backup lags a committed operation: its log entry may be missing. Back-fill it before the backup is
             // repaired — once repaired, nothing shows the lag any more (a reader that cannot repair writes nothing:
             // it refuses below). Best effort: a card that leaves now fails the operation that follows anyway.
-            try? backfillLogEntry(uid: uid, record: record, after: Fen(Int(primary)), macVersion: macVersion, version: version)
+            try? backfillLogEntry(uid: uid, record: record, after: Fen(Int(primary)), macVersion: macVersion, version: version, ring: ring)
             try authenticate(sector: Self.purseSector, role: .terminal, uid: uid, version: version)
         }
         switch try resolveValueSector(.purse, values, vouches: vouches) {
         case .agreed(let balance, let resolution):
             let record = try PurseRecord(block: values.record)
             return PurseState(uid: uid, balance: Fen(Int(balance)), record: record, resolution: resolution, macVersion: macVersion,
-                              recordBlock: values.record)
+                              logRing: ring, recordBlock: values.record)
         case .recordTorn(let backup):
             let uidHex = uid.map { String(format: "%02X", $0) }.joined()
             let own = try terminal?.journal.openIntents(cardUID: uidHex).reversed().filter(\.isPurse).compactMap(\.recordBeforeBytes) ?? []
@@ -113,7 +116,7 @@ public struct CampusCardOperations {
                     let vouched = [values.primary, values.backup].contains { $0.map { PurseRecord.vouches(witness, for: Fen(Int($0)), uid: uid, macKey: key) } ?? false }
                     guard vouched, let counter = try? PurseRecord(block: witness).counter else { continue }
                     // A record older than the log's newest entry is a past state, not the one before the torn write.
-                    if let newest = try newestLogEntry(uid: uid, macKey: key, version: version), newest.counter &- counter < 0x8000,
+                    if let newest = try newestLogEntry(uid: uid, macKey: key, version: version, ring: ring), newest.counter &- counter < 0x8000,
                        newest.counter != counter { continue }
                     try authenticate(sector: Self.purseSector, role: .terminal, uid: uid, version: version)
                     try session.write(block: Self.record, witness)
@@ -122,10 +125,10 @@ public struct CampusCardOperations {
                         PurseRecord.vouches(witness, for: Fen(Int($0)), uid: uid, macKey: key)
                     }) else { continue }
                     return PurseState(uid: uid, balance: Fen(Int(balance)), record: try PurseRecord(block: witness), resolution: .rolledBack,
-                                      macVersion: macVersion, recordBlock: witness)
+                                      macVersion: macVersion, logRing: ring, recordBlock: witness)
                 }
             }
-            return try rebuildPurseRecord(uid: uid, backup: backup, version: version)
+            return try rebuildPurseRecord(uid: uid, backup: backup, version: version, ring: ring)
         }
     }
 
@@ -133,7 +136,7 @@ public struct CampusCardOperations {
     /// balance before (see `backfillLogEntry`): the card office reads the log anyway.
     func fillLogGap(_ state: PurseState) throws {
         try backfillLogEntry(uid: state.uid, record: state.record, after: state.balance, macVersion: state.macVersion,
-                             version: keystore.currentVersion)
+                             version: keystore.currentVersion, ring: state.logRing)
     }
 
     /// A backup that lags the committed primary means the operation's finish never ran, so its log entry was never
@@ -141,9 +144,9 @@ public struct CampusCardOperations {
     /// decide from the log once the card has moved on (tearing rule 6), and a later torn record can be rebuilt. The
     /// balance before comes from the MAC'd entry for the counter before (the backup may be garbled), the amount is the
     /// difference, in the direction the operation moves money; only for operations that move money.
-    private func backfillLogEntry(uid: [UInt8], record: PurseRecord, after: Fen, macVersion: UInt8, version: UInt8) throws {
+    private func backfillLogEntry(uid: [UInt8], record: PurseRecord, after: Fen, macVersion: UInt8, version: UInt8, ring: LogRing) throws {
         let macKey = try keystore.macKey(uid: uid, version: macVersion)
-        let entries = try readLog(uid: uid, macKey: macKey, version: version)
+        let entries = try readLog(uid: uid, macKey: macKey, version: version, ring: ring, around: [record.counter &- 1, record.counter])
         guard !entries.contains(where: { $0.counter == record.counter }),
               let before = entries.first(where: { $0.counter == record.counter &- 1 })?.balanceAfter else { return }
         let change = after.rawValue - before.rawValue
@@ -156,15 +159,15 @@ public struct CampusCardOperations {
         guard amount <= LogEntry.maximumAmount else { return }
         try writeLog(LogEntry(operation: record.lastOperation, amount: amount, balanceAfter: after, counter: record.counter,
                               terminal: TerminalTag(terminalID: record.terminalID, sequenceByte: record.terminalSequence)),
-                     uid: uid, macKey: macKey)
+                     uid: uid, macKey: macKey, ring: ring)
     }
 
     /// The record vouches for neither value: a torn record write, or a card altered without the MAC key.
     /// Rebuild only from a MAC'd log entry that vouches for the backup (the state before the torn commit).
-    private func rebuildPurseRecord(uid: [UInt8], backup: Int32?, version: UInt8) throws -> PurseState {
+    private func rebuildPurseRecord(uid: [UInt8], backup: Int32?, version: UInt8, ring: LogRing) throws -> PurseState {
         var found: (entry: LogEntry, macVersion: UInt8)?
         for macVersion in keystore.knownVersions.sorted(by: >) where found == nil && keystore.roles(version: macVersion).contains(.mac) {
-            if let entry = try newestLogEntry(uid: uid, macKey: keystore.macKey(uid: uid, version: macVersion), version: version) {
+            if let entry = try newestLogEntry(uid: uid, macKey: keystore.macKey(uid: uid, version: macVersion), version: version, ring: ring) {
                 found = (entry, macVersion)
             }
         }
@@ -184,25 +187,64 @@ public struct CampusCardOperations {
                                   holderLimitsLowered: identity?.holder.effectiveLimits.lowered ?? true)
         let macKey = try keystore.macKey(uid: uid, version: macVersion)
         try session.write(block: Self.record, rebuilt.encode(uid: uid, balance: entry.balanceAfter, macKey: macKey))
-        return PurseState(uid: uid, balance: entry.balanceAfter, record: rebuilt, resolution: .recordRebuilt, macVersion: macVersion)
+        return PurseState(uid: uid, balance: entry.balanceAfter, record: rebuilt, resolution: .recordRebuilt, macVersion: macVersion,
+                          logRing: ring)
     }
 
-    /// The log entry with the highest counter that passes its MAC.
+    /// The log entry with the highest counter that passes its MAC, in the card's ring (`PurseState.logRing`).
+    public func newestLogEntry(uid: [UInt8], macKey: SymmetricKey, version: UInt8, ring: LogRing) throws -> LogEntry? {
+        try readLog(uid: uid, macKey: macKey, version: version, ring: ring).max { $0.counter < $1.counter }
+    }
+
+    /// The newest log entry, in the ring the card's purse value blocks name (read here: sector 2 is authenticated).
     public func newestLogEntry(uid: [UInt8], macKey: SymmetricKey, version: UInt8) throws -> LogEntry? {
-        try readLog(uid: uid, macKey: macKey, version: version).max { $0.counter < $1.counter }
+        try newestLogEntry(uid: uid, macKey: macKey, version: version, ring: logRing(uid: uid, version: version))
     }
 
-    /// Every valid log entry, oldest first.
+    /// Every valid log entry of the card's ring (`PurseState.logRing`), oldest first.
+    public func readLog(uid: [UInt8], macKey: SymmetricKey, version: UInt8, ring: LogRing) throws -> [LogEntry] {
+        try readLog(uid: uid, macKey: macKey, version: version, ring: ring, sectors: ring.sectors)
+    }
+
+    /// Every valid log entry, in the ring the card's purse value blocks name (read here: sector 2 is authenticated).
     public func readLog(uid: [UInt8], macKey: SymmetricKey, version: UInt8) throws -> [LogEntry] {
+        try readLog(uid: uid, macKey: macKey, version: version, ring: logRing(uid: uid, version: version))
+    }
+
+    /// The valid entries of the sectors holding the slots of `counters` (a v2 ring spans eight sectors: deciding an
+    /// intent or back-filling an entry needs two slots, so it reads one or two sectors, not all).
+    func readLog(uid: [UInt8], macKey: SymmetricKey, version: UInt8, ring: LogRing, around counters: [UInt16]) throws -> [LogEntry] {
+        try readLog(uid: uid, macKey: macKey, version: version, ring: ring,
+                    sectors: Set(counters.map { session.size.sector(ofBlock: ring.block(forCounter: $0)) }).sorted())
+    }
+
+    private func readLog(uid: [UInt8], macKey: SymmetricKey, version: UInt8, ring: LogRing, sectors: [Int]) throws -> [LogEntry] {
         var entries: [LogEntry] = []
-        for sector in Set(LogEntry.blocks.map(session.size.sector(ofBlock:))).sorted() {
-            let numbers = LogEntry.blocks.filter { session.size.sector(ofBlock: $0) == sector }
+        for sector in sectors {
+            let numbers = ring.blocks.filter { session.size.sector(ofBlock: $0) == sector }
             try authenticate(sector: sector, role: .terminal, uid: uid, version: version)
             for (number, block) in zip(numbers, try session.read(blocks: numbers)) {
-                if let entry = LogEntry(block: block, number: number, uid: uid, macKey: macKey) { entries.append(entry) }
+                if let entry = LogEntry(block: block, number: number, uid: uid, macKey: macKey, ring: ring) { entries.append(entry) }
             }
         }
         return entries.sorted { $0.counter < $1.counter }
+    }
+
+    /// The card's log ring, read from the purse value blocks (for callers without a `PurseState`).
+    func logRing(uid: [UInt8], version: UInt8) throws -> LogRing {
+        try authenticate(sector: Self.purseSector, role: .terminal, uid: uid, version: version)
+        return try Self.logRing(readValueSector(.purse))
+    }
+
+    /// The ring the purse value blocks name: the primary's address byte, or the backup's when the primary does not
+    /// decode (a value change torn mid-write, which the rollback repairs by copying the backup over it). Both carry the
+    /// same byte from issue on: value operations and copies never change it. An address no layout uses is refused.
+    static func logRing(_ values: ValueSectorContents) throws -> LogRing {
+        guard let address = values.primaryAddress ?? values.backupAddress else { return .v1 }  // no value decodes: refused later
+        guard let ring = LogRing(valueAddress: address) else {
+            throw CardOperationError(.unsupportedLayout, "the purse value blocks' address byte \(String(format: "%02X", address)) names no log layout this software knows: a card of a newer layout (update this terminal) or one altered with key B; nothing was written")
+        }
+        return ring
     }
 
     /// A tap that only reads: resolves the card (repairing it if an operation was torn) and decides this
@@ -269,10 +311,10 @@ public struct CampusCardOperations {
         }, finish: {
             try updateBackup(byAdding: Fen(-amount.rawValue))
             try writeLog(LogEntry(operation: .debit, amount: amount, balanceAfter: after, counter: counter, terminal: intent.terminalTag),
-                         uid: state.uid, macKey: macKey)
+                         uid: state.uid, macKey: macKey, ring: state.logRing)
         })
         return PurseState(uid: state.uid, balance: after, record: committed, resolution: state.resolution, macVersion: state.macVersion,
-                          warnings: warnings)
+                          logRing: state.logRing, warnings: warnings)
     }
 
     /// The write phase of the tearing protocol, the same for every operation: the value change, the commit (the
@@ -318,7 +360,9 @@ public struct CampusCardOperations {
         let readLogOnce = {
             if let log { return log }
             let macKey = try keystore.macKey(uid: state.uid, version: state.macVersion)
-            let entries = try readLog(uid: state.uid, macKey: macKey, version: keystore.currentVersion)
+            // Only the slots rule 5 looks at: before + 1 and before + 2 of each open intent.
+            let counters = intents.flatMap { [$0.counterBefore &+ 1, $0.counterBefore &+ 2] }
+            let entries = try readLog(uid: state.uid, macKey: macKey, version: keystore.currentVersion, ring: state.logRing, around: counters)
             log = Dictionary(entries.map { ($0.counter, $0) }, uniquingKeysWith: { first, _ in first })
             return log!
         }
@@ -389,6 +433,9 @@ public struct CampusCardOperations {
         public var record: [UInt8]
         public var primary: Int32?
         public var backup: Int32?
+        /// The address bytes of the value blocks that decode (the purse's names the card's log ring).
+        public var primaryAddress: UInt8? = nil
+        public var backupAddress: UInt8? = nil
     }
 
     enum ValueResolution {
@@ -404,8 +451,9 @@ public struct CampusCardOperations {
     func readValueSector(_ layout: ValueSector) throws -> ValueSectorContents {
         let blocks = try session.read(blocks: [layout.record, layout.primary, layout.backup])
         let (record, primaryBlock, backupBlock) = (blocks[0], blocks[1], blocks[2])
-        return ValueSectorContents(record: record, primary: try? ValueBlock(block: primaryBlock).value,
-                                   backup: try? ValueBlock(block: backupBlock).value)
+        let (primary, backup) = (try? ValueBlock(block: primaryBlock), try? ValueBlock(block: backupBlock))
+        return ValueSectorContents(record: record, primary: primary?.value, backup: backup?.value,
+                                   primaryAddress: primary?.address, backupAddress: backup?.address)
     }
 
     /// The tearing protocol's decision: the MAC'd record is the commit point. It vouches for the primary → done
@@ -431,10 +479,10 @@ public struct CampusCardOperations {
         try session.copyValue(from: source, to: destination)
     }
 
-    func writeLog(_ entry: LogEntry, uid: [UInt8], macKey: SymmetricKey) throws {
-        let block = LogEntry.block(forCounter: entry.counter)
+    func writeLog(_ entry: LogEntry, uid: [UInt8], macKey: SymmetricKey, ring: LogRing) throws {
+        let block = ring.block(forCounter: entry.counter)
         try authenticate(sector: session.size.sector(ofBlock: block), role: .terminal, uid: uid, version: keystore.currentVersion)
-        try session.write(block: block, entry.encode(uid: uid, macKey: macKey))
+        try session.write(block: block, entry.encode(uid: uid, macKey: macKey, ring: ring))
     }
 
     /// Authenticates a sector for a role with the key of `version`, then — when the card can be re-selected — with

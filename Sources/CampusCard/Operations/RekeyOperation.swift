@@ -17,9 +17,10 @@ extension CampusCardOperations {
         guard reselect != nil else {
             throw CardOperationError(.readerCannot, "re-keying tries old and new keys, which needs a reader connection that can re-select the card")
         }
-        let uid = try readPurse().uid
+        let state = try readPurse()
+        let uid = state.uid
         var rekeyed: [Int] = []
-        for sector in Self.ourSectors + [0] {
+        for sector in Self.ourSectors + state.logRing.addedSectors + [0] {
             let opened = try authenticate(sector: sector, role: .loader, uid: uid, version: target)
             guard opened != target else { continue }
             let keyA = sector == 0 ? MAD.keyA : try keystore.sectorKey(uid: uid, sector: sector, role: .terminal, version: target)
@@ -33,7 +34,7 @@ extension CampusCardOperations {
         return rekeyed
     }
 
-    /// The access bits layout v1 gives each sector (docs/card-layout.md).
+    /// The access bits each sector gets (docs/card-layout.md); every log sector (4–5, and 6–11 in layout v2) as 4–5.
     static func accessBits(sector: Int) -> AccessBits {
         switch sector {
         case 0: return MAD.accessBits

@@ -55,8 +55,9 @@ extension CampusCardOperations {
         // Every operation that moves the counter logs it, so a status change leaves no gap in the log for a rebuild or
         // an interrupted terminal's decision to trip over (a torn log write still can: docs/card-layout.md rule 6).
         try writeLog(LogEntry(operation: .statusChange, amount: .zero, balanceAfter: state.balance, counter: record.counter,
-                              terminal: .none), uid: state.uid, macKey: macKey)
-        return PurseState(uid: state.uid, balance: state.balance, record: record, resolution: state.resolution, macVersion: state.macVersion)
+                              terminal: .none), uid: state.uid, macKey: macKey, ring: state.logRing)
+        return PurseState(uid: state.uid, balance: state.balance, record: record, resolution: state.resolution, macVersion: state.macVersion,
+                          logRing: state.logRing)
     }
 
     /// A status change torn between its two writes leaves the identity and the purse record's status copy

@@ -59,7 +59,14 @@ extension CampusCardOperations {
                               macVersion: macVersion, recordBlock: values.record)
         case .recordTorn:
             let uidHex = uid.map { String(format: "%02X", $0) }.joined()
-            let witnesses = (try terminal?.journal.openIntents(cardUID: uidHex).reversed().filter { !$0.isPurse }.compactMap(\.recordBeforeBytes) ?? []) + extra
+            // An own intent's witness is the record before its torn commit: the card shows that case exactly when the
+            // intent's value change is the last thing on it (backup = its balance before, primary = its balance after).
+            // Otherwise its commit landed and the card moved on (a refill can bring the witness's balance back): the
+            // torn record is a later writer's, and the witness a past state, not ours to put back.
+            let own = try terminal?.journal.openIntents(cardUID: uidHex).reversed().filter { intent in
+                !intent.isPurse && values.backup.map(Int.init) == intent.balanceBefore && values.primary.map(Int.init) == intent.balanceAfter
+            } ?? []
+            let witnesses = own.compactMap(\.recordBeforeBytes) + extra
             guard session.canCopyValue || witnesses.isEmpty else {
                 throw CardOperationError(.readerCannot, "the card needs a repair (an operation was torn) that this reader (\(session.profile.name)) cannot do: tap it on an ACS reader or at the card office")
             }
