@@ -26,7 +26,8 @@ extension CampusCardOperations {
         try authenticate(sector: Self.purseSector, role: .terminal, uid: state.uid, version: keystore.currentVersion)
         try session.write(block: Self.record, record.encode(uid: state.uid, balance: state.balance, macKey: macKey))
         try writeLog(LogEntry(operation: .statusChange, amount: .zero, balanceAfter: state.balance, counter: record.counter,
-                              terminal: .none), uid: state.uid, macKey: macKey)
-        return PurseState(uid: state.uid, balance: state.balance, record: record, resolution: state.resolution, macVersion: state.macVersion)
+                              terminal: .none), uid: state.uid, macKey: macKey, ring: state.logRing)
+        return PurseState(uid: state.uid, balance: state.balance, record: record, resolution: state.resolution, macVersion: state.macVersion,
+                          logRing: state.logRing)
     }
 }

@@ -64,7 +64,7 @@ extension CampusCardOperations {
             // Otherwise its commit landed and the card moved on (a refill can bring the witness's balance back): the
             // torn record is a later writer's, and the witness a past state, not ours to put back.
             let own = try terminal?.journal.openIntents(cardUID: uidHex).reversed().filter { intent in
-                !intent.isPurse && values.backup.map(Int.init) == intent.balanceBefore && values.primary.map(Int.init) == intent.balanceAfter
+                !intent.isPurse && values.backup.map(Int.init) == intent.balanceBefore.rawValue && values.primary.map(Int.init) == intent.balanceAfter.rawValue
             } ?? []
             let witnesses = own.compactMap(\.recordBeforeBytes) + extra
             guard session.canCopyValue || witnesses.isEmpty else {
