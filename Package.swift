@@ -18,10 +18,12 @@ let package = Package(
         .library(name: "CardReader", targets: ["CardReader"]),
         .library(name: "CardEmulator", targets: ["CardEmulator"]),
         .library(name: "CampusCard", targets: ["CampusCard"]),
+        .library(name: "TerminalStore", targets: ["TerminalStore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
     ],
     targets: [
         // The C binding: only the PCSC module imports it.
@@ -49,10 +51,16 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // The terminal's durable store (SQLite through GRDB): journal, upload queue, blacklist.
+        .target(
+            name: "TerminalStore",
+            dependencies: ["CampusCard", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strictSwift
+        ),
         .executableTarget(
             name: "cardctl",
             dependencies: [
-                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CampusCard",
+                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CampusCard", "TerminalStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift
@@ -70,7 +78,9 @@ let package = Package(
         .executableTarget(
             name: "cardbench",
             dependencies: [
-                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CardEmulator", "CampusCard", "CBenchLoop",
+                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CardEmulator", "CampusCard", "CBenchLoop", "TerminalStore",
+                // The raw SQLite loop the store's commit rate is compared with.
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift
@@ -91,6 +101,11 @@ let package = Package(
             name: "CampusCardTests",
             dependencies: ["CampusCard", "CardEmulator", "CardReader", "MifareClassic", "SmartCard", "TestSupport"],
             resources: [.copy("Vectors")],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "TerminalStoreTests",
+            dependencies: ["TerminalStore", "CampusCard", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strictSwift
         ),
     ]

@@ -12,7 +12,7 @@ struct CardBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cardbench",
         abstract: "Benchmarks that print figures (run with -c release).",
-        subcommands: [APDU.self, Emulator.self, CardOperations.self])
+        subcommands: [APDU.self, Emulator.self, CardOperations.self, StoreBench.self])
 
     /// ArgumentParser's entry point, plus: every PC/SC context thread has ended before the process exits, whichever
     /// way it ends (as in cardctl; issue 8, HardwareNotes.md "Exit and libpcsclite").
