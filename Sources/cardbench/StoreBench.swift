@@ -177,17 +177,19 @@ struct StoreBench: ParsableCommand {
         for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
     }
 
+    /// The type of the file system holding `path` (the longest mount point of /proc/self/mounts above it).
     static func fileSystem(of path: String) -> String {
-        var status = statfs()
-        guard statfs(path, &status) == 0 else { return "file system unknown" }
-        switch UInt(status.f_type) {
-        case 0xEF53: return "ext4"
-        case 0x01021994: return "tmpfs: no real fsync"
-        case 0x794C7630: return "overlayfs"
-        case 0x58465342: return "xfs"
-        case 0x9123683E: return "btrfs"
-        default: return "file system 0x" + String(UInt(status.f_type), radix: 16)
+        guard let mounts = try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8) else { return "file system unknown" }
+        let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        var best = (point: "", type: "unknown")
+        for line in mounts.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count > 2 else { continue }
+            let point = String(fields[1])
+            let under = point == "/" || resolved == point || resolved.hasPrefix(point + "/")
+            if under && point.count >= best.point.count { best = (point, String(fields[2])) }
         }
+        return "\(best.type) on \(best.point)" + (best.type == "tmpfs" ? ": fsync costs nothing there" : "")
     }
 
     // MARK: crash child
