@@ -102,9 +102,16 @@ public final class TerminalStore: TerminalJournal, Sendable {
         }
     }
 
-    /// Closes the connections (the last close checkpoints the WAL). Calls after it throw.
+    /// Checkpoints the WAL into the file and truncates it (the file alone is then the whole store: a backup can copy
+    /// it), then closes the connections. Calls after it throw.
     public func close() throws {
-        do { try pool.close() } catch { throw TerminalStoreError.from(error, during: .read, path: path) }
+        do {
+            // Best effort: another process may be reading; its connection then checkpoints at its own close.
+            _ = try? pool.writeWithoutTransaction { try $0.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+            try pool.close()
+        } catch {
+            throw TerminalStoreError.from(error, during: .read, path: path)
+        }
     }
 
     /// The suggested store of a technician's box: `~/.local/state/onecard/terminal.sqlite`.

@@ -104,14 +104,14 @@ import Testing
         defer { directory.remove() }
         let store = try TerminalStore(path: directory.store)
         _ = try store.importEntries((1...500).map { (intent(UInt32($0), uid: String(format: "%08X", $0 % 50)), $0 % 10 == 0 ? nil : .notDone) })
-        try store.pool.read { db in
-            try db.execute(sql: "ANALYZE")
-        }
+        try store.pool.writeWithoutTransaction { try $0.execute(sql: "ANALYZE") }  // plans as they are with statistics
         for statement in TapSQL.all {
             let plan = try store.pool.read { db in
                 try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + statement.sql, arguments: StatementArguments(statement.arguments.map { $0 ?? 0 })).map { $0["detail"] as String }
             }
-            let scans = plan.filter { $0.hasPrefix("SCAN") && !$0.contains("CONSTANT ROW") }
+            // An in-order walk of the partial queue index, which holds only pending entries and stops at the LIMIT, is
+            // the one scan allowed.
+            let scans = plan.filter { $0.hasPrefix("SCAN") && !$0.contains("CONSTANT ROW") && !($0 == "SCAN journalEntry USING INDEX journalEntryPending" && statement.sql.contains("LIMIT")) }
             #expect(scans.isEmpty, "\(statement.name): \(plan)")
             #expect(!plan.contains { $0.contains("USE TEMP B-TREE") }, "\(statement.name) sorts: \(plan)")
         }
