@@ -120,7 +120,9 @@ struct JournalCommand: ParsableCommand {
                     if let file, let temporary, let output {
                         try file.synchronize()
                         try file.close()
-                        _ = try FileManager.default.replaceItemAt(URL(fileURLWithPath: output), withItemAt: URL(fileURLWithPath: temporary))
+                        guard rename(temporary, output) == 0 else {  // atomic: a reader sees the old file or the whole new one
+                            throw CLIError(.failed, "cannot move the export to \(output) (\(String(cString: strerror(errno)))): check the directory")
+                        }
                     }
                 } catch {
                     if let temporary { try? FileManager.default.removeItem(atPath: temporary) }
