@@ -22,11 +22,13 @@ let package = Package(
         .library(name: "DaemonSupport", targets: ["DaemonSupport"]),
         .library(name: "BuildInfo", targets: ["BuildInfo"]),
         .library(name: "CardDaemon", targets: ["CardDaemon"]),
+        .library(name: "TerminalStore", targets: ["TerminalStore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
     ],
     targets: [
         // The C binding: only the PCSC module imports it.
@@ -77,10 +79,16 @@ let package = Package(
         .target(name: "CGPIO"),
         // cardd's pure core: mode state machines, offline policy, config, valve and flow meter backends.
         .target(name: "CardDaemon", dependencies: ["CampusCard", "CGPIO"], swiftSettings: strictSwift),
+        // The terminal's durable store (SQLite through GRDB): journal, upload queue, blacklist.
+        .target(
+            name: "TerminalStore",
+            dependencies: ["CampusCard", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strictSwift
+        ),
         .executableTarget(
             name: "cardctl",
             dependencies: [
-                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CampusCard", "CardSession", "BuildInfo",
+                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CampusCard", "CardSession", "BuildInfo", "TerminalStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift
@@ -98,7 +106,9 @@ let package = Package(
         .executableTarget(
             name: "cardbench",
             dependencies: [
-                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CardEmulator", "CampusCard", "CBenchLoop", "BuildInfo",
+                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CardEmulator", "CampusCard", "CBenchLoop", "BuildInfo", "TerminalStore",
+                // The raw SQLite loop the store's commit rate is compared with.
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift
@@ -127,6 +137,11 @@ let package = Package(
             name: "CampusCardTests",
             dependencies: ["CampusCard", "CardEmulator", "CardReader", "MifareClassic", "SmartCard", "TestSupport"],
             resources: [.copy("Vectors")],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "TerminalStoreTests",
+            dependencies: ["TerminalStore", "CampusCard", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strictSwift
         ),
     ]

@@ -18,7 +18,7 @@ struct CardCtl: AsyncParsableCommand {
         version: BuildInfo.versionLine,
         subcommands: [
             Readers.self, Watch.self, Info.self, Dump.self, Restore.self, ReadBlock.self, WriteBlock.self,
-            Value.self, Keys.self, KeystoreCommand.self, Card.self,
+            Value.self, Keys.self, KeystoreCommand.self, Card.self, JournalCommand.self, BlacklistCommand.self,
         ]
     )
 
