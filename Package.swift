@@ -13,6 +13,7 @@ let package = Package(
         .executable(name: "cardctl", targets: ["cardctl"]),
         .executable(name: "cardemu", targets: ["cardemu"]),
         .executable(name: "cardbench", targets: ["cardbench"]),
+        .executable(name: "cardd", targets: ["cardd"]),
         .library(name: "PCSC", targets: ["PCSC"]),
         .library(name: "MifareClassic", targets: ["MifareClassic"]),
         .library(name: "CardReader", targets: ["CardReader"]),
@@ -88,8 +89,18 @@ let package = Package(
         .executableTarget(
             name: "cardctl",
             dependencies: [
-                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CampusCard", "CardSession", "BuildInfo", "TerminalStore",
+                "PCSC", "SmartCard", "MifareClassic", "CardReader", "CampusCard", "CardSession", "BuildInfo", "TerminalStore", "DaemonSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        // The terminal daemon: the reader loop, the mode machine, the store and the control socket, wired.
+        .executableTarget(
+            name: "cardd",
+            dependencies: [
+                "PCSC", "SmartCard", "CardReader", "CampusCard", "CardSession", "CardDaemon", "TerminalStore", "DaemonSupport", "BuildInfo",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSwift
         ),

@@ -95,7 +95,7 @@ public struct DaemonConfig: Hashable, Sendable {
     public static func load(path: String? = nil, environment: [String: String] = ProcessInfo.processInfo.environment) throws(ConfigError) -> DaemonConfig {
         let path = path ?? environment["ONECARD_CONFIG"] ?? defaultPath
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigError(.unreadable, key: nil, "cannot read the configuration \(path): create it (docs/cardd.example.json) or set ONECARD_CONFIG")
+            throw ConfigError(.unreadable, key: nil, "cannot read the configuration \(path): create it (systemd/cardd.example.json) or set ONECARD_CONFIG")
         }
         return try parse(data, environment: environment, source: path)
     }
@@ -104,10 +104,10 @@ public struct DaemonConfig: Hashable, Sendable {
     public static func parse(_ data: Data, environment: [String: String] = [:], source: String = "the configuration") throws(ConfigError) -> DaemonConfig {
         let root: JSONValue
         do { root = try JSONDecoder().decode(JSONValue.self, from: data) } catch {
-            throw ConfigError(.malformed, key: nil, "\(source) is not valid JSON (\(error)): fix it against docs/cardd.example.json")
+            throw ConfigError(.malformed, key: nil, "\(source) is not valid JSON (\(error)): fix it against systemd/cardd.example.json")
         }
         guard case .object(let object) = root else {
-            throw ConfigError(.malformed, key: nil, "\(source) must hold one JSON object {…}: see docs/cardd.example.json")
+            throw ConfigError(.malformed, key: nil, "\(source) must hold one JSON object {…}: see systemd/cardd.example.json")
         }
         var values: [String: Setting] = [:]
         try flatten(object, prefix: "", into: &values)

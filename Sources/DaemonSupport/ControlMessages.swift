@@ -52,11 +52,12 @@ public struct ControlResponseLine: Sendable, Equatable {
     /// The encoded JSON, without a newline (JSON encoders escape newlines inside strings).
     public let json: Data
 
-    /// Encodes `value` (keys sorted, so answers are stable for tests and diffs). A value that cannot be encoded becomes
-    /// an `internal` error line rather than a crash or a broken line.
+    /// Encodes `value` (keys sorted, so answers are stable for tests and diffs; dates in ISO 8601). A value that cannot
+    /// be encoded becomes an `internal` error line rather than a crash or a broken line.
     public init(_ value: some Encodable) {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
         do {
             self.init(json: try encoder.encode(value))
         } catch {

@@ -15,7 +15,7 @@ import Testing
     }
 
     @Test func theExampleFileLoads() throws {
-        let config = try DaemonConfig.load(path: Self.root.appendingPathComponent("docs/cardd.example.json").path, environment: [:])
+        let config = try DaemonConfig.load(path: Self.root.appendingPathComponent("systemd/cardd.example.json").path, environment: [:])
         #expect(config.terminalID == 2101)
         #expect(config.mode == .water)
         #expect(config.water.unitPrice == Fen(5))

@@ -45,6 +45,6 @@ import TestSupport
         let unit = try Self.text("systemd/cardd.service")
         let config = try JSONSerialization.jsonObject(with: Data(try Self.text("systemd/cardd.example.json").utf8)) as? [String: Any]
         let runtime = try #require(Self.assignments(unit, "RuntimeDirectory").first)
-        #expect(config?["controlSocket"] as? String == "/run/\(runtime)/cardd.sock")
+        #expect((config?["control"] as? [String: Any])?["socket"] as? String == "/run/\(runtime)/cardd.sock")
     }
 }

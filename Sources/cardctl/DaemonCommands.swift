@@ -1,0 +1,226 @@
+import ArgumentParser
+import DaemonSupport
+import Foundation
+
+/// Where the daemon's control socket is: --socket, else $ONECARD_SOCKET, else the systemd unit's path.
+struct SocketOptions: ParsableArguments {
+    @Option(help: "The daemon's control socket (default: $ONECARD_SOCKET, else /run/onecard/cardd.sock).")
+    var socket: String?
+
+    @Flag(name: .long, help: "Print the daemon's answer lines as JSON.")
+    var json = false
+
+    var path: String { socket ?? ProcessInfo.processInfo.environment["ONECARD_SOCKET"] ?? "/run/onecard/cardd.sock" }
+
+    func connect() throws -> ControlSocketClient {
+        do {
+            return try ControlSocketClient(path: path)
+        } catch {
+            throw CLIError(.noReader, "cannot reach cardd at \(path) (\(error)): is it running? (`systemctl status cardd`; or give --socket)")
+        }
+    }
+}
+
+/// One answer line as a dictionary (the control API's lines are JSON objects).
+func decodeLine(_ data: Data) -> [String: Any] {
+    (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+}
+
+/// The daemon's error line as a CLI failure, else nil.
+func daemonError(_ line: [String: Any]) -> CLIError? {
+    guard let error = line["error"] as? [String: Any] else { return nil }
+    let code = error["code"] as? String ?? "error"
+    let message = error["message"] as? String ?? "the daemon refused the request"
+    return CLIError(code == "internal" ? .failed : .badInput, "cardd: \(code): \(message)")
+}
+
+/// `cardctl daemon ...`: the terminal daemon's state.
+struct DaemonCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "daemon",
+        abstract: "Ask the terminal daemon (cardd) for its state and events.",
+        subcommands: [Status.self, Events.self])
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Mode, version, reader and card, queue, blacklist, last tap.")
+        @OptionGroup var socket: SocketOptions
+
+        func run() throws {
+            try reportingFailuresSync {
+                let client = try socket.connect()
+                let lines = try client.request(["command": "status"])
+                guard let data = lines.last else { throw CLIError(.failed, "cardd closed the connection without an answer") }
+                let line = decodeLine(data)
+                if let error = daemonError(line) { throw error }
+                if socket.json { print(String(decoding: data, as: UTF8.self)); return }
+                let queue = line["queue"] as? [String: Any] ?? [:]
+                let blacklist = line["blacklist"] as? [String: Any] ?? [:]
+                print("cardd \(line["version"] ?? "?") (commit \(line["commit"] ?? "?")): \(line["mode"] ?? "?") terminal \(line["terminalID"] ?? "?")")
+                print("reader: \(line["reader"] as? String ?? "none seen yet") (pcscd \(line["pcscd"] ?? "?")), card: \(line["card"] as? String ?? "none")")
+                print("queue: \(queue["unacknowledged"] ?? 0) unacknowledged (\(queue["unacknowledgedDebitsYuan"] ?? "0.00") yuan of debits), oldest \(queue["oldestUnacknowledged"] ?? "none"), \(queue["openIntents"] ?? 0) open intents")
+                print("blacklist: version \(blacklist["version"] ?? 0), \(blacklist["entries"] ?? 0) entries, updated \(blacklist["updatedAt"] ?? "never")")
+                if let sale = line["openSale"] { print("open sale: \(sale)") }
+                if let valve = line["valve"] { print("valve: \(valve)") }
+                if let fault = line["fault"] { print("fault: \(fault)") }
+                if let last = line["lastTap"] as? [String: Any] { print("last tap: \(last["at"] ?? "?") card \(last["card"] ?? "?"): \(last["result"] ?? "?")") }
+            }
+        }
+    }
+
+    struct Events: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the daemon's events as they happen (JSON lines), until interrupted.")
+        @OptionGroup var socket: SocketOptions
+        @Option(help: "Stop after this many events.") var count: Int?
+
+        func run() throws {
+            try reportingFailuresSync {
+                let client = try socket.connect()
+                try client.send(["command": "events"])
+                var seen = 0
+                while let data = try client.readLine(timeout: .seconds(86_400)) {
+                    let line = decodeLine(data)
+                    if let error = daemonError(line) { throw error }
+                    guard line["event"] != nil else { continue }
+                    printNow(String(decoding: data, as: UTF8.self))
+                    seen += 1
+                    if let count, seen >= count { return }
+                }
+            }
+        }
+    }
+}
+
+/// `cardctl pos ...`: sales on a POS daemon.
+struct PosCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pos",
+        abstract: "Charge a sale on the POS daemon (cardd in pos mode): the next card tapped pays it.",
+        discussion: "Exit status: 0 paid, 5 refused (the reason is printed), 7 undetermined (tap the card again: the daemon decides it), 3 timed out or cancelled (nothing debited), 2 no daemon.",
+        subcommands: [Charge.self, PIN.self, Cancel.self])
+
+    struct Charge: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Arm a sale and wait for the card: prints the result.")
+        @OptionGroup var socket: SocketOptions
+        @Argument(help: "The amount in yuan, e.g. 12.50.") var amount: String
+        @Option(help: "Your own sale id (default: a new one).") var saleID: String?
+        @Option(help: "Seconds to wait for a card (default: the daemon's sale timeout).") var timeout: Int?
+
+        func run() throws {
+            try reportingFailuresSync {
+                let client = try socket.connect()
+                try client.send(ChargeRequest(amount: amount, saleID: saleID, timeoutSeconds: timeout.map(Double.init)))
+                var final: [String: Any]?
+                var ended: [String: Any]?
+                while let data = try client.readLine(timeout: .seconds(Int64(timeout ?? 3600) + 60)) {
+                    let line = decodeLine(data)
+                    if let error = daemonError(line) { throw error }
+                    if socket.json { printNow(String(decoding: data, as: UTF8.self)) }
+                    if line["event"] as? String == "pin-required" && !socket.json {
+                        printError("cardctl: the card asks for the holder's PIN: `cardctl pos pin \(line["saleID"] ?? "SALE") --pin-stdin` (\(line["pinTriesLeft"].map { "\($0) tries left" } ?? ""))")
+                    }
+                    if line["ok"] != nil && line["event"] == nil { final = line; break }
+                    if let event = line["event"] as? String, event.hasPrefix("sale-") || event == "request-rejected" { ended = line }
+                }
+                guard let final, let result = final["result"] as? String else {
+                    throw CLIError(.failed, "cardd closed the connection before the sale ended: see `cardctl daemon status`")
+                }
+                let line = ended ?? [:]
+                switch result {
+                case "sale-done":
+                    if !socket.json { print("paid \(line["amountYuan"] ?? amount) yuan: card \(line["card"] ?? "?"), balance \(line["balanceYuan"] ?? "?") yuan") }
+                case "sale-refused":
+                    let reason = line["reason"] as? [String: Any] ?? [:]
+                    throw CLIError(.refused, "refused (\(reason["code"] ?? "?")): \(reason["message"] ?? line["message"] ?? "")")
+                case "sale-undetermined":
+                    throw CLIError(.undetermined, "undetermined: \(line["message"] ?? "the card left during the commit"); tap the same card again on this POS (not a new sale): the daemon decides it")
+                case "sale-timed-out": throw CLIError(.noCard, "timed out: no card was presented; nothing was debited")
+                case "sale-cancelled": throw CLIError(.noCard, "cancelled; nothing was debited")
+                default:
+                    let reason = line["reason"] as? [String: Any] ?? [:]
+                    throw CLIError(.badInput, "the sale was not taken (\(reason["code"] ?? result)): \(line["message"] ?? "")")
+                }
+            }
+        }
+    }
+
+    struct ChargeRequest: Encodable {
+        var command = "charge"
+        var amount: String
+        var saleID: String?
+        var timeoutSeconds: Double?
+    }
+
+    struct PIN: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Send the holder's PIN for a sale that asked for it (read from stdin).")
+        @OptionGroup var socket: SocketOptions
+        @Argument(help: "The sale id.") var saleID: String
+        @Flag(help: "Read the PIN from standard input (never from the command line).") var pinStdin = false
+
+        func run() throws {
+            try reportingFailuresSync {
+                guard pinStdin else { throw CLIError(.badInput, "give the PIN on standard input with --pin-stdin (never on the command line)") }
+                let pin = (readLine(strippingNewline: true) ?? "").trimmingCharacters(in: .whitespaces)
+                let client = try socket.connect()
+                let lines = try client.request(["command": "pin", "saleID": saleID, "pin": pin])
+                if let data = lines.last, let error = daemonError(decodeLine(data)) { throw error }
+                if !socket.json { print("PIN sent for sale \(saleID): the card is debited when it is on the reader") }
+            }
+        }
+    }
+
+    struct Cancel: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Cancel an armed sale (nothing is debited).")
+        @OptionGroup var socket: SocketOptions
+        @Argument(help: "The sale id.") var saleID: String
+
+        func run() throws {
+            try reportingFailuresSync {
+                let client = try socket.connect()
+                let lines = try client.request(["command": "cancel", "saleID": saleID])
+                if let data = lines.last, let error = daemonError(decodeLine(data)) { throw error }
+                if !socket.json { print("sale \(saleID): cancel sent") }
+            }
+        }
+    }
+}
+
+/// `cardctl water pulses N`: drive the daemon's simulated flow meter (tests, demo).
+struct WaterMeterCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "meter",
+        abstract: "Count pulses on a water daemon's simulated flow meter (tests and the demo).")
+    @OptionGroup var socket: SocketOptions
+    @Argument(help: "Pulses to count.") var count: Int
+
+    func run() throws {
+        try reportingFailuresSync {
+            let client = try socket.connect()
+            let lines = try client.request(WaterPulses(count: count))
+            if let data = lines.last, let error = daemonError(decodeLine(data)) { throw error }
+            if !socket.json { print("\(count) pulses counted") }
+        }
+    }
+
+    struct WaterPulses: Encodable {
+        var command = "water-pulses"
+        var count: Int
+    }
+}
+
+/// Runs a synchronous command body and turns any error into one line on stderr and a non-zero exit status.
+func reportingFailuresSync(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as ExitCode {
+        throw error
+    } catch {
+        let (status, message) = explain(error)
+        printError("cardctl: \(message)")
+        throw ExitCode(status.rawValue)
+    }
+}
+
+/// Writes a line to stdout at once (a stream's reader sees each event as it happens).
+func printNow(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}

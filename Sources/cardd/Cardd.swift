@@ -1,0 +1,76 @@
+import ArgumentParser
+import BuildInfo
+import CampusCard
+import CardDaemon
+import DaemonSupport
+import Foundation
+import Logging
+import PCSC
+import TerminalStore
+
+/// `cardd`: the terminal daemon (systemd service). See README "The terminal daemon" and docs/control-api.md.
+@main
+struct Cardd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cardd",
+        abstract: "The campus card terminal daemon: POS, water controller or settlement station.",
+        discussion: """
+            Exit status: 0 stopped cleanly, 1 failed at run time, 70 the terminal store is corrupt or unusable, \
+            78 the configuration is wrong (the message names the key).
+            """,
+        version: BuildInfo.versionLine
+    )
+
+    @Option(help: "The configuration file.") var config = DaemonConfig.defaultPath
+    @Flag(help: "Check the configuration, the keystore and the store, print what would run, and exit.") var checkConfig = false
+
+    static func main() async {
+        do {
+            var command = try parseAsRoot(nil)
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            PCSCContext.shutdownAll()
+            exit(withError: error)
+        }
+        PCSCContext.shutdownAll()
+    }
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = JournaldLogHandler(label: label)
+            handler.logLevel = ProcessInfo.processInfo.environment["ONECARD_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+            return handler
+        }
+        let logger = Logger(label: "cardd")
+        let settings: DaemonConfig
+        do { settings = try DaemonConfig.load(path: config) } catch {
+            printError("cardd: configuration \(config): \(error)")
+            throw ExitCode(78)
+        }
+        let keystore: FileKeystore
+        do { keystore = try FileKeystore(path: settings.keystorePath) } catch {
+            printError("cardd: keystore \(settings.keystorePath): \(error)")
+            throw ExitCode(78)
+        }
+        let store: TerminalStore
+        do { store = try TerminalStore(path: settings.storePath) } catch {
+            printError("cardd: \(error)")
+            throw ExitCode(70)
+        }
+        if checkConfig {
+            print("cardd \(BuildInfo.versionLine): terminal \(settings.terminalID), mode \(settings.mode.rawValue), store \(settings.storePath), keystore \(settings.keystorePath) (version \(keystore.currentVersion)), control socket \(settings.controlSocketPath)")
+            try? store.close()
+            return
+        }
+        let runtime = try Runtime(config: settings, store: store, keystore: keystore, logger: logger)
+        try await runtime.run()
+    }
+}
+
+func printError(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
+}

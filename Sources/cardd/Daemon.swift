@@ -1,0 +1,291 @@
+import CampusCard
+import CardDaemon
+import CardSession
+import DaemonSupport
+import Foundation
+import Logging
+import PCSC
+import TerminalStore
+
+/// The box's one mode, as a value machine.
+enum ModeMachine: Sendable {
+    case pos(PosMachine)
+    case water(WaterMachine)
+    case settle(SettleMachine)
+}
+
+/// The last card tap, for `daemon status`.
+struct LastTap: Sendable, Codable {
+    var at: Date
+    var card: String
+    var result: String
+}
+
+/// The terminal daemon: the mode machine, the store, the reader and the control API's subscribers. Every event goes
+/// through `handle`, which runs the machine and carries out its actions; card operations run one at a time on the
+/// `CardPort`. Actor reentrancy lets a card leaving or a client's request be handled while a card operation runs:
+/// the machines keep their own in-flight state.
+actor Daemon {
+    let config: DaemonConfig
+    let store: TerminalStore
+    let actions: CardActions
+    let port: CardPort
+    let logger: Logger
+    let valve: (any Valve)?
+    let meter: (any FlowMeter)?
+    let simulatedMeter: SimulatedFlowMeter?
+    private(set) var machine: ModeMachine
+    private var subscribers: [UUID: AsyncStream<EventLine>.Continuation] = [:]
+    private(set) var lastTap: LastTap?
+    private(set) var readerName: String?
+    private(set) var cardUID: String?
+    private(set) var pcscdUp = true
+    private(set) var stopping = false
+    /// What happened to each notice: observers such as `cardctl pos charge` wait on these.
+    private(set) var taps = 0
+
+    init(config: DaemonConfig, store: TerminalStore, keystore: any Keystore, logger: Logger,
+         valve: (any Valve)?, meter: (any FlowMeter)?) {
+        self.config = config
+        self.store = store
+        self.logger = logger
+        self.valve = valve
+        self.meter = meter
+        self.simulatedMeter = meter as? SimulatedFlowMeter
+        let port = CardPort(reader: config.readerName, profile: nil, logger: logger)
+        self.port = port
+        let terminal = Terminal(id: TerminalID(config.terminalID), journal: store,
+                                lastSeenCounter: { uid in (try? store.lastSeenCounter(cardUID: uid)) ?? nil })
+        self.actions = CardActions(port: port, keystore: keystore, terminal: terminal)
+        switch config.mode {
+        case .pos: machine = .pos(PosMachine(configuration: config.pos))
+        case .water: machine = .water(WaterMachine(configuration: config.waterMachine))
+        case .settle: machine = .settle(SettleMachine(policy: config.offline))
+        }
+    }
+
+    // MARK: Events in
+
+    /// Starts the machine: a water controller closes its valve first (fail closed, also after a crash restart).
+    func start() async {
+        await refreshContext()
+        if case .water = machine { await water(.start) }
+    }
+
+    func cardArrived(reader: String) async {
+        guard !stopping else { return }
+        readerName = reader
+        let uid: String
+        do {
+            uid = try await port.attach(reader: reader)
+        } catch {
+            logger.warning("card arrived but could not be read", metadata: ["reader": "\(reader)", "error": "\(error)"])
+            broadcast(EventLine(event: "card-unreadable", message: "\(error)"))
+            return
+        }
+        cardUID = uid
+        taps += 1
+        let hit = blacklistHit(uid)
+        switch machine {
+        case .pos: await pos(.cardArrived(uid, blacklisted: hit))
+        case .water: await water(.cardArrived(uid, blacklisted: hit))
+        case .settle: await settle(.cardArrived(uid, blacklisted: hit))
+        }
+    }
+
+    func cardLeft() async {
+        guard let uid = cardUID else { return }
+        cardUID = nil
+        await port.detach()
+        switch machine {
+        case .pos: await pos(.cardLeft(uid))
+        case .water: await water(.cardLeft(uid))
+        case .settle: await settle(.cardLeft(uid))
+        }
+    }
+
+    func serviceChanged(up: Bool) async {
+        pcscdUp = up
+        broadcast(EventLine(event: up ? "pcscd-restored" : "pcscd-lost"))
+        if !up {
+            if case .water = machine { await water(.fault("pcscd is unreachable")) }
+            await cardLeft()
+        }
+    }
+
+    func tick() async {
+        switch machine {
+        case .pos(let machine): if let deadline = machine.nextDeadline, deadline <= Date() { await pos(.tick) }
+        case .water:
+            if let meter, let count = try? meter.takePulses(), count > 0 { await water(.pulses(count)) }
+            await water(.tick)
+        case .settle: break
+        }
+    }
+
+    /// SIGTERM: the machine stops (a water controller closes its valve), the card operation in progress finishes
+    /// (its journal record decides it either way), then the reader is released.
+    func stop() async {
+        guard !stopping else { return }
+        stopping = true
+        if case .water = machine { await water(.stop) }
+        await port.close()
+        for continuation in subscribers.values { continuation.finish() }
+        subscribers.removeAll()
+    }
+
+    // MARK: Client requests
+
+    func arm(saleID: String, amount: Fen, timeout: TimeInterval?) async -> Bool {
+        guard case .pos = machine else { return false }
+        await pos(.arm(saleID: saleID, amount: amount, timeout: timeout))
+        return true
+    }
+
+    func cancel(saleID: String) async { if case .pos = machine { await pos(.cancel(saleID: saleID)) } }
+
+    func pin(saleID: String, _ pin: PIN) async { if case .pos = machine { await pos(.pin(saleID: saleID, pin)) } }
+
+    /// Simulated meter only: pulses as a flow meter would count them.
+    func injectPulses(_ count: Int) async -> Bool {
+        guard let simulatedMeter else { return false }
+        simulatedMeter.inject(count)
+        await tick()
+        return true
+    }
+
+    func clearFault() async { if case .water = machine { await water(.clearFault) } }
+
+    func subscribe() -> (UUID, AsyncStream<EventLine>) {
+        let (stream, continuation) = AsyncStream<EventLine>.makeStream(bufferingPolicy: .bufferingNewest(1024))
+        let id = UUID()
+        if stopping { continuation.finish() } else { subscribers[id] = continuation }
+        return (id, stream)
+    }
+
+    func unsubscribe(_ id: UUID) { subscribers[id]?.finish(); subscribers[id] = nil }
+
+    var openSaleID: String? { if case .pos(let machine) = machine { machine.openSaleID } else { nil } }
+
+    var valveOpen: Bool? { if case .water(let machine) = machine { machine.valveOpen } else { nil } }
+
+    var latchedFault: String? { if case .water(let machine) = machine { machine.latchedFault } else { nil } }
+
+    // MARK: The machines
+
+    private func pos(_ event: PosMachine.Event) async {
+        guard case .pos(var current) = machine else { return }
+        let actions = current.handle(event, now: Date())
+        machine = .pos(current)
+        for action in actions {
+            switch action {
+            case .notify(let notice): broadcast(EventLine(notice)); note(notice)
+            case .debit(let uid, let amount, let pin, _):
+                let (outcome, decisions) = await self.actions.debit(uid, amount: amount, pin: pin)
+                await refreshContext()
+                await pos(.debitFinished(uid, outcome, decisions: decisions))
+            case .tap(let uid):
+                let (outcome, decisions) = await self.actions.tap(uid)
+                await pos(.tapFinished(uid, outcome, decisions: decisions))
+            case .lock(let uid, let status):
+                let outcome = await self.actions.lock(uid, status)
+                await pos(.lockFinished(uid, outcome))
+            }
+        }
+    }
+
+    private func water(_ event: WaterMachine.Event) async {
+        guard case .water(var current) = machine else { return }
+        let actions = current.handle(event, now: Date())
+        machine = .water(current)
+        for action in actions {
+            switch action {
+            case .notify(let notice): broadcast(EventLine(notice)); note(notice)
+            case .openValve:
+                do { try await valve?.set(open: true) } catch { await water(.valveFailed("\(error)")) }
+            case .closeValve:
+                do { try await valve?.set(open: false) } catch { await water(.valveFailed("\(error)")) }
+            case .checkCard(let uid):
+                let (outcome, decisions) = await self.actions.waterCheck(uid, now: Date())
+                await water(.checkFinished(uid, outcome, decisions: decisions))
+            case .debitUnit(let uid, let amount, _):
+                let (outcome, decisions) = await self.actions.waterDebit(uid, amount: amount)
+                await refreshContext()
+                await water(.debitFinished(uid, outcome, decisions: decisions))
+            case .lock(let uid, let status):
+                let outcome = await self.actions.lock(uid, status)
+                await water(.lockFinished(uid, outcome))
+            }
+        }
+    }
+
+    private func settle(_ event: SettleMachine.Event) async {
+        guard case .settle(var current) = machine else { return }
+        let actions = current.handle(event, now: Date())
+        machine = .settle(current)
+        for action in actions {
+            switch action {
+            case .notify(let notice): broadcast(EventLine(notice)); note(notice)
+            case .settle(let uid):
+                let (outcome, decisions) = await self.actions.settle(uid)
+                await refreshContext()
+                await settle(.settleFinished(uid, outcome, decisions: decisions))
+            case .lock(let uid, let status):
+                let outcome = await self.actions.lock(uid, status)
+                await settle(.lockFinished(uid, outcome))
+            }
+        }
+    }
+
+    // MARK: Store
+
+    private func blacklistHit(_ uid: String) -> BlacklistHit? {
+        do {
+            guard let entry = try store.blacklisted(cardUID: uid, serial: nil) else { return nil }
+            return BlacklistHit(status: entry.lockStatus, version: entry.version)
+        } catch {
+            logger.error("cannot read the blacklist", metadata: ["error": "\(error)"])
+            return nil
+        }
+    }
+
+    /// The offline policy's inputs, fresh from the store, into the machine.
+    func refreshContext() async {
+        let context = storeContext()
+        switch machine {
+        case .pos: await pos(.context(context))
+        case .water: await water(.context(context))
+        case .settle: await settle(.context(context))
+        }
+    }
+
+    func storeContext() -> TerminalContext {
+        let summary = try? store.queueSummary()
+        let blacklist = try? store.blacklistStatus()
+        let queue = CardDaemon.QueueSummary(count: summary?.unacknowledged ?? 0, total: summary?.unacknowledgedDebits ?? .zero,
+                                            oldest: summary?.oldestUnacknowledgedAt)
+        return TerminalContext(queue: queue, blacklistUpdatedAt: blacklist?.updatedAt)
+    }
+
+    // MARK: Observers
+
+    private func note(_ notice: some NoticeDescribing) {
+        if let (card, result) = notice.tapResult { lastTap = LastTap(at: Date(), card: card, result: result) }
+        logger.info("\(notice.logLine)")
+    }
+
+    private func broadcast(_ line: EventLine) {
+        for continuation in subscribers.values { continuation.yield(line) }
+    }
+}
+
+extension BlacklistEntry {
+    /// The status a listed card is locked with, from the reason's words: "lost"/"stolen" → lost, "cancel..." →
+    /// cancelled, anything else → frozen (reversible: the card office decides).
+    var lockStatus: LockStatus {
+        let words = reason.lowercased().split(whereSeparator: { !$0.isLetter })
+        if words.contains(where: { $0 == "lost" || $0 == "stolen" }) { return .lost }
+        if words.contains(where: { $0.hasPrefix("cancel") }) { return .cancelled }
+        return .frozen
+    }
+}
