@@ -130,6 +130,8 @@ let package = Package(
         .testTarget(name: "CardEmulatorTests", dependencies: ["CardEmulator", "SmartCard", "MifareClassic", "TestSupport"], swiftSettings: strictSwift),
         // Shared by the test targets: starts pcscd and the emulator on a vpcd port, finds built executables.
         .target(name: "TestSupport", dependencies: ["CardEmulator", "SmartCard", "MifareClassic"], path: "Tests/TestSupport", swiftSettings: strictSwift),
+        // cardd as a process: through pcscd, the emulator and its control socket.
+        .testTarget(name: "DaemonTests", dependencies: ["TestSupport", "DaemonSupport"], swiftSettings: strictSwift),
         .testTarget(name: "PCSCTests", dependencies: ["PCSC", "SmartCard", "CardEmulator", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(
             name: "IntegrationTests",
