@@ -68,6 +68,9 @@ extension TerminalStore {
 
     private func importItems(_ items: [(line: Int, item: JournalLine?)], into start: ImportReport) throws -> ImportReport {
         try requireFreeSpace(for: .importing)
+        // A big import leaves a big WAL, and every later read and commit searches its index until a checkpoint
+        // copies it into the file (measured: a tap at 1M entries took 11.7 ms instead of 1.5 ms): checkpoint now.
+        defer { checkpoint() }
         return try write(.importing) { db in
             var report = start
             var refused = Set<UInt32>()

@@ -106,12 +106,17 @@ public final class TerminalStore: TerminalJournal, Sendable {
     /// it), then closes the connections. Calls after it throw.
     public func close() throws {
         do {
-            // Best effort: another process may be reading; its connection then checkpoints at its own close.
-            _ = try? pool.writeWithoutTransaction { try $0.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+            checkpoint()
             try pool.close()
         } catch {
             throw TerminalStoreError.from(error, during: .read, path: path)
         }
+    }
+
+    /// Copies the WAL into the file and truncates it. Best effort: a reader in another process may hold an older
+    /// snapshot; SQLite's automatic checkpoints (every 1000 pages) and the last close finish the job.
+    func checkpoint() {
+        _ = try? pool.writeWithoutTransaction { try $0.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
     }
 
     /// The suggested store of a technician's box: `~/.local/state/onecard/terminal.sqlite`.

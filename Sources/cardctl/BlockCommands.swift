@@ -1,6 +1,6 @@
-import CardSession
 import ArgumentParser
 import CardReader
+import CardSession
 import Foundation
 import MifareClassic
 import SmartCard

@@ -1,9 +1,10 @@
-import CardSession
 import ArgumentParser
 import CampusCard
 import CardReader
+import CardSession
 import Foundation
 import MifareClassic
+import TerminalStore
 
 /// `cardctl card ...`: the campus card application.
 struct Card: AsyncParsableCommand {
@@ -15,7 +16,8 @@ struct Card: AsyncParsableCommand {
     struct Common: ParsableArguments {
         @OptionGroup var reader: ReaderOptions
         @Option(help: "The keystore file (cardctl keystore create).") var keystore: String
-        @Option(help: "The durable journal of this terminal's card writes.") var journal = Card.defaultJournal
+        @Option(help: "This terminal's store (SQLite): the durable journal of its card writes. An earlier cardctl's JSON-lines journal at the default place is imported once.")
+        var journal = TerminalStore.defaultPath()
         @Option(help: "This terminal's id, 1-65535, unique per box (recorded on the card; with the journal's sequence it names each transaction). Required to move money.",
                 transform: Numbers.terminalID)
         var terminalID: UInt16?
@@ -24,13 +26,34 @@ struct Card: AsyncParsableCommand {
         func open(movesMoney: Bool) throws -> (any Keystore, Terminal) {
             let store: FileKeystore
             do { store = try FileKeystore(path: keystore) } catch let error as KeystoreError { throw CLIError(.badInput, error.message) }
-            let file: FileTerminalJournal
-            do { file = try FileTerminalJournal(path: journal) } catch { throw CLIError(.badInput, "\(error)") }
+            let file = try Card.openStore(journal)
             if movesMoney && (terminalID ?? 0) == 0 {
                 throw CLIError(.badInput, "say which terminal this is: --terminal-id N (1-65535, unique per box; the settlement service tells transactions apart by terminal id and sequence)")
             }
-            return (store, Terminal(id: TerminalID(terminalID ?? 0), journal: file))
+            return (store, Terminal(id: TerminalID(terminalID ?? 0), journal: file,
+                                    lastSeenCounter: { uid in (try? file.lastSeenCounter(cardUID: uid)) ?? nil }))
         }
+    }
+
+    /// Whether `path` is a regular file that starts like a JSON-lines journal (reads one byte; never blocks on a FIFO).
+    static func isJSONLines(_ path: String) -> Bool {
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
+              attributes[.type] as? FileAttributeType == .typeRegular,
+              let handle = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? handle.close() }
+        return (try? handle.read(upToCount: 1))?.first == UInt8(ascii: "{")
+    }
+
+    /// Every intent a terminal recorded: from its store, or from an earlier cardctl's JSON-lines journal.
+    static func records(at path: String) throws -> [TransactionIntent] {
+        if Card.isJSONLines(path) {
+            return try FileTerminalJournal(path: path).entries().map(\.intent)
+        }
+        let store = try TerminalStore(path: path, options: TerminalStore.Options(createIfMissing: false))
+        defer { try? store.close() }
+        var intents: [TransactionIntent] = []
+        try store.forEachEntry { intents.append($0.intent) }
+        return intents
     }
 
     /// Prints a command's result: JSON with --json, else the line.
@@ -57,8 +80,27 @@ struct Card: AsyncParsableCommand {
         do { return try Fen(yuan: amount) } catch { throw CLIError(.badInput, "\(error)") }
     }
 
-    static var defaultJournal: String {
+    /// Where cardctl kept its JSON-lines journal before the terminal store: imported once into the default store.
+    static var legacyJournal: String {
         (ProcessInfo.processInfo.environment["HOME"] ?? "/tmp") + "/.local/state/onecard/cardctl-journal.jsonl"
+    }
+
+    /// Opens the terminal store at `path` (the default one imports an earlier cardctl's JSON-lines journal once).
+    /// A JSON-lines journal given as --journal is refused with the command that imports it.
+    static func openStore(_ path: String) throws -> TerminalStore {
+        if Card.isJSONLines(path) {
+            throw CLIError(.badInput, "--journal \(path) is a JSON-lines journal of an earlier cardctl: import it into a terminal store first (`cardctl journal import \(path) --journal STORE.sqlite`), then give --journal STORE.sqlite")
+        }
+        do {
+            if path == TerminalStore.defaultPath() {
+                let (store, report) = try TerminalStore.open(path: path, importingLegacyJournal: legacyJournal)
+                if let report { printError("cardctl: imported the earlier journal \(legacyJournal) into \(path): \(report)") }
+                return store
+            }
+            return try TerminalStore(path: path)
+        } catch let error as TerminalStoreError {
+            throw storeFailure(error)
+        }
     }
 
     /// Runs campus card operations in one card session. A money operation (`movesMoney`) that fails is reported by
@@ -487,10 +529,10 @@ extension Card {
                 for path in records {
                     var isDirectory: ObjCBool = false
                     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue else {
-                        throw CLIError(.badInput, "--records \(path): no such file; give a terminal's journal (JSON lines)")
+                        throw CLIError(.badInput, "--records \(path): no such file; give a terminal's store (or an earlier JSON-lines journal)")
                     }
-                    do { intents += try FileTerminalJournal(path: path).entries().map(\.intent) } catch {
-                        throw CLIError(.badInput, "--records \(path) cannot be read as a terminal journal (\(error)): give the journal file itself")
+                    do { intents += try Card.records(at: path) } catch {
+                        throw CLIError(.badInput, "--records \(path) cannot be read as a terminal store or journal (\(error)): give the file itself")
                     }
                 }
                 let found = intents

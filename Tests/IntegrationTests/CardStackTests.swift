@@ -143,7 +143,7 @@ import TestSupport
     @Test func campusCardIssueShowDebitThroughPcscd() throws {
         let blank = NSTemporaryDirectory() + "blank-\(UUID().uuidString).mfd"
         let keystore = NSTemporaryDirectory() + "office-\(UUID().uuidString).json"
-        let journal = NSTemporaryDirectory() + "journal-\(UUID().uuidString).jsonl"
+        let journal = NSTemporaryDirectory() + "journal-\(UUID().uuidString).sqlite"
         defer { [blank, keystore, journal].forEach { try? FileManager.default.removeItem(atPath: $0) } }
         _ = FileManager.default.createFile(atPath: blank, contents: Data(SampleCards.blank1K()))
         #expect(try cardctl(["keystore", "create", keystore]).status == 0)
@@ -202,8 +202,8 @@ import TestSupport
         #expect(try cardctl(["keystore", "export", work + "/office.json", work + "/pos.json"]).status == 0)
         let emulator = try EmulatorProcess(card: card)
         defer { emulator.terminate() }
-        let office = ["--keystore", work + "/office.json", "--journal", work + "/office.jsonl", "--terminal-id", "1"]
-        let pos = ["--keystore", work + "/pos.json", "--journal", work + "/pos.jsonl", "--terminal-id", "21"]
+        let office = ["--keystore", work + "/office.json", "--journal", work + "/office.sqlite", "--terminal-id", "1"]
+        let pos = ["--keystore", work + "/pos.json", "--journal", work + "/pos.sqlite", "--terminal-id", "21"]
         #expect(try cardctl(["card", "issue", "--serial", "7", "--account", "8", "--type", "staff"] + office).status == 0)
         #expect(try cardctl(["card", "load", "50"] + office).status == 0)
         func reinsert() throws {
@@ -233,7 +233,7 @@ import TestSupport
         let work = NSTemporaryDirectory() + "tamper-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: work) }
-        let card = work + "/card.mfd", keystore = work + "/office.json", journal = work + "/journal.jsonl"
+        let card = work + "/card.mfd", keystore = work + "/office.json", journal = work + "/journal.sqlite"
         _ = FileManager.default.createFile(atPath: card, contents: Data(SampleCards.blank1K()))
         #expect(try cardctl(["keystore", "create", keystore]).status == 0)
         let emulator = try EmulatorProcess(card: card, arguments: ["--save"])

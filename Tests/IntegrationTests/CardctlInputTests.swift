@@ -12,7 +12,7 @@ import Glibc
         run(try BuiltExecutable.path("cardctl"), arguments, timeout: timeout)
     }
 
-    let common = ["--keystore", "/nonexistent/keystore.json", "--journal", "/nonexistent/journal.jsonl"]
+    let common = ["--keystore", "/nonexistent/keystore.json", "--journal", "/nonexistent/journal.sqlite"]
 
     /// ArgumentParser reads `-1` as an option; every numeric input of cardctl says what the value may be instead.
     @Test func negativeNumbersSayWhatIsWrong() throws {

@@ -26,8 +26,8 @@ import TestSupport
         #expect(try cardctl(["keystore", "create", work + "/office.json"]).status == 0)
         #expect(try cardctl(["keystore", "export", work + "/office.json", work + "/pos.json"]).status == 0)
         let emulator = try EmulatorProcess(card: card, arguments: ["--save"])
-        let office = ["--keystore", work + "/office.json", "--journal", work + "/office.jsonl", "--terminal-id", "1"]
-        let pos = ["--keystore", work + "/pos.json", "--journal", work + "/pos.jsonl", "--terminal-id", "21"]
+        let office = ["--keystore", work + "/office.json", "--journal", work + "/office.sqlite", "--terminal-id", "1"]
+        let pos = ["--keystore", work + "/pos.json", "--journal", work + "/pos.sqlite", "--terminal-id", "21"]
         let issued = try cardctl(["card", "issue", "--serial", "7", "--account", "8", "--type", "staff"] + office)
         #expect(issued.status == 0, "\(issued.stderr)")
         let loaded = try cardctl(["card", "load", "50"] + office)
@@ -96,8 +96,8 @@ import TestSupport
         #expect(debit.stdout.contains("\"outcome\" : \"done\"") && debit.stdout.contains("\"balanceYuan\" : \"47.00\""), "\(debit.stdout)")
         #expect(debit.stdout.contains("\"warnings\""), "\(debit.stdout)")
         #expect(debit.stderr.contains("warning: the purse-debit is done"), "\(debit.stderr)")
-        let journal = try String(contentsOfFile: setup.work + "/pos.jsonl", encoding: .utf8)
-        #expect(journal.contains("\"done\""), "the journal completed it done")
+        let journal = try cardctl(["journal", "list", "--journal", setup.work + "/pos.sqlite"])
+        #expect(journal.stdout.contains("done"), "the journal completed it done: \(journal.stdout)")
     }
 
     /// A refusal before any write is reported as not done, with its own exit status.

@@ -18,8 +18,8 @@ extension CardStackTests {
         #expect(try cardctl(["keystore", "export", work + "/office.json", work + "/pos.json"]).status == 0)
         let emulator = try EmulatorProcess(card: card)
         defer { emulator.terminate() }
-        let office = ["--keystore", work + "/office.json", "--journal", work + "/office.jsonl", "--terminal-id", "1"]
-        let pos = ["--keystore", work + "/pos.json", "--journal", work + "/pos.jsonl", "--terminal-id", "21"]
+        let office = ["--keystore", work + "/office.json", "--journal", work + "/office.sqlite", "--terminal-id", "1"]
+        let pos = ["--keystore", work + "/pos.json", "--journal", work + "/pos.sqlite", "--terminal-id", "21"]
         #expect(try cardctl(["card", "issue", "--serial", "7", "--account", "8", "--type", "student"] + office).status == 0)
         #expect(try cardctl(["card", "load", "500"] + office).status == 0)
         // A card as issued has no PIN: over the default 50.00 it cannot be debited, whatever PIN is typed.

@@ -37,7 +37,7 @@ public final class DaemonHarness: @unchecked Sendable {
         stderrPath = work + "/cardd.stderr"
         try Self.check(cardctl(["keystore", "create", officeKeystore]))
         try Self.check(cardctl(["keystore", "export", officeKeystore, terminalKeystore]))
-        let office = ["--keystore", officeKeystore, "--journal", work + "/office-journal.jsonl", "--terminal-id", "1"]
+        let office = ["--keystore", officeKeystore, "--journal", work + "/office-journal.sqlite", "--terminal-id", "1"]
         try Self.check(cardctl(["card", "issue", "--serial", "20260001", "--account", "3120456", "--type", "student"] + office))
         if load != "0" { try Self.check(cardctl(["card", "load", load] + office)) }
         if water { try Self.check(cardctl(["card", "water", "settle"] + office)) }
