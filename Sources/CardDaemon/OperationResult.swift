@@ -102,7 +102,7 @@ extension Refusal {
     /// Any error of an operation that wrote nothing (or left no intent open).
     public static func from(_ error: (any Error)?) -> Refusal {
         if let error = error as? CardOperationError { return Refusal(error) }
-        return Refusal(.cardError, "the card operation failed (\(error.map { "\($0)" } ?? "no answer")); nothing was written: present the card again")
+        return Refusal(.cardError, "the card operation did not complete (\(error.map { "\($0)" } ?? "no answer")); it was not carried out (nothing was debited): present the card again")
     }
 }
 
