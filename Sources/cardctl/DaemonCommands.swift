@@ -57,7 +57,7 @@ struct DaemonCommand: ParsableCommand {
                 let blacklist = line["blacklist"] as? [String: Any] ?? [:]
                 print("cardd \(line["version"] ?? "?") (commit \(line["commit"] ?? "?")): \(line["mode"] ?? "?") terminal \(line["terminalID"] ?? "?")")
                 print("reader: \(line["reader"] as? String ?? "none seen yet") (pcscd \(line["pcscd"] ?? "?")), card: \(line["card"] as? String ?? "none")")
-                print("queue: \(queue["unacknowledged"] ?? 0) unacknowledged (\(queue["unacknowledgedDebitsYuan"] ?? "0.00") yuan of debits), oldest \(queue["oldestUnacknowledged"] ?? "none"), \(queue["openIntents"] ?? 0) open intents")
+                print("queue: \(queue["unacknowledged"] ?? 0) unacknowledged (\(queue["unacknowledgedDebitsYuan"] ?? "0.00") yuan of purse debits), oldest \(queue["oldestUnacknowledged"] ?? "none"), \(queue["openIntents"] ?? 0) open intents")
                 print("blacklist: version \(blacklist["version"] ?? 0), \(blacklist["entries"] ?? 0) entries, updated \(blacklist["updatedAt"] ?? "never")")
                 if let sale = line["openSale"] { print("open sale: \(sale)") }
                 if let valve = line["valve"] { print("valve: \(valve)") }
@@ -132,7 +132,7 @@ struct PosCommand: ParsableCommand {
                     let reason = line["reason"] as? [String: Any] ?? [:]
                     throw CLIError(.refused, "refused (\(reason["code"] ?? "?")): \(reason["message"] ?? line["message"] ?? "")")
                 case "sale-undetermined":
-                    throw CLIError(.undetermined, "undetermined: \(line["message"] ?? "the card left during the commit"); tap the same card again on this POS (not a new sale): the daemon decides it")
+                    throw CLIError(.undetermined, "undetermined: \(line["message"] ?? "the card left during the commit") (tap the same card again on this POS, not a new sale)")
                 case "sale-timed-out": throw CLIError(.noCard, "timed out: no card was presented; nothing was debited")
                 case "sale-cancelled": throw CLIError(.noCard, "cancelled; nothing was debited")
                 default:
