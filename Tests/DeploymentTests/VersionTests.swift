@@ -15,7 +15,7 @@ import TestSupport
         return head.stdout.trimmingCharacters(in: .whitespacesAndNewlines) + (dirty ? "-dirty" : "")
     }
 
-    @Test(arguments: ["cardctl", "cardemu", "cardbench"])
+    @Test(arguments: ["cardctl", "cardemu", "cardbench", "cardd"])
     func versionNamesTheCommitTheBinaryWasBuiltFrom(executable: String) throws {
         let result = run(try BuiltExecutable.path(executable), ["--version"])
         #expect(result.status == 0, "\(result.stderr)")
