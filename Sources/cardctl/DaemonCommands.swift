@@ -207,19 +207,6 @@ struct WaterMeterCommand: ParsableCommand {
     }
 }
 
-/// Runs a synchronous command body and turns any error into one line on stderr and a non-zero exit status.
-func reportingFailuresSync(_ body: () throws -> Void) throws {
-    do {
-        try body()
-    } catch let error as ExitCode {
-        throw error
-    } catch {
-        let (status, message) = explain(error)
-        printError("cardctl: \(message)")
-        throw ExitCode(status.rawValue)
-    }
-}
-
 /// Writes a line to stdout at once (a stream's reader sees each event as it happens).
 func printNow(_ line: String) {
     FileHandle.standardOutput.write(Data((line + "\n").utf8))

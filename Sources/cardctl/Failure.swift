@@ -22,15 +22,20 @@ struct CLIError: Error, CustomStringConvertible {
 
 /// Runs a command body and turns any error into one line on stderr and a non-zero exit status.
 func reportingFailures(_ body: () async throws -> Void) async throws {
-    do {
-        try await body()
-    } catch let error as ExitCode {
-        throw error
-    } catch {
-        let (status, message) = explain(error)
-        printError("cardctl: \(message)")
-        throw ExitCode(status.rawValue)
-    }
+    do { try await body() } catch { throw exitCode(reporting: error) }
+}
+
+/// `reportingFailures` for a synchronous command body.
+func reportingFailuresSync(_ body: () throws -> Void) throws {
+    do { try body() } catch { throw exitCode(reporting: error) }
+}
+
+/// An `ExitCode` as it is; any other error printed as one line on stderr and turned into its exit status.
+func exitCode(reporting error: any Error) -> ExitCode {
+    if let error = error as? ExitCode { return error }
+    let (status, message) = explain(error)
+    printError("cardctl: \(message)")
+    return ExitCode(status.rawValue)
 }
 
 func explain(_ error: any Error) -> (CLIError.Status, String) {
