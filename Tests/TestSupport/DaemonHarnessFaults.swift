@@ -145,7 +145,7 @@ extension DaemonHarness {
             }
             Thread.sleep(forTimeInterval: 0.05)
         }
-        throw TestSetupError("cardd's status did not come to the expected state within \(Int(timeout)) s: \(last)")
+        throw TestSetupError("cardd's status did not come to the expected state within \(Int(timeout)) s: \(last); cardd's log: \(log.suffix(4000))")
     }
 
     /// The number of card taps cardd saw since it started (`status.taps`).
