@@ -76,7 +76,8 @@ import Glibc
         for (index, tear) in all.enumerated() {
             let outcome = try sale(box, id: "t-\(index)", tear: tear)
             results[outcome, default: 0] += 1
-            #expect(["sale-done", "sale-refused", "sale-undetermined"].contains(outcome), "\(tear.name): \(outcome)")
+            // Timed out: the tear hit the reader probe or the UID read, the card was never read (nothing written).
+            #expect(["sale-done", "sale-refused", "sale-undetermined", "sale-timed-out"].contains(outcome), "\(tear.name): \(outcome)")
             try decidingTap(box, name: tear.name)
             try checkStore(box, name: tear.name)
         }
@@ -93,7 +94,7 @@ import Glibc
     /// One sale of 0.10 with `tear` armed before the card arrives; returns how it ended. Leaves the card off the reader.
     @discardableResult
     private func sale(_ box: DaemonHarness, id saleID: String, tear: (name: String, arguments: [String])?) throws -> String {
-        let charge = Task.detached { try box.charge(amount: "0.10", saleID: saleID) }
+        let charge = Task.detached { try box.charge(amount: "0.10", saleID: saleID, timeout: 6) }
         try box.waitForStatus { $0["openSale"] as? String == saleID }
         if let tear {
             let armed = run(try BuiltExecutable.path("cardemu"), ["ctl", "--control", box.emulator.controlPath] + tear.arguments)
