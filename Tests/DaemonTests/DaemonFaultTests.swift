@@ -177,9 +177,13 @@ import Glibc
     /// retries once when the tap itself was torn by a tear left armed. Leaves the card off the reader.
     private func decidingTap(_ box: DaemonHarness, name: String) throws {
         for attempt in 1...3 {
-            let previous = (try box.status()["lastTap"] as? [String: Any])?["at"] as? String
+            // lastTap.at has whole seconds: the tap is told by the tap count, its result and nothing left open.
+            let previous = try box.taps()
             try box.emulator.ctl("insert")
-            let status = try? box.waitForStatus(timeout: 8) { (($0["lastTap"] as? [String: Any])?["at"] as? String) != previous }
+            let status = try? box.waitForStatus(timeout: 8) {
+                ($0["taps"] as? Int ?? 0) > previous && ((($0["lastTap"] as? [String: Any])?["result"] as? String) ?? "").hasPrefix("balance")
+                    && (($0["queue"] as? [String: Any])?["openIntents"] as? Int) == 0
+            }
             _ = try box.emulator.ctl("remove")
             try EmulatorProcess.waitForPcscd(reader: box.emulator.readerName, present: false)
             let result = (status?["lastTap"] as? [String: Any])?["result"] as? String ?? "no tap result"
