@@ -28,18 +28,25 @@ actor CardPort {
     /// Connects to the card that arrived on `reader` and reads its UID. A failure leaves no connection.
     func attach(reader: String) async throws -> String {
         await detach()
-        let context = try await currentContext()
         do {
-            let connection = try await CardConnection.open(reader: reader, profile: profile, context: context, logger: logger)
-            let uid = try await connection.session { session, _ in try session.uid() }
-            let hex = uid.map { String(format: "%02X", $0) }.joined()
-            self.connection = connection
-            self.uid = hex
-            return hex
-        } catch let error as PCSCError where error.transportFailure == .serviceUnavailable {
+            return try await connect(reader: reader)
+        } catch {
+            // The context of a pcscd that was restarted answers SCARD_E_NO_SERVICE for good (CardConnection reports it
+            // as "no reader", so it cannot be told apart here): a fresh context, and one more try. Without this the
+            // first card after a pcscd restart was lost, and the sale armed for it timed out with the card on the reader.
             await dropContext()
-            throw error
+            return try await connect(reader: reader)
         }
+    }
+
+    private func connect(reader: String) async throws -> String {
+        let context = try await currentContext()
+        let connection = try await CardConnection.open(reader: reader, profile: profile, context: context, logger: logger)
+        let uid = try await connection.session { session, _ in try session.uid() }
+        let hex = uid.map { String(format: "%02X", $0) }.joined()
+        self.connection = connection
+        self.uid = hex
+        return hex
     }
 
     /// Releases the card (it left, or the daemon stops).

@@ -144,7 +144,9 @@ struct Runtime {
                     case .cardRemoved(let reader):
                         if daemon.port.isOurs(reader, among: readers) { await daemon.cardLeft() }
                     case .serviceLost:
-                        readers.removeAll()
+                        // Keep the reader list: the monitor announces again only the readers that changed across the
+                        // restart (it reports a reader gone meanwhile as removed), so forgetting them here made every
+                        // card after a pcscd restart "not ours" and an armed sale never saw its card.
                         await daemon.serviceChanged(up: false)
                     case .serviceRestored: await daemon.serviceChanged(up: true)
                     }
