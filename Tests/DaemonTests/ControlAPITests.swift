@@ -105,7 +105,7 @@ import TestSupport
         try box.start()
         let events = try EventWatcher(box)
         defer { events.close() }
-        try box.card(present: false)
+        try box.takeCard()
         let client = try ControlSocketClient(path: box.socketPath)
         try client.send(rawLine: #"{"command": "charge", "amount": "9.00", "saleID": "ghost", "timeoutSeconds": 60}"#)
         try events.wait(for: "sale-armed") { $0["saleID"] as? String == "ghost" }
@@ -113,7 +113,7 @@ import TestSupport
         try events.wait(for: "sale-cancelled") { $0["saleID"] as? String == "ghost" }
         #expect(try box.status()["openSale"] == nil)
         let seen = events.events.count
-        try box.card(present: true)
+        try box.cardBack()
         #expect(try events.wait(for: "balance", after: seen)["balanceYuan"] as? String == "100.00")
         #expect(try box.journal("purse-debit").isEmpty)
         // `arm` is fire-and-forget: its sale stays armed after the connection closes.

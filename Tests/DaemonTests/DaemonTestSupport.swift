@@ -153,7 +153,37 @@ extension DaemonHarness {
 
     /// Takes the card off, then puts it back (a new tap).
     func retap() throws {
-        try card(present: false)
-        try card(present: true)
+        try takeCard()
+        try cardBack()
     }
+
+    /// Takes the card off the reader and waits until cardd saw it leave. (`card(present:)` asks pcscd through a
+    /// second PC/SC client that connects to the card, which resets it under cardd's session: these helpers only
+    /// ask cardd.)
+    func takeCard() throws {
+        try checked(emulator.ctl("remove"))
+        try waitForCard(nil)
+    }
+
+    /// Puts the card back after it was taken off and waits until cardd read it. pcscd polls the reader, so a card
+    /// away for less than a poll period is not seen to leave and come back (CardStackTests waits the same way).
+    func cardBack() throws {
+        Thread.sleep(forTimeInterval: 1)
+        try checked(emulator.ctl("insert"))
+        try waitForCard(cardUID)
+    }
+
+    /// Waits until cardd's status shows `uid` on the reader (nil: none).
+    func waitForCard(_ uid: String?, timeout: TimeInterval = 10) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try status()["card"] as? String == uid { return }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw TestSetupError("cardd did not see the card \(uid == nil ? "leave" : "arrive") within \(timeout) s: \(log)")
+    }
+}
+
+func checked(_ result: (status: Int32, stdout: String, stderr: String)) throws {
+    guard result.status == 0 else { throw TestSetupError("failed (\(result.status)): \(result.stderr)\(result.stdout)") }
 }

@@ -8,7 +8,7 @@ import TestSupport
     func waterBox(unitPrice: String = "0.05") throws -> (DaemonHarness, EventWatcher) {
         let box = try DaemonHarness(mode: "water", water: true, overrides: ["water": ["unitPrice": unitPrice]])
         try box.start()
-        try box.card(present: false)
+        try box.takeCard()
         let events = try EventWatcher(box)
         // Wait until the start-up card's session (if it had one) is over.
         let deadline = Date().addingTimeInterval(5)
@@ -21,7 +21,7 @@ import TestSupport
     @Test func aTapPaysBeforeTheValveOpens() throws {
         let (box, events) = try waterBox()
         defer { box.cleanUp(); events.close() }
-        try box.card(present: true)
+        try box.cardBack()
         try events.wait(for: "valve-opened")
         let names = events.names
         let debited = try #require(names.firstIndex(of: "water-unit-debited"))
@@ -36,7 +36,7 @@ import TestSupport
         #expect(second["unit"] as? Int == 2 && second["balanceYuan"] as? String == "9.90", "\(second)")
         #expect(!events.names.dropFirst(seen).contains("valve-closed"), "paid ahead: the water never stops")
         #expect(try box.status()["valve"] as? String == "open")
-        try box.card(present: false)
+        try box.takeCard()
         let closed = try events.wait(for: "valve-closed", after: seen)
         #expect(closed["status"] as? String == "card-left")
         let ended = try events.wait(for: "water-session-ended", after: seen)
@@ -50,7 +50,7 @@ import TestSupport
     @Test func anEmptyWalletClosesTheValve() throws {
         let (box, events) = try waterBox(unitPrice: "4.00")
         defer { box.cleanUp(); events.close() }
-        try box.card(present: true)
+        try box.cardBack()
         try events.wait(for: "valve-opened")
         #expect(try box.daemonCommand(["meter", "7"]).status == 0)
         try events.wait(for: "water-unit-debited") { $0["unit"] as? Int == 2 }  // 10.00 - 2 × 4.00 = 2.00 left
@@ -68,7 +68,7 @@ import TestSupport
     @Test func stoppingDuringASessionClosesTheValve() throws {
         let (box, events) = try waterBox()
         defer { box.cleanUp(); events.close() }
-        try box.card(present: true)
+        try box.cardBack()
         try events.wait(for: "valve-opened")
         #expect(try box.status()["valve"] as? String == "open")
         #expect(box.stop() == 0, "\(box.log)")
@@ -80,10 +80,10 @@ import TestSupport
         let box = try DaemonHarness(mode: "settle", water: true)
         defer { box.cleanUp() }
         try box.start()
-        try box.card(present: false)
+        try box.takeCard()
         let events = try EventWatcher(box)
         defer { events.close() }
-        try box.card(present: true)
+        try box.cardBack()
         let settled = try events.wait(for: "water-settled")
         #expect(settled["card"] as? String == box.cardUID && settled["balanceYuan"] as? String == "10.00", "\(settled)")
         #expect(settled["refillYuan"] != nil && settled["consumptionYuan"] != nil)
