@@ -86,7 +86,7 @@ final class EventWatcher: @unchecked Sendable {
             if let hit = events.dropFirst(index).first(where: { $0["event"] as? String == name && predicate($0) }) { return hit }
             Thread.sleep(forTimeInterval: 0.02)
         }
-        throw TestSetupError("no \(name) event within \(timeout) s; seen: \(names)")
+        throw TestSetupError("no \(name) event within \(timeout) s; seen: \(names); last: \(events.suffix(2))")
     }
 
     func close() { client.close() }

@@ -7,12 +7,10 @@ import TestSupport
     /// A box whose card is off the reader once cardd is ready (its start-up session, if any, closed).
     func waterBox(unitPrice: String = "0.05") throws -> (DaemonHarness, EventWatcher) {
         let box = try DaemonHarness(mode: "water", water: true, overrides: ["water": ["unitPrice": unitPrice]])
+        try checked(box.emulator.ctl("remove"))  // no session at start-up: the wallet stays full (10.00)
         try box.start()
-        try box.takeCard()
         let events = try EventWatcher(box)
-        // Wait until the start-up card's session (if it had one) is over.
-        let deadline = Date().addingTimeInterval(5)
-        while try box.status()["valve"] as? String != "closed", Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        #expect(try box.status()["valve"] as? String == "closed")
         return (box, events)
     }
 
@@ -77,10 +75,12 @@ import TestSupport
 
     /// A settlement station settles and refills the water wallet once per presence of the card.
     @Test func aSettlementStationSettlesOncePerPresence() throws {
-        let box = try DaemonHarness(mode: "settle", water: true)
-        defer { box.cleanUp() }
+        let keys = NSTemporaryDirectory() + "settle-keys-\(UUID().uuidString.prefix(8)).json"
+        let box = try DaemonHarness(mode: "settle", water: true, overrides: ["keystore": keys])
+        defer { box.cleanUp(); try? FileManager.default.removeItem(atPath: keys) }
+        try checked(box.cardctl(["keystore", "export", box.officeKeystore, keys, "--roles", "terminal,loader,mac"]))
+        try checked(box.emulator.ctl("remove"))
         try box.start()
-        try box.takeCard()
         let events = try EventWatcher(box)
         defer { events.close() }
         try box.cardBack()
@@ -93,5 +93,16 @@ import TestSupport
         try box.retap()
         try events.wait(for: "water-settled", after: seen)
         #expect(box.stop() == 0)
+    }
+
+    /// A settlement station given a terminal's keystore (no loader master) is refused at start, naming the key,
+    /// instead of refusing every card at run time.
+    @Test func aSettlementStationWithoutTheLoaderKeyDoesNotStart() throws {
+        let box = try DaemonHarness(mode: "settle")
+        defer { box.cleanUp() }
+        for arguments in [["--config", box.configPath], ["--config", box.configPath, "--check-config"]] {
+            let result = try runCardd(arguments)
+            #expect(result.status == 78 && result.stderr.contains("keystore") && result.stderr.contains("loader"), "\(result.status) \(result.stderr)")
+        }
     }
 }
