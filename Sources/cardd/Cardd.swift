@@ -56,6 +56,12 @@ struct Cardd: AsyncParsableCommand {
             printError("cardd: keystore \(settings.keystorePath): \(error)")
             throw ExitCode(78)
         }
+        // A settlement station writes the water wallet's settlement with key B: without the loader master it would
+        // refuse every card at run time (missing-key); refuse the keystore now, naming the key.
+        if settings.mode == .settle, !keystore.roles(version: keystore.currentVersion).contains(.loader) {
+            printError("cardd: configuration \(config): keystore: \(settings.keystorePath) holds no loader master, which a settlement station (mode settle) needs: export it with `cardctl keystore export OFFICE DEST --roles terminal,loader,mac`")
+            throw ExitCode(78)
+        }
         let store: TerminalStore
         do { store = try TerminalStore(path: settings.storePath) } catch {
             printError("cardd: \(error)")

@@ -41,6 +41,12 @@ struct ControlAPI: Sendable {
         }
     }
 
+    struct Version: Encodable {
+        var ok = true
+        var version: String
+        var commit: String
+    }
+
     struct Ack: Encodable {
         var ok = true
         var saleID: String?
@@ -63,14 +69,14 @@ struct ControlAPI: Sendable {
         do throws(ControlErrorBody) {
             switch request.command {
             case "status": return .single(ControlResponseLine(try await status()))
-            case "version": return .single(ControlResponseLine(["ok": "true", "version": BuildInfo.version, "commit": BuildInfo.commit]))
+            case "version": return .single(ControlResponseLine(Version(version: BuildInfo.version, commit: BuildInfo.commit)))
             case "events": return await events()
             case "arm": return await arm(try request.decode(SaleArguments.self), waiting: false)
             case "charge": return await arm(try request.decode(SaleArguments.self), waiting: true)
             case "cancel":
                 let arguments = try request.decode(SaleID.self)
                 try await requirePOS()
-                await daemon.cancel(saleID: arguments.saleID)
+                if let rejection = await daemon.cancel(saleID: arguments.saleID) { throw ControlErrorBody(rejection) }
                 return .single(ControlResponseLine(Ack(saleID: arguments.saleID)))
             case "pin":
                 let arguments = try request.decode(PINArguments.self)
@@ -79,7 +85,7 @@ struct ControlAPI: Sendable {
                 do { pin = try PIN(arguments.pin) } catch {
                     throw ControlErrorBody(code: .badArguments, message: "the PIN is not usable (\(error)): 6 digits")
                 }
-                await daemon.pin(saleID: arguments.saleID, pin)
+                if let rejection = await daemon.pin(saleID: arguments.saleID, pin) { throw ControlErrorBody(rejection) }
                 return .single(ControlResponseLine(Ack(saleID: arguments.saleID)))
             case "water-pulses":
                 let arguments = try request.decode(PulseArguments.self)
@@ -164,18 +170,30 @@ struct ControlAPI: Sendable {
             let saleID = arguments.saleID ?? UUID().uuidString.lowercased()
             let (id, stream) = await daemon.subscribe()
             let daemon = daemon
-            _ = await daemon.arm(saleID: saleID, amount: amount, timeout: arguments.timeoutSeconds)
+            // The rejection of this request is this client's alone: an open sale of another client with the same id
+            // must not end on it (it still waits for its card and its result).
+            if let rejection = await daemon.arm(saleID: saleID, amount: amount, timeout: arguments.timeoutSeconds) {
+                await daemon.unsubscribe(id)
+                return AsyncStream { continuation in
+                    if waiting { continuation.yield(ControlResponseLine(rejection.line)) }
+                    continuation.yield(ControlResponseLine(SaleEnd(ok: false, saleID: saleID, result: rejection.line.event)))
+                    continuation.finish()
+                }
+            }
+            let ended = OnceFlag()
             return AsyncStream { continuation in
                 let task = Task {
                     for await line in stream {
                         let mine = line.saleID == saleID || (line.saleIDs ?? []).contains(saleID)
-                        if waiting, mine { continuation.yield(ControlResponseLine(line)) }
+                        if waiting, mine, line.event != "request-rejected" { continuation.yield(ControlResponseLine(line)) }
                         if line.event == "sale-armed", line.saleID == saleID, !waiting {
                             continuation.yield(ControlResponseLine(Ack(saleID: saleID, message: "armed: present the card")))
+                            ended.set()
                             break
                         }
                         if line.ends(sale: saleID) {
                             let ok = line.event == "sale-done"
+                            ended.set()
                             continuation.yield(ControlResponseLine(SaleEnd(ok: ok, saleID: saleID, result: line.event)))
                             break
                         }
@@ -184,7 +202,11 @@ struct ControlAPI: Sendable {
                 }
                 continuation.onTermination = { _ in
                     task.cancel()
-                    Task { await daemon.unsubscribe(id) }
+                    Task {
+                        await daemon.unsubscribe(id)
+                        // `charge`'s client left before its sale ended: nobody would hear the result.
+                        if waiting, !ended.isSet { await daemon.abandon(saleID: saleID) }
+                    }
                 }
             }
         } catch {
@@ -205,5 +227,20 @@ extension AsyncStream where Element == ControlResponseLine {
             continuation.yield(line)
             continuation.finish()
         }
+    }
+}
+
+/// A one-way flag shared between a stream's task and its termination handler.
+final class OnceFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
+}
+
+extension ControlErrorBody {
+    /// A POS request the machine did not take, told to its sender: the rejection's code leads the message.
+    init(_ rejection: Daemon.Rejection) {
+        self.init(code: .badRequest, message: "\(rejection.code.rawValue): \(rejection.message)")
     }
 }

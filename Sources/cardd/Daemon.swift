@@ -136,15 +136,46 @@ actor Daemon {
 
     // MARK: Client requests
 
-    func arm(saleID: String, amount: Fen, timeout: TimeInterval?) async -> Bool {
-        guard case .pos = machine else { return false }
-        await pos(.arm(saleID: saleID, amount: amount, timeout: timeout))
-        return true
+    /// A client's request to the POS machine, and its rejection if the machine did not take it: the rejection
+    /// belongs to the sender alone (another client's sale with the same id must not read it as its own end).
+    struct Rejection: Sendable, Error {
+        var saleID: String
+        var code: PosMachine.RequestRejection
+        var message: String
+        var line: EventLine
     }
 
-    func cancel(saleID: String) async { if case .pos = machine { await pos(.cancel(saleID: saleID)) } }
+    func arm(saleID: String, amount: Fen, timeout: TimeInterval?) async -> Rejection? {
+        guard case .pos = machine else { return nil }
+        return Self.rejection(in: await pos(.arm(saleID: saleID, amount: amount, timeout: timeout)))
+    }
 
-    func pin(saleID: String, _ pin: PIN) async { if case .pos = machine { await pos(.pin(saleID: saleID, pin)) } }
+    func cancel(saleID: String) async -> Rejection? {
+        guard case .pos = machine else { return nil }
+        return Self.rejection(in: await pos(.cancel(saleID: saleID)))
+    }
+
+    func pin(saleID: String, _ pin: PIN) async -> Rejection? {
+        guard case .pos = machine else { return nil }
+        return Self.rejection(in: await pos(.pin(saleID: saleID, pin)))
+    }
+
+    /// The client waiting for `saleID` went away: an armed sale (or one waiting for its PIN) is cancelled, as nobody
+    /// would hear its result; a debit already running is left to finish (its result is in the store and the log).
+    func abandon(saleID: String) async {
+        guard case .pos(let current) = machine, current.openSaleID == saleID, current.nextDeadline != nil else { return }
+        logger.notice("the client of sale \(saleID) went away before a card paid it: cancelled")
+        await pos(.cancel(saleID: saleID))
+    }
+
+    private static func rejection(in notices: [PosMachine.Notice]) -> Rejection? {
+        for notice in notices {
+            if case .requestRejected(let saleID, let code, let message) = notice {
+                return Rejection(saleID: saleID, code: code, message: message, line: EventLine(notice))
+            }
+        }
+        return nil
+    }
 
     /// Simulated meter only: pulses as a flow meter would count them.
     func injectPulses(_ count: Int) async -> Bool {
@@ -173,13 +204,17 @@ actor Daemon {
 
     // MARK: The machines
 
-    private func pos(_ event: PosMachine.Event) async {
-        guard case .pos(var current) = machine else { return }
+    /// Runs the POS machine on `event` and carries out its actions; returns the notices of this event's own actions
+    /// (not those of the follow-up events), so a client request can tell its own rejection.
+    @discardableResult
+    private func pos(_ event: PosMachine.Event) async -> [PosMachine.Notice] {
+        guard case .pos(var current) = machine else { return [] }
         let actions = current.handle(event, now: Date())
         machine = .pos(current)
+        var notices: [PosMachine.Notice] = []
         for action in actions {
             switch action {
-            case .notify(let notice): broadcast(EventLine(notice)); note(notice)
+            case .notify(let notice): broadcast(EventLine(notice)); note(notice); notices.append(notice)
             case .debit(let uid, let amount, let pin, _):
                 let (outcome, decisions) = await self.actions.debit(uid, amount: amount, pin: pin)
                 await refreshContext()
@@ -192,6 +227,7 @@ actor Daemon {
                 await pos(.lockFinished(uid, outcome))
             }
         }
+        return notices
     }
 
     private func water(_ event: WaterMachine.Event) async {

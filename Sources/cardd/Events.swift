@@ -45,10 +45,12 @@ struct EventLine: Codable, Sendable, Equatable {
         self.message = message
     }
 
-    /// Whether this line ends the sale `saleID` (the answer `cardctl pos charge` waits for).
+    /// Whether this line ends the sale `saleID` (the answer `cardctl pos charge` waits for). A `request-rejected`
+    /// line never does: it answers another request (a second arm, a late cancel, a PIN nobody asked for) and the
+    /// sale goes on; a rejected arm is answered to its own client directly.
     func ends(sale saleID: String) -> Bool {
         guard self.saleID == saleID else { return false }
-        return ["sale-done", "sale-refused", "sale-undetermined", "sale-cancelled", "sale-timed-out", "request-rejected"].contains(event)
+        return ["sale-done", "sale-refused", "sale-undetermined", "sale-cancelled", "sale-timed-out"].contains(event)
     }
 }
 
