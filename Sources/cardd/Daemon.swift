@@ -74,6 +74,9 @@ actor Daemon {
 
     func cardArrived(reader: String) async {
         guard !stopping else { return }
+        // A card that arrives while another is still on record as present: that one left (its removal was missed
+        // or coalesced). A new arrival is always a new presence.
+        if cardUID != nil { await cardLeft() }
         readerName = reader
         let uid: String
         do {
