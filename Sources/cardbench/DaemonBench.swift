@@ -136,7 +136,7 @@ struct DaemonBench: AsyncParsableCommand {
         let store = box.work + "/memory.sqlite"
         try box.prepareStore(store, records: 0, terminalID: 31)
         if memoryTap == .window {
-            try box.topUp(toAtLeast: Fen(checkpoints.last ?? 0) + Fen(1_000))
+            try await box.topUp(toAtLeast: Fen(checkpoints.last ?? 0) + Fen(1_000))
         }
         let daemon = try box.startDaemon(store: store, terminalID: 31, window: memoryTap == .window)
         try await Task.sleep(for: .seconds(1))  // settled after start-up
@@ -305,7 +305,7 @@ final class DaemonBox: @unchecked Sendable {
         try box.cardctl(["keystore", "create", box.officeKeystore])
         try box.cardctl(["keystore", "export", box.officeKeystore, box.terminalKeystore])
         try box.cardctl(["card", "issue", "--serial", "20260001", "--account", "3120456", "--type", "student"] + box.office)
-        try box.topUp(toAtLeast: Fen(10_000))
+        try await box.topUp(toAtLeast: Fen(10_000))
         try "version,serial,uid,action,reason\n1,99999999,0A0B0C0D,add,reported lost\n".write(toFile: box.blacklistFile, atomically: true, encoding: .utf8)
         try box.emulator("remove")
         try await box.waitForCard(present: false)
@@ -315,15 +315,21 @@ final class DaemonBox: @unchecked Sendable {
     private var office: [String] { ["--keystore", officeKeystore, "--journal", work + "/office-journal.jsonl", "--terminal-id", "1"] }
 
     /// Loads the card (100.00 a load) until it was loaded with at least `amount` in all (a window run needs 0.01 a tap).
-    func topUp(toAtLeast amount: Fen) throws {
+    func topUp(toAtLeast amount: Fen) async throws {
         guard loaded < amount else { return }
         let present = try emulatorStatus().cardPresent
-        if !present { try emulator("insert") }
+        if !present {
+            try emulator("insert")
+            try await waitForCard(present: true)
+        }
         while loaded < amount {
             try cardctl(["card", "load", "100"] + office)
             loaded = loaded + Fen(10_000)
         }
-        if !present { try emulator("remove") }
+        if !present {
+            try emulator("remove")
+            try await waitForCard(present: false)
+        }
     }
 
     @discardableResult
