@@ -372,37 +372,33 @@ final class DaemonBox: @unchecked Sendable {
         throw ValidationError("pcscd did not see the card \(present ? "arrive on" : "leave") \(readerName) within 5 s")
     }
 
-    /// A new store for `terminalID`: the blacklist imported (cardctl, as at installation), then `records` decided
-    /// and acknowledged records of 20,000 other cards, in transactions of 50,000.
+    /// A new store for `terminalID`: the blacklist imported (cardctl, as at installation), then `records` decided,
+    /// uploaded and acknowledged purse debits of 20,000 other cards (as on a terminal that is online: the upload queue
+    /// stays empty), one a second up to now. Written as rows in one INSERT (TerminalStore.importEntries checks each
+    /// entry and takes ~5 min for 1M): the store's triggers keep its card counters and queue totals all the same.
     func prepareStore(_ path: String, records: Int, terminalID: UInt16) throws {
         StoreBench.remove(path)
         try cardctl(["blacklist", "import", blacklistFile, "--journal", path])
         guard records > 0 else { return }
-        let store = try TerminalStore(path: path)
-        defer { try? store.close() }
-        var next = 1
-        while next <= records {
-            let last = min(records, next + 49_999)
-            let batch = (next...last).map { index -> (intent: TransactionIntent, outcome: TransactionOutcome?) in
-                var uid = StoreBench.uid(index % 20_000)
-                if uid == Self.cardUID { uid = "FFFFFFFF" }
-                let intent = TransactionIntent(terminalID: TerminalID(terminalID), terminalSequence: UInt32(index), kind: .purseDebit, cardUID: uid,
-                                               cardSerial: nil, amount: 350, balanceBefore: 10_000, counterBefore: 5,
-                                               recordBefore: [UInt8](repeating: 0x5A, count: 16))
-                return (intent, .done(balanceAfter: 9_650, counterAfter: UInt16(truncatingIfNeeded: index / 20_000 + 6)))
-            }
-            let report = try store.importEntries(batch)
-            guard report.conflicts.isEmpty, report.unreadable.isEmpty else { throw ValidationError("prefill of \(path): \(report.conflicts.first.map { "\($0)" } ?? "unreadable entries")") }
-            next = last + 1
-        }
-        try store.close()
-        // Uploaded and acknowledged, as on a terminal that is online (the queue stays empty). One UPDATE, not
-        // markAcknowledged's lookup per record: the store's triggers keep its queue totals either way.
         var db: OpaquePointer?
         guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, nil) == SQLITE_OK, let db else { throw ValidationError("cannot open \(path)") }
         defer { sqlite3_close(db) }
-        let sql = "UPDATE journalEntry SET upload = 'acknowledged', sentAt = \(Date().timeIntervalSinceReferenceDate), acknowledgedAt = \(Date().timeIntervalSinceReferenceDate) WHERE upload IN ('queued', 'sent')"
-        guard sqlite3_exec(db, sql, nil, nil, nil) == SQLITE_OK else { throw ValidationError("acknowledging the prefill: \(String(cString: sqlite3_errmsg(db)))") }
+        let now = Date().timeIntervalSinceReferenceDate
+        // The UIDs as StoreBench.uid: Knuth's multiplicative hash of (index mod 20,000); never the bench card's.
+        let sql = """
+            BEGIN IMMEDIATE;
+            WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < \(records))
+            INSERT INTO journalEntry (sequence, terminalID, kind, wallet, cardUID, amountFen, balanceBeforeFen, counterBefore,
+                recordBefore, createdAt, outcome, balanceAfterFen, counterAfter, decidedAt, upload, sentAt, acknowledgedAt)
+            SELECT i, \(terminalID), 'purse-debit', 'purse',
+                (SELECT CASE WHEN u = '\(Self.cardUID)' THEN 'FFFFFFFF' ELSE u END FROM (SELECT printf('%08X', ((i % 20000) * 2654435761) % 4294967296) AS u)),
+                350, 10000, 5, '\(String(repeating: "5A", count: 16))', \(now) - (\(records) - i), 'done', 9650, i / 20000 + 6,
+                \(now) - (\(records) - i) + 0.5, 'acknowledged', \(now), \(now)
+            FROM n;
+            UPDATE sequenceCounter SET lastIssued = MAX(lastIssued, \(records)) WHERE id = 1;
+            COMMIT;
+            """
+        guard sqlite3_exec(db, sql, nil, nil, nil) == SQLITE_OK else { throw ValidationError("prefill of \(path): \(String(cString: sqlite3_errmsg(db)))") }
     }
 
     /// Starts cardd on `store` and waits until it is ready; subscribes to its events.
