@@ -94,7 +94,7 @@ struct DaemonBench: AsyncParsableCommand {
         row("  f. cardd: insert -> sale-done (the holder's wait)", total, String(format: "%5.1f", apdusPerTap))
         let overheadWork = StoreBench.percentile(work, 0.5) - StoreBench.percentile(baseline.apdus, 0.5)
         let overheadLibrary = StoreBench.percentile(total, 0.5) - StoreBench.percentile(baseline.library, 0.5)
-        print(String(format: "  daemon overhead over the APDUs (d - a, medians): %.2f ms, of which the journal's fsyncs (c - b - attach) are most", overheadWork))
+        print(String(format: "  daemon overhead over the APDUs (d - a, medians): %.2f ms: the sale's two journal commits (section 4) and the daemon's machinery", overheadWork))
         print(String(format: "  daemon total over the library tap (f - c, medians): %.2f ms (pcscd's card detection and the daemon's machinery)", overheadLibrary))
         print("  APDUs: a, c per debit (c: also connect's profile probe and UID); f: all APDUs the emulator answered per daemon tap")
     }
