@@ -118,6 +118,8 @@ let package = Package(
             name: "cardbench",
             dependencies: [
                 "PCSC", "SmartCard", "MifareClassic", "CardReader", "CardEmulator", "CampusCard", "CBenchLoop", "BuildInfo", "TerminalStore",
+                // `cardbench daemon`: cardd's control socket client, and the library tap it is compared with.
+                "DaemonSupport", "CardSession",
                 // The raw SQLite loop the store's commit rate is compared with.
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -14,7 +14,7 @@ struct CardBench: AsyncParsableCommand {
         commandName: "cardbench",
         abstract: "Benchmarks that print figures (run with -c release).",
         version: BuildInfo.versionLine,
-        subcommands: [APDU.self, Emulator.self, CardOperations.self, StoreBench.self])
+        subcommands: [APDU.self, Emulator.self, CardOperations.self, StoreBench.self, DaemonBench.self])
 
     /// ArgumentParser's entry point, plus: every PC/SC context thread has ended before the process exits, whichever
     /// way it ends (as in cardctl; issue 8, HardwareNotes.md "Exit and libpcsclite").
