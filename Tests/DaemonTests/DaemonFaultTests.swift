@@ -143,6 +143,14 @@ import Glibc
         return result
     }
 
+    private func emulatorAPDUs(_ box: DaemonHarness) throws -> Int {
+        let answer = try box.emulator.ctl("status", "--json").stdout
+        guard let start = answer.firstIndex(of: "{"),
+              let object = try JSONSerialization.jsonObject(with: Data(answer[start...].utf8)) as? [String: Any],
+              let apdus = object["apdus"] as? Int else { throw TestSetupError("emulator status: \(answer)") }
+        return apdus
+    }
+
     /// The store's disk full: the sale is refused before any card write (balance and counter unchanged) with a message
     /// that says the disk is full and what to do; cardd keeps running, and sells again once space is freed.
     @Test func diskFullRefusesTheSaleBeforeAnyCardWrite() throws {
