@@ -200,7 +200,7 @@ import Glibc
         let after = try box.cardReport()
         #expect(after.balanceFen == before.balanceFen - 100, "only the sale after the space was freed is on the card")
         #expect(after.counter == before.counter + 1, "the refused sale wrote nothing: counter \(before.counter) → \(after.counter)")
-        let entries = try box.storedEntries()
+        let entries = try box.storedEntries(path: store)
         #expect(entries.filter { $0.outcome == "done" }.count == 1 && !entries.contains { $0.outcome == "open" }, "\(entries)")
     }
 
