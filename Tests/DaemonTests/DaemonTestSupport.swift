@@ -105,6 +105,13 @@ final class Background<T>: @unchecked Sendable {
         thread.start()
     }
 
+    /// The result if the call ended within `timeout`, else nil; can be asked again.
+    func poll(timeout: TimeInterval) -> Result<T, any Error>? {
+        guard semaphore.wait(timeout: .now() + timeout) == .success else { return nil }
+        semaphore.signal()
+        return result
+    }
+
     func value(timeout: TimeInterval = 60) throws -> T {
         guard semaphore.wait(timeout: .now() + timeout) == .success, let result else { throw TestSetupError("no result within \(timeout) s") }
         return try result.get()
@@ -181,6 +188,41 @@ extension DaemonHarness {
             Thread.sleep(forTimeInterval: 0.05)
         }
         throw TestSetupError("cardd did not see the card \(uid == nil ? "leave" : "arrive") within \(timeout) s: \(log)")
+    }
+}
+
+/// The card moved on and off the reader with cardd's status as the witness (never a second PC/SC client, which would
+/// connect to the card and reset it under cardd's session). pcscd polls vpcd (about every 400 ms): a card off the
+/// reader for less than a poll is never seen to leave, so `put` waits until it has been off for 1 s.
+final class CardHand: @unchecked Sendable {
+    let box: DaemonHarness
+    private var awaySince = Date.distantPast
+
+    init(_ box: DaemonHarness) { self.box = box }
+
+    /// Puts the card on the reader (no wait for cardd: a tear may keep it from reading the card).
+    func put() throws {
+        let rest = 1.0 - Date().timeIntervalSince(awaySince)
+        if rest > 0 { Thread.sleep(forTimeInterval: rest) }
+        try checked(box.emulator.ctl("insert"))
+    }
+
+    /// Puts the card on the reader and waits until cardd read it.
+    func putAndWait(timeout: TimeInterval = 10) throws {
+        try put()
+        try box.waitForCard(box.cardUID, timeout: timeout)
+    }
+
+    /// Takes the card off (it may be gone already: a tear) and waits until cardd no longer has it on record.
+    func take() throws {
+        _ = try box.emulator.ctl("remove")
+        try box.waitForCard(nil)
+        awaySince = Date()
+    }
+
+    /// Disarms a tear the sale did not reach (a later one replaces it).
+    func disarmTear() throws {
+        try checked(box.emulator.ctl("tear-after", "1000000"))
     }
 }
 

@@ -47,6 +47,9 @@ struct KillLoop {
     var seed: UInt64
     var label: String
     var checkEvery = 50
+    /// When the card last left: pcscd polls vpcd (about every 400 ms), so a card put back within a poll is never seen
+    /// to leave and come back; every insert waits until the card has been off for 1 s.
+    let away = AwayClock()
     static let initialFen = 100_00
 
     /// ONECARD_KILL_SEED, else a random seed (printed, so that a failure can be replayed); one per shard.
@@ -83,6 +86,7 @@ struct KillLoop {
         let box = try DaemonHarness(load: "100")
         defer { box.cleanUp() }
         try box.card(present: false)
+        away.left()
 
         // How long a sale takes from the card's arrival: the kills are spread over 0 ... 1.3 × that. 20 ms an APDU (a
         // real ACR122U takes tens) widens the card writes' share of the window.
@@ -92,6 +96,7 @@ struct KillLoop {
         for index in 0..<3 {
             try box.arm(amount: "0.01", saleID: "measure-\(index)")
             let began = Date()
+            away.wait()
             let inserted = try box.emulator.ctl("insert")
             #expect(inserted.status == 0, "\(inserted)")
             let status = try box.waitForStatus { $0["openSale"] == nil && $0["lastTap"] != nil }
@@ -99,6 +104,7 @@ struct KillLoop {
             let result = (status["lastTap"] as? [String: Any])?["result"] as? String ?? ""
             #expect(result.hasPrefix("debited"), "measuring sale \(index): \(status)")
             try box.card(present: false)
+            away.left()
             // Until cardd has seen the card leave: a card put back before that is not seen arriving (see the report).
             try box.waitForStatus { $0["card"] == nil }
         }
@@ -115,12 +121,14 @@ struct KillLoop {
             try box.arm(amount: "0.0\(fen)", saleID: "kill-\(kill)")
             let delay = Double.random(in: 0...window, using: &random)
             let began = Date()
+            away.wait()
             try box.emulator.ctl("insert")
             let rest = delay - Date().timeIntervalSince(began)
             if rest > 0 { Thread.sleep(forTimeInterval: rest) }
             box.kill9()
             counts.kills += 1
             try box.card(present: false)
+            away.left()
 
             let entries = try box.storedEntries()
             resolve(&pending, entries, &counts)
@@ -166,6 +174,7 @@ struct KillLoop {
     private func check(_ box: DaemonHarness, _ counts: inout Counts) throws {
         counts.checks += 1
         try box.start()
+        away.wait()
         try box.emulator.ctl("insert")
         let status = try box.waitForStatus { $0["lastTap"] != nil }
         let tap = (status["lastTap"] as? [String: Any])?["result"] as? String ?? ""
@@ -174,6 +183,7 @@ struct KillLoop {
         let entries = try box.storedEntries().filter { $0.cardUID == box.cardUID }
         let report = try box.cardReport()
         try box.card(present: false)
+        away.left()
 
         let done = entries.filter { $0.outcome == "done" }
         let debited = done.filter { $0.kind == "purse-debit" }.reduce(0) { $0 + $1.amountFen }
@@ -188,5 +198,18 @@ struct KillLoop {
         #expect(open.isEmpty, "(c) open after the deciding tap: \(open)")
         #expect(report.resolution == "consistent" && report.mac == "valid" && report.status == "normal",
                 "(d) the card reads \(report.resolution), MAC \(report.mac), status \(report.status)")
+    }
+}
+
+/// When the card last left the reader; `wait` sleeps until it has been away for 1 s (see `KillLoop.away`).
+final class AwayClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var since = Date.distantPast
+
+    func left() { lock.withLock { since = Date() } }
+
+    func wait() {
+        let rest = 1.0 - Date().timeIntervalSince(lock.withLock { since })
+        if rest > 0 { Thread.sleep(forTimeInterval: rest) }
     }
 }

@@ -100,9 +100,10 @@ extension DaemonHarness {
         guard let last = answer.last, last["ok"] as? Bool == true else { throw TestSetupError("arm refused: \(answer)") }
     }
 
-    /// Every entry of the store, by sequence (`cardctl journal export --format csv`).
-    public func storedEntries() throws -> [StoredEntry] {
-        let result = try cardctl(["journal", "export", "--format", "csv", "--journal", storePath])
+    /// Every entry of the store, by sequence (`cardctl journal export --format csv`); `path`: a store the config moved
+    /// elsewhere.
+    public func storedEntries(path: String? = nil) throws -> [StoredEntry] {
+        let result = try cardctl(["journal", "export", "--format", "csv", "--journal", path ?? storePath])
         try Self.check(result)
         let rows = result.stdout.split(whereSeparator: \.isNewline).map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
         guard let header = rows.first else { return [] }
