@@ -64,6 +64,7 @@ let package = Package(
             dependencies: [
                 "PCSC", "SmartCard", "MifareClassic", "CardReader", "CampusCard",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift
         ),

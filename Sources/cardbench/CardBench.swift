@@ -2,6 +2,7 @@ import ArgumentParser
 import BuildInfo
 import CardEmulator
 import CardReader
+import CardSession
 import CBenchLoop
 import Foundation
 import MifareClassic
@@ -19,18 +20,7 @@ struct CardBench: AsyncParsableCommand {
     /// ArgumentParser's entry point, plus: every PC/SC context thread has ended before the process exits, whichever
     /// way it ends (as in cardctl; issue 8, HardwareNotes.md "Exit and libpcsclite").
     static func main() async {
-        do {
-            var command = try await asyncParseAsRoot(nil)
-            if var asyncCommand = command as? AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
-            }
-        } catch {
-            PCSCContext.shutdownAll()
-            exit(withError: error)
-        }
-        PCSCContext.shutdownAll()
+        await mainReleasingPCSC()
     }
 }
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BuildInfo
+import CardSession
 import PCSC
 
 /// `cardctl`: the field technician's tool for readers, cards and dumps.
@@ -33,17 +34,6 @@ struct CardCtl: AsyncParsableCommand {
             printError("cardctl: \(problem)")
             Self.exit(withError: ExitCode.validationFailure)
         }
-        do {
-            var command = try await asyncParseAsRoot(nil)
-            if var asyncCommand = command as? AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
-            }
-        } catch {
-            PCSCContext.shutdownAll()
-            exit(withError: error)
-        }
-        PCSCContext.shutdownAll()
+        await mainReleasingPCSC()
     }
 }

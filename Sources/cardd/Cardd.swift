@@ -2,6 +2,7 @@ import ArgumentParser
 import BuildInfo
 import CampusCard
 import CardDaemon
+import CardSession
 import DaemonSupport
 import Foundation
 import Logging
@@ -25,18 +26,7 @@ struct Cardd: AsyncParsableCommand {
     @Flag(help: "Check the configuration, the keystore and the store, print what would run, and exit.") var checkConfig = false
 
     static func main() async {
-        do {
-            var command = try parseAsRoot(nil)
-            if var asyncCommand = command as? AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
-            }
-        } catch {
-            PCSCContext.shutdownAll()
-            exit(withError: error)
-        }
-        PCSCContext.shutdownAll()
+        await mainReleasingPCSC()
     }
 
     func run() async throws {
