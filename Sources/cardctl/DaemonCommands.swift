@@ -108,7 +108,7 @@ struct PosCommand: ParsableCommand {
         func run() throws {
             try reportingFailuresSync {
                 let client = try socket.connect()
-                try client.send(ChargeRequest(amount: amount, saleID: saleID, timeoutSeconds: timeout.map(Double.init)))
+                try client.send(ChargeRequest(amount: amount, saleID: saleID, timeoutSeconds: timeout))
                 var final: [String: Any]?
                 var ended: [String: Any]?
                 while let data = try client.readLine(timeout: .seconds(Int64(timeout ?? 3600) + 60)) {
@@ -147,7 +147,7 @@ struct PosCommand: ParsableCommand {
         var command = "charge"
         var amount: String
         var saleID: String?
-        var timeoutSeconds: Double?
+        var timeoutSeconds: Int?
     }
 
     struct PIN: ParsableCommand {

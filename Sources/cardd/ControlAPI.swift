@@ -56,7 +56,8 @@ struct ControlAPI: Sendable {
     struct SaleArguments: Decodable {
         var amount: String
         var saleID: String?
-        var timeoutSeconds: Double?
+        /// Whole seconds (a sale waits at most an hour).
+        var timeoutSeconds: Int?
     }
     struct SaleID: Decodable { var saleID: String }
     struct PINArguments: Decodable {
@@ -172,7 +173,7 @@ struct ControlAPI: Sendable {
             let daemon = daemon
             // The rejection of this request is this client's alone: an open sale of another client with the same id
             // must not end on it (it still waits for its card and its result).
-            if let rejection = await daemon.arm(saleID: saleID, amount: amount, timeout: arguments.timeoutSeconds) {
+            if let rejection = await daemon.arm(saleID: saleID, amount: amount, timeout: arguments.timeoutSeconds.map(TimeInterval.init)) {
                 await daemon.unsubscribe(id)
                 return AsyncStream { continuation in
                     if waiting { continuation.yield(ControlResponseLine(rejection.line)) }

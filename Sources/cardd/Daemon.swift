@@ -217,7 +217,7 @@ actor Daemon {
         var notices: [PosMachine.Notice] = []
         for action in actions {
             switch action {
-            case .notify(let notice): broadcast(EventLine(notice)); note(notice); notices.append(notice)
+            case .notify(let notice): publish(notice); notices.append(notice)
             case .debit(let uid, let amount, let pin, _):
                 let (outcome, decisions) = await self.actions.debit(uid, amount: amount, pin: pin)
                 await refreshContext()
@@ -239,7 +239,7 @@ actor Daemon {
         machine = .water(current)
         for action in actions {
             switch action {
-            case .notify(let notice): broadcast(EventLine(notice)); note(notice)
+            case .notify(let notice): publish(notice)
             case .openValve:
                 do { try await valve?.set(open: true) } catch { await water(.valveFailed("\(error)")) }
             case .closeValve:
@@ -264,7 +264,7 @@ actor Daemon {
         machine = .settle(current)
         for action in actions {
             switch action {
-            case .notify(let notice): broadcast(EventLine(notice)); note(notice)
+            case .notify(let notice): publish(notice)
             case .settle(let uid):
                 let (outcome, decisions) = await self.actions.settle(uid)
                 await refreshContext()
@@ -308,9 +308,12 @@ actor Daemon {
 
     // MARK: Observers
 
-    private func note(_ notice: some NoticeDescribing) {
+    /// A machine's notice: to the event stream's subscribers and the log (one event line for both), and the last tap.
+    private func publish(_ notice: some NoticeDescribing) {
+        let line = notice.eventLine
+        broadcast(line)
         if let (card, result) = notice.tapResult { lastTap = LastTap(at: Date(), card: card, result: result) }
-        logger.info("\(notice.logLine)")
+        logger.info("\(String(data: (try? EventLine.encoder.encode(line)) ?? Data(), encoding: .utf8) ?? "")")
     }
 
     private func broadcast(_ line: EventLine) {

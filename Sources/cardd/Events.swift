@@ -54,11 +54,11 @@ struct EventLine: Codable, Sendable, Equatable {
     }
 }
 
-/// What the daemon logs and remembers of a machine's notice.
+/// What the daemon publishes and remembers of a machine's notice.
 protocol NoticeDescribing {
     /// The card and a short result when the notice ends a tap ("done 12.50", "refused insufficient-funds").
     var tapResult: (String, String)? { get }
-    var logLine: String { get }
+    var eventLine: EventLine { get }
 }
 
 private func reason(_ refusal: Refusal) -> EventLine.Reason { EventLine.Reason(code: refusal.code.rawValue, message: refusal.message) }
@@ -223,7 +223,7 @@ extension PosMachine.Notice: NoticeDescribing {
         default: nil
         }
     }
-    var logLine: String { String(data: (try? EventLine.encoder.encode(EventLine(self))) ?? Data(), encoding: .utf8) ?? "" }
+    var eventLine: EventLine { EventLine(self) }
 }
 
 extension WaterMachine.Notice: NoticeDescribing {
@@ -235,7 +235,7 @@ extension WaterMachine.Notice: NoticeDescribing {
         default: nil
         }
     }
-    var logLine: String { String(data: (try? EventLine.encoder.encode(EventLine(self))) ?? Data(), encoding: .utf8) ?? "" }
+    var eventLine: EventLine { EventLine(self) }
 }
 
 extension SettleMachine.Notice: NoticeDescribing {
@@ -248,7 +248,7 @@ extension SettleMachine.Notice: NoticeDescribing {
         default: nil
         }
     }
-    var logLine: String { String(data: (try? EventLine.encoder.encode(EventLine(self))) ?? Data(), encoding: .utf8) ?? "" }
+    var eventLine: EventLine { EventLine(self) }
 }
 
 extension EventLine {

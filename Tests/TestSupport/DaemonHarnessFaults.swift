@@ -80,8 +80,8 @@ extension DaemonHarness {
     }
 
     /// A `charge` on the socket: waits for the sale's end. Call it from a detached task, then present the card.
-    public func charge(amount: String, saleID: String, timeout: Double = 30) throws -> SaleResult {
-        let lines = try controlLines(["command": "charge", "amount": amount, "saleID": saleID, "timeoutSeconds": timeout], timeout: timeout + 10)
+    public func charge(amount: String, saleID: String, timeout: Int = 30) throws -> SaleResult {
+        let lines = try controlLines(["command": "charge", "amount": amount, "saleID": saleID, "timeoutSeconds": timeout], timeout: TimeInterval(timeout + 10))
         let objects = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
         let refusal = objects.first { $0["event"] as? String == "sale-refused" }
         return SaleResult(result: objects.last?["result"] as? String,
@@ -95,7 +95,7 @@ extension DaemonHarness {
     }
 
     /// Arms a sale and returns once it is armed (`arm`: the result comes as events).
-    public func arm(amount: String, saleID: String, timeout: Double = 60) throws {
+    public func arm(amount: String, saleID: String, timeout: Int = 60) throws {
         let answer = try control(["command": "arm", "amount": amount, "saleID": saleID, "timeoutSeconds": timeout])
         guard let last = answer.last, last["ok"] as? Bool == true else { throw TestSetupError("arm refused: \(answer)") }
     }
