@@ -24,6 +24,7 @@ let package = Package(
         .library(name: "BuildInfo", targets: ["BuildInfo"]),
         .library(name: "CardDaemon", targets: ["CardDaemon"]),
         .library(name: "TerminalStore", targets: ["TerminalStore"]),
+        .library(name: "SettlementCore", targets: ["SettlementCore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -85,6 +86,13 @@ let package = Package(
         .target(
             name: "TerminalStore",
             dependencies: ["CampusCard", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strictSwift
+        ),
+        // The settlement service's shared core: the upload records, the store protocol, the ledger rules, request
+        // signing. Pure values; cardd's uplink and settlementd both use it.
+        .target(
+            name: "SettlementCore",
+            dependencies: ["CampusCard", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strictSwift
         ),
         .executableTarget(
