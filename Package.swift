@@ -31,6 +31,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
+        // async-http-client's own dependency, named for NIOPosix: the uplink's client owns (and joins) its one
+        // event loop thread instead of the process-wide singleton, whose threads never end.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.60.0"),
     ],
     targets: [
         // The C binding: only the PCSC module imports it.
@@ -95,6 +99,18 @@ let package = Package(
             dependencies: ["CampusCard", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strictSwift
         ),
+        // A signed client of the settlement service (docs/settlement-api.yaml) over AsyncHTTPClient: cardd's uplink,
+        // cardctl and the tests use it.
+        .target(
+            name: "SettlementClient",
+            dependencies: [
+                "SettlementCore", "CampusCard",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift
+        ),
         .executableTarget(
             name: "cardctl",
             dependencies: [
@@ -108,6 +124,7 @@ let package = Package(
             name: "cardd",
             dependencies: [
                 "PCSC", "SmartCard", "CardReader", "CampusCard", "CardSession", "CardDaemon", "TerminalStore", "DaemonSupport", "BuildInfo",
+                "SettlementCore", "SettlementClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -55,6 +55,18 @@ public struct DaemonConfig: Hashable, Sendable {
         public var gpio: GPIO?
     }
 
+    /// The settlement service this box uploads to (absent: an offline-only box; its records wait in the store).
+    public struct Uplink: Hashable, Sendable {
+        /// "https://settle.campus.example" (http only on loopback or behind a trusted link: see docs/settlement.md).
+        public var url: String
+        /// The file holding this terminal's signing secret (hex), readable by cardd only.
+        public var secretFile: String
+        public var batchSize: Int
+        public var interval: TimeInterval
+        public var timeout: TimeInterval
+        public var maxBackoff: TimeInterval
+    }
+
     public static let defaultPath = "/etc/onecard/cardd.json"
 
     public var terminalID: UInt16
@@ -75,6 +87,7 @@ public struct DaemonConfig: Hashable, Sendable {
     public var pruneAcknowledgedAfter: TimeInterval
     /// The longest the daemon's loops may go without progress before it closes the valve and reports a fault.
     public var watchdog: TimeInterval
+    public var uplink: Uplink?
 
     /// The POS machine's configuration.
     public var pos: PosMachine.Configuration {
@@ -207,6 +220,23 @@ public struct DaemonConfig: Hashable, Sendable {
                       leakTolerancePulses: try read.int("water.leakTolerancePulses", 0...1_000_000) ?? 20,
                       backend: backend, gpio: gpio)
 
+        if let url = try read.string("uplink.url") {
+            guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme ?? ""), parsed.host != nil,
+                  parsed.query == nil, parsed.path.isEmpty || parsed.path == "/" else {
+                throw ConfigError(.badValue, key: read.name("uplink.url"), "\"\(url)\" is not the settlement service's base URL: give e.g. \"https://settle.campus.example\" (no path)")
+            }
+            uplink = Uplink(url: url, secretFile: try read.path("uplink.secretFile") ?? "/etc/onecard/uplink.secret",
+                            batchSize: try read.int("uplink.batchSize", 1...1_000) ?? 200,
+                            interval: TimeInterval(try read.int("uplink.intervalSeconds", 1...86_400) ?? 30),
+                            timeout: TimeInterval(try read.int("uplink.timeoutSeconds", 1...600) ?? 30),
+                            maxBackoff: TimeInterval(try read.int("uplink.maxBackoffSeconds", 1...86_400) ?? 300))
+        } else {
+            for key in ["uplink.secretFile", "uplink.batchSize", "uplink.intervalSeconds", "uplink.timeoutSeconds", "uplink.maxBackoffSeconds"] where values[key] != nil {
+                throw ConfigError(.missingKey, key: "uplink.url", "is required when \(key) is set: the settlement service's base URL")
+            }
+            uplink = nil
+        }
+
         // Each limit: absent → the default, null (or "off" in the environment) → no limit.
         func limit<T>(_ path: String, _ fallback: T?, _ parse: (String) throws(ConfigError) -> T?) throws(ConfigError) -> T? {
             read.values[path] == nil ? fallback : read.isNull(path) ? nil : try parse(path)
@@ -257,8 +287,10 @@ public struct DaemonConfig: Hashable, Sendable {
             "water.gpio.meterActiveLow", "water.gpio.meterPullUp", "water.gpio.debounceMicroseconds",
             "offline.maxDebit", "offline.maxUnsentCount", "offline.maxUnsentTotal", "offline.maxUnsentAgeHours",
             "offline.maxBlacklistAgeHours",
+            "uplink.url", "uplink.secretFile", "uplink.batchSize", "uplink.intervalSeconds", "uplink.timeoutSeconds",
+            "uplink.maxBackoffSeconds",
         ].map { Key(path: $0) }
-        static let sections: Set<String> = ["store", "control", "pos", "water", "water.gpio", "offline"]
+        static let sections: Set<String> = ["store", "control", "pos", "water", "water.gpio", "offline", "uplink"]
     }
 
     /// Every key path, for the documentation check.

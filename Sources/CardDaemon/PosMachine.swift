@@ -144,6 +144,9 @@ public struct PosMachine: Sendable {
         self.context = context
     }
 
+    /// The settlement service sent new offline limits: they apply from the next check on.
+    public mutating func apply(policy: OfflinePolicy) { configuration.policy = policy }
+
     /// When the machine next needs a `.tick`: the open sale's deadline.
     public var nextDeadline: Date? {
         guard let sale else { return nil }

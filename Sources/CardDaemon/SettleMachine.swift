@@ -48,6 +48,9 @@ public struct SettleMachine: Sendable {
         self.context = context
     }
 
+    /// The settlement service sent new offline limits: they apply from the next check on.
+    public mutating func apply(policy: OfflinePolicy) { self.policy = policy }
+
     public mutating func handle(_ event: Event, now: Date) -> [Action] {
         var actions: [Action] = []
         switch event {

@@ -172,6 +172,10 @@ public struct WaterMachine: Sendable {
         self.context = context
     }
 
+    /// The settlement service sent new offline limits: they apply from the next check on (the unit price of a session
+    /// in progress does not change).
+    public mutating func apply(policy: OfflinePolicy) { configuration.policy = policy }
+
     /// When the machine next needs a `.tick`: the meter-silence or max-session deadline of an open valve.
     public var nextDeadline: Date? {
         guard valveOpen, let session, let openedAt = session.openedAt else { return nil }

@@ -7,11 +7,12 @@ import GRDB
 /// by a newer version (a migration this list lacks) is refused at open (`newerSchema`), never erased.
 enum Schema {
     /// The names of the migrations, in order; the last one is the schema version `check()` reports.
-    static var migrationNames: [String] { ["v1"] }
+    static var migrationNames: [String] { ["v1", "v2"] }
 
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1", migrate: v1)
+        migrator.registerMigration("v2", migrate: v2)
         return migrator
     }
 
@@ -154,5 +155,19 @@ enum Schema {
             )
             """)
         try db.execute(sql: "INSERT INTO blacklistState VALUES (1, 0, NULL)")
+    }
+
+    // MARK: v2 (committed: do not edit)
+
+    /// The terminal parameters the settlement service last sent (one row, the JSON as received, with its version).
+    private static func v2(_ db: Database) throws {
+        try db.execute(sql: """
+            CREATE TABLE terminalParameters (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                version INTEGER NOT NULL,
+                json TEXT NOT NULL,
+                receivedAt REAL NOT NULL
+            )
+            """)
     }
 }

@@ -348,7 +348,7 @@ enum TapSQL {
     static let lastSeenCounter = "SELECT purseCounter FROM cardCounter WHERE cardUID = ?"
     static let totals = "SELECT openCount, unacknowledgedCount, unacknowledgedDebitFen FROM queueTotals WHERE id = 1"
     static let oldestPending = "SELECT createdAt FROM journalEntry WHERE upload IN ('queued', 'sent') ORDER BY sequence LIMIT 1"
-    static let pendingUpload = "SELECT \(IntentColumns.selectList) FROM journalEntry WHERE upload IN ('queued', 'sent') ORDER BY sequence LIMIT ?"
+    static let pendingUpload = "SELECT \(IntentColumns.selectList) FROM journalEntry WHERE upload IN ('queued', 'sent') AND sequence > ? ORDER BY sequence LIMIT ?"
     static let blacklistBySerial = "SELECT * FROM blacklistEntry WHERE cardSerial = ?"
     static let blacklistByUID = "SELECT * FROM blacklistEntry WHERE cardUID = ? LIMIT 1"
 
@@ -357,6 +357,6 @@ enum TapSQL {
         ("nextSequence", nextSequence, []), ("sequenceExists", sequenceExists, [1]), ("raiseCounter", raiseCounter, [1]),
         ("outcome", outcome, [1]), ("decide", decide, [nil, nil, nil, 0, 1]), ("openIntents", openIntents, [nil]),
         ("lastSeenCounter", lastSeenCounter, [nil]), ("totals", totals, []), ("oldestPending", oldestPending, []),
-        ("pendingUpload", pendingUpload, [10]), ("blacklistBySerial", blacklistBySerial, [1]), ("blacklistByUID", blacklistByUID, [nil]),
+        ("pendingUpload", pendingUpload, [0, 10]), ("blacklistBySerial", blacklistBySerial, [1]), ("blacklistByUID", blacklistByUID, [nil]),
     ]
 }

@@ -51,11 +51,32 @@ public struct UploadQueueSummary: Sendable, Hashable, Codable {
 }
 
 extension TerminalStore {
-    /// The oldest entries still to upload (queued or sent, not acknowledged), in sequence order, at most `limit`.
-    public func pendingUpload(limit: Int) throws -> [StoredTransaction] {
+    /// The oldest entries still to upload (queued or sent, not acknowledged) after sequence `after`, in sequence
+    /// order, at most `limit`. An uplink pass walks the queue with `after` so that an entry the service keeps
+    /// refusing (a conflict) does not hold back the ones behind it.
+    public func pendingUpload(limit: Int, after: UInt32 = 0) throws -> [StoredTransaction] {
         guard limit >= 0 else { throw TerminalStoreError(.badInput, "an upload batch of \(limit) entries is negative: give 0 or more") }
         return try read { db in
-            try Row.fetchAll(db.cachedStatement(sql: TapSQL.pendingUpload), arguments: [limit]).map { try IntentColumns.decode($0, path: self.path) }
+            try Row.fetchAll(db.cachedStatement(sql: TapSQL.pendingUpload), arguments: [Int64(after), limit]).map { try IntentColumns.decode($0, path: self.path) }
+        }
+    }
+
+    /// Keeps the terminal parameters the settlement service sent (its JSON as received): they survive restarts and
+    /// the next start applies them before the network is back.
+    public func saveParameters(version: Int64, json: String) throws {
+        try write(.queue) { db in
+            try db.execute(sql: """
+                INSERT INTO terminalParameters (id, version, json, receivedAt) VALUES (1, ?, ?, ?)
+                ON CONFLICT (id) DO UPDATE SET version = excluded.version, json = excluded.json, receivedAt = excluded.receivedAt
+                """, arguments: [version, json, storedDate(self.clock())])
+        }
+    }
+
+    /// The parameters last saved, `nil` when the service never sent any.
+    public func savedParameters() throws -> (version: Int64, json: String, receivedAt: Date)? {
+        try read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT version, json, receivedAt FROM terminalParameters WHERE id = 1") else { return nil }
+            return (row["version"], row["json"], date(row["receivedAt"]))
         }
     }
 

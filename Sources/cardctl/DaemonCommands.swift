@@ -31,7 +31,7 @@ func daemonError(_ line: [String: Any]) -> CLIError? {
     guard let error = line["error"] as? [String: Any] else { return nil }
     let code = error["code"] as? String ?? "error"
     let message = error["message"] as? String ?? "the daemon refused the request"
-    return CLIError(code == "internal" ? .failed : .badInput, "cardd: \(code): \(message)")
+    return CLIError(["internal", "sync-failed"].contains(code) ? .failed : .badInput, "cardd: \(code): \(message)")
 }
 
 /// `cardctl daemon ...`: the terminal daemon's state.
@@ -39,7 +39,7 @@ struct DaemonCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "daemon",
         abstract: "Ask the terminal daemon (cardd) for its state and events.",
-        subcommands: [Status.self, Events.self])
+        subcommands: [Status.self, Events.self, Sync.self])
 
     struct Status: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Mode, version, reader and card, queue, blacklist, last tap.")
@@ -63,6 +63,40 @@ struct DaemonCommand: ParsableCommand {
                 if let valve = line["valve"] { print("valve: \(valve)") }
                 if let fault = line["fault"] { print("fault: \(fault)") }
                 if let last = line["lastTap"] as? [String: Any] { print("last tap: \(last["at"] ?? "?") card \(last["card"] ?? "?"): \(last["result"] ?? "?")") }
+                if let uplink = line["uplink"] as? [String: Any] {
+                    let state = uplink["lastError"] == nil && uplink["lastSuccessAt"] != nil ? "online" : "offline"
+                    print("uplink: \(uplink["url"] ?? "?") \(state) (\(uplink["state"] ?? "?")), last success \(uplink["lastSuccessAt"] ?? "never"), clock skew \(uplink["clockSkewSeconds"].map { "\($0) s" } ?? "unknown")")
+                    if let error = uplink["lastError"] { print("uplink error: \(error)") }
+                    if let conflicts = uplink["conflicts"] as? [Any], !conflicts.isEmpty { print("uplink conflicts (held for an operator): sequences \(conflicts.map { "\($0)" }.joined(separator: ", "))") }
+                } else {
+                    print("uplink: none configured (offline-only box)")
+                }
+            }
+        }
+    }
+
+    struct Sync: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Upload the queue now, pull the blacklist and parameters, and print what the pass did.",
+            discussion: "Exit status 0 when the pass completed; 1 when it failed (the records it did not get acknowledged stay queued).")
+        @OptionGroup var socket: SocketOptions
+        @Option(help: "Seconds to wait for the pass (a long backlog takes a while).") var timeout = 600
+
+        func run() throws {
+            try reportingFailuresSync {
+                let client = try socket.connect()
+                let lines = try client.request(["command": "sync"], timeout: .seconds(timeout))
+                guard let data = lines.last else { throw CLIError(.failed, "cardd closed the connection without an answer") }
+                let line = decodeLine(data)
+                if let error = daemonError(line) { throw error }
+                if socket.json { print(String(decoding: data, as: UTF8.self)); return }
+                print("sent \(line["sent"] ?? 0), acknowledged \(line["acknowledged"] ?? 0)")
+                if let conflicts = line["conflicts"] as? [Any], !conflicts.isEmpty {
+                    print("conflicts (the service holds a different record under these sequences; they stay queued): \(conflicts.map { "\($0)" }.joined(separator: ", "))")
+                }
+                print("blacklist: version \(line["blacklistVersion"] ?? "?"), \(line["blacklistChanges"] ?? 0) changes")
+                print("parameters: version \(line["parametersVersion"] ?? "?")")
+                print("clock skew: \(line["clockSkewSeconds"].map { "\($0) s (the service's clock minus this box's)" } ?? "unknown")")
             }
         }
     }

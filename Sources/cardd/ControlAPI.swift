@@ -26,6 +26,8 @@ struct ControlAPI: Sendable {
         var valve: String?
         var fault: String?
         var taps: Int
+        /// `nil`: an offline-only box (no `uplink.url`).
+        var uplink: UplinkStatus?
 
         struct Queue: Encodable {
             var unacknowledged: Int
@@ -97,11 +99,20 @@ struct ControlAPI: Sendable {
                     throw ControlErrorBody(code: .badRequest, message: "this daemon's flow meter is not the simulated one: pulses come from the meter")
                 }
                 return .single(ControlResponseLine(Ack(message: "\(arguments.count) pulses counted")))
+            case "sync":
+                guard let uplink = await daemon.uplink else {
+                    throw ControlErrorBody(code: .badRequest, message: "this terminal has no settlement service configured (uplink.url): its records wait in the store; see docs/cardd-config.md")
+                }
+                let report = await uplink.syncNow()
+                if !report.ok {
+                    throw ControlErrorBody(code: ControlErrorCode(rawValue: "sync-failed"), message: "the sync failed: \(report.error ?? "unknown error"); \(report.acknowledged) of \(report.sent) records sent were acknowledged, the rest stay queued")
+                }
+                return .single(ControlResponseLine(report))
             case "clear-fault":
                 await daemon.clearFault()
                 return .single(ControlResponseLine(Ack(message: "fault cleared")))
             default:
-                throw ControlErrorBody(code: .unknownCommand, message: "unknown command \"\(request.command)\": use status, version, events, arm, charge, cancel, pin, water-pulses or clear-fault (docs/control-api.md)")
+                throw ControlErrorBody(code: .unknownCommand, message: "unknown command \"\(request.command)\": use status, version, events, arm, charge, cancel, pin, water-pulses, clear-fault or sync (docs/control-api.md)")
             }
         } catch {
             return .single(ControlResponseLine(error: error))
@@ -134,7 +145,7 @@ struct ControlAPI: Sendable {
             blacklist: Status.Blacklist(version: blacklist.version, updatedAt: blacklist.updatedAt,
                                         ageSeconds: blacklist.updatedAt.map { Int(now.timeIntervalSince($0)) }, entries: blacklist.count),
             lastTap: await daemon.lastTap, valve: await daemon.valveOpen.map { $0 ? "open" : "closed" }, fault: await daemon.latchedFault,
-            taps: await daemon.taps)
+            taps: await daemon.taps, uplink: await daemon.uplink?.currentStatus())
     }
 
     private func events() async -> AsyncStream<ControlResponseLine> {

@@ -5,6 +5,7 @@ import DaemonSupport
 import Foundation
 import Logging
 import PCSC
+import SettlementCore
 import TerminalStore
 
 /// The box's one mode, as a value machine.
@@ -43,6 +44,8 @@ actor Daemon {
     private(set) var stopping = false
     /// What happened to each notice: observers such as `cardctl pos charge` wait on these.
     private(set) var taps = 0
+    /// The store-and-forward service, when the box has a settlement service (`uplink.url`).
+    private(set) var uplink: Uplink?
 
     init(config: DaemonConfig, store: TerminalStore, keystore: any Keystore, logger: Logger,
          valve: (any Valve)?, meter: (any FlowMeter)?) {
@@ -68,6 +71,10 @@ actor Daemon {
 
     /// Starts the machine: a water controller closes its valve first (fail closed, also after a crash restart).
     func start() async {
+        if let saved = try? store.savedParameters(),
+           let parameters = try? SettlementJSON.decoder().decode(TerminalParameters.self, from: Data(saved.json.utf8)) {
+            apply(parameters)
+        }
         await refreshContext()
         if case .water = machine { await water(.start) }
     }
@@ -93,6 +100,28 @@ actor Daemon {
         case .pos: await pos(.cardArrived(uid, blacklisted: hit))
         case .water: await water(.cardArrived(uid, blacklisted: hit))
         case .settle: await settle(.cardArrived(uid, blacklisted: hit))
+        }
+        // A tap may have queued a record or hit an offline limit: upload now rather than at the next interval.
+        await uplink?.nudge()
+    }
+
+    func attach(uplink: Uplink) { self.uplink = uplink }
+
+    /// An uplink pass changed the queue or the blacklist, or brought parameters: the policy sees them from now on.
+    func uplinkChanged(_ parameters: TerminalParameters?) async {
+        if let parameters { apply(parameters) }
+        await refreshContext()
+    }
+
+    /// The settlement service's offline limits replace the configured ones (they are the campus's, versioned).
+    private func apply(_ parameters: TerminalParameters) {
+        let policy = OfflinePolicy(maxDebit: parameters.maxOfflineDebit, maxUnsentCount: parameters.maxUnsentCount,
+                                   maxUnsentTotal: parameters.maxUnsentTotal, maxUnsentAge: TimeInterval(parameters.maxUnsentAge),
+                                   maxBlacklistAge: TimeInterval(parameters.maxBlacklistAge))
+        switch machine {
+        case .pos(var current): current.apply(policy: policy); machine = .pos(current)
+        case .water(var current): current.apply(policy: policy); machine = .water(current)
+        case .settle(var current): current.apply(policy: policy); machine = .settle(current)
         }
     }
 

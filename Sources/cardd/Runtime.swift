@@ -32,6 +32,21 @@ struct Runtime {
         let (valve, meter) = try hardware()
         let daemon = Daemon(config: config, store: store, keystore: keystore, logger: logger, valve: valve, meter: meter)
         await daemon.start()
+        var uplinkTask: Task<Void, Never>?
+        if let configuration = config.uplink {
+            let uplink: Uplink
+            do {
+                uplink = try Uplink(configuration: configuration, terminalID: config.terminalID, store: store, logger: logger) { parameters in
+                    await daemon.uplinkChanged(parameters)
+                }
+            } catch {
+                printError("cardd: \(error)")
+                await daemon.stop()
+                throw ExitCode(78)
+            }
+            await daemon.attach(uplink: uplink)
+            uplinkTask = Task { await uplink.run() }
+        }
         let pruned = (try? store.prune(acknowledgedBefore: Date().addingTimeInterval(-config.pruneAcknowledgedAfter))) ?? 0
         if pruned > 0 { logger.info("pruned acknowledged records", metadata: ["count": "\(pruned)"]) }
 
@@ -86,11 +101,14 @@ struct Runtime {
         readerTask.cancel()
         tickTask.cancel()
         probeTask.cancel()
+        uplinkTask?.cancel()
         await daemon.stop()
         await server.stop()
         _ = await readerTask.value
         _ = await tickTask.value
         _ = await probeTask.value
+        // The uplink's client joins its event loop thread before the store closes under it.
+        _ = await uplinkTask?.value
         try? store.close()
         logger.info("stopped")
     }
@@ -102,7 +120,9 @@ struct Runtime {
     private func statusLine(_ daemon: Daemon) async -> String {
         let queue = try? store.queueSummary()
         let card = await daemon.cardUID.map { "card \($0)" } ?? "no card"
-        return "\(config.mode.rawValue) terminal \(config.terminalID): \(queue?.unacknowledged ?? 0) unsent, \(card)"
+        let uplink = await daemon.uplink?.currentStatus()
+        let online = uplink.map { $0.lastError == nil && $0.lastSuccessAt != nil ? ", online" : ", offline" } ?? ""
+        return "\(config.mode.rawValue) terminal \(config.terminalID): \(queue?.unacknowledged ?? 0) unsent\(online), \(card)"
     }
 
     /// The water controller's valve and meter; none in the other modes.
