@@ -37,6 +37,20 @@ import Testing
         #expect(config.pruneAcknowledgedAfter == 30 * 86_400)
     }
 
+    @Test func uplinkIsOptionalAndCheckedWhenGiven() throws {
+        #expect(try parse(#"{"terminalID": 7, "mode": "pos"}"#).uplink == nil)
+        let config = try parse(#"{"terminalID": 7, "mode": "pos", "uplink": {"url": "https://settle.campus.example", "batchSize": 50}}"#,
+                               ["ONECARD_UPLINK_INTERVAL_SECONDS": "5"])
+        #expect(config.uplink?.url == "https://settle.campus.example")
+        #expect(config.uplink?.secretFile == "/etc/onecard/uplink.secret")
+        #expect(config.uplink?.batchSize == 50 && config.uplink?.interval == 5 && config.uplink?.timeout == 30 && config.uplink?.maxBackoff == 300)
+        #expect(error(#"{"terminalID": 7, "mode": "pos", "uplink": {"url": "ftp://x"}}"#)?.key == "uplink.url")
+        #expect(error(#"{"terminalID": 7, "mode": "pos", "uplink": {"url": "https://x/api"}}"#)?.key == "uplink.url")
+        #expect(error(#"{"terminalID": 7, "mode": "pos", "uplink": {"url": "https://x", "batchSize": 5000}}"#)?.key == "uplink.batchSize")
+        #expect(error(#"{"terminalID": 7, "mode": "pos", "uplink": {"batchSize": 5}}"#)?.key == "uplink.url")
+        #expect(error(#"{"terminalID": 7, "mode": "pos", "uplink": {"url": "https://x", "secret": "00"}}"#)?.code == .unknownKey)
+    }
+
     @Test func terminalIDAndModeAreRequiredAndChecked() {
         #expect(error(#"{"mode": "pos"}"#)?.key == "terminalID")
         #expect(error(#"{"mode": "pos"}"#)?.code == .missingKey)

@@ -125,3 +125,25 @@ import Testing
         ])
     }
 }
+
+@Suite struct UplinkScheduleTests {
+    @Test func successWaitsTheIntervalAndFailuresBackOffExponentiallyWithJitterUpToTheCap() {
+        var schedule = UplinkSchedule(interval: .seconds(30), firstBackoff: .seconds(1), maxBackoff: .seconds(60))
+        #expect(schedule.succeeded() == .seconds(30))
+        // jitter 1: the ceiling itself; 0: half of it.
+        #expect(schedule.failed(jitter: 1) == .seconds(1))
+        #expect(schedule.failed(jitter: 1) == .seconds(2))
+        #expect(schedule.failed(jitter: 0) == .seconds(2))
+        #expect(schedule.failed(jitter: 1) == .seconds(8))
+        #expect(schedule.failures == 4)
+        for _ in 0..<100 { _ = schedule.failed(jitter: 1) }
+        #expect(schedule.failed(jitter: 1) == .seconds(60))
+        #expect(schedule.failed(jitter: 0) == .seconds(30))
+        // Out-of-range jitter is clamped, never beyond the cap nor under half of it.
+        #expect(schedule.failed(jitter: 7) == .seconds(60))
+        #expect(schedule.failed(jitter: -3) == .seconds(30))
+        #expect(schedule.succeeded() == .seconds(30))
+        #expect(schedule.failures == 0)
+        #expect(schedule.failed(jitter: 1) == .seconds(1))
+    }
+}

@@ -29,7 +29,7 @@ import TestSupport
         let check = try cardctl("journal", "check", "--journal", directory.store, "--json")
         #expect(check.status == 0, "\(check)")
         let report = try JSONDecoder().decode(CheckSummary.self, from: Data(check.stdout.utf8))
-        #expect(report.integrity == ["ok"] && report.schemaVersion == "v1" && report.synchronous == 2 && report.problems.isEmpty)
+        #expect(report.integrity == ["ok"] && report.schemaVersion == "v2" && report.synchronous == 2 && report.problems.isEmpty)
 
         let list = try cardctl("journal", "list", "--journal", directory.store, "--open")
         #expect(list.status == 0 && list.stdout.split(separator: "\n").count == 2 && list.stdout.contains("open"))

@@ -37,6 +37,10 @@ import Testing
         #expect(try store.transaction(sequence: 1)?.upload == .acknowledged)
         #expect(try store.pendingUpload(limit: 10).map(\.intent.terminalSequence) == [2, 3, 5])
         #expect(try store.pendingUpload(limit: 2).map(\.intent.terminalSequence) == [2, 3])
+        // The uplink's cursor: after 2, then after 3 (a record the service refuses does not hold back the rest).
+        #expect(try store.pendingUpload(limit: 10, after: 2).map(\.intent.terminalSequence) == [3, 5])
+        #expect(try store.pendingUpload(limit: 1, after: 3).map(\.intent.terminalSequence) == [5])
+        #expect(try store.pendingUpload(limit: 10, after: 5).isEmpty)
         #expect(try store.queueSummary() == UploadQueueSummary(unacknowledged: 3, unacknowledgedDebits: .zero,
                                                           oldestUnacknowledgedAt: Date(timeIntervalSinceReferenceDate: 1_002), openIntents: 1))
         // Deciding the open one queues it; nothing but markAcknowledged acknowledges.
@@ -44,6 +48,24 @@ import Testing
         #expect(try store.transaction(sequence: 4)?.upload == .queued)
         #expect(try store.queueSummary().unacknowledgedDebits == Fen(350))
         #expect(try store.check().isHealthy)
+    }
+
+    @Test func parametersFromTheServiceAreKeptAcrossReopening() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let clock = TestClock()
+        do {
+            let store = try TerminalStore(path: directory.store, clock: { clock.now })
+            #expect(try store.savedParameters() == nil)
+            try store.saveParameters(version: 3, json: #"{"version":3}"#)
+            clock.advance(5)
+            try store.saveParameters(version: 4, json: #"{"version":4}"#)
+            try store.close()
+        }
+        let reopened = try TerminalStore(path: directory.store, clock: { clock.now })
+        let saved = try #require(try reopened.savedParameters())
+        #expect(saved.version == 4 && saved.json == #"{"version":4}"# && saved.receivedAt == clock.now)
+        #expect(try reopened.check().schemaVersion == "v2")
     }
 
     @Test func pruneDeletesOnlyAcknowledgedEntriesOlderThanTheDate() throws {

@@ -130,7 +130,7 @@ import Testing
         try store.applyBlacklist([BlacklistChange(serial: 5, uid: nil, action: .add)], version: 1)
         let check = try store.check()
         #expect(check.isHealthy, "\(check.problems)")
-        #expect(check.integrity == ["ok"] && check.schemaVersion == "v1" && check.synchronous == 2 && check.journalMode == "wal")
+        #expect(check.integrity == ["ok"] && check.schemaVersion == "v2" && check.synchronous == 2 && check.journalMode == "wal")
         #expect(check.counts.entries == 4 && check.counts.open == 1 && check.counts.queued == 1 && check.counts.sent == 1 && check.counts.acknowledged == 1)
         #expect(check.counts.blacklisted == 1 && check.sequenceCounter == 4 && check.highestSequence == 4)
     }
