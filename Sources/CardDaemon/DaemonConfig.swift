@@ -28,7 +28,9 @@ public struct ConfigError: Error, Hashable, Sendable, CustomStringConvertible {
 /// Every key is documented in docs/cardd-config.md; unknown keys and bad values are refused at load, naming the key.
 /// Amounts are yuan strings ("0.05"), never numbers.
 public struct DaemonConfig: Hashable, Sendable {
-    public enum Mode: String, Sendable, Hashable, CaseIterable { case pos, water, settle }
+    /// `load`: an online top-up station (圈存): the operator arms a load, the next card is loaded with money held
+    /// from the holder's account at the settlement service (online only: it needs `uplink`).
+    public enum Mode: String, Sendable, Hashable, CaseIterable { case pos, water, settle, load }
     public enum ValveBackend: String, Sendable, Hashable, CaseIterable { case gpio, simulated }
 
     /// The GPIO lines of a water controller (Linux GPIO character device, uAPI v2).
@@ -89,9 +91,12 @@ public struct DaemonConfig: Hashable, Sendable {
     public var watchdog: TimeInterval
     public var uplink: Uplink?
 
-    /// The POS machine's configuration.
+    /// The POS machine's configuration. A load station runs the same machine (an armed amount, the next card, one
+    /// result) with no price windows and no offline limits: it is online only, the settlement service decides.
     public var pos: PosMachine.Configuration {
-        PosMachine.Configuration(saleTimeout: saleTimeout, windows: windows, timeZone: timeZone, policy: offline)
+        mode == .load
+            ? PosMachine.Configuration(saleTimeout: saleTimeout, windows: [], timeZone: timeZone, policy: .unlimited)
+            : PosMachine.Configuration(saleTimeout: saleTimeout, windows: windows, timeZone: timeZone, policy: offline)
     }
 
     /// The water machine's configuration.
@@ -166,7 +171,7 @@ public struct DaemonConfig: Hashable, Sendable {
         }
         terminalID = UInt16(id)
         guard let mode = try read.choice("mode", Mode.self) else {
-            throw ConfigError(.missingKey, key: "mode", "is required: pos, water or settle")
+            throw ConfigError(.missingKey, key: "mode", "is required: pos, water, settle or load")
         }
         self.mode = mode
         keystorePath = try read.path("keystore") ?? "/etc/onecard/keystore.json"
@@ -235,6 +240,10 @@ public struct DaemonConfig: Hashable, Sendable {
                 throw ConfigError(.missingKey, key: "uplink.url", "is required when \(key) is set: the settlement service's base URL")
             }
             uplink = nil
+        }
+
+        if mode == .load, uplink == nil {
+            throw ConfigError(.missingKey, key: "uplink.url", "is required in load mode: a load station is online only (the money comes from the holder's account at the settlement service)")
         }
 
         // Each limit: absent → the default, null (or "off" in the environment) → no limit.

@@ -103,6 +103,36 @@ public final class SettlementClient: Sendable {
         return Date(timeIntervalSince1970: TimeInterval(answer.unixTime))
     }
 
+    // MARK: Online load (圈存)
+
+    struct LoadPrepare: Codable {
+        var reference: String
+        var cardSerial: UInt32
+        var amount: Fen
+        var balanceBefore: Fen
+        var counterBefore: UInt16
+    }
+    struct LoadConfirm: Codable {
+        var balanceAfter: Fen
+        var counterAfter: UInt16
+    }
+
+    /// Holds `amount` from the card's account before the card is written. Idempotent on `reference`.
+    public func prepareLoad(reference: String, cardSerial: UInt32, amount: Fen, balanceBefore: Fen, counterBefore: UInt16) async throws(SettlementClientError) -> LoadState {
+        try await call("POST", "/v1/loads", body: LoadPrepare(reference: reference, cardSerial: cardSerial, amount: amount,
+                                                               balanceBefore: balanceBefore, counterBefore: counterBefore))
+    }
+
+    /// The card carries the load. Idempotent.
+    public func confirmLoad(reference: String, balanceAfter: Fen, counterAfter: UInt16) async throws(SettlementClientError) -> LoadState {
+        try await call("POST", "/v1/loads/\(reference)/confirm", body: LoadConfirm(balanceAfter: balanceAfter, counterAfter: counterAfter))
+    }
+
+    /// The card does not carry the load: release the hold. Idempotent.
+    public func reverseLoad(reference: String) async throws(SettlementClientError) -> LoadState {
+        try await call("POST", "/v1/loads/\(reference)/reverse", body: nil as Empty?)
+    }
+
     // MARK: Plumbing
 
     struct Empty: Codable {}

@@ -128,9 +128,9 @@ struct DaemonCommand: ParsableCommand {
 struct PosCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pos",
-        abstract: "Charge a sale on the POS daemon (cardd in pos mode): the next card tapped pays it.",
+        abstract: "Charge a sale on the POS daemon (cardd in pos mode), or load a card at a load station (mode load): the next card tapped pays it or is loaded.",
         discussion: "Exit status: 0 paid, 5 refused (the reason is printed), 7 undetermined (tap the card again: the daemon decides it), 3 timed out or cancelled (nothing debited), 2 no daemon.",
-        subcommands: [Charge.self, PIN.self, Cancel.self])
+        subcommands: [Charge.self, Load.self, PIN.self, Cancel.self])
 
     struct Charge: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Arm a sale and wait for the card: prints the result.")
@@ -140,45 +140,66 @@ struct PosCommand: ParsableCommand {
         @Option(help: "Seconds to wait for a card (default: the daemon's sale timeout).") var timeout: Int?
 
         func run() throws {
-            try reportingFailuresSync {
-                let client = try socket.connect()
-                try client.send(ChargeRequest(amount: amount, saleID: saleID, timeoutSeconds: timeout))
-                var final: [String: Any]?
-                var ended: [String: Any]?
-                while let data = try client.readLine(timeout: .seconds(Int64(timeout ?? 3600) + 60)) {
-                    let line = decodeLine(data)
-                    if let error = daemonError(line) { throw error }
-                    if socket.json { printNow(String(decoding: data, as: UTF8.self)) }
-                    if line["event"] as? String == "pin-required" && !socket.json {
-                        printError("cardctl: the card asks for the holder's PIN: `cardctl pos pin \(line["saleID"] ?? "SALE") --pin-stdin` (\(line["pinTriesLeft"].map { "\($0) tries left" } ?? ""))")
-                    }
-                    if line["ok"] != nil && line["event"] == nil { final = line; break }
-                    if let event = line["event"] as? String, event.hasPrefix("sale-") || event == "request-rejected" { ended = line }
+            try armAndWait(command: "charge", socket: socket, amount: amount, saleID: saleID, timeout: timeout)
+        }
+    }
+
+    struct Load: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Arm an online load (圈存) on a load station (cardd in load mode) and wait for the card.",
+            discussion: "The settlement service holds the amount from the holder's account, then the card is loaded. Exit status as for charge.")
+        @OptionGroup var socket: SocketOptions
+        @Argument(help: "The amount in yuan, e.g. 50.00.") var amount: String
+        @Option(help: "Your own load id (default: a new one).") var loadID: String?
+        @Option(help: "Seconds to wait for a card (default: the daemon's sale timeout).") var timeout: Int?
+
+        func run() throws {
+            try armAndWait(command: "load", socket: socket, amount: amount, saleID: loadID, timeout: timeout)
+        }
+    }
+
+    /// Arms a sale (`charge`) or a load (`load`), follows its events and prints how it ended.
+    static func armAndWait(command: String, socket: SocketOptions, amount: String, saleID: String?, timeout: Int?) throws {
+        let isLoad = command == "load"
+        try reportingFailuresSync {
+            let client = try socket.connect()
+            try client.send(ChargeRequest(command: command, amount: amount, saleID: saleID, timeoutSeconds: timeout))
+            var final: [String: Any]?
+            var ended: [String: Any]?
+            while let data = try client.readLine(timeout: .seconds(Int64(timeout ?? 3600) + 60)) {
+                let line = decodeLine(data)
+                if let error = daemonError(line) { throw error }
+                if socket.json { printNow(String(decoding: data, as: UTF8.self)) }
+                if line["event"] as? String == "pin-required" && !socket.json {
+                    printError("cardctl: the card asks for the holder's PIN: `cardctl pos pin \(line["saleID"] ?? "SALE") --pin-stdin` (\(line["pinTriesLeft"].map { "\($0) tries left" } ?? ""))")
                 }
-                guard let final, let result = final["result"] as? String else {
-                    throw CLIError(.failed, "cardd closed the connection before the sale ended: see `cardctl daemon status`")
-                }
-                let line = ended ?? [:]
-                switch result {
-                case "sale-done":
-                    if !socket.json { print("paid \(line["amountYuan"] ?? amount) yuan: card \(line["card"] ?? "?"), balance \(line["balanceYuan"] ?? "?") yuan") }
-                case "sale-refused":
-                    let reason = line["reason"] as? [String: Any] ?? [:]
-                    throw CLIError(.refused, "refused (\(reason["code"] ?? "?")): \(reason["message"] ?? line["message"] ?? "")")
-                case "sale-undetermined":
-                    throw CLIError(.undetermined, "undetermined: \(line["message"] ?? "the card left during the commit") (tap the same card again on this POS, not a new sale)")
-                case "sale-timed-out": throw CLIError(.noCard, "timed out: no card was presented; nothing was debited")
-                case "sale-cancelled": throw CLIError(.noCard, "cancelled; nothing was debited")
-                default:
-                    let reason = line["reason"] as? [String: Any] ?? [:]
-                    throw CLIError(.badInput, "the sale was not taken (\(reason["code"] ?? result)): \(line["message"] ?? "")")
-                }
+                if line["ok"] != nil && line["event"] == nil { final = line; break }
+                if let event = line["event"] as? String, event.hasPrefix("sale-") || event == "request-rejected" { ended = line }
+            }
+            guard let final, let result = final["result"] as? String else {
+                throw CLIError(.failed, "cardd closed the connection before the \(isLoad ? "load" : "sale") ended: see `cardctl daemon status`")
+            }
+            let line = ended ?? [:]
+            let nothing = isLoad ? "nothing was loaded" : "nothing was debited"
+            switch result {
+            case "sale-done":
+                if !socket.json { print("\(isLoad ? "loaded" : "paid") \(line["amountYuan"] ?? amount) yuan: card \(line["card"] ?? "?"), balance \(line["balanceYuan"] ?? "?") yuan") }
+            case "sale-refused":
+                let reason = line["reason"] as? [String: Any] ?? [:]
+                throw CLIError(.refused, "refused (\(reason["code"] ?? "?")): \(reason["message"] ?? line["message"] ?? "")")
+            case "sale-undetermined":
+                throw CLIError(.undetermined, "undetermined: \(line["message"] ?? "the card left during the commit") (tap the same card again on this \(isLoad ? "station" : "POS"), not a new \(isLoad ? "load" : "sale"))")
+            case "sale-timed-out": throw CLIError(.noCard, "timed out: no card was presented; \(nothing)")
+            case "sale-cancelled": throw CLIError(.noCard, "cancelled; \(nothing)")
+            default:
+                let reason = line["reason"] as? [String: Any] ?? [:]
+                throw CLIError(.badInput, "the \(isLoad ? "load" : "sale") was not taken (\(reason["code"] ?? result)): \(line["message"] ?? "")")
             }
         }
     }
 
     struct ChargeRequest: Encodable {
-        var command = "charge"
+        var command: String
         var amount: String
         var saleID: String?
         var timeoutSeconds: Int?

@@ -48,8 +48,8 @@ struct Cardd: AsyncParsableCommand {
         }
         // A settlement station writes the water wallet's settlement with key B: without the loader master it would
         // refuse every card at run time (missing-key); refuse the keystore now, naming the key.
-        if settings.mode == .settle, !keystore.roles(version: keystore.currentVersion).contains(.loader) {
-            printError("cardd: configuration \(config): keystore: \(settings.keystorePath) holds no loader master, which a settlement station (mode settle) needs: export it with `cardctl keystore export OFFICE DEST --roles terminal,loader,mac`")
+        if [.settle, .load].contains(settings.mode), !keystore.roles(version: keystore.currentVersion).contains(.loader) {
+            printError("cardd: configuration \(config): keystore: \(settings.keystorePath) holds no loader master, which a \(settings.mode == .load ? "load station (mode load)" : "settlement station (mode settle)") needs: export it with `cardctl keystore export OFFICE DEST --roles terminal,loader,mac`")
             throw ExitCode(78)
         }
         let store: TerminalStore

@@ -76,9 +76,10 @@ struct ControlAPI: Sendable {
             case "events": return await events()
             case "arm": return await arm(try request.decode(SaleArguments.self), waiting: false)
             case "charge": return await arm(try request.decode(SaleArguments.self), waiting: true)
+            case "load": return await arm(try request.decode(SaleArguments.self), waiting: true, load: true)
             case "cancel":
                 let arguments = try request.decode(SaleID.self)
-                try await requirePOS()
+                try await requirePOS(load: nil)
                 if let rejection = await daemon.cancel(saleID: arguments.saleID) { throw ControlErrorBody(rejection) }
                 return .single(ControlResponseLine(Ack(saleID: arguments.saleID)))
             case "pin":
@@ -119,9 +120,19 @@ struct ControlAPI: Sendable {
         }
     }
 
-    private func requirePOS() async throws(ControlErrorBody) {
-        guard daemon.config.mode == .pos else {
-            throw ControlErrorBody(code: .badRequest, message: "this terminal is in \(daemon.config.mode.rawValue) mode: sales need a POS (mode \"pos\")")
+    /// Sales (arm, charge, pin) need a POS, loads a load station; cancel works on both.
+    private func requirePOS(load: Bool? = false) async throws(ControlErrorBody) {
+        let mode = daemon.config.mode
+        switch load {
+        case false?: guard mode == .pos else {
+            throw ControlErrorBody(code: .badRequest, message: "this terminal is in \(mode.rawValue) mode: sales need a POS (mode \"pos\")\(mode == .load ? "; a load station takes `load`" : "")")
+        }
+        case true?: guard mode == .load else {
+            throw ControlErrorBody(code: .badRequest, message: "this terminal is in \(mode.rawValue) mode: loads need a load station (mode \"load\", online)")
+        }
+        case nil: guard mode == .pos || mode == .load else {
+            throw ControlErrorBody(code: .badRequest, message: "this terminal is in \(mode.rawValue) mode: it has no sales or loads to cancel")
+        }
         }
     }
 
@@ -165,9 +176,9 @@ struct ControlAPI: Sendable {
     }
 
     /// Arms a sale; `waiting`: streams the sale's events and ends with its result (`charge`).
-    private func arm(_ arguments: SaleArguments, waiting: Bool) async -> AsyncStream<ControlResponseLine> {
+    private func arm(_ arguments: SaleArguments, waiting: Bool, load: Bool = false) async -> AsyncStream<ControlResponseLine> {
         do throws(ControlErrorBody) {
-            try await requirePOS()
+            try await requirePOS(load: load)
             let amount: Fen
             do { amount = try Fen(yuan: arguments.amount) } catch {
                 throw ControlErrorBody(code: .badArguments, message: "amount: \(error)")

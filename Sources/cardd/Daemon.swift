@@ -61,7 +61,7 @@ actor Daemon {
                                 lastSeenCounter: { uid in (try? store.lastSeenCounter(cardUID: uid)) ?? nil })
         self.actions = CardActions(port: port, keystore: keystore, terminal: terminal)
         switch config.mode {
-        case .pos: machine = .pos(PosMachine(configuration: config.pos))
+        case .pos, .load: machine = .pos(PosMachine(configuration: config.pos))
         case .water: machine = .water(WaterMachine(configuration: config.waterMachine))
         case .settle: machine = .settle(SettleMachine(policy: config.offline))
         }
@@ -248,7 +248,10 @@ actor Daemon {
             switch action {
             case .notify(let notice): publish(notice); notices.append(notice)
             case .debit(let uid, let amount, let pin, _):
-                let (outcome, decisions) = await self.actions.debit(uid, amount: amount, pin: pin)
+                // A load station's armed amount is a load onto the card (online: held at the service first).
+                let (outcome, decisions) = config.mode == .load
+                    ? await self.actions.load(uid, amount: amount, client: uplink?.client)
+                    : await self.actions.debit(uid, amount: amount, pin: pin)
                 await refreshContext()
                 await pos(.debitFinished(uid, outcome, decisions: decisions))
             case .tap(let uid):

@@ -47,7 +47,7 @@ struct UplinkStatus: Sendable, Codable {
 actor Uplink {
     let configuration: DaemonConfig.Uplink
     let store: TerminalStore
-    let client: SettlementClient
+    nonisolated let client: SettlementClient
     let logger: Logger
     /// Called after a pass changed what the offline policy sees (acknowledgements, blacklist, parameters).
     private let changed: @Sendable (TerminalParameters?) async -> Void
