@@ -22,7 +22,9 @@ public final class DaemonHarness: @unchecked Sendable {
     /// Issues a card (serial 20260001) with `load` yuan on the purse and, when `water` is set, a filled water wallet;
     /// loads a one-entry blacklist (so the offline policy's "blacklist never loaded" does not refuse); writes the
     /// config (`mode`, terminal 21, then `overrides` merged at the top level, one level deep).
-    public init(mode: String = "pos", load: String = "100", water: Bool = false, overrides: [String: Any] = [:]) throws {
+    /// `localBlacklist: false`: no blacklist is imported (a box that gets its list from the settlement service).
+    public init(mode: String = "pos", load: String = "100", water: Bool = false, localBlacklist: Bool = true,
+                overrides: [String: Any] = [:]) throws {
         config = [:]
         work = NSTemporaryDirectory() + "cardd-test-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
@@ -41,9 +43,11 @@ public final class DaemonHarness: @unchecked Sendable {
         try Self.check(cardctl(["card", "issue", "--serial", "20260001", "--account", "3120456", "--type", "student"] + office))
         if load != "0" { try Self.check(cardctl(["card", "load", load] + office)) }
         if water { try Self.check(cardctl(["card", "water", "settle"] + office)) }
-        let blacklist = work + "/blacklist.csv"
-        try "version,serial,uid,action,reason\n1,99999999,0A0B0C0D,add,reported lost\n".write(toFile: blacklist, atomically: true, encoding: .utf8)
-        try Self.check(cardctl(["blacklist", "import", blacklist, "--journal", storePath]))
+        if localBlacklist {
+            let blacklist = work + "/blacklist.csv"
+            try "version,serial,uid,action,reason\n1,99999999,0A0B0C0D,add,reported lost\n".write(toFile: blacklist, atomically: true, encoding: .utf8)
+            try Self.check(cardctl(["blacklist", "import", blacklist, "--journal", storePath]))
+        }
         config = [
             "terminalID": 21, "mode": mode, "keystore": terminalKeystore, "stateDirectory": work,
             "store": ["path": storePath], "control": ["socket": socketPath],
