@@ -157,9 +157,15 @@ let package = Package(
         .testTarget(name: "CardReaderTests", dependencies: ["CardReader", "SmartCard", "MifareClassic", "CardEmulator", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(name: "CardEmulatorTests", dependencies: ["CardEmulator", "SmartCard", "MifareClassic", "TestSupport"], swiftSettings: strictSwift),
         // Shared by the test targets: starts pcscd and the emulator on a vpcd port, finds built executables.
-        .target(name: "TestSupport", dependencies: ["CardEmulator", "SmartCard", "MifareClassic"], path: "Tests/TestSupport", swiftSettings: strictSwift),
+        .target(name: "TestSupport", dependencies: ["CardEmulator", "SmartCard", "MifareClassic", "DaemonSupport"], path: "Tests/TestSupport", swiftSettings: strictSwift),
         // cardd as a process: through pcscd, the emulator and its control socket.
         .testTarget(name: "DaemonTests", dependencies: ["TestSupport", "DaemonSupport"], swiftSettings: strictSwift),
+        // cardd's uplink against a real settlementd (SQLite) on loopback, through pcscd and the emulator.
+        .testTarget(
+            name: "UplinkTests",
+            dependencies: ["TestSupport", "DaemonSupport", "SettlementClient", "SettlementCore", "CampusCard", "TerminalStore"],
+            swiftSettings: strictSwift
+        ),
         .testTarget(name: "PCSCTests", dependencies: ["PCSC", "SmartCard", "CardEmulator", "TestSupport"], swiftSettings: strictSwift),
         .testTarget(
             name: "IntegrationTests",

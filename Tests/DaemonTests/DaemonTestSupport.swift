@@ -5,42 +5,6 @@ import TestSupport
 import Glibc
 #endif
 
-/// The office's cardctl arguments for a box's card (the card office keystore, terminal 1), as DaemonHarness uses them.
-extension DaemonHarness {
-    var office: [String] { ["--keystore", officeKeystore, "--journal", work + "/office-journal.jsonl", "--terminal-id", "1"] }
-
-    /// One raw request line on a fresh connection; the answer lines until the one with "ok" or "error".
-    func raw(_ line: String, timeout: Duration = .seconds(10)) throws -> [[String: Any]] {
-        let client = try ControlSocketClient(path: socketPath)
-        defer { client.close() }
-        try client.send(rawLine: line)
-        var lines: [[String: Any]] = []
-        while let data = try client.readLine(timeout: timeout) {
-            let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? ["unparsed": String(decoding: data, as: UTF8.self)]
-            lines.append(object)
-            if object["ok"] != nil || object["error"] != nil { break }
-        }
-        return lines
-    }
-
-    /// `status` through the control API, as a dictionary.
-    func status() throws -> [String: Any] {
-        try raw(#"{"command":"status"}"#).last ?? [:]
-    }
-
-    /// The terminal store's journal lines of one kind (`purse-debit`, `water-debit`, ...).
-    func journal(_ kind: String) throws -> [String] {
-        let list = try cardctl(["journal", "list", "--journal", storePath])
-        return list.stdout.split(separator: "\n").map(String.init).filter { $0.contains(" \(kind) ") }
-    }
-
-    /// The card as the card office reads it (`cardctl card show`).
-    func showCard() throws -> String {
-        let shown = try cardctl(["card", "show"] + office)
-        return shown.stdout + shown.stderr
-    }
-}
-
 /// A client following `events` on its own thread, collecting every event line.
 final class EventWatcher: @unchecked Sendable {
     private let client: ControlSocketClient

@@ -1,3 +1,4 @@
+import DaemonSupport
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -133,6 +134,25 @@ public final class DaemonHarness: @unchecked Sendable {
         try EmulatorProcess.waitForPcscd(reader: emulator.readerName, present: present)
     }
 
+    /// One raw request line on a fresh connection; the answer lines until the one with "ok" or "error".
+    public func raw(_ line: String, timeout: Duration = .seconds(10)) throws -> [[String: Any]] {
+        let client = try ControlSocketClient(path: socketPath)
+        defer { client.close() }
+        try client.send(rawLine: line)
+        var lines: [[String: Any]] = []
+        while let data = try client.readLine(timeout: timeout) {
+            let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? ["unparsed": String(decoding: data, as: UTF8.self)]
+            lines.append(object)
+            if object["ok"] != nil || object["error"] != nil { break }
+        }
+        return lines
+    }
+
+    /// `status` through the control API, as a dictionary.
+    public func status() throws -> [String: Any] {
+        try raw(#"{"command":"status"}"#).last ?? [:]
+    }
+
     /// Stops cardd and the emulator and removes the directory.
     public func cleanUp() {
         if stop() == nil { kill9() }
@@ -144,3 +164,21 @@ public final class DaemonHarness: @unchecked Sendable {
         guard result.status == 0 else { throw TestSetupError("setup step failed (\(result.status)): \(result.stderr)\(result.stdout)") }
     }
 }
+
+/// The office's cardctl arguments for a box's card (the card office keystore, terminal 1), as DaemonHarness uses them.
+extension DaemonHarness {
+    public var office: [String] { ["--keystore", officeKeystore, "--journal", work + "/office-journal.jsonl", "--terminal-id", "1"] }
+
+    /// The terminal store's journal lines of one kind (`purse-debit`, `water-debit`, ...).
+    public func journal(_ kind: String) throws -> [String] {
+        let list = try cardctl(["journal", "list", "--journal", storePath])
+        return list.stdout.split(separator: "\n").map(String.init).filter { $0.contains(" \(kind) ") }
+    }
+
+    /// The card as the card office reads it (`cardctl card show`).
+    public func showCard() throws -> String {
+        let shown = try cardctl(["card", "show"] + office)
+        return shown.stdout + shown.stderr
+    }
+}
+
