@@ -115,6 +115,7 @@ let package = Package(
             name: "cardctl",
             dependencies: [
                 "PCSC", "SmartCard", "MifareClassic", "CardReader", "CampusCard", "CardSession", "BuildInfo", "TerminalStore", "DaemonSupport",
+                "SettlementCore", "SettlementClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift

@@ -20,7 +20,7 @@ struct CardCtl: AsyncParsableCommand {
         subcommands: [
             Readers.self, Watch.self, Info.self, Dump.self, Restore.self, ReadBlock.self, WriteBlock.self,
             Value.self, Keys.self, KeystoreCommand.self, Card.self, JournalCommand.self, BlacklistCommand.self,
-            DaemonCommand.self, PosCommand.self, WaterMeterCommand.self,
+            DaemonCommand.self, PosCommand.self, WaterMeterCommand.self, OfficeCommand.self,
         ]
     )
 
