@@ -25,12 +25,15 @@ let package = Package(
         .library(name: "CardDaemon", targets: ["CardDaemon"]),
         .library(name: "TerminalStore", targets: ["TerminalStore"]),
         .library(name: "SettlementCore", targets: ["SettlementCore"]),
+        .library(name: "SettlementPostgres", targets: ["SettlementPostgres"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.21.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.5.0"),
     ],
     targets: [
         // The C binding: only the PCSC module imports it.
@@ -166,6 +169,23 @@ let package = Package(
         .testTarget(
             name: "TerminalStoreTests",
             dependencies: ["TerminalStore", "CampusCard", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strictSwift
+        ),
+        // The settlement store on PostgreSQL (postgres-nio): settlementd at scale, several instances on one database.
+        .target(
+            name: "SettlementPostgres",
+            dependencies: [
+                "SettlementCore", "CampusCard",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        // The PostgreSQL store against a throwaway cluster (scripts/postgres): concurrency, restarts.
+        .testTarget(
+            name: "SettlementPostgresTests",
+            dependencies: ["SettlementPostgres", "SettlementCore", "CampusCard", "TestSupport", .product(name: "PostgresNIO", package: "postgres-nio")],
             swiftSettings: strictSwift
         ),
     ]

@@ -1,0 +1,388 @@
+import CampusCard
+import Foundation
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+import SettlementCore
+
+/// The settlement store on PostgreSQL, through postgres-nio's `PostgresClient` (a connection pool).
+///
+/// Lifecycle: the client's pool runs inside `run()` (a ServiceLifecycle `Service`: put the store in settlementd's
+/// `ServiceGroup`; graceful shutdown or cancelling the task closes every connection), or scoped with
+/// `withStore(url:logger:_:)`, which runs the pool, applies the migrations, calls the body and shuts the pool down
+/// before it returns. `migrate()` must run once before the other methods (withStore does it). No thread of ours is left
+/// behind: the pool's connections live on NIO's shared event loops, closed when `run()` returns.
+///
+/// Several instances (settlementd processes) may share one database: every method is one READ COMMITTED transaction;
+/// ingest serialises per terminal (the terminal row, FOR UPDATE) and per card (the card's ledger state, FOR UPDATE, in
+/// card-UID order, so two instances never deadlock), and the records' primary key decides a race for one key.
+public final class PostgresSettlementStore: SettlementStore, Service {
+    let client: PostgresClient
+    let logger: Logger
+
+    /// A store on `configuration`'s database. Nothing connects before `run()`.
+    public init(configuration: PostgresClient.Configuration, logger: Logger) {
+        client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        self.logger = logger
+    }
+
+    /// A store on `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (TLS off: loopback or a private network; put a TLS
+    /// tunnel or `sslmode` support in front for anything else). `maximumConnections` caps the pool.
+    public convenience init(url: String, maximumConnections: Int = 20, logger: Logger) throws {
+        var configuration = try Self.configuration(url: url)
+        configuration.options.maximumConnections = maximumConnections
+        self.init(configuration: configuration, logger: logger)
+    }
+
+    /// Parses a `postgres://` or `postgresql://` URL.
+    public static func configuration(url: String) throws -> PostgresClient.Configuration {
+        guard let components = URLComponents(string: url), ["postgres", "postgresql"].contains(components.scheme ?? ""),
+              let host = components.host, !host.isEmpty, let user = components.user, !user.isEmpty
+        else {
+            throw SettlementError(.badRequest, "not a PostgreSQL URL: expected postgres://USER:PASSWORD@HOST:PORT/DATABASE")
+        }
+        let database = components.path.hasPrefix("/") ? String(components.path.dropFirst()) : components.path
+        return PostgresClient.Configuration(host: host, port: components.port ?? 5432, username: user,
+                                            password: components.password?.removingPercentEncoding,
+                                            database: database.isEmpty ? nil : database, tls: .disable)
+    }
+
+    /// Runs the connection pool until the task is cancelled or a graceful shutdown is triggered.
+    public func run() async {
+        await client.run()
+    }
+
+    /// Creates or updates the schema (idempotent; safe with several instances starting at once).
+    public func migrate() async throws {
+        do {
+            try await Migrations.apply(on: client, logger: logger)
+        } catch {
+            throw PostgresFailure.map(error, "migrate")
+        }
+    }
+
+    /// Runs a store on `url` for the duration of `body`: the pool, the migrations, then the body; the pool is shut
+    /// down (every connection closed) before this returns, also when the body throws.
+    public static func withStore<Result: Sendable>(url: String, maximumConnections: Int = 20, logger: Logger,
+                                                   _ body: (PostgresSettlementStore) async throws -> Result) async throws -> Result {
+        let store = try PostgresSettlementStore(url: url, maximumConnections: maximumConnections, logger: logger)
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await store.run() }
+            do {
+                try await store.migrate()
+                let result = try await body(store)
+                group.cancelAll()
+                try await group.waitForAll()
+                return result
+            } catch {
+                group.cancelAll()
+                try? await group.waitForAll()
+                throw error
+            }
+        }
+    }
+
+    // MARK: transactions
+
+    /// One READ COMMITTED transaction (the server's default), run again when it lost a race (serialization failure,
+    /// deadlock, a key taken between check and insert); errors come out as `SettlementError`.
+    func transaction<Result: Sendable>(_ what: String, _ body: (PostgresConnection) async throws -> Result) async throws -> Result {
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await client.withTransaction(logger: logger) { connection in
+                    try await body(connection)
+                }
+            } catch {
+                if PostgresFailure.isRetryable(error), attempt < 5 {
+                    logger.debug("transaction retried", metadata: ["store.operation": "\(what)", "store.attempt": "\(attempt)"])
+                    continue
+                }
+                throw PostgresFailure.map(error, what)
+            }
+        }
+    }
+
+    /// A single statement outside an explicit transaction, with errors mapped.
+    func read<Result: Sendable>(_ what: String, _ body: (PostgresClient) async throws -> Result) async throws -> Result {
+        do {
+            return try await body(client)
+        } catch {
+            throw PostgresFailure.map(error, what)
+        }
+    }
+
+    // MARK: terminals
+
+    public func putTerminal(_ terminal: TerminalInfo) async throws {
+        try await transaction("put terminal") { connection in
+            try await connection.query("""
+                INSERT INTO terminals (id, merchant, secret, enabled)
+                VALUES (\(Int64(terminal.id.rawValue)), \(terminal.merchant), \(Self.bytes(terminal.secret)), \(terminal.enabled))
+                ON CONFLICT (id) DO UPDATE SET merchant = excluded.merchant, secret = excluded.secret, enabled = excluded.enabled
+                """, logger: logger)
+        }
+    }
+
+    public func terminal(_ id: TerminalID) async throws -> TerminalInfo? {
+        try await read("terminal") { client in
+            let rows = try await client.query(
+                "SELECT merchant, secret, enabled FROM terminals WHERE id = \(Int64(id.rawValue))", logger: logger)
+            for try await (merchant, secret, enabled) in rows.decode((String, ByteBuffer, Bool).self) {
+                return TerminalInfo(id: id, merchant: merchant, secret: Array(buffer: secret), enabled: enabled)
+            }
+            return nil
+        }
+    }
+
+    /// Nonces older than this are forgotten: the request signature's replay window is shorter.
+    static let nonceRetention: TimeInterval = 3_600
+
+    public func rememberNonce(terminal: TerminalID, nonce: String, at date: Date) async throws -> Bool {
+        try await transaction("remember nonce") { connection in
+            try await connection.query(
+                "DELETE FROM nonces WHERE seen_at < \(date.addingTimeInterval(-Self.nonceRetention))", logger: logger)
+            let rows = try await connection.query("""
+                INSERT INTO nonces (terminal_id, nonce, seen_at) VALUES (\(Int64(terminal.rawValue)), \(nonce), \(date))
+                ON CONFLICT DO NOTHING RETURNING 1
+                """, logger: logger)
+            var inserted = false
+            for try await _ in rows { inserted = true }
+            return inserted
+        }
+    }
+
+    // MARK: accounts and cards
+
+    public func openAccount(name: String, initialBalance: Fen, at date: Date) async throws -> Account {
+        guard initialBalance.rawValue >= 0 else {
+            throw SettlementError(.badRequest, "open account: a negative initial balance (\(initialBalance)): give 0 or more")
+        }
+        return try await transaction("open account") { connection in
+            let rows = try await connection.query("""
+                INSERT INTO accounts (name, balance, created_at) VALUES (\(name), \(Int64(initialBalance.rawValue)), \(date))
+                RETURNING id
+                """, logger: logger)
+            var id: Int64 = 0
+            for try await (value) in rows.decode(Int64.self) { id = value }
+            if initialBalance.rawValue > 0 {
+                // The opening deposit: cash in at the office.
+                try await Self.book(on: connection, logger: logger, movements: [
+                    Movement(debit: "cash", credit: "account:\(id)", amount: initialBalance.rawValue, kind: "deposit",
+                             terminal: nil, sequence: nil, merchant: nil, day: nil),
+                ], at: date)
+            }
+            return Account(id: id, name: name, balance: initialBalance, createdAt: date)
+        }
+    }
+
+    public func account(_ id: Int64) async throws -> Account? {
+        try await read("account") { client in
+            let rows = try await client.query("SELECT name, balance, created_at FROM accounts WHERE id = \(id)", logger: logger)
+            for try await (name, balance, created) in rows.decode((String, Int64, Date).self) {
+                return Account(id: id, name: name, balance: Fen(Int(balance)), createdAt: created)
+            }
+            return nil
+        }
+    }
+
+    public func issueCard(serial: UInt32, uid: String, accountID: Int64, at date: Date) async throws -> Card {
+        let uid = uid.uppercased()
+        guard !uid.isEmpty, uid.count.isMultiple(of: 2), uid.allSatisfy(\.isHexDigit) else {
+            throw SettlementError(.badRequest, "issue card: the UID \(uid.prefix(32)) is not hex bytes: give e.g. 04A1B2C3")
+        }
+        return try await transaction("issue card") { connection in
+            let accounts = try await connection.query("SELECT 1 FROM accounts WHERE id = \(accountID)", logger: logger)
+            var found = false
+            for try await _ in accounts { found = true }
+            guard found else {
+                throw SettlementError(.notFound, "issue card: no account \(accountID): open the account first")
+            }
+            let rows = try await connection.query("""
+                INSERT INTO cards (serial, uid, account_id, status, purse_mirror, purse_counter, issued_at)
+                VALUES (\(Int64(serial)), \(uid), \(accountID), 'active', 0, NULL, \(date))
+                ON CONFLICT DO NOTHING RETURNING 1
+                """, logger: logger)
+            var inserted = false
+            for try await _ in rows { inserted = true }
+            guard inserted else {
+                throw SettlementError(.conflict, "issue card: serial \(serial) or UID \(uid) is already issued: report the old card lost or cancel it first")
+            }
+            return Card(serial: serial, uid: uid, accountID: accountID, status: .active, purseMirror: 0, purseCounter: nil,
+                        issuedAt: date)
+        }
+    }
+
+    public func card(serial: UInt32) async throws -> Card? {
+        try await read("card") { client in
+            try await Self.card(on: client.query("""
+                SELECT serial, uid, account_id, status, purse_mirror, purse_counter, issued_at FROM cards
+                WHERE serial = \(Int64(serial))
+                """, logger: logger))
+        }
+    }
+
+    public func card(uid: String) async throws -> Card? {
+        try await read("card") { client in
+            try await Self.card(on: client.query("""
+                SELECT serial, uid, account_id, status, purse_mirror, purse_counter, issued_at FROM cards
+                WHERE uid = \(uid.uppercased())
+                """, logger: logger))
+        }
+    }
+
+    static func card(on rows: PostgresRowSequence) async throws -> Card? {
+        for try await (serial, uid, account, status, mirror, counter, issued)
+            in rows.decode((Int64, String, Int64, String, Int64, Int64?, Date).self) {
+            return Card(serial: UInt32(truncatingIfNeeded: serial), uid: uid, accountID: account,
+                        status: CardStatus(rawValue: status) ?? .frozen, purseMirror: Fen(Int(mirror)),
+                        purseCounter: counter.map { UInt16(truncatingIfNeeded: $0) }, issuedAt: issued)
+        }
+        return nil
+    }
+
+    public func setCardStatus(serial: UInt32, to status: CardStatus, reason: String, at date: Date) async throws -> (Card, Int64) {
+        try await transaction("set card status") { connection in
+            guard var card = try await Self.card(on: connection.query("""
+                SELECT serial, uid, account_id, status, purse_mirror, purse_counter, issued_at FROM cards
+                WHERE serial = \(Int64(serial)) FOR UPDATE
+                """, logger: logger))
+            else {
+                throw SettlementError(.notFound, "set card status: no card with serial \(serial): check the serial")
+            }
+            if card.status == .cancelled, status != .cancelled {
+                throw SettlementError(.conflict, "set card status: card \(serial) is cancelled for good: issue a new card")
+            }
+            card.status = status
+            try await connection.query(
+                "UPDATE cards SET status = \(status.rawValue) WHERE serial = \(Int64(serial))", logger: logger)
+            let action = status.isBlacklisted ? BlacklistDelta.Action.add : .remove
+            let rows = try await connection.query("""
+                INSERT INTO blacklist (serial, uid, action, reason, changed_at)
+                VALUES (\(Int64(serial)), \(card.uid), \(action.rawValue), \(reason), \(date)) RETURNING version
+                """, logger: logger)
+            var version: Int64 = 0
+            for try await value in rows.decode(Int64.self) { version = value }
+            return (card, version)
+        }
+    }
+
+    // MARK: feeds
+
+    public func blacklist(after version: Int64, limit: Int) async throws -> BlacklistPage {
+        let limit = max(1, min(limit, 10_000))
+        return try await read("blacklist") { client in
+            let rows = try await client.query("""
+                SELECT version, serial, uid, action, reason FROM blacklist WHERE version > \(version)
+                ORDER BY version LIMIT \(Int64(limit + 1))
+                """, logger: logger)
+            var changes: [BlacklistDelta] = []
+            for try await (version, serial, uid, action, reason) in rows.decode((Int64, Int64, String, String, String).self) {
+                changes.append(BlacklistDelta(version: version, serial: UInt32(truncatingIfNeeded: serial), uid: uid,
+                                              action: BlacklistDelta.Action(rawValue: action) ?? .add, reason: reason))
+            }
+            let more = changes.count > limit
+            if more { changes.removeLast() }
+            return BlacklistPage(changes: changes, version: changes.last?.version ?? version, more: more)
+        }
+    }
+
+    public func parameters(for terminal: TerminalID) async throws -> TerminalParameters {
+        try await read("parameters") { client in
+            let rows = try await client.query("""
+                SELECT body::text FROM parameters WHERE scope IN (0, \(Int64(terminal.rawValue))) ORDER BY scope DESC LIMIT 1
+                """, logger: logger)
+            for try await body in rows.decode(String.self) {
+                return try JSONDecoder().decode(TerminalParameters.self, from: Data(body.utf8))
+            }
+            return TerminalParameters(version: 0)
+        }
+    }
+
+    public func setParameters(_ parameters: TerminalParameters, for terminal: TerminalID?) async throws -> TerminalParameters {
+        try await transaction("set parameters") { connection in
+            let scope = Int64(terminal?.rawValue ?? 0)
+            // Versions grow over every scope, so a terminal moving from the default to its own row sees a new
+            // version; the lock keeps two concurrent changes from taking the same one.
+            try await connection.query("LOCK TABLE parameters IN SHARE ROW EXCLUSIVE MODE", logger: logger)
+            var version: Int64 = 0
+            let locked = try await connection.query("SELECT coalesce(max(version), 0) FROM parameters", logger: logger)
+            for try await value in locked.decode(Int64.self) { version = value }
+            var stored = parameters
+            stored.version = max(version + 1, parameters.version)
+            let body = String(decoding: try JSONEncoder().encode(stored), as: UTF8.self)
+            try await connection.query("""
+                INSERT INTO parameters (scope, version, body) VALUES (\(scope), \(stored.version), \(body)::jsonb)
+                ON CONFLICT (scope) DO UPDATE SET version = excluded.version, body = excluded.body
+                """, logger: logger)
+            return stored
+        }
+    }
+
+    // MARK: reports
+
+    public func dailyTotals(day: String) async throws -> [DailyTotal] {
+        try await read("daily totals") { client in
+            let rows = try await client.query("""
+                SELECT merchant, terminal_id, count(*), sum(amount)::bigint FROM ledger
+                WHERE day = \(day) AND merchant IS NOT NULL AND account = 'merchant:' || merchant
+                GROUP BY GROUPING SETS ((merchant), (merchant, terminal_id))
+                ORDER BY merchant, terminal_id NULLS FIRST
+                """, logger: logger)
+            var totals: [DailyTotal] = []
+            for try await (merchant, terminal, count, total) in rows.decode((String, Int64?, Int64, Int64).self) {
+                totals.append(DailyTotal(day: day, merchant: merchant,
+                                         terminalID: terminal.map { TerminalID(UInt16(truncatingIfNeeded: $0)) },
+                                         count: Int(count), total: Fen(Int(total))))
+            }
+            return totals
+        }
+    }
+
+    public func statement(cardSerial: UInt32) async throws -> [LedgerEntry] {
+        try await read("statement") { client in
+            let rows = try await client.query("""
+                SELECT movement_id, account, amount, kind, terminal_id, seq, booked_at FROM ledger
+                WHERE account IN (\("purse:\(cardSerial)"), \("water:\(cardSerial)")) ORDER BY id
+                """, logger: logger)
+            var entries: [LedgerEntry] = []
+            for try await (movement, account, amount, kind, terminal, sequence, booked)
+                in rows.decode((Int64, String, Int64, String, Int64?, Int64?, Date).self) {
+                entries.append(LedgerEntry(movementID: movement, account: account, amount: Fen(Int(amount)), kind: kind,
+                                           terminalID: terminal.map { TerminalID(UInt16(truncatingIfNeeded: $0)) },
+                                           terminalSequence: sequence.map { UInt32(truncatingIfNeeded: $0) }, bookedAt: booked))
+            }
+            return entries
+        }
+    }
+
+    public func flags(limit: Int) async throws -> [OperatorFlag] {
+        try await read("flags") { client in
+            let rows = try await client.query("""
+                SELECT id, code, terminal_id, seq, card_serial, message, raised_at FROM flags ORDER BY id
+                LIMIT \(Int64(max(1, min(limit, 10_000))))
+                """, logger: logger)
+            var flags: [OperatorFlag] = []
+            for try await (id, code, terminal, sequence, serial, message, raised)
+                in rows.decode((Int64, String, Int64?, Int64?, Int64?, String, Date).self) {
+                flags.append(OperatorFlag(id: id, code: code,
+                                          terminalID: terminal.map { TerminalID(UInt16(truncatingIfNeeded: $0)) },
+                                          terminalSequence: sequence.map { UInt32(truncatingIfNeeded: $0) },
+                                          cardSerial: serial.map { UInt32(truncatingIfNeeded: $0) }, message: message,
+                                          raisedAt: raised))
+            }
+            return flags
+        }
+    }
+
+    public func ledgerImbalance() async throws -> Fen {
+        try await read("ledger imbalance") { client in
+            let rows = try await client.query("SELECT coalesce(sum(amount), 0)::bigint FROM ledger", logger: logger)
+            for try await total in rows.decode(Int64.self) { return Fen(Int(total)) }
+            return 0
+        }
+    }
+
+    static func bytes(_ bytes: [UInt8]) -> ByteBuffer { ByteBuffer(bytes: bytes) }
+}
