@@ -213,10 +213,10 @@ struct IngestDecisions {
         flags.append(decision.flags)
         movements += decision.movements
         flagRows += decision.flagRows
-        if let serial = card?.serial, let (balance, counter) = decision.purseMirror {
+        if let serial = card?.serial, let mirror = decision.purseMirror {
             let key = Int64(serial)
-            if let current = mirrors[key], !PostgresSettlementStore.isAfter(counter, current.counter) { return }
-            mirrors[key] = (Int64(balance.rawValue), counter)
+            if let current = mirrors[key], !PostgresSettlementStore.isAfter(mirror.1, current.counter) { return }
+            mirrors[key] = (Int64(mirror.0.rawValue), mirror.1)
         }
     }
 }

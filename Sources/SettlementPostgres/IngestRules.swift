@@ -74,7 +74,7 @@ enum IngestRules {
             return flagged("counter-repeat", "card \(record.cardUID): counter \(counter) seen before (record \(sequence) of terminal \(terminal))")
         }
         if let highest = window.highest, !PostgresSettlementStore.isAfter(counter, highest),
-           Int(highest &- counter) >= window {
+           Int(highest &- counter) >= Self.window {
             return flagged("counter-stale", "card \(record.cardUID): counter \(counter) is older than the window (highest \(highest))")
         }
         if let highest = window.highest, PostgresSettlementStore.isAfter(counter, highest), counter != highest &+ 1 {
@@ -82,7 +82,7 @@ enum IngestRules {
         }
         if PostgresSettlementStore.isAfter(counter, window.highest) { window.highest = counter }
         window.seen.append(counter)
-        if window.seen.count > window { window.seen.removeFirst(window.seen.count - window) }
+        if window.seen.count > Self.window { window.seen.removeFirst(window.seen.count - Self.window) }
         if water { state.water = window } else { state.purse = window }
 
         let serial = card.map { "\($0.serial)" } ?? record.cardUID

@@ -4,7 +4,7 @@ import PostgresNIO
 import SettlementCore
 
 /// Online load (圈存) in two phases, idempotent on the reference. Prepare moves the amount from the holder's account to
-/// `load-hold` (the account's balance drops at once: it cannot be spent twice); confirm moves it from `load-hold` to
+/// `pending-load` (the account's balance drops at once: it cannot be spent twice); confirm moves it from `pending-load` to
 /// the card's purse; reverse gives it back to the account.
 extension PostgresSettlementStore {
     public func prepareLoad(reference: String, terminal: TerminalID, cardSerial: UInt32, amount: Fen, balanceBefore: Fen,
@@ -28,9 +28,10 @@ extension PostgresSettlementStore {
                 "SELECT account_id, status FROM cards WHERE serial = \(Int64(cardSerial))", logger: logger)
             var found: (Int64, String)?
             for try await row in cards.decode((Int64, String).self) { found = row }
-            guard let (accountID, status) = found else {
+            guard let found else {
                 throw SettlementError(.notFound, "prepare load: no card with serial \(cardSerial): issue it first")
             }
+            let (accountID, status) = found
             guard status == CardStatus.active.rawValue else {
                 throw SettlementError(.conflict, "prepare load: card \(cardSerial) is \(status): loads go to active cards only")
             }
@@ -47,7 +48,7 @@ extension PostgresSettlementStore {
                         \(Int64(balanceBefore.rawValue)), \(Int64(counterBefore)), 'prepared', \(date))
                 """, logger: logger)
             try await Self.book(on: connection, logger: logger, movements: [
-                Movement(debit: "account:\(accountID)", credit: "load-hold", amount: amount.rawValue, kind: "load-prepare",
+                Movement(debit: "account:\(accountID)", credit: "pending-load", amount: amount.rawValue, kind: "load-prepare",
                          terminal: Int64(terminal.rawValue), sequence: nil, merchant: nil, day: nil),
             ], at: date)
             return LoadState(reference: reference, terminalID: terminal, cardSerial: cardSerial, amount: amount,
@@ -80,7 +81,7 @@ extension PostgresSettlementStore {
                     counter_after = \(Int64(counterAfter)), updated_at = \(date) WHERE reference = \(reference)
                 """, logger: logger)
             try await Self.book(on: connection, logger: logger, movements: [
-                Movement(debit: "load-hold", credit: "purse:\(load.cardSerial)", amount: load.amount.rawValue,
+                Movement(debit: "pending-load", credit: "purse:\(load.cardSerial)", amount: load.amount.rawValue,
                          kind: "load-confirm", terminal: Int64(load.terminalID.rawValue), sequence: nil, merchant: nil, day: nil),
             ], at: date)
             try await Self.moveMirror(on: connection, logger: logger,
@@ -109,7 +110,7 @@ extension PostgresSettlementStore {
             try await connection.query(
                 "UPDATE loads SET phase = 'reversed', updated_at = \(date) WHERE reference = \(reference)", logger: logger)
             try await Self.book(on: connection, logger: logger, movements: [
-                Movement(debit: "load-hold", credit: "account:\(accountID)", amount: load.amount.rawValue,
+                Movement(debit: "pending-load", credit: "account:\(accountID)", amount: load.amount.rawValue,
                          kind: "load-reverse", terminal: Int64(load.terminalID.rawValue), sequence: nil, merchant: nil, day: nil),
             ], at: date)
             load.phase = .reversed

@@ -19,6 +19,7 @@ import SettlementCore
 public final class PostgresSettlementStore: SettlementStore, Service {
     let client: PostgresClient
     let logger: Logger
+    private let running = RunningPool()
 
     /// A store on `configuration`'s database. Nothing connects before `run()`.
     public init(configuration: PostgresClient.Configuration, logger: Logger) {
@@ -59,6 +60,18 @@ public final class PostgresSettlementStore: SettlementStore, Service {
         } catch {
             throw PostgresFailure.map(error, "migrate")
         }
+    }
+
+    /// Starts the pool in a task of its own and applies the migrations: for owners that cannot nest the store's life
+    /// in a scope (a test backend, a tool). Pair with `shutdown()`; `run()` and `start()` are alternatives.
+    public func start() async throws {
+        running.start { [client] in await client.run() }
+        try await migrate()
+    }
+
+    /// Closes every connection and waits until the pool's task ended (after `start()`; a no-op otherwise).
+    public func shutdown() async {
+        await running.stop()
     }
 
     /// Runs a store on `url` for the duration of `body`: the pool, the migrations, then the body; the pool is shut
@@ -384,5 +397,40 @@ public final class PostgresSettlementStore: SettlementStore, Service {
         }
     }
 
+    /// Rows per table: a check that a refused call wrote nothing.
+    public func rowCounts() async throws -> [String: Int] {
+        try await read("row counts") { client in
+            var counts: [String: Int] = [:]
+            for table in ["terminals", "nonces", "accounts", "cards", "blacklist", "parameters", "loads", "records",
+                          "card_state", "ledger", "flags"] {
+                let rows = try await client.query(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(table)"), logger: logger)
+                for try await count in rows.decode(Int64.self) { counts[table] = Int(count) }
+            }
+            return counts
+        }
+    }
+
     static func bytes(_ bytes: [UInt8]) -> ByteBuffer { ByteBuffer(bytes: bytes) }
+}
+
+/// The pool's task when the store was started with `start()`.
+private final class RunningPool: @unchecked Sendable {
+    private let lock = NSLock()
+    private var task: Task<Void, Never>?
+
+    func start(_ body: @escaping @Sendable () async -> Void) {
+        lock.withLock {
+            precondition(task == nil, "PostgresSettlementStore.start() called twice")
+            task = Task(operation: body)
+        }
+    }
+
+    func stop() async {
+        let task = lock.withLock { () -> Task<Void, Never>? in
+            defer { self.task = nil }
+            return self.task
+        }
+        task?.cancel()
+        await task?.value
+    }
 }
