@@ -171,6 +171,26 @@ let package = Package(
             dependencies: ["TerminalStore", "CampusCard", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strictSwift
         ),
+        // The settlement store on SQLite through GRDB: settlementd's embedded default (`--db PATH`).
+        .target(name: "SettlementSQLite", dependencies: ["SettlementCore", "CampusCard", .product(name: "GRDB", package: "GRDB.swift")], swiftSettings: strictSwift),
+        // The ledger rules and request signing as pure values.
+        .testTarget(name: "SettlementCoreTests", dependencies: ["SettlementCore", "CampusCard", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strictSwift),
+        // The store conformance suite, once, over every backend in Backends.swift.
+        .testTarget(name: "SettlementStoreTests", dependencies: ["SettlementCore", "SettlementSQLite", "CampusCard", "SettlementPostgres", "TestSupport"], swiftSettings: strictSwift),
+        // `settlebench ingest`: ingest with every ledger rule beside a plain batched INSERT of the same rows.
+        .executableTarget(
+            name: "settlebench",
+            dependencies: [
+                "SettlementCore", "SettlementSQLite", "CampusCard",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                // `--postgres URL`: the PostgreSQL store beside a plain unnest INSERT and COPY.
+                "SettlementPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
         // The settlement store on PostgreSQL (postgres-nio): settlementd at scale, several instances on one database.
         .target(
             name: "SettlementPostgres",
