@@ -176,7 +176,7 @@ let package = Package(
         // The ledger rules and request signing as pure values.
         .testTarget(name: "SettlementCoreTests", dependencies: ["SettlementCore", "CampusCard", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strictSwift),
         // The store conformance suite, once, over every backend in Backends.swift.
-        .testTarget(name: "SettlementStoreTests", dependencies: ["SettlementCore", "SettlementSQLite", "CampusCard", "SettlementPostgres", "TestSupport"], swiftSettings: strictSwift),
+        .testTarget(name: "SettlementStoreTests", dependencies: ["SettlementCore", "SettlementSQLite", "CampusCard", "SettlementPostgres", "TestSupport", .product(name: "Logging", package: "swift-log")], swiftSettings: strictSwift),
         // `settlebench ingest`: ingest with every ledger rule beside a plain batched INSERT of the same rows.
         .executableTarget(
             name: "settlebench",

@@ -9,15 +9,18 @@ import SettlementCore
 /// 1. The terminal's row, FOR UPDATE: batches of one terminal take turns (its merchant is read with it).
 /// 2. The batch's keys already stored (one SELECT): duplicates answer their original acknowledgement, a different
 ///    digest is a conflict (flagged, nothing else written).
-/// 3. The cards the new records touch: their ledger state rows, created when missing, then locked FOR UPDATE in one
-///    query with the UIDs sorted (two instances lock in the same order: no deadlock); the issued cards in one query.
-/// 4. The ledger rules decide in Swift (pure values), then the writes: records (INSERT … SELECT FROM unnest … ON
+/// 3. The cards the new records touch: their books (`card_books`), created when missing, then locked FOR UPDATE in
+///    one query with the UIDs sorted (two instances lock in the same order: no deadlock); the issued cards in one query.
+/// 4. `Ledger.apply` decides in Swift (pure values), then the writes: records (INSERT … SELECT FROM unnest … ON
 ///    CONFLICT DO NOTHING RETURNING: a key another instance stored meanwhile makes the transaction run again), ledger
-///    pairs, flags, card states, purse mirrors.
+///    pairs, flags, books (with the purse mirrors), and the later decisions of earlier undetermined records.
 extension PostgresSettlementStore {
     public func ingest(_ records: [TerminalRecord], from terminal: TerminalID, at date: Date) async throws -> [RecordAck] {
         if let stranger = records.first(where: { $0.terminalID != terminal }) {
-            throw SettlementError(.badRequest, "ingest: record \(stranger.terminalSequence) is from terminal \(stranger.terminalID), not \(terminal): upload each terminal's records under its own id")
+            throw SettlementError(.badRequest, "the batch from terminal \(terminal) holds a record of terminal \(stranger.terminalID) (sequence \(stranger.terminalSequence)): a terminal uploads only its own records; nothing was stored")
+        }
+        if let bad = records.first(where: { !Self.isUID($0.cardUID) }) {
+            throw SettlementError(.badRequest, "record \(bad.terminalSequence) names card UID \"\(bad.cardUID)\", not 8–20 hex digits: nothing was stored; fix the terminal's journal")
         }
         guard !records.isEmpty else { return [] }
         return try await transaction("ingest") { connection in
@@ -42,7 +45,7 @@ extension PostgresSettlementStore {
         var merchant: String?
         for try await value in terminals.decode(String.self) { merchant = value }
         guard let merchant else {
-            throw SettlementError(.notFound, "ingest: terminal \(terminal) is not registered: register it before it uploads")
+            throw SettlementError(.notFound, "terminal \(terminal) is not registered: register it before it uploads; nothing was stored")
         }
 
         // 2. Keys stored before.
@@ -76,40 +79,28 @@ extension PostgresSettlementStore {
             }
         }
 
-        // 3. The cards' state, locked in UID order.
+        // 3. The cards' books, locked in UID order.
         let uids = Array(Set(fresh.map { $0.cardUID.uppercased() })).sorted()
-        var states: [String: CardLedgerState] = [:]
-        var cards: [String: Card] = [:]
-        if !uids.isEmpty {
-            try await connection.query(
-                "INSERT INTO card_state (card_uid) SELECT u FROM unnest(\(uids)) AS u ORDER BY u ON CONFLICT DO NOTHING",
-                logger: logger)
-            let stateRows = try await connection.query("""
-                SELECT card_uid, state::text FROM card_state WHERE card_uid = ANY(\(uids)) ORDER BY card_uid FOR UPDATE
-                """, logger: logger)
-            let decoder = JSONDecoder()
-            for try await (uid, text) in stateRows.decode((String, String?).self) {
-                states[uid] = try text.map { try decoder.decode(CardLedgerState.self, from: Data($0.utf8)) } ?? CardLedgerState()
-            }
-            let cardRows = try await connection.query("""
-                SELECT serial, uid, account_id, status, purse_mirror, purse_counter, issued_at FROM cards WHERE uid = ANY(\(uids))
-                """, logger: logger)
-            for try await (serial, uid, account, status, mirror, counter, issued)
-                in cardRows.decode((Int64, String, Int64, String, Int64, Int64?, Date).self) {
-                cards[uid] = Card(serial: UInt32(truncatingIfNeeded: serial), uid: uid, accountID: account,
-                                  status: CardStatus(rawValue: status) ?? .frozen, purseMirror: Fen(Int(mirror)),
-                                  purseCounter: counter.map { UInt16(truncatingIfNeeded: $0) }, issuedAt: issued)
-            }
-        }
+        var books = try await lockBooks(uids, on: connection, logger: logger)
 
         // 4. Decide.
-        var decisions = IngestDecisions()
+        var bookings: [RecordAck.Booking] = []
+        var flagLists: [[String]] = []
+        var movements: [Movement] = []
+        var raised: [RaisedFlag] = []
+        var decided: [PendingDecision] = []
+        bookings.reserveCapacity(fresh.count)
+        flagLists.reserveCapacity(fresh.count)
         for record in fresh {
             let uid = record.cardUID.uppercased()
-            var state = states[uid] ?? CardLedgerState()
-            let decision = IngestRules.decide(record, card: cards[uid], merchant: merchant, state: &state)
-            states[uid] = state
-            decisions.add(decision, for: record, card: cards[uid])
+            var book = books[uid] ?? CardBook(uid: uid, card: nil)
+            let decision = Ledger.apply(record, merchant: merchant, to: &book)
+            books[uid] = book
+            bookings.append(decision.booking)
+            flagLists.append(decision.flags)
+            movements += decision.movements
+            raised += decision.raised
+            decided += decision.decided
         }
 
         // Write: the new records with their acknowledgement.
@@ -131,8 +122,8 @@ extension PostgresSettlementStore {
                             \(fresh.map(\.outcome.rawValue)),
                             \(fresh.map { $0.balanceAfter.map { Int64($0.rawValue) }.orNullSentinel }),
                             \(fresh.map { $0.counterAfter.map(Int64.init).orNullSentinel }),
-                            \(fresh.map(\.createdAt)), \(freshDigests), \(decisions.bookings.map(\.rawValue)),
-                            \(decisions.flags.map { $0.joined(separator: ",") }))
+                            \(fresh.map(\.createdAt)), \(freshDigests), \(bookings.map(\.rawValue)),
+                            \(flagLists.map { $0.joined(separator: ",") }))
                     AS u(seq, kind, uid, serial, amount, before, counter, consumption, ref, sref, outcome, after, cafter,
                          created, digest, booking, flags)
                 ON CONFLICT (terminal_id, seq) DO NOTHING
@@ -146,13 +137,14 @@ extension PostgresSettlementStore {
         }
 
         // The answers, in batch order.
+        var conflicts: [RaisedFlag] = []
         var acks: [RecordAck] = []
         acks.reserveCapacity(records.count)
         for disposition in dispositions {
             switch disposition {
             case let .new(index):
                 acks.append(RecordAck(terminalSequence: fresh[index].terminalSequence, status: .accepted,
-                                      booking: decisions.bookings[index], flags: decisions.flags[index], receivedAt: date))
+                                      booking: bookings[index], flags: flagLists[index], receivedAt: date))
             case let .repeatOf(sequence, digest):
                 let original: StoredAck
                 if let earlier = stored[sequence] {
@@ -162,61 +154,56 @@ extension PostgresSettlementStore {
                         if case let .new(index) = $0 { return fresh[index].terminalSequence == sequence }
                         return false
                     }) else { continue }
-                    original = StoredAck(digest: freshDigests[index], booking: decisions.bookings[index],
-                                         flags: decisions.flags[index], receivedAt: date)
+                    original = StoredAck(digest: freshDigests[index], booking: bookings[index],
+                                         flags: flagLists[index], receivedAt: date)
                 }
                 if original.digest == digest {
                     acks.append(RecordAck(terminalSequence: sequence, status: .duplicate, booking: original.booking,
                                           flags: original.flags, receivedAt: original.receivedAt))
                 } else {
-                    acks.append(RecordAck(terminalSequence: sequence, status: .conflict, booking: original.booking,
-                                          flags: ["content-conflict"], receivedAt: original.receivedAt))
-                    decisions.flagRows.append(FlagRow(
-                        code: "content-conflict", terminal: terminalKey, sequence: Int64(sequence), cardSerial: nil,
-                        message: "terminal \(terminal) sent sequence \(sequence) again with different content (digest \(digest.prefix(12)), stored \(original.digest.prefix(12))): compare the terminal's journal with the stored record"))
+                    acks.append(RecordAck(terminalSequence: sequence, status: .conflict, booking: .flagged,
+                                          flags: ["content-conflict"], receivedAt: date))
+                    conflicts.append(RaisedFlag(
+                        code: "content-conflict", terminalID: terminal, terminalSequence: sequence, cardSerial: nil,
+                        message: "terminal \(terminal) uploaded sequence \(sequence) again with other content (digest \(digest), stored \(original.digest)): refused; compare the terminal's journal with the stored record"))
                 }
             }
         }
 
-        // The ledger, the flags, the card states and the purse mirrors.
-        try await book(on: connection, logger: logger, movements: decisions.movements, at: date)
-        try await raise(on: connection, logger: logger, flags: decisions.flagRows, at: date)
-        if !uids.isEmpty {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = .sortedKeys
-            let texts = try uids.map { String(decoding: try encoder.encode(states[$0] ?? CardLedgerState()), as: UTF8.self) }
+        // The ledger, the flags, the books (with the purse mirrors), the later decisions.
+        try await post(movements, on: connection, logger: logger, at: date)
+        try await raise(raised, on: connection, logger: logger, at: date)
+        try await raiseConflicts(conflicts, on: connection, logger: logger, at: date)
+        try await saveBooks(uids.compactMap { books[$0] }, on: connection, logger: logger)
+        if !decided.isEmpty {
             try await connection.query("""
-                UPDATE card_state SET state = u.state::jsonb FROM unnest(\(uids), \(texts)) AS u(uid, state)
-                WHERE card_state.card_uid = u.uid
+                UPDATE records SET decided = u.decided
+                FROM unnest(\(decided.map { Int64($0.terminalID.rawValue) }), \(decided.map { Int64($0.terminalSequence) }),
+                            \(decided.map { $0.booking.rawValue + ($0.flags.isEmpty ? "" : ":" + $0.flags.joined(separator: ",")) }))
+                    AS u(t, s, decided)
+                WHERE records.terminal_id = u.t AND records.seq = u.s
                 """, logger: logger)
         }
-        try await moveMirror(on: connection, logger: logger, updates: decisions.mirrorUpdates)
         return acks
     }
-}
 
-/// What the rules decided for the new records of one batch, gathered for the few statements that write it.
-struct IngestDecisions {
-    var bookings: [RecordAck.Booking] = []
-    var flags: [[String]] = []
-    var movements: [Movement] = []
-    var flagRows: [FlagRow] = []
-    /// The newest (balance, counter) per card serial (one row per card: UPDATE … FROM takes one match per row).
-    private var mirrors: [Int64: (balance: Int64, counter: UInt16)] = [:]
-
-    var mirrorUpdates: [(serial: Int64, balance: Int64, counter: UInt16)] {
-        mirrors.keys.sorted().map { (serial: $0, balance: mirrors[$0]!.balance, counter: mirrors[$0]!.counter) }
+    /// A conflicting upload raises its flag once per differing content (a terminal retrying must not flood the list).
+    static func raiseConflicts(_ flags: [RaisedFlag], on connection: PostgresConnection, logger: Logger, at date: Date) async throws {
+        guard !flags.isEmpty else { return }
+        let rows = try await connection.query("""
+            SELECT message FROM flags WHERE code = 'content-conflict' AND message = ANY(\(flags.map(\.message)))
+            """, logger: logger)
+        var seen = Set<String>()
+        for try await message in rows.decode(String.self) { seen.insert(message) }
+        var fresh: [RaisedFlag] = []
+        for flag in flags where !seen.contains(flag.message) {
+            seen.insert(flag.message)
+            fresh.append(flag)
+        }
+        try await raise(fresh, on: connection, logger: logger, at: date)
     }
 
-    mutating func add(_ decision: IngestRules.Decision, for record: TerminalRecord, card: Card?) {
-        bookings.append(decision.booking)
-        flags.append(decision.flags)
-        movements += decision.movements
-        flagRows += decision.flagRows
-        if let serial = card?.serial, let mirror = decision.purseMirror {
-            let key = Int64(serial)
-            if let current = mirrors[key], !PostgresSettlementStore.isAfter(mirror.1, current.counter) { return }
-            mirrors[key] = (Int64(mirror.0.rawValue), mirror.1)
-        }
+    static func isUID(_ text: String) -> Bool {
+        (8...20).contains(text.count) && text.count % 2 == 0 && text.allSatisfy(\.isHexDigit)
     }
 }

@@ -10,6 +10,10 @@ enum Migrations {
         var statements: [String]
     }
 
+    /// The tables `rowCounts()` reports.
+    static let tables = ["terminals", "nonces", "accounts", "cards", "card_books", "records", "ledger", "blacklist",
+                         "parameters", "loads", "flags"]
+
     static let all: [Migration] = [
         Migration(version: 1, name: "settlement schema", statements: [
             """
@@ -43,9 +47,17 @@ enum Migrations {
                 uid text NOT NULL UNIQUE,
                 account_id bigint NOT NULL REFERENCES accounts (id),
                 status text NOT NULL,
+                issued_at timestamptz NOT NULL
+            )
+            """,
+            // The ledger's memory of each card UID (issued or not): the purse mirror, and the wallets' counter windows,
+            // reads, undecided records and online-load links (CardBookCoding). Ingest locks these rows FOR UPDATE.
+            """
+            CREATE TABLE card_books (
+                uid text PRIMARY KEY,
                 purse_mirror bigint NOT NULL,
                 purse_counter bigint,
-                issued_at timestamptz NOT NULL
+                book bytea NOT NULL
             )
             """,
             """
@@ -71,6 +83,7 @@ enum Migrations {
                 reference text PRIMARY KEY,
                 terminal_id bigint NOT NULL,
                 card_serial bigint NOT NULL,
+                account_id bigint NOT NULL,
                 amount bigint NOT NULL,
                 balance_before bigint NOT NULL,
                 counter_before bigint NOT NULL,
@@ -80,7 +93,6 @@ enum Migrations {
                 updated_at timestamptz NOT NULL
             )
             """,
-            "CREATE INDEX loads_card ON loads (card_serial) WHERE phase = 'confirmed'",
             // One row per uploaded record, with the acknowledgement it got when first stored (a duplicate answers it).
             """
             CREATE TABLE records (
@@ -103,14 +115,9 @@ enum Migrations {
                 received_at timestamptz NOT NULL,
                 booking text NOT NULL,
                 flags text NOT NULL,
+                -- An undetermined record decided later: its booking then (the acknowledgement stays the original).
+                decided text,
                 PRIMARY KEY (terminal_id, seq)
-            )
-            """,
-            // The ledger's per-card state (counter windows, undecided records), locked FOR UPDATE by ingest.
-            """
-            CREATE TABLE card_state (
-                card_uid text PRIMARY KEY,
-                state jsonb
             )
             """,
             "CREATE SEQUENCE movement_ids",
@@ -123,12 +130,15 @@ enum Migrations {
                 kind text NOT NULL,
                 terminal_id bigint,
                 seq bigint,
+                booked_at timestamptz NOT NULL,
+                -- Only on the entry that names the card (the card's statement).
+                card_serial bigint,
+                -- A terminal's sale to its merchant: the daily settlement's lines.
                 merchant text,
-                day text,
-                booked_at timestamptz NOT NULL
+                day text
             )
             """,
-            "CREATE INDEX ledger_account ON ledger (account)",
+            "CREATE INDEX ledger_card ON ledger (card_serial) WHERE card_serial IS NOT NULL",
             "CREATE INDEX ledger_merchant_day ON ledger (day, merchant) WHERE merchant IS NOT NULL",
             """
             CREATE TABLE flags (

@@ -4,53 +4,55 @@ import PostgresNIO
 import SettlementCore
 
 /// Online load (圈存) in two phases, idempotent on the reference. Prepare moves the amount from the holder's account to
-/// `pending-load` (the account's balance drops at once: it cannot be spent twice); confirm moves it from `pending-load` to
-/// the card's purse; reverse gives it back to the account.
+/// `pending-load` (the account's balance drops at once: it cannot be spent twice); confirm moves it on to the card's
+/// purse (or to `cash` when an uploaded purse-load record of the same counter booked it already); reverse gives it back.
 extension PostgresSettlementStore {
     public func prepareLoad(reference: String, terminal: TerminalID, cardSerial: UInt32, amount: Fen, balanceBefore: Fen,
                             counterBefore: UInt16, at date: Date) async throws -> LoadState {
-        guard amount.rawValue > 0 else {
-            throw SettlementError(.badRequest, "prepare load: the amount must be positive (got \(amount))")
-        }
-        guard !reference.isEmpty, reference.count <= 64 else {
-            throw SettlementError(.badRequest, "prepare load: the reference must have 1 to 64 characters")
+        guard (1...64).contains(reference.count) else { throw SettlementError(.badRequest, "a load reference has 1–64 characters") }
+        guard amount > .zero else { throw SettlementError(.badRequest, "a load's amount must be positive, not \(amount)") }
+        guard balanceBefore >= .zero, balanceBefore.rawValue + amount.rawValue <= Fen.cardMaximum.rawValue else {
+            throw SettlementError(.badRequest, "the card's balance \(balanceBefore) plus \(amount) is not a balance a card can hold")
         }
         return try await transaction("prepare load") { connection in
             if let existing = try await Self.load(reference, on: connection, logger: logger) {
-                guard existing.terminalID == terminal, existing.cardSerial == cardSerial, existing.amount == amount,
-                      existing.balanceBefore == balanceBefore, existing.counterBefore == counterBefore
+                guard existing.state.terminalID == terminal, existing.state.cardSerial == cardSerial, existing.state.amount == amount,
+                      existing.state.balanceBefore == balanceBefore, existing.state.counterBefore == counterBefore
                 else {
-                    throw SettlementError(.conflict, "prepare load: reference \(reference) was used for another load: use a new reference")
+                    throw SettlementError(.conflict, "load \(reference) was prepared with other figures: use a new reference for a new load")
                 }
-                return existing
+                return existing.state
             }
-            let cards = try await connection.query(
-                "SELECT account_id, status FROM cards WHERE serial = \(Int64(cardSerial))", logger: logger)
-            var found: (Int64, String)?
-            for try await row in cards.decode((Int64, String).self) { found = row }
-            guard let found else {
-                throw SettlementError(.notFound, "prepare load: no card with serial \(cardSerial): issue it first")
+            guard try await Self.exists("SELECT 1 FROM terminals WHERE id = \(Int64(terminal.rawValue))", on: connection, logger: logger) else {
+                throw SettlementError(.notFound, "terminal \(terminal) is not registered")
             }
-            let (accountID, status) = found
-            guard status == CardStatus.active.rawValue else {
-                throw SettlementError(.conflict, "prepare load: card \(cardSerial) is \(status): loads go to active cards only")
+            guard let card = try await Self.card(on: connection.query("""
+                SELECT \(unescaped: Self.cardColumns) FROM cards c LEFT JOIN card_books b ON b.uid = c.uid
+                WHERE c.serial = \(Int64(cardSerial))
+                """, logger: logger))
+            else {
+                throw SettlementError(.notFound, "card \(cardSerial) is not issued")
+            }
+            guard card.status == .active else {
+                throw SettlementError(.conflict, "card \(cardSerial) is \(card.status.rawValue): no load; send the holder to the card office")
             }
             let accounts = try await connection.query(
-                "SELECT balance FROM accounts WHERE id = \(accountID) FOR UPDATE", logger: logger)
+                "SELECT balance FROM accounts WHERE id = \(card.accountID) FOR UPDATE", logger: logger)
             var balance: Int64 = 0
             for try await value in accounts.decode(Int64.self) { balance = value }
             guard balance >= Int64(amount.rawValue) else {
-                throw SettlementError(.conflict, "prepare load: account \(accountID) holds \(Fen(Int(balance))), less than \(amount): top up the account first")
+                throw SettlementError(.conflict, "account \(card.accountID) holds \(Fen(Int(balance))), less than the load of \(amount): top the account up first")
             }
             try await connection.query("""
-                INSERT INTO loads (reference, terminal_id, card_serial, amount, balance_before, counter_before, phase, updated_at)
-                VALUES (\(reference), \(Int64(terminal.rawValue)), \(Int64(cardSerial)), \(Int64(amount.rawValue)),
+                INSERT INTO loads (reference, terminal_id, card_serial, account_id, amount, balance_before, counter_before, phase,
+                                   updated_at)
+                VALUES (\(reference), \(Int64(terminal.rawValue)), \(Int64(cardSerial)), \(card.accountID), \(Int64(amount.rawValue)),
                         \(Int64(balanceBefore.rawValue)), \(Int64(counterBefore)), 'prepared', \(date))
                 """, logger: logger)
-            try await Self.book(on: connection, logger: logger, movements: [
-                Movement(debit: "account:\(accountID)", credit: "pending-load", amount: amount.rawValue, kind: "load-prepare",
-                         terminal: Int64(terminal.rawValue), sequence: nil, merchant: nil, day: nil),
-            ], at: date)
+            try await Self.post([Movement(from: Ledger.holderAccount(card.accountID), to: Ledger.pendingLoad, amount: amount,
+                                          kind: "load-hold", terminalID: terminal, terminalSequence: nil,
+                                          day: Ledger.businessDay(of: date), cardSerial: nil, cardSide: .neither, merchant: nil)],
+                                on: connection, logger: logger, at: date)
             return LoadState(reference: reference, terminalID: terminal, cardSerial: cardSerial, amount: amount,
                              balanceBefore: balanceBefore, counterBefore: counterBefore, phase: .prepared, updatedAt: date)
         }
@@ -58,34 +60,49 @@ extension PostgresSettlementStore {
 
     public func confirmLoad(reference: String, balanceAfter: Fen, counterAfter: UInt16, at date: Date) async throws -> LoadState {
         try await transaction("confirm load") { connection in
-            guard var load = try await Self.load(reference, on: connection, logger: logger) else {
-                throw SettlementError(.notFound, "confirm load: no load \(reference): prepare it first")
+            guard let found = try await Self.load(reference, on: connection, logger: logger) else {
+                throw SettlementError(.notFound, "load \(reference) was never prepared")
             }
+            var load = found.state
             switch load.phase {
-            case .confirmed: return load
             case .reversed:
-                throw SettlementError(.conflict, "confirm load: load \(reference) was reversed: prepare a new load")
-            case .prepared: break
+                throw SettlementError(.conflict, "load \(reference) was reversed: it cannot be confirmed; prepare a new load")
+            case .confirmed:
+                guard found.balanceAfter == Int64(balanceAfter.rawValue), found.counterAfter == Int64(counterAfter) else {
+                    throw SettlementError(.conflict, "load \(reference) was confirmed with other figures: check the card")
+                }
+                return load
+            case .prepared:
+                break
             }
-            // The card's ledger state row first, as ingest locks it: the purse mirror is moved under the same lock.
-            let cards = try await connection.query(
-                "SELECT uid FROM cards WHERE serial = \(Int64(load.cardSerial))", logger: logger)
-            var uid = ""
-            for try await value in cards.decode(String.self) { uid = value }
-            try await connection.query(
-                "INSERT INTO card_state (card_uid) VALUES (\(uid)) ON CONFLICT DO NOTHING", logger: logger)
-            try await connection.query(
-                "SELECT 1 FROM card_state WHERE card_uid = \(uid) FOR UPDATE", logger: logger)
+            guard load.balanceBefore + load.amount == balanceAfter else {
+                throw SettlementError(.badRequest, "load \(reference): the card shows \(balanceAfter), not \(load.balanceBefore) + \(load.amount): re-read the card; confirm only a load the card carries")
+            }
+            let uids = try await connection.query("SELECT uid FROM cards WHERE serial = \(Int64(load.cardSerial))", logger: logger)
+            var uid: String?
+            for try await value in uids.decode(String.self) { uid = value }
+            guard let uid else {
+                throw SettlementError(.storage, "load \(reference)'s card \(load.cardSerial) vanished from the store")
+            }
+            // The card's book under the same lock ingest takes: the window, the mirror and the link move together.
+            var books = try await Self.lockBooks([uid], on: connection, logger: logger)
+            guard var book = books[uid], let card = book.card else {
+                throw SettlementError(.storage, "load \(reference)'s card \(load.cardSerial) has no book")
+            }
+            let already = Ledger.confirmOnlineLoad(reference: reference, amount: load.amount, balanceAfter: balanceAfter,
+                                                   counterAfter: counterAfter, in: &book)
+            books[uid] = book
+            try await Self.saveBooks([book], on: connection, logger: logger)
+            // An uploaded purse-load record of this counter booked cash → purse already: take the hold to cash instead.
+            try await Self.post([Movement(from: Ledger.pendingLoad, to: already ? Ledger.cash : Ledger.purseAccount(card.serial),
+                                          amount: load.amount, kind: already ? "online-load-linked" : "online-load",
+                                          terminalID: load.terminalID, terminalSequence: nil, day: Ledger.businessDay(of: date),
+                                          cardSerial: card.serial, cardSide: already ? .neither : .to, merchant: nil)],
+                                on: connection, logger: logger, at: date)
             try await connection.query("""
                 UPDATE loads SET phase = 'confirmed', balance_after = \(Int64(balanceAfter.rawValue)),
                     counter_after = \(Int64(counterAfter)), updated_at = \(date) WHERE reference = \(reference)
                 """, logger: logger)
-            try await Self.book(on: connection, logger: logger, movements: [
-                Movement(debit: "pending-load", credit: "purse:\(load.cardSerial)", amount: load.amount.rawValue,
-                         kind: "load-confirm", terminal: Int64(load.terminalID.rawValue), sequence: nil, merchant: nil, day: nil),
-            ], at: date)
-            try await Self.moveMirror(on: connection, logger: logger,
-                                      updates: [(Int64(load.cardSerial), Int64(balanceAfter.rawValue), counterAfter)])
             load.phase = .confirmed
             load.updatedAt = date
             return load
@@ -94,59 +111,61 @@ extension PostgresSettlementStore {
 
     public func reverseLoad(reference: String, at date: Date) async throws -> LoadState {
         try await transaction("reverse load") { connection in
-            guard var load = try await Self.load(reference, on: connection, logger: logger) else {
-                throw SettlementError(.notFound, "reverse load: no load \(reference): nothing to reverse")
+            guard let found = try await Self.load(reference, on: connection, logger: logger) else {
+                throw SettlementError(.notFound, "load \(reference) was never prepared")
             }
+            var load = found.state
             switch load.phase {
-            case .reversed: return load
             case .confirmed:
-                throw SettlementError(.conflict, "reverse load: load \(reference) was confirmed (the card carries it): correct it with a new transaction")
+                throw SettlementError(.conflict, "load \(reference) was confirmed: the card carries it; it cannot be reversed")
+            case .reversed: return load
             case .prepared: break
             }
-            let cards = try await connection.query(
-                "SELECT account_id FROM cards WHERE serial = \(Int64(load.cardSerial))", logger: logger)
-            var accountID: Int64 = 0
-            for try await value in cards.decode(Int64.self) { accountID = value }
+            try await Self.post([Movement(from: Ledger.pendingLoad, to: Ledger.holderAccount(found.accountID), amount: load.amount,
+                                          kind: "load-release", terminalID: load.terminalID, terminalSequence: nil,
+                                          day: Ledger.businessDay(of: date), cardSerial: nil, cardSide: .neither, merchant: nil)],
+                                on: connection, logger: logger, at: date)
             try await connection.query(
                 "UPDATE loads SET phase = 'reversed', updated_at = \(date) WHERE reference = \(reference)", logger: logger)
-            try await Self.book(on: connection, logger: logger, movements: [
-                Movement(debit: "pending-load", credit: "account:\(accountID)", amount: load.amount.rawValue,
-                         kind: "load-reverse", terminal: Int64(load.terminalID.rawValue), sequence: nil, merchant: nil, day: nil),
-            ], at: date)
             load.phase = .reversed
             load.updatedAt = date
             return load
         }
     }
 
+    struct StoredLoad {
+        var state: LoadState
+        var accountID: Int64
+        var balanceAfter: Int64?
+        var counterAfter: Int64?
+    }
+
     /// The load with `reference`, its row locked for the transaction.
-    static func load(_ reference: String, on connection: PostgresConnection, logger: Logger) async throws -> LoadState? {
+    static func load(_ reference: String, on connection: PostgresConnection, logger: Logger) async throws -> StoredLoad? {
         let rows = try await connection.query("""
-            SELECT terminal_id, card_serial, amount, balance_before, counter_before, phase, updated_at FROM loads
-            WHERE reference = \(reference) FOR UPDATE
+            SELECT terminal_id, card_serial, account_id, amount, balance_before, counter_before, phase, updated_at,
+                   balance_after, counter_after
+            FROM loads WHERE reference = \(reference) FOR UPDATE
             """, logger: logger)
-        for try await (terminal, serial, amount, before, counter, phase, updated)
-            in rows.decode((Int64, Int64, Int64, Int64, Int64, String, Date).self) {
-            return LoadState(reference: reference, terminalID: TerminalID(UInt16(truncatingIfNeeded: terminal)),
-                             cardSerial: UInt32(truncatingIfNeeded: serial), amount: Fen(Int(amount)),
-                             balanceBefore: Fen(Int(before)), counterBefore: UInt16(truncatingIfNeeded: counter),
-                             phase: LoadState.Phase(rawValue: phase) ?? .prepared, updatedAt: updated)
+        for try await (terminal, serial, account, amount, before, counter, phase, updated, after, counterAfter)
+            in rows.decode((Int64, Int64, Int64, Int64, Int64, Int64, String, Date, Int64?, Int64?).self) {
+            guard let phase = LoadState.Phase(rawValue: phase) else {
+                throw SettlementError(.storage, "load \(reference) has the unknown phase \(phase)")
+            }
+            let state = LoadState(reference: reference, terminalID: TerminalID(UInt16(truncatingIfNeeded: terminal)),
+                                  cardSerial: UInt32(truncatingIfNeeded: serial), amount: Fen(Int(amount)),
+                                  balanceBefore: Fen(Int(before)), counterBefore: UInt16(truncatingIfNeeded: counter),
+                                  phase: phase, updatedAt: updated)
+            return StoredLoad(state: state, accountID: account, balanceAfter: after, counterAfter: counterAfter)
         }
         return nil
     }
 
-    /// Moves purse mirrors forward only: a card's mirror takes a (balance, counter) whose counter is after the one it
-    /// holds (16-bit, wrapping), in one statement for many cards. The caller holds the cards' state locks.
-    static func moveMirror(on connection: PostgresConnection, logger: Logger,
-                           updates: [(serial: Int64, balance: Int64, counter: UInt16)]) async throws {
-        guard !updates.isEmpty else { return }
-        // ((new - old) mod 2^16) in 1...32767: after. Written in SQL so the comparison sees the row's current value.
-        try await connection.query("""
-            UPDATE cards SET purse_mirror = u.balance, purse_counter = u.counter
-            FROM unnest(\(updates.map(\.serial)), \(updates.map(\.balance)), \(updates.map { Int64($0.counter) }))
-                AS u(serial, balance, counter)
-            WHERE cards.serial = u.serial
-              AND (cards.purse_counter IS NULL OR ((u.counter - cards.purse_counter + 65536) % 65536) BETWEEN 1 AND 32767)
-            """, logger: logger)
+    /// Whether a query returns a row.
+    static func exists(_ query: PostgresQuery, on connection: PostgresConnection, logger: Logger) async throws -> Bool {
+        let rows = try await connection.query(query, logger: logger)
+        var found = false
+        for try await _ in rows { found = true }
+        return found
     }
 }

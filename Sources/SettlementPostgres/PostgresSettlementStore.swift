@@ -66,7 +66,12 @@ public final class PostgresSettlementStore: SettlementStore, Service {
     /// in a scope (a test backend, a tool). Pair with `shutdown()`; `run()` and `start()` are alternatives.
     public func start() async throws {
         running.start { [client] in await client.run() }
-        try await migrate()
+        do {
+            try await migrate()
+        } catch {
+            await running.stop()
+            throw error
+        }
     }
 
     /// Closes every connection and waits until the pool's task ended (after `start()`; a no-op otherwise).
@@ -129,6 +134,13 @@ public final class PostgresSettlementStore: SettlementStore, Service {
     // MARK: terminals
 
     public func putTerminal(_ terminal: TerminalInfo) async throws {
+        guard terminal.id != .none else { throw SettlementError(.badRequest, "terminal id 0 is not a terminal: use 1–65535") }
+        guard !terminal.merchant.isEmpty else {
+            throw SettlementError(.badRequest, "terminal \(terminal.id) has no merchant: name who its sales are booked to")
+        }
+        guard terminal.secret.count >= 16 else {
+            throw SettlementError(.badRequest, "terminal \(terminal.id)'s secret is shorter than 16 bytes: generate a longer one")
+        }
         try await transaction("put terminal") { connection in
             try await connection.query("""
                 INSERT INTO terminals (id, merchant, secret, enabled)
@@ -149,8 +161,8 @@ public final class PostgresSettlementStore: SettlementStore, Service {
         }
     }
 
-    /// Nonces older than this are forgotten: the request signature's replay window is shorter.
-    static let nonceRetention: TimeInterval = 3_600
+    /// Nonces are kept twice the signing window: a replay older than that fails the timestamp check anyway.
+    static let nonceRetention = TimeInterval(2 * RequestSigning.window)
 
     public func rememberNonce(terminal: TerminalID, nonce: String, at date: Date) async throws -> Bool {
         try await transaction("remember nonce") { connection in
@@ -169,22 +181,23 @@ public final class PostgresSettlementStore: SettlementStore, Service {
     // MARK: accounts and cards
 
     public func openAccount(name: String, initialBalance: Fen, at date: Date) async throws -> Account {
-        guard initialBalance.rawValue >= 0 else {
-            throw SettlementError(.badRequest, "open account: a negative initial balance (\(initialBalance)): give 0 or more")
+        guard !name.isEmpty, name.count <= 200 else { throw SettlementError(.badRequest, "an account needs a name of 1–200 characters") }
+        guard initialBalance >= .zero else {
+            throw SettlementError(.badRequest, "an account cannot open with a negative balance (\(initialBalance))")
         }
         return try await transaction("open account") { connection in
             let rows = try await connection.query("""
-                INSERT INTO accounts (name, balance, created_at) VALUES (\(name), \(Int64(initialBalance.rawValue)), \(date))
+                INSERT INTO accounts (name, balance, created_at) VALUES (\(name), 0, \(date))
                 RETURNING id
                 """, logger: logger)
             var id: Int64 = 0
             for try await (value) in rows.decode(Int64.self) { id = value }
             if initialBalance.rawValue > 0 {
                 // The opening deposit: cash in at the office.
-                try await Self.book(on: connection, logger: logger, movements: [
-                    Movement(debit: "cash", credit: "account:\(id)", amount: initialBalance.rawValue, kind: "deposit",
-                             terminal: nil, sequence: nil, merchant: nil, day: nil),
-                ], at: date)
+                try await Self.post([Movement(from: Ledger.cash, to: Ledger.holderAccount(id), amount: initialBalance,
+                                              kind: "account-open", terminalID: nil, terminalSequence: nil,
+                                              day: Ledger.businessDay(of: date), cardSerial: nil, cardSide: .neither, merchant: nil)],
+                                    on: connection, logger: logger, at: date)
             }
             return Account(id: id, name: name, balance: initialBalance, createdAt: date)
         }
@@ -202,36 +215,39 @@ public final class PostgresSettlementStore: SettlementStore, Service {
 
     public func issueCard(serial: UInt32, uid: String, accountID: Int64, at date: Date) async throws -> Card {
         let uid = uid.uppercased()
-        guard !uid.isEmpty, uid.count.isMultiple(of: 2), uid.allSatisfy(\.isHexDigit) else {
-            throw SettlementError(.badRequest, "issue card: the UID \(uid.prefix(32)) is not hex bytes: give e.g. 04A1B2C3")
-        }
+        guard Self.isUID(uid) else { throw SettlementError(.badRequest, "\"\(uid)\" is not a card UID (8–20 hex digits)") }
         return try await transaction("issue card") { connection in
-            let accounts = try await connection.query("SELECT 1 FROM accounts WHERE id = \(accountID)", logger: logger)
-            var found = false
-            for try await _ in accounts { found = true }
-            guard found else {
-                throw SettlementError(.notFound, "issue card: no account \(accountID): open the account first")
+            guard try await Self.exists("SELECT 1 FROM accounts WHERE id = \(accountID)", on: connection, logger: logger) else {
+                throw SettlementError(.notFound, "account \(accountID) does not exist: open it first")
             }
             let rows = try await connection.query("""
-                INSERT INTO cards (serial, uid, account_id, status, purse_mirror, purse_counter, issued_at)
-                VALUES (\(Int64(serial)), \(uid), \(accountID), 'active', 0, NULL, \(date))
+                INSERT INTO cards (serial, uid, account_id, status, issued_at)
+                VALUES (\(Int64(serial)), \(uid), \(accountID), 'active', \(date))
                 ON CONFLICT DO NOTHING RETURNING 1
                 """, logger: logger)
             var inserted = false
             for try await _ in rows { inserted = true }
             guard inserted else {
-                throw SettlementError(.conflict, "issue card: serial \(serial) or UID \(uid) is already issued: report the old card lost or cancel it first")
+                throw SettlementError(.conflict, "card serial \(serial) or UID \(uid) is already issued: cancel the old card or use another")
             }
-            return Card(serial: serial, uid: uid, accountID: accountID, status: .active, purseMirror: 0, purseCounter: nil,
-                        issuedAt: date)
+            // Records uploaded before the card was issued leave a book with a mirror: keep it.
+            guard let card = try await Self.card(on: connection.query("""
+                SELECT \(unescaped: Self.cardColumns) FROM cards c LEFT JOIN card_books b ON b.uid = c.uid
+                WHERE c.serial = \(Int64(serial))
+                """, logger: logger))
+            else { throw SettlementError(.storage, "card \(serial) vanished right after it was issued") }
+            return card
         }
     }
+
+    /// A card with its purse mirror (kept in its book, by UID), in `card(on:)`'s order.
+    static let cardColumns = "c.serial, c.uid, c.account_id, c.status, coalesce(b.purse_mirror, 0), b.purse_counter, c.issued_at"
 
     public func card(serial: UInt32) async throws -> Card? {
         try await read("card") { client in
             try await Self.card(on: client.query("""
-                SELECT serial, uid, account_id, status, purse_mirror, purse_counter, issued_at FROM cards
-                WHERE serial = \(Int64(serial))
+                SELECT \(unescaped: Self.cardColumns) FROM cards c LEFT JOIN card_books b ON b.uid = c.uid
+                WHERE c.serial = \(Int64(serial))
                 """, logger: logger))
         }
     }
@@ -239,8 +255,8 @@ public final class PostgresSettlementStore: SettlementStore, Service {
     public func card(uid: String) async throws -> Card? {
         try await read("card") { client in
             try await Self.card(on: client.query("""
-                SELECT serial, uid, account_id, status, purse_mirror, purse_counter, issued_at FROM cards
-                WHERE uid = \(uid.uppercased())
+                SELECT \(unescaped: Self.cardColumns) FROM cards c LEFT JOIN card_books b ON b.uid = c.uid
+                WHERE c.uid = \(uid.uppercased())
                 """, logger: logger))
         }
     }
@@ -248,43 +264,67 @@ public final class PostgresSettlementStore: SettlementStore, Service {
     static func card(on rows: PostgresRowSequence) async throws -> Card? {
         for try await (serial, uid, account, status, mirror, counter, issued)
             in rows.decode((Int64, String, Int64, String, Int64, Int64?, Date).self) {
+            guard let status = CardStatus(rawValue: status) else {
+                throw SettlementError(.storage, "card \(serial) has the unknown status \(status): the store was written by a newer version")
+            }
             return Card(serial: UInt32(truncatingIfNeeded: serial), uid: uid, accountID: account,
-                        status: CardStatus(rawValue: status) ?? .frozen, purseMirror: Fen(Int(mirror)),
+                        status: status, purseMirror: Fen(Int(mirror)),
                         purseCounter: counter.map { UInt16(truncatingIfNeeded: $0) }, issuedAt: issued)
         }
         return nil
     }
 
     public func setCardStatus(serial: UInt32, to status: CardStatus, reason: String, at date: Date) async throws -> (Card, Int64) {
-        try await transaction("set card status") { connection in
+        guard !reason.isEmpty, reason.count <= 200 else {
+            throw SettlementError(.badRequest, "a status change needs a reason of 1–200 characters")
+        }
+        let result = try await transaction("set card status") { connection -> CardAndVersion in
             guard var card = try await Self.card(on: connection.query("""
-                SELECT serial, uid, account_id, status, purse_mirror, purse_counter, issued_at FROM cards
-                WHERE serial = \(Int64(serial)) FOR UPDATE
+                SELECT \(unescaped: Self.cardColumns) FROM cards c LEFT JOIN card_books b ON b.uid = c.uid
+                WHERE c.serial = \(Int64(serial)) FOR UPDATE OF c
                 """, logger: logger))
             else {
-                throw SettlementError(.notFound, "set card status: no card with serial \(serial): check the serial")
+                throw SettlementError(.notFound, "card \(serial) is not issued")
             }
-            if card.status == .cancelled, status != .cancelled {
-                throw SettlementError(.conflict, "set card status: card \(serial) is cancelled for good: issue a new card")
+            if card.status == status {
+                // Idempotent: an admin's retry changes nothing.
+                let rows = try await connection.query(
+                    "SELECT coalesce(max(version), 0) FROM blacklist WHERE serial = \(Int64(serial))", logger: logger)
+                var version: Int64 = 0
+                for try await value in rows.decode(Int64.self) { version = value }
+                return CardAndVersion(card: card, version: version)
             }
-            card.status = status
+            if card.status == .cancelled {
+                throw SettlementError(.conflict, "card \(serial) is cancelled: a cancelled card stays cancelled; issue a new card")
+            }
             try await connection.query(
                 "UPDATE cards SET status = \(status.rawValue) WHERE serial = \(Int64(serial))", logger: logger)
             let action = status.isBlacklisted ? BlacklistDelta.Action.add : .remove
             let rows = try await connection.query("""
                 INSERT INTO blacklist (serial, uid, action, reason, changed_at)
-                VALUES (\(Int64(serial)), \(card.uid), \(action.rawValue), \(reason), \(date)) RETURNING version
+                VALUES (\(Int64(serial)), \(card.uid), \(action.rawValue), \("\(status.rawValue): \(reason)"), \(date))
+                RETURNING version
                 """, logger: logger)
             var version: Int64 = 0
             for try await value in rows.decode(Int64.self) { version = value }
-            return (card, version)
+            card.status = status
+            return CardAndVersion(card: card, version: version)
         }
+        return (result.card, result.version)
+    }
+
+    struct CardAndVersion: Sendable {
+        var card: Card
+        var version: Int64
     }
 
     // MARK: feeds
 
     public func blacklist(after version: Int64, limit: Int) async throws -> BlacklistPage {
-        let limit = max(1, min(limit, 10_000))
+        guard (1...10_000).contains(limit) else {
+            throw SettlementError(.badRequest, "a blacklist page holds 1–10000 changes, not \(limit)")
+        }
+        guard version >= 0 else { throw SettlementError(.badRequest, "blacklist versions start at 0, not \(version)") }
         return try await read("blacklist") { client in
             let rows = try await client.query("""
                 SELECT version, serial, uid, action, reason FROM blacklist WHERE version > \(version)
@@ -292,8 +332,11 @@ public final class PostgresSettlementStore: SettlementStore, Service {
                 """, logger: logger)
             var changes: [BlacklistDelta] = []
             for try await (version, serial, uid, action, reason) in rows.decode((Int64, Int64, String, String, String).self) {
+                guard let parsed = BlacklistDelta.Action(rawValue: action) else {
+                    throw SettlementError(.storage, "a blacklist row has the unknown action \(action)")
+                }
                 changes.append(BlacklistDelta(version: version, serial: UInt32(truncatingIfNeeded: serial), uid: uid,
-                                              action: BlacklistDelta.Action(rawValue: action) ?? .add, reason: reason))
+                                              action: parsed, reason: reason))
             }
             let more = changes.count > limit
             if more { changes.removeLast() }
@@ -307,14 +350,24 @@ public final class PostgresSettlementStore: SettlementStore, Service {
                 SELECT body::text FROM parameters WHERE scope IN (0, \(Int64(terminal.rawValue))) ORDER BY scope DESC LIMIT 1
                 """, logger: logger)
             for try await body in rows.decode(String.self) {
-                return try JSONDecoder().decode(TerminalParameters.self, from: Data(body.utf8))
+                do {
+                    return try JSONDecoder().decode(TerminalParameters.self, from: Data(body.utf8))
+                } catch {
+                    throw SettlementError(.storage, "the stored parameters do not decode (\(error)): the store was written by a newer version")
+                }
             }
             return TerminalParameters(version: 0)
         }
     }
 
     public func setParameters(_ parameters: TerminalParameters, for terminal: TerminalID?) async throws -> TerminalParameters {
-        try await transaction("set parameters") { connection in
+        guard parameters.maxOfflineDebit >= .zero, parameters.maxUnsentCount >= 0, parameters.maxUnsentTotal >= .zero,
+              parameters.maxUnsentAge >= 0, parameters.maxBlacklistAge >= 0, parameters.waterUnitPrice >= .zero,
+              parameters.waterWalletCap >= .zero, parameters.fixedPrices.values.allSatisfy({ $0 >= .zero })
+        else {
+            throw SettlementError(.badRequest, "terminal parameters cannot be negative")
+        }
+        return try await transaction("set parameters") { connection in
             let scope = Int64(terminal?.rawValue ?? 0)
             // Versions grow over every scope, so a terminal moving from the default to its own row sees a new
             // version; the lock keeps two concurrent changes from taking the same one.
@@ -323,8 +376,10 @@ public final class PostgresSettlementStore: SettlementStore, Service {
             let locked = try await connection.query("SELECT coalesce(max(version), 0) FROM parameters", logger: logger)
             for try await value in locked.decode(Int64.self) { version = value }
             var stored = parameters
-            stored.version = max(version + 1, parameters.version)
-            let body = String(decoding: try JSONEncoder().encode(stored), as: UTF8.self)
+            stored.version = version + 1
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = .sortedKeys
+            let body = String(decoding: try encoder.encode(stored), as: UTF8.self)
             try await connection.query("""
                 INSERT INTO parameters (scope, version, body) VALUES (\(scope), \(stored.version), \(body)::jsonb)
                 ON CONFLICT (scope) DO UPDATE SET version = excluded.version, body = excluded.body
@@ -339,7 +394,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
         try await read("daily totals") { client in
             let rows = try await client.query("""
                 SELECT merchant, terminal_id, count(*), sum(amount)::bigint FROM ledger
-                WHERE day = \(day) AND merchant IS NOT NULL AND account = 'merchant:' || merchant
+                WHERE day = \(day) AND merchant IS NOT NULL
                 GROUP BY GROUPING SETS ((merchant), (merchant, terminal_id))
                 ORDER BY merchant, terminal_id NULLS FIRST
                 """, logger: logger)
@@ -357,7 +412,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
         try await read("statement") { client in
             let rows = try await client.query("""
                 SELECT movement_id, account, amount, kind, terminal_id, seq, booked_at FROM ledger
-                WHERE account IN (\("purse:\(cardSerial)"), \("water:\(cardSerial)")) ORDER BY id
+                WHERE card_serial = \(Int64(cardSerial)) ORDER BY id
                 """, logger: logger)
             var entries: [LedgerEntry] = []
             for try await (movement, account, amount, kind, terminal, sequence, booked)
@@ -371,10 +426,13 @@ public final class PostgresSettlementStore: SettlementStore, Service {
     }
 
     public func flags(limit: Int) async throws -> [OperatorFlag] {
-        try await read("flags") { client in
+        guard (1...10_000).contains(limit) else {
+            throw SettlementError(.badRequest, "a flag list holds 1–10000 flags, not \(limit)")
+        }
+        return try await read("flags") { client in
             let rows = try await client.query("""
-                SELECT id, code, terminal_id, seq, card_serial, message, raised_at FROM flags ORDER BY id
-                LIMIT \(Int64(max(1, min(limit, 10_000))))
+                SELECT id, code, terminal_id, seq, card_serial, message, raised_at FROM flags ORDER BY id DESC
+                LIMIT \(Int64(limit))
                 """, logger: logger)
             var flags: [OperatorFlag] = []
             for try await (id, code, terminal, sequence, serial, message, raised)
@@ -401,8 +459,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
     public func rowCounts() async throws -> [String: Int] {
         try await read("row counts") { client in
             var counts: [String: Int] = [:]
-            for table in ["terminals", "nonces", "accounts", "cards", "blacklist", "parameters", "loads", "records",
-                          "card_state", "ledger", "flags"] {
+            for table in Migrations.tables {
                 let rows = try await client.query(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(table)"), logger: logger)
                 for try await count in rows.decode(Int64.self) { counts[table] = Int(count) }
             }

@@ -23,8 +23,14 @@ protocol IngestBackend {
     /// Inserts the rows into a plain table with the record table's columns, one multi-row INSERT transaction per
     /// batch (no rules, no other table). Returns the time spent.
     func plainInsert(_ batches: [[BenchRow]]) async throws -> Duration
+    /// The same rows through COPY into a plain table (one COPY per batch), where the database has it.
+    func copyInsert(_ batches: [[BenchRow]]) async throws -> Duration?
     /// Removes what the run created.
     func cleanup() async throws
+}
+
+extension IngestBackend {
+    func copyInsert(_ batches: [[BenchRow]]) async throws -> Duration? { nil }
 }
 
 /// One record as the plain INSERT writes it (its digest computed beforehand: the plain side does no work of its own).
@@ -40,7 +46,7 @@ struct Ingest: AsyncParsableCommand {
     @Option(help: "An SQLite file to create (replaced if present); the plain INSERT uses PATH-plain beside it.")
     var sqlite: String?
 
-    @Option(help: "A PostgreSQL URL (added by the PostgreSQL backend; not in this build).")
+    @Option(help: "A PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DB): a fresh database is created on that server and dropped after; the plain INSERT (unnest) and COPY go into the same database. scripts/postgres starts a throwaway server.")
     var postgres: String?
 
     @Option(help: "How many records.")
@@ -63,12 +69,12 @@ struct Ingest: AsyncParsableCommand {
         guard records > 0, batch > 0, cards > 0, (1...1000).contains(terminals) else {
             throw ValidationError("--records, --batch and --cards must be positive and --terminals 1–1000")
         }
-        if postgres != nil { throw ValidationError("--postgres: this settlebench has no PostgreSQL backend yet (the settle-pg work adds it)") }
     }
 
     func run() async throws {
         var backends: [any IngestBackend] = []
         if let sqlite { backends.append(SQLiteIngestBackend(path: sqlite)) }
+        if let postgres { backends.append(PostgresIngestBackend(url: postgres)) }
         let workload = Workload(records: records, batch: batch, cards: cards, terminals: terminals, seed: seed)
         print("settlebench ingest: \(records) records in batches of \(batch) from \(terminals) terminals over \(cards) cards")
         print("  mix: \(workload.mix)")
@@ -80,6 +86,9 @@ struct Ingest: AsyncParsableCommand {
                 + pad(result.ledgerRate, 19) + pad(result.plainRate, 22) + "   " + String(format: "%.2f", result.ledgerRate / result.plainRate).padding(toLength: 5, withPad: " ", startingAt: 0)
                 + pad(Double(result.booked), 8) + pad(Double(result.flagged), 9) + pad(Double(result.pending), 9))
             print("  ledger imbalance \(result.imbalance.rawValue) fen; daily totals \(result.dailyLines) lines; ledger \(result.ledgerTime), plain \(result.plainTime)")
+            if let copy = result.copyRate {
+                print("  COPY of the same rows: \(pad(copy, 0)) rows/s (ledger ingest at " + String(format: "%.2f", result.ledgerRate / copy) + "x of it)")
+            }
             try await backend.cleanup()
         }
     }
@@ -99,6 +108,7 @@ struct Ingest: AsyncParsableCommand {
         var pending = 0
         var imbalance: Fen = .zero
         var dailyLines = 0
+        var copyRate: Double?
     }
 
     func run(_ backend: any IngestBackend, _ workload: Workload) async throws -> Result {
@@ -124,13 +134,14 @@ struct Ingest: AsyncParsableCommand {
         let daily = try await store.dailyTotals(day: day)
         let rows = workload.batches.map { $0.map { BenchRow(record: $0, digest: $0.contentDigest) } }
         let plainTime = try await backend.plainInsert(rows)
+        let copyTime = try await backend.copyInsert(rows)
         func seconds(_ duration: Duration) -> Double {
             Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
         }
         return Result(ledgerRate: Double(workload.count) / seconds(ledgerTime), plainRate: Double(workload.count) / seconds(plainTime),
                       ledgerTime: ledgerTime, plainTime: plainTime, booked: counts[.booked, default: 0] + counts[.suspense, default: 0],
                       flagged: counts[.flagged, default: 0], pending: counts[.pending, default: 0], imbalance: imbalance,
-                      dailyLines: daily.count)
+                      dailyLines: daily.count, copyRate: copyTime.map { Double(workload.count) / seconds($0) })
     }
 }
 

@@ -24,8 +24,8 @@ import TestSupport
 
     @Test func terminalsNoncesAndParameters() async throws {
         try await withFreshStore { store, _ in
-            try await store.putTerminal(TerminalInfo(id: 7, merchant: "canteen-1", secret: [1, 2, 3]))
-            #expect(try await store.terminal(7) == TerminalInfo(id: 7, merchant: "canteen-1", secret: [1, 2, 3]))
+            try await store.putTerminal(TerminalInfo(id: 7, merchant: "canteen-1", secret: Array(repeating: 3, count: 16)))
+            #expect(try await store.terminal(7) == TerminalInfo(id: 7, merchant: "canteen-1", secret: Array(repeating: 3, count: 16)))
             #expect(try await store.terminal(8) == nil)
             #expect(try await store.rememberNonce(terminal: 7, nonce: "n1", at: day0))
             #expect(try await !store.rememberNonce(terminal: 7, nonce: "n1", at: day0.addingTimeInterval(10)))

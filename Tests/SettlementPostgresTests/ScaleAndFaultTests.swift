@@ -76,7 +76,7 @@ import TestSupport
 
         try await PostgresSettlementStore.withStore(url: url, logger: testLogger) { store in
             #expect(try await store.ledgerImbalance() == 0)
-            #expect(try await store.flags(limit: 100).filter { $0.code != "counter-gap" }.isEmpty)
+            #expect(try await store.flags(limit: 10_000).filter { $0.code != "counter-gap" }.isEmpty)
             for card in cards {
                 let history = PurseHistory(uid: card.uid, start: 50_000, count: perCard)
                 let statement = try await store.statement(cardSerial: card.serial)

@@ -1,7 +1,10 @@
 import Foundation
 import SettlementCore
+import Logging
+import SettlementPostgres
 import SettlementSQLite
 import Testing
+import TestSupport
 
 /// A store the suite runs against, fresh and empty, with what removes it afterwards.
 struct StoreUnderTest: Sendable {
@@ -21,7 +24,7 @@ struct Backend: Sendable, CustomTestStringConvertible {
 
 enum Backends {
     /// Every backend the suite runs against.
-    static var all: [Backend] { [sqlite] }
+    static var all: [Backend] { [sqlite, postgres] }
 
     /// A temporary SQLite file per test.
     static let sqlite = Backend(name: "SQLite") {
@@ -31,6 +34,18 @@ enum Backends {
         return StoreUnderTest(store: store) {
             try? store.close()
             try FileManager.default.removeItem(at: directory)
+        }
+    }
+
+    /// A fresh database per test on the test process's own PostgreSQL cluster (scripts/postgres, started on first
+    /// use); the store's pool runs from `start()` to `shutdown()`.
+    static let postgres = Backend(name: "PostgreSQL") {
+        let url = try PostgresServer.shared().createDatabase(prefix: "conformance")
+        let store = try PostgresSettlementStore(url: url, maximumConnections: 4,
+                                                logger: Logger(label: "conformance", factory: { _ in SwiftLogNoOpLogHandler() }))
+        try await store.start()
+        return StoreUnderTest(store: store) {
+            await store.shutdown()
         }
     }
 }
