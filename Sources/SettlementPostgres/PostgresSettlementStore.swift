@@ -141,7 +141,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
         guard terminal.secret.count >= 16 else {
             throw SettlementError(.badRequest, "terminal \(terminal.id)'s secret is shorter than 16 bytes: generate a longer one")
         }
-        try await transaction("put terminal") { connection in
+        try await transaction("put terminal") { connection -> Void in
             try await connection.query("""
                 INSERT INTO terminals (id, merchant, secret, enabled)
                 VALUES (\(Int64(terminal.id.rawValue)), \(terminal.merchant), \(Self.bytes(terminal.secret)), \(terminal.enabled))
