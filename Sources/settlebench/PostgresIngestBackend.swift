@@ -39,7 +39,7 @@ final class PostgresIngestBackend: IngestBackend, @unchecked Sendable {
     }
 
     func makeStore() async throws -> any SettlementStore {
-        try await withClient(url) { client in
+        try await withClient(url) { client -> Void in
             try await client.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(database)"), logger: logger)
         }
         let store = try PostgresSettlementStore(url: databaseURL, maximumConnections: 4, logger: logger)
@@ -71,7 +71,7 @@ final class PostgresIngestBackend: IngestBackend, @unchecked Sendable {
             return try await ContinuousClock().measure {
                 for batch in batches {
                     let r = batch.map(\.record)
-                    try await client.withTransaction(logger: logger) { connection in
+                    try await client.withTransaction(logger: logger) { connection -> Void in
                         try await connection.query("""
                             INSERT INTO plain_records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before,
                                 counter_before, consumption, reference_before, settlement_reference, outcome, balance_after,
@@ -127,7 +127,7 @@ final class PostgresIngestBackend: IngestBackend, @unchecked Sendable {
     func cleanup() async throws {
         await store?.shutdown()
         store = nil
-        try await withClient(url) { client in
+        try await withClient(url) { client -> Void in
             try await client.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(database)"), logger: logger)
         }
     }
