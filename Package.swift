@@ -25,6 +25,7 @@ let package = Package(
         .library(name: "CardDaemon", targets: ["CardDaemon"]),
         .library(name: "TerminalStore", targets: ["TerminalStore"]),
         .library(name: "SettlementCore", targets: ["SettlementCore"]),
+        .library(name: "SettlementPostgres", targets: ["SettlementPostgres"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -35,6 +36,8 @@ let package = Package(
         // async-http-client's own dependency, named for NIOPosix: the uplink's client owns (and joins) its one
         // event loop thread instead of the process-wide singleton, whose threads never end.
         .package(url: "https://github.com/apple/swift-nio", from: "2.60.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.21.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.5.0"),
     ],
     targets: [
         // The C binding: only the PCSC module imports it.
@@ -190,6 +193,43 @@ let package = Package(
         .testTarget(
             name: "TerminalStoreTests",
             dependencies: ["TerminalStore", "CampusCard", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strictSwift
+        ),
+        // The settlement store on SQLite through GRDB: settlementd's embedded default (`--db PATH`).
+        .target(name: "SettlementSQLite", dependencies: ["SettlementCore", "CampusCard", .product(name: "GRDB", package: "GRDB.swift")], swiftSettings: strictSwift),
+        // The ledger rules and request signing as pure values.
+        .testTarget(name: "SettlementCoreTests", dependencies: ["SettlementCore", "CampusCard", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strictSwift),
+        // The store conformance suite, once, over every backend in Backends.swift.
+        .testTarget(name: "SettlementStoreTests", dependencies: ["SettlementCore", "SettlementSQLite", "CampusCard", "SettlementPostgres", "TestSupport", .product(name: "Logging", package: "swift-log")], swiftSettings: strictSwift),
+        // `settlebench ingest`: ingest with every ledger rule beside a plain batched INSERT of the same rows.
+        .executableTarget(
+            name: "settlebench",
+            dependencies: [
+                "SettlementCore", "SettlementSQLite", "CampusCard",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                // `--postgres URL`: the PostgreSQL store beside a plain unnest INSERT and COPY.
+                "SettlementPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        // The settlement store on PostgreSQL (postgres-nio): settlementd at scale, several instances on one database.
+        .target(
+            name: "SettlementPostgres",
+            dependencies: [
+                "SettlementCore", "CampusCard",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        // The PostgreSQL store against a throwaway cluster (scripts/postgres): concurrency, restarts.
+        .testTarget(
+            name: "SettlementPostgresTests",
+            dependencies: ["SettlementPostgres", "SettlementCore", "CampusCard", "TestSupport", .product(name: "PostgresNIO", package: "postgres-nio")],
             swiftSettings: strictSwift
         ),
     ]

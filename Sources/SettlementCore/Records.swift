@@ -85,7 +85,19 @@ public struct TerminalRecord: Sendable, Hashable, Codable {
             field(referenceBefore), field(settlementReference), outcome.rawValue, field(balanceAfter?.rawValue),
             field(counterAfter), "\(Int64(createdAt.timeIntervalSince1970))",
         ].joined(separator: "|")
-        return SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
+        return Self.hex(SHA256.hash(data: Data(text.utf8)))
+    }
+
+    /// Lower-case hex without `String(format:)` (the digest is computed for every uploaded record).
+    static func hex(_ bytes: some Sequence<UInt8>) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(64)
+        for byte in bytes {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0x0F)])
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 }
 

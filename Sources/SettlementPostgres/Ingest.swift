@@ -1,0 +1,209 @@
+import CampusCard
+import Foundation
+import Logging
+import PostgresNIO
+import SettlementCore
+
+/// Batch ingest: one transaction per uploaded batch and a fixed number of statements whatever its size.
+///
+/// 1. The terminal's row, FOR UPDATE: batches of one terminal take turns (its merchant is read with it).
+/// 2. The batch's keys already stored (one SELECT): duplicates answer their original acknowledgement, a different
+///    digest is a conflict (flagged, nothing else written).
+/// 3. The cards the new records touch: their books (`card_books`), created when missing, then locked FOR UPDATE in
+///    one query with the UIDs sorted (two instances lock in the same order: no deadlock); the issued cards in one query.
+/// 4. `Ledger.apply` decides in Swift (pure values), then the writes: records (INSERT … SELECT FROM unnest … ON
+///    CONFLICT DO NOTHING RETURNING: a key another instance stored meanwhile makes the transaction run again), ledger
+///    pairs, flags, books (with the purse mirrors), and the later decisions of earlier undetermined records.
+extension PostgresSettlementStore {
+    public func ingest(_ records: [TerminalRecord], from terminal: TerminalID, at date: Date) async throws -> [RecordAck] {
+        if let stranger = records.first(where: { $0.terminalID != terminal }) {
+            throw SettlementError(.badRequest, "the batch from terminal \(terminal) holds a record of terminal \(stranger.terminalID) (sequence \(stranger.terminalSequence)): a terminal uploads only its own records; nothing was stored")
+        }
+        if let bad = records.first(where: { !Self.isUID($0.cardUID) }) {
+            throw SettlementError(.badRequest, "record \(bad.terminalSequence) names card UID \"\(bad.cardUID)\", not 8–20 hex digits: nothing was stored; fix the terminal's journal")
+        }
+        guard !records.isEmpty else { return [] }
+        return try await transaction("ingest") { connection in
+            try await Self.ingest(records, terminal: terminal, at: date, on: connection, logger: logger)
+        }
+    }
+
+    /// A stored record's acknowledgement.
+    struct StoredAck {
+        var digest: String
+        var booking: RecordAck.Booking
+        var flags: [String]
+        var receivedAt: Date
+    }
+
+    static func ingest(_ records: [TerminalRecord], terminal: TerminalID, at date: Date, on connection: PostgresConnection,
+                       logger: Logger) async throws -> [RecordAck] {
+        let terminalKey = Int64(terminal.rawValue)
+        // 1. The terminal.
+        let terminals = try await connection.query(
+            "SELECT merchant FROM terminals WHERE id = \(terminalKey) FOR UPDATE", logger: logger)
+        var merchant: String?
+        for try await value in terminals.decode(String.self) { merchant = value }
+        guard let merchant else {
+            throw SettlementError(.notFound, "terminal \(terminal) is not registered: register it before it uploads; nothing was stored")
+        }
+
+        // 2. Keys stored before.
+        let sequences = records.map { Int64($0.terminalSequence) }
+        let storedRows = try await connection.query("""
+            SELECT seq, digest, booking, flags, received_at FROM records
+            WHERE terminal_id = \(terminalKey) AND seq = ANY(\(sequences))
+            """, logger: logger)
+        var stored: [UInt32: StoredAck] = [:]
+        for try await (seq, digest, booking, flags, received) in storedRows.decode((Int64, String, String, String, Date).self) {
+            stored[UInt32(truncatingIfNeeded: seq)] = StoredAck(
+                digest: digest, booking: RecordAck.Booking(rawValue: booking) ?? .flagged,
+                flags: flags.isEmpty ? [] : flags.split(separator: ",").map(String.init), receivedAt: received)
+        }
+
+        // Classify in batch order: new, or a repeat (of a stored record, or of one earlier in this batch).
+        enum Disposition { case new(Int), repeatOf(UInt32, digest: String) }
+        var dispositions: [Disposition] = []
+        var fresh: [TerminalRecord] = []
+        var freshDigests: [String] = []
+        var firstInBatch: [UInt32: String] = [:]
+        for record in records {
+            let digest = record.contentDigest
+            if stored[record.terminalSequence] != nil || firstInBatch[record.terminalSequence] != nil {
+                dispositions.append(.repeatOf(record.terminalSequence, digest: digest))
+            } else {
+                firstInBatch[record.terminalSequence] = digest
+                dispositions.append(.new(fresh.count))
+                fresh.append(record)
+                freshDigests.append(digest)
+            }
+        }
+
+        // 3. The cards' books, locked in UID order.
+        let uids = Array(Set(fresh.map { $0.cardUID.uppercased() })).sorted()
+        var books = try await lockBooks(uids, on: connection, logger: logger)
+
+        // 4. Decide.
+        var bookings: [RecordAck.Booking] = []
+        var flagLists: [[String]] = []
+        var movements: [Movement] = []
+        var raised: [RaisedFlag] = []
+        var decided: [PendingDecision] = []
+        bookings.reserveCapacity(fresh.count)
+        flagLists.reserveCapacity(fresh.count)
+        for record in fresh {
+            let uid = record.cardUID.uppercased()
+            var book = books[uid] ?? CardBook(uid: uid, card: nil)
+            let decision = Ledger.apply(record, merchant: merchant, to: &book)
+            books[uid] = book
+            bookings.append(decision.booking)
+            flagLists.append(decision.flags)
+            movements += decision.movements
+            raised += decision.raised
+            decided += decision.decided
+        }
+
+        // Write: the new records with their acknowledgement.
+        if !fresh.isEmpty {
+            let inserted = try await connection.query("""
+                INSERT INTO records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before, counter_before,
+                    consumption, reference_before, settlement_reference, outcome, balance_after, counter_after, created_at,
+                    digest, received_at, booking, flags)
+                SELECT \(terminalKey), seq, kind, uid, NULLIF(serial, \(nullInteger)), amount, before, counter,
+                    NULLIF(consumption, \(nullInteger)), NULLIF(ref, \(nullInteger)), NULLIF(sref, \(nullInteger)), outcome,
+                    NULLIF(after, \(nullInteger)), NULLIF(cafter, \(nullInteger)), created, digest, \(date), booking, flags
+                FROM unnest(\(fresh.map { Int64($0.terminalSequence) }), \(fresh.map(\.kind.rawValue)),
+                            \(fresh.map { $0.cardUID.uppercased() }), \(fresh.map { $0.cardSerial.map(Int64.init).orNullSentinel }),
+                            \(fresh.map { Int64($0.amount.rawValue) }), \(fresh.map { Int64($0.balanceBefore.rawValue) }),
+                            \(fresh.map { Int64($0.counterBefore) }),
+                            \(fresh.map { $0.consumption.map { Int64($0.rawValue) }.orNullSentinel }),
+                            \(fresh.map { $0.referenceBefore.map(Int64.init).orNullSentinel }),
+                            \(fresh.map { $0.settlementReference.map(Int64.init).orNullSentinel }),
+                            \(fresh.map(\.outcome.rawValue)),
+                            \(fresh.map { $0.balanceAfter.map { Int64($0.rawValue) }.orNullSentinel }),
+                            \(fresh.map { $0.counterAfter.map(Int64.init).orNullSentinel }),
+                            \(fresh.map(\.createdAt)), \(freshDigests), \(bookings.map(\.rawValue)),
+                            \(flagLists.map { $0.joined(separator: ",") }))
+                    AS u(seq, kind, uid, serial, amount, before, counter, consumption, ref, sref, outcome, after, cafter,
+                         created, digest, booking, flags)
+                ON CONFLICT (terminal_id, seq) DO NOTHING
+                RETURNING seq
+                """, logger: logger)
+            var count = 0
+            for try await _ in inserted { count += 1 }
+            // Another instance stored one of these keys after our check (a terminal retrying on two instances): run
+            // the whole transaction again; it then finds them stored.
+            guard count == fresh.count else { throw RetryTransaction() }
+        }
+
+        // The answers, in batch order.
+        var conflicts: [RaisedFlag] = []
+        var acks: [RecordAck] = []
+        acks.reserveCapacity(records.count)
+        for disposition in dispositions {
+            switch disposition {
+            case let .new(index):
+                acks.append(RecordAck(terminalSequence: fresh[index].terminalSequence, status: .accepted,
+                                      booking: bookings[index], flags: flagLists[index], receivedAt: date))
+            case let .repeatOf(sequence, digest):
+                let original: StoredAck
+                if let earlier = stored[sequence] {
+                    original = earlier
+                } else {
+                    guard case let .new(index)? = dispositions.first(where: {
+                        if case let .new(index) = $0 { return fresh[index].terminalSequence == sequence }
+                        return false
+                    }) else { continue }
+                    original = StoredAck(digest: freshDigests[index], booking: bookings[index],
+                                         flags: flagLists[index], receivedAt: date)
+                }
+                if original.digest == digest {
+                    acks.append(RecordAck(terminalSequence: sequence, status: .duplicate, booking: original.booking,
+                                          flags: original.flags, receivedAt: original.receivedAt))
+                } else {
+                    acks.append(RecordAck(terminalSequence: sequence, status: .conflict, booking: .flagged,
+                                          flags: ["content-conflict"], receivedAt: date))
+                    conflicts.append(RaisedFlag(
+                        code: "content-conflict", terminalID: terminal, terminalSequence: sequence, cardSerial: nil,
+                        message: "terminal \(terminal) uploaded sequence \(sequence) again with other content (digest \(digest), stored \(original.digest)): refused; compare the terminal's journal with the stored record"))
+                }
+            }
+        }
+
+        // The ledger, the flags, the books (with the purse mirrors), the later decisions.
+        try await post(movements, on: connection, logger: logger, at: date)
+        try await raise(raised, on: connection, logger: logger, at: date)
+        try await raiseConflicts(conflicts, on: connection, logger: logger, at: date)
+        try await saveBooks(uids.compactMap { books[$0] }, on: connection, logger: logger)
+        if !decided.isEmpty {
+            try await connection.query("""
+                UPDATE records SET decided = u.decided
+                FROM unnest(\(decided.map { Int64($0.terminalID.rawValue) }), \(decided.map { Int64($0.terminalSequence) }),
+                            \(decided.map { $0.booking.rawValue + ($0.flags.isEmpty ? "" : ":" + $0.flags.joined(separator: ",")) }))
+                    AS u(t, s, decided)
+                WHERE records.terminal_id = u.t AND records.seq = u.s
+                """, logger: logger)
+        }
+        return acks
+    }
+
+    /// A conflicting upload raises its flag once per differing content (a terminal retrying must not flood the list).
+    static func raiseConflicts(_ flags: [RaisedFlag], on connection: PostgresConnection, logger: Logger, at date: Date) async throws {
+        guard !flags.isEmpty else { return }
+        let rows = try await connection.query("""
+            SELECT message FROM flags WHERE code = 'content-conflict' AND message = ANY(\(flags.map(\.message)))
+            """, logger: logger)
+        var seen = Set<String>()
+        for try await message in rows.decode(String.self) { seen.insert(message) }
+        var fresh: [RaisedFlag] = []
+        for flag in flags where !seen.contains(flag.message) {
+            seen.insert(flag.message)
+            fresh.append(flag)
+        }
+        try await raise(fresh, on: connection, logger: logger, at: date)
+    }
+
+    static func isUID(_ text: String) -> Bool {
+        (8...20).contains(text.count) && text.count % 2 == 0 && text.allSatisfy(\.isHexDigit)
+    }
+}

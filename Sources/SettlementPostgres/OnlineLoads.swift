@@ -1,0 +1,171 @@
+import CampusCard
+import Foundation
+import PostgresNIO
+import SettlementCore
+
+/// Online load (圈存) in two phases, idempotent on the reference. Prepare moves the amount from the holder's account to
+/// `pending-load` (the account's balance drops at once: it cannot be spent twice); confirm moves it on to the card's
+/// purse (or to `cash` when an uploaded purse-load record of the same counter booked it already); reverse gives it back.
+extension PostgresSettlementStore {
+    public func prepareLoad(reference: String, terminal: TerminalID, cardSerial: UInt32, amount: Fen, balanceBefore: Fen,
+                            counterBefore: UInt16, at date: Date) async throws -> LoadState {
+        guard (1...64).contains(reference.count) else { throw SettlementError(.badRequest, "a load reference has 1–64 characters") }
+        guard amount > .zero else { throw SettlementError(.badRequest, "a load's amount must be positive, not \(amount)") }
+        guard balanceBefore >= .zero, balanceBefore.rawValue + amount.rawValue <= Fen.cardMaximum.rawValue else {
+            throw SettlementError(.badRequest, "the card's balance \(balanceBefore) plus \(amount) is not a balance a card can hold")
+        }
+        return try await transaction("prepare load") { connection in
+            if let existing = try await Self.load(reference, on: connection, logger: logger) {
+                guard existing.state.terminalID == terminal, existing.state.cardSerial == cardSerial, existing.state.amount == amount,
+                      existing.state.balanceBefore == balanceBefore, existing.state.counterBefore == counterBefore
+                else {
+                    throw SettlementError(.conflict, "load \(reference) was prepared with other figures: use a new reference for a new load")
+                }
+                return existing.state
+            }
+            guard try await Self.exists("SELECT 1 FROM terminals WHERE id = \(Int64(terminal.rawValue))", on: connection, logger: logger) else {
+                throw SettlementError(.notFound, "terminal \(terminal) is not registered")
+            }
+            guard let card = try await Self.card(on: connection.query("""
+                SELECT \(unescaped: Self.cardColumns) FROM cards c LEFT JOIN card_books b ON b.uid = c.uid
+                WHERE c.serial = \(Int64(cardSerial))
+                """, logger: logger))
+            else {
+                throw SettlementError(.notFound, "card \(cardSerial) is not issued")
+            }
+            guard card.status == .active else {
+                throw SettlementError(.conflict, "card \(cardSerial) is \(card.status.rawValue): no load; send the holder to the card office")
+            }
+            let accounts = try await connection.query(
+                "SELECT balance FROM accounts WHERE id = \(card.accountID) FOR UPDATE", logger: logger)
+            var balance: Int64 = 0
+            for try await value in accounts.decode(Int64.self) { balance = value }
+            guard balance >= Int64(amount.rawValue) else {
+                throw SettlementError(.conflict, "account \(card.accountID) holds \(Fen(Int(balance))), less than the load of \(amount): top the account up first")
+            }
+            try await connection.query("""
+                INSERT INTO loads (reference, terminal_id, card_serial, account_id, amount, balance_before, counter_before, phase,
+                                   updated_at)
+                VALUES (\(reference), \(Int64(terminal.rawValue)), \(Int64(cardSerial)), \(card.accountID), \(Int64(amount.rawValue)),
+                        \(Int64(balanceBefore.rawValue)), \(Int64(counterBefore)), 'prepared', \(date))
+                """, logger: logger)
+            try await Self.post([Movement(from: Ledger.holderAccount(card.accountID), to: Ledger.pendingLoad, amount: amount,
+                                          kind: "load-hold", terminalID: terminal, terminalSequence: nil,
+                                          day: Ledger.businessDay(of: date), cardSerial: nil, cardSide: .neither, merchant: nil)],
+                                on: connection, logger: logger, at: date)
+            return LoadState(reference: reference, terminalID: terminal, cardSerial: cardSerial, amount: amount,
+                             balanceBefore: balanceBefore, counterBefore: counterBefore, phase: .prepared, updatedAt: date)
+        }
+    }
+
+    public func confirmLoad(reference: String, balanceAfter: Fen, counterAfter: UInt16, at date: Date) async throws -> LoadState {
+        try await transaction("confirm load") { connection in
+            guard let found = try await Self.load(reference, on: connection, logger: logger) else {
+                throw SettlementError(.notFound, "load \(reference) was never prepared")
+            }
+            var load = found.state
+            switch load.phase {
+            case .reversed:
+                throw SettlementError(.conflict, "load \(reference) was reversed: it cannot be confirmed; prepare a new load")
+            case .confirmed:
+                guard found.balanceAfter == Int64(balanceAfter.rawValue), found.counterAfter == Int64(counterAfter) else {
+                    throw SettlementError(.conflict, "load \(reference) was confirmed with other figures: check the card")
+                }
+                return load
+            case .prepared:
+                break
+            }
+            guard load.balanceBefore + load.amount == balanceAfter else {
+                throw SettlementError(.badRequest, "load \(reference): the card shows \(balanceAfter), not \(load.balanceBefore) + \(load.amount): re-read the card; confirm only a load the card carries")
+            }
+            let uids = try await connection.query("SELECT uid FROM cards WHERE serial = \(Int64(load.cardSerial))", logger: logger)
+            var uid: String?
+            for try await value in uids.decode(String.self) { uid = value }
+            guard let uid else {
+                throw SettlementError(.storage, "load \(reference)'s card \(load.cardSerial) vanished from the store")
+            }
+            // The card's book under the same lock ingest takes: the window, the mirror and the link move together.
+            var books = try await Self.lockBooks([uid], on: connection, logger: logger)
+            guard var book = books[uid], let card = book.card else {
+                throw SettlementError(.storage, "load \(reference)'s card \(load.cardSerial) has no book")
+            }
+            let already = Ledger.confirmOnlineLoad(reference: reference, amount: load.amount, balanceAfter: balanceAfter,
+                                                   counterAfter: counterAfter, in: &book)
+            books[uid] = book
+            try await Self.saveBooks([book], on: connection, logger: logger)
+            // An uploaded purse-load record of this counter booked cash → purse already: take the hold to cash instead.
+            try await Self.post([Movement(from: Ledger.pendingLoad, to: already ? Ledger.cash : Ledger.purseAccount(card.serial),
+                                          amount: load.amount, kind: already ? "online-load-linked" : "online-load",
+                                          terminalID: load.terminalID, terminalSequence: nil, day: Ledger.businessDay(of: date),
+                                          cardSerial: card.serial, cardSide: already ? .neither : .to, merchant: nil)],
+                                on: connection, logger: logger, at: date)
+            try await connection.query("""
+                UPDATE loads SET phase = 'confirmed', balance_after = \(Int64(balanceAfter.rawValue)),
+                    counter_after = \(Int64(counterAfter)), updated_at = \(date) WHERE reference = \(reference)
+                """, logger: logger)
+            load.phase = .confirmed
+            load.updatedAt = date
+            return load
+        }
+    }
+
+    public func reverseLoad(reference: String, at date: Date) async throws -> LoadState {
+        try await transaction("reverse load") { connection in
+            guard let found = try await Self.load(reference, on: connection, logger: logger) else {
+                throw SettlementError(.notFound, "load \(reference) was never prepared")
+            }
+            var load = found.state
+            switch load.phase {
+            case .confirmed:
+                throw SettlementError(.conflict, "load \(reference) was confirmed: the card carries it; it cannot be reversed")
+            case .reversed: return load
+            case .prepared: break
+            }
+            try await Self.post([Movement(from: Ledger.pendingLoad, to: Ledger.holderAccount(found.accountID), amount: load.amount,
+                                          kind: "load-release", terminalID: load.terminalID, terminalSequence: nil,
+                                          day: Ledger.businessDay(of: date), cardSerial: nil, cardSide: .neither, merchant: nil)],
+                                on: connection, logger: logger, at: date)
+            try await connection.query(
+                "UPDATE loads SET phase = 'reversed', updated_at = \(date) WHERE reference = \(reference)", logger: logger)
+            load.phase = .reversed
+            load.updatedAt = date
+            return load
+        }
+    }
+
+    struct StoredLoad {
+        var state: LoadState
+        var accountID: Int64
+        var balanceAfter: Int64?
+        var counterAfter: Int64?
+    }
+
+    /// The load with `reference`, its row locked for the transaction.
+    static func load(_ reference: String, on connection: PostgresConnection, logger: Logger) async throws -> StoredLoad? {
+        let rows = try await connection.query("""
+            SELECT terminal_id, card_serial, account_id, amount, balance_before, counter_before, phase, updated_at,
+                   balance_after, counter_after
+            FROM loads WHERE reference = \(reference) FOR UPDATE
+            """, logger: logger)
+        for try await (terminal, serial, account, amount, before, counter, phase, updated, after, counterAfter)
+            in rows.decode((Int64, Int64, Int64, Int64, Int64, Int64, String, Date, Int64?, Int64?).self) {
+            guard let phase = LoadState.Phase(rawValue: phase) else {
+                throw SettlementError(.storage, "load \(reference) has the unknown phase \(phase)")
+            }
+            let state = LoadState(reference: reference, terminalID: TerminalID(UInt16(truncatingIfNeeded: terminal)),
+                                  cardSerial: UInt32(truncatingIfNeeded: serial), amount: Fen(Int(amount)),
+                                  balanceBefore: Fen(Int(before)), counterBefore: UInt16(truncatingIfNeeded: counter),
+                                  phase: phase, updatedAt: updated)
+            return StoredLoad(state: state, accountID: account, balanceAfter: after, counterAfter: counterAfter)
+        }
+        return nil
+    }
+
+    /// Whether a query returns a row.
+    static func exists(_ query: PostgresQuery, on connection: PostgresConnection, logger: Logger) async throws -> Bool {
+        let rows = try await connection.query(query, logger: logger)
+        var found = false
+        for try await _ in rows { found = true }
+        return found
+    }
+}

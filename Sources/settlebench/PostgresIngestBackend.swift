@@ -1,0 +1,134 @@
+import CampusCard
+import Foundation
+import Logging
+import PostgresNIO
+import SettlementCore
+import SettlementPostgres
+
+/// The PostgreSQL side: a fresh database on the server of `--postgres URL` (created, dropped at the end), the store
+/// on it with every ledger rule, and the plain comparisons in the same database: a batched INSERT … SELECT FROM unnest
+/// (one transaction per batch) and COPY of the same rows.
+final class PostgresIngestBackend: IngestBackend, @unchecked Sendable {
+    let url: String
+    let database: String
+    let logger = Logger(label: "settlebench.postgres", factory: { _ in SwiftLogNoOpLogHandler() })
+    private var store: PostgresSettlementStore?
+
+    init(url: String) {
+        self.url = url
+        database = "settlebench_\(getpid())_\(UInt32.random(in: 0...UInt32.max))"
+    }
+
+    var name: String { "PostgreSQL (fsync on, sync commit)" }
+
+    /// The URL of the benchmark's own database on the same server.
+    var databaseURL: String {
+        guard var components = URLComponents(string: url) else { return url }
+        components.path = "/" + database
+        return components.string ?? url
+    }
+
+    /// Runs `body` with a client on the database of `target`, its pool running around it.
+    func withClient<R: Sendable>(_ target: String, _ body: (PostgresClient) async throws -> R) async throws -> R {
+        let client = PostgresClient(configuration: try PostgresSettlementStore.configuration(url: target))
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            return try await body(client)
+        }
+    }
+
+    func makeStore() async throws -> any SettlementStore {
+        try await withClient(url) { client -> Void in
+            try await client.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(database)"), logger: logger)
+        }
+        let store = try PostgresSettlementStore(url: databaseURL, maximumConnections: 4, logger: logger)
+        try await store.start()
+        self.store = store
+        return store
+    }
+
+    static let columns = ["terminal_id", "seq", "kind", "card_uid", "card_serial", "amount", "balance_before",
+                          "counter_before", "consumption", "reference_before", "settlement_reference", "outcome",
+                          "balance_after", "counter_after", "created_at", "digest", "received_at", "booking", "flags"]
+
+    func createPlainTable(_ client: PostgresClient, _ table: String) async throws {
+        try await client.query(PostgresQuery(unsafeSQL: """
+            CREATE TABLE \(table) (
+                terminal_id bigint NOT NULL, seq bigint NOT NULL, kind text NOT NULL, card_uid text NOT NULL, card_serial bigint,
+                amount bigint NOT NULL, balance_before bigint NOT NULL, counter_before bigint NOT NULL, consumption bigint,
+                reference_before bigint, settlement_reference bigint, outcome text NOT NULL, balance_after bigint,
+                counter_after bigint, created_at timestamptz NOT NULL, digest text NOT NULL, received_at timestamptz NOT NULL,
+                booking text NOT NULL, flags text NOT NULL, PRIMARY KEY (terminal_id, seq))
+            """), logger: logger)
+    }
+
+    func plainInsert(_ batches: [[BenchRow]]) async throws -> Duration {
+        try await withClient(databaseURL) { client in
+            try await createPlainTable(client, "plain_records")
+            let received = Date()
+            let none = Int64.min
+            return try await ContinuousClock().measure {
+                for batch in batches {
+                    let r = batch.map(\.record)
+                    try await client.withTransaction(logger: logger) { connection -> Void in
+                        try await connection.query("""
+                            INSERT INTO plain_records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before,
+                                counter_before, consumption, reference_before, settlement_reference, outcome, balance_after,
+                                counter_after, created_at, digest, received_at, booking, flags)
+                            SELECT t, s, k, u, NULLIF(cs, \(none)), a, bb, cb, NULLIF(co, \(none)), NULLIF(rb, \(none)),
+                                NULLIF(sr, \(none)), o, NULLIF(ba, \(none)), NULLIF(ca, \(none)), cr, d, \(received), 'booked', ''
+                            FROM unnest(\(r.map { Int64($0.terminalID.rawValue) }), \(r.map { Int64($0.terminalSequence) }),
+                                \(r.map(\.kind.rawValue)), \(r.map(\.cardUID)), \(r.map { $0.cardSerial.map(Int64.init) ?? none }),
+                                \(r.map { Int64($0.amount.rawValue) }), \(r.map { Int64($0.balanceBefore.rawValue) }),
+                                \(r.map { Int64($0.counterBefore) }), \(r.map { $0.consumption.map { Int64($0.rawValue) } ?? none }),
+                                \(r.map { $0.referenceBefore.map(Int64.init) ?? none }),
+                                \(r.map { $0.settlementReference.map(Int64.init) ?? none }), \(r.map(\.outcome.rawValue)),
+                                \(r.map { $0.balanceAfter.map { Int64($0.rawValue) } ?? none }),
+                                \(r.map { $0.counterAfter.map(Int64.init) ?? none }), \(r.map(\.createdAt)), \(batch.map(\.digest)))
+                                AS x(t, s, k, u, cs, a, bb, cb, co, rb, sr, o, ba, ca, cr, d)
+                            ON CONFLICT (terminal_id, seq) DO NOTHING
+                            """, logger: logger)
+                    }
+                }
+            }
+        }
+    }
+
+    /// COPY (text format, the only one postgres-nio streams) of the same rows, one COPY per batch.
+    func copyInsert(_ batches: [[BenchRow]]) async throws -> Duration {
+        try await withClient(databaseURL) { client in
+            try await createPlainTable(client, "copy_records")
+            let received = ISO8601DateFormatter().string(from: Date())
+            let formatter = ISO8601DateFormatter()
+            return try await ContinuousClock().measure {
+                for batch in batches {
+                    var text = ""
+                    for row in batch {
+                        let r = row.record
+                        func field<T>(_ value: T?) -> String { value.map { "\($0)" } ?? "\\N" }
+                        text += [
+                            "\(r.terminalID.rawValue)", "\(r.terminalSequence)", r.kind.rawValue, r.cardUID, field(r.cardSerial),
+                            "\(r.amount.rawValue)", "\(r.balanceBefore.rawValue)", "\(r.counterBefore)", field(r.consumption?.rawValue),
+                            field(r.referenceBefore), field(r.settlementReference), r.outcome.rawValue, field(r.balanceAfter?.rawValue),
+                            field(r.counterAfter), formatter.string(from: r.createdAt), row.digest, received, "booked", "",
+                        ].joined(separator: "\t") + "\n"
+                    }
+                    try await client.withConnection { connection in
+                        try await connection.copyFrom(table: "copy_records", columns: Self.columns, logger: logger) { writer in
+                            try await writer.write(ByteBuffer(string: text))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func cleanup() async throws {
+        await store?.shutdown()
+        store = nil
+        try await withClient(url) { client -> Void in
+            try await client.query(PostgresQuery(unsafeSQL: "DROP DATABASE IF EXISTS \(database)"), logger: logger)
+        }
+    }
+}

@@ -1,0 +1,143 @@
+import CampusCard
+import Foundation
+import PostgresNIO
+import SettlementCore
+import SettlementPostgres
+import Testing
+import TestSupport
+
+/// The PostgreSQL store's own behaviour on a real server (the shared conformance suite runs on it as well).
+@Suite struct PostgresStoreTests {
+    @Test func migrationsApplyOnceAndASecondInstanceFindsThemDone() async throws {
+        let url = try PostgresServer.shared().createDatabase()
+        try await PostgresSettlementStore.withStore(url: url, logger: testLogger) { _ in }
+        let imbalance = try await PostgresSettlementStore.withStore(url: url, logger: testLogger) { store in
+            try await store.ledgerImbalance()
+        }
+        #expect(imbalance == 0)
+        let database = String(url.split(separator: "/").last!)
+        #expect(try PostgresServer.shared().psql("SELECT version, name FROM schema_migrations", database: database) == "1|settlement schema")
+    }
+
+    @Test func aBadURLIsATypedError() {
+        #expect(throws: SettlementError.self) { try PostgresSettlementStore(url: "mysql://x@y/z", logger: testLogger) }
+    }
+
+    @Test func terminalsNoncesAndParameters() async throws {
+        try await withFreshStore { store, _ in
+            try await store.putTerminal(TerminalInfo(id: 7, merchant: "canteen-1", secret: Array(repeating: 3, count: 16)))
+            #expect(try await store.terminal(7) == TerminalInfo(id: 7, merchant: "canteen-1", secret: Array(repeating: 3, count: 16)))
+            #expect(try await store.terminal(8) == nil)
+            #expect(try await store.rememberNonce(terminal: 7, nonce: "n1", at: day0))
+            #expect(try await !store.rememberNonce(terminal: 7, nonce: "n1", at: day0.addingTimeInterval(10)))
+            #expect(try await store.rememberNonce(terminal: 8, nonce: "n1", at: day0))
+
+            #expect(try await store.parameters(for: 7).version == 0)
+            let everyone = try await store.setParameters(TerminalParameters(version: 0, maxOfflineDebit: 2_000), for: nil)
+            #expect(everyone.version == 1)
+            let own = try await store.setParameters(TerminalParameters(version: 0, waterUnitPrice: 7, fixedPrices: ["set-meal": 1_200]), for: 7)
+            #expect(own.version == 2)
+            #expect(try await store.parameters(for: 7) == own)
+            #expect(try await store.parameters(for: 9) == everyone)
+        }
+    }
+
+    @Test func cardsAndTheBlacklistFeed() async throws {
+        try await withFreshStore { store, _ in
+            let account = try await store.openAccount(name: "Li Lei", initialBalance: 5_000, at: day0)
+            #expect(try await store.account(account.id)?.balance == 5_000)
+            let card = try await store.issueCard(serial: 1001, uid: "04a1b2c3", accountID: account.id, at: day0)
+            #expect(card.uid == "04A1B2C3")
+            #expect(try await store.card(uid: "04A1B2C3") == card)
+            await #expect(throws: SettlementError.self) {
+                try await store.issueCard(serial: 1002, uid: "04A1B2C3", accountID: account.id, at: day0)
+            }
+            await #expect(throws: SettlementError.self) {
+                try await store.issueCard(serial: 1003, uid: "04A1B2C4", accountID: 999, at: day0)
+            }
+            let (lost, v1) = try await store.setCardStatus(serial: 1001, to: .lost, reason: "reported lost", at: day0)
+            #expect(lost.status == .lost)
+            let (_, v2) = try await store.setCardStatus(serial: 1001, to: .active, reason: "found", at: day0)
+            #expect(v2 > v1)
+            let page = try await store.blacklist(after: 0, limit: 1)
+            #expect(page.changes.map(\.action) == [.add] && page.more && page.version == v1)
+            let rest = try await store.blacklist(after: page.version, limit: 10)
+            #expect(rest.changes.map(\.action) == [.remove] && !rest.more && rest.version == v2)
+            _ = try await store.setCardStatus(serial: 1001, to: .cancelled, reason: "left", at: day0)
+            await #expect(throws: SettlementError.self) {
+                try await store.setCardStatus(serial: 1001, to: .active, reason: "back", at: day0)
+            }
+            #expect(try await store.ledgerImbalance() == 0)
+        }
+    }
+
+    @Test func onlineLoadIsIdempotentAndHoldsTheAccount() async throws {
+        try await withFreshStore { store, _ in
+            let account = try await store.openAccount(name: "Han Meimei", initialBalance: 5_000, at: day0)
+            _ = try await store.issueCard(serial: 1001, uid: "04A1B2C3", accountID: account.id, at: day0)
+            let prepared = try await store.prepareLoad(reference: "L1", terminal: 3, cardSerial: 1001, amount: 2_000,
+                                                       balanceBefore: 300, counterBefore: 9, at: day0)
+            #expect(prepared.phase == .prepared)
+            #expect(try await store.account(account.id)?.balance == 3_000)
+            #expect(try await store.prepareLoad(reference: "L1", terminal: 3, cardSerial: 1001, amount: 2_000,
+                                                balanceBefore: 300, counterBefore: 9, at: day0) == prepared)
+            await #expect(throws: SettlementError.self) {
+                try await store.prepareLoad(reference: "L1", terminal: 3, cardSerial: 1001, amount: 2_500,
+                                            balanceBefore: 300, counterBefore: 9, at: day0)
+            }
+            await #expect(throws: SettlementError.self) {
+                try await store.prepareLoad(reference: "L2", terminal: 3, cardSerial: 1001, amount: 9_000,
+                                            balanceBefore: 300, counterBefore: 9, at: day0)
+            }
+            let confirmed = try await store.confirmLoad(reference: "L1", balanceAfter: 2_300, counterAfter: 10, at: day0)
+            #expect(confirmed.phase == .confirmed)
+            #expect(try await store.confirmLoad(reference: "L1", balanceAfter: 2_300, counterAfter: 10, at: day0).phase == .confirmed)
+            await #expect(throws: SettlementError.self) { try await store.reverseLoad(reference: "L1", at: day0) }
+            #expect(try await store.card(serial: 1001)?.purseMirror == 2_300)
+            #expect(try await store.card(serial: 1001)?.purseCounter == 10)
+
+            _ = try await store.prepareLoad(reference: "L3", terminal: 3, cardSerial: 1001, amount: 1_000,
+                                            balanceBefore: 2_300, counterBefore: 10, at: day0)
+            #expect(try await store.reverseLoad(reference: "L3", at: day0).phase == .reversed)
+            #expect(try await store.reverseLoad(reference: "L3", at: day0).phase == .reversed)
+            await #expect(throws: SettlementError.self) {
+                try await store.confirmLoad(reference: "L3", balanceAfter: 3_300, counterAfter: 11, at: day0)
+            }
+            #expect(try await store.account(account.id)?.balance == 3_000)
+            #expect(try await store.statement(cardSerial: 1001).map(\.amount) == [2_000])
+            #expect(try await store.ledgerImbalance() == 0)
+        }
+    }
+
+    @Test func ingestAnswersDuplicatesWithTheOriginalAndRefusesConflicts() async throws {
+        try await withFreshStore { store, _ in
+            try await registerTerminals(store, [5], merchant: { _ in "canteen-1" })
+            let cards = try await issueCards(store, count: 1)
+            let r1 = debit(terminal: 5, sequence: 1, uid: cards[0].uid, serial: nil, before: 1_000, amount: 250, counterBefore: 4)
+            let r2 = debit(terminal: 5, sequence: 2, uid: cards[0].uid, serial: nil, before: 750, amount: 100, counterBefore: 5)
+            let first = try await store.ingest([r1, r2, r1], from: 5, at: day0)
+            #expect(first.map(\.status) == [.accepted, .accepted, .duplicate])
+            #expect(first.map(\.booking) == [.booked, .booked, .booked])
+
+            var changed = r2
+            changed.amount = 99
+            changed.balanceAfter = 651
+            let later = day0.addingTimeInterval(60)
+            let second = try await store.ingest([r1, changed], from: 5, at: later)
+            #expect(second.map(\.status) == [.duplicate, .conflict])
+            #expect(second[0].receivedAt == day0)
+            #expect(try await store.flags(limit: 10).map(\.code) == ["content-conflict"])
+            await #expect(throws: SettlementError.self) { try await store.ingest([r1], from: 6, at: later) }
+            await #expect(throws: SettlementError.self) {
+                try await store.ingest([debit(terminal: 9, sequence: 1, uid: "04000001", serial: nil, before: 1, amount: 1, counterBefore: 1)], from: 9, at: later)
+            }
+
+            #expect(try await store.statement(cardSerial: cards[0].serial).map(\.amount) == [-250, -100])
+            #expect(try await store.card(serial: cards[0].serial)?.purseMirror == 650)
+            let totals = try await store.dailyTotals(day: "2026-11-18")
+            #expect(totals == [DailyTotal(day: "2026-11-18", merchant: "canteen-1", terminalID: nil, count: 2, total: 350),
+                               DailyTotal(day: "2026-11-18", merchant: "canteen-1", terminalID: 5, count: 2, total: 350)])
+            #expect(try await store.ledgerImbalance() == 0)
+        }
+    }
+}
