@@ -25,12 +25,17 @@ let package = Package(
         .library(name: "CardDaemon", targets: ["CardDaemon"]),
         .library(name: "TerminalStore", targets: ["TerminalStore"]),
         .library(name: "SettlementCore", targets: ["SettlementCore"]),
+        .library(name: "SettlementServer", targets: ["SettlementServer"]),
+        .executable(name: "settlementd", targets: ["settlementd"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
     ],
     targets: [
         // The C binding: only the PCSC module imports it.
@@ -166,6 +171,36 @@ let package = Package(
         .testTarget(
             name: "TerminalStoreTests",
             dependencies: ["TerminalStore", "CampusCard", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strictSwift
+        ),
+        // settlementd's HTTP application over any SettlementStore: routes, request signing, body caps, validation.
+        .target(
+            name: "SettlementServer",
+            dependencies: [
+                "SettlementCore", "CampusCard",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
+            name: "settlementd",
+            dependencies: [
+                "SettlementServer", "SettlementCore", "BuildInfo",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "SettlementServerTests",
+            dependencies: [
+                "SettlementServer", "SettlementCore", "CampusCard", "TestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
             swiftSettings: strictSwift
         ),
     ]
