@@ -179,6 +179,7 @@ let package = Package(
             dependencies: [
                 "SettlementCore", "CampusCard",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSwift

@@ -2,6 +2,7 @@ import CampusCard
 import Foundation
 import Hummingbird
 import Logging
+import ServiceLifecycle
 import SettlementCore
 
 /// settlementd's HTTP application over any `SettlementStore` (docs/settlement-api.yaml): the same code runs in
@@ -144,7 +145,7 @@ public struct SettlementServer: Sendable {
         let wire = try decodeBody(WireCardIssue.self, from: context.body)
         let serial = try Check.uint32(wire.serial, "serial", minimum: 1)
         let uid = try Check.uid(wire.uid, "uid")
-        let accountID = try Check.range(wire.accountID, "accountID", 1...Check.maxSafeInteger, as: Int64.self)
+        let accountID = try Check.range(wire.accountID, "accountID", 1...Check.maxSafeInteger)
         guard try await store.account(accountID) != nil else {
             throw APIError.notFound("no account \(accountID): open one first (POST /v1/admin/accounts)")
         }
@@ -159,7 +160,8 @@ public struct SettlementServer: Sendable {
     }
 
     private func cardSerial(_ context: SettlementRequestContext) throws -> UInt32 {
-        UInt32(try Check.integer(context.parameters.get("serial"), "serial", 1...Int64(UInt32.max)))
+        let number: Int64 = try Check.integer(context.parameters.get("serial"), "serial", 1...Int64(UInt32.max))
+        return UInt32(number)
     }
 
     private func existingCard(_ context: SettlementRequestContext) async throws -> Card {
@@ -194,7 +196,8 @@ public struct SettlementServer: Sendable {
     }
 
     private func existingTerminal(_ context: SettlementRequestContext) async throws -> TerminalInfo {
-        let id = TerminalID(UInt16(try Check.integer(context.parameters.get("id"), "id", 1...Int64(UInt16.max))))
+        let number: Int64 = try Check.integer(context.parameters.get("id"), "id", 1...Int64(UInt16.max))
+        let id = TerminalID(UInt16(number))
         guard let terminal = try await store.terminal(id) else {
             throw APIError.notFound("no terminal \(id): register it first (POST /v1/admin/terminals)")
         }
@@ -209,7 +212,7 @@ public struct SettlementServer: Sendable {
     }
 
     private func dailyReport(_ request: Request) async throws -> Response {
-        let day = try Check.day(request.uri.queryParameters.get("day").map(String.init), "day")
+        let day = try Check.day(request.uri.queryParameters.get("day").map { String($0) }, "day")
         let totals = try await store.dailyTotals(day: day).map {
             WireDailyTotal(day: $0.day, merchant: $0.merchant, terminalID: $0.terminalID?.rawValue, count: $0.count, total: $0.total.rawValue)
         }

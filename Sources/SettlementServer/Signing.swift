@@ -1,5 +1,6 @@
 import CampusCard
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -148,7 +149,7 @@ struct SigningMiddleware: RouterMiddleware {
         do {
             verified = try await RequestSigning.verify(
                 header: { name in HTTPField.Name(name).flatMap { headers[$0] } },
-                method: request.method.rawValue, pathAndQuery: pathAndQuery, body: body.readableBytesView, now: now()
+                method: request.method.rawValue, pathAndQuery: pathAndQuery, body: Array(body.readableBytesView), now: now()
             ) { key in
                 switch key {
                 case let .terminal(id):

@@ -71,11 +71,15 @@ enum Check {
     static let maxUnixTime: Int64 = 4_102_444_800
     static let maxSafeInteger: Int64 = 9_007_199_254_740_991
 
-    static func range<T: BinaryInteger>(_ value: Int64, _ field: String, _ bounds: ClosedRange<Int64>, as: T.Type = Int64.self) throws -> T {
+    static func range<T: BinaryInteger>(_ value: Int64, _ field: String, _ bounds: ClosedRange<Int64>, as: T.Type) throws -> T {
+        T(try range(value, field, bounds))
+    }
+
+    static func range(_ value: Int64, _ field: String, _ bounds: ClosedRange<Int64>) throws -> Int64 {
         guard bounds.contains(value) else {
             throw APIError.badRequest("\(field) is \(value): it must be \(bounds.lowerBound)…\(bounds.upperBound)")
         }
-        return T(value)
+        return value
     }
 
     /// An amount moved: 1 … Int32.max fen.
@@ -89,11 +93,11 @@ enum Check {
     }
 
     static func counter(_ value: Int64, _ field: String) throws -> UInt16 {
-        try range(value, field, 0...Int64(UInt16.max))
+        try range(value, field, 0...Int64(UInt16.max), as: UInt16.self)
     }
 
     static func uint32(_ value: Int64, _ field: String, minimum: Int64 = 0) throws -> UInt32 {
-        try range(value, field, minimum...Int64(UInt32.max))
+        try range(value, field, minimum...Int64(UInt32.max), as: UInt32.self)
     }
 
     static func terminalID(_ value: Int64, _ field: String) throws -> TerminalID {
@@ -245,7 +249,7 @@ struct WireRecord: Decodable {
             referenceBefore: try referenceBefore.map { try Check.uint32($0, "\(at).referenceBefore") },
             settlementReference: try settlementReference.map { try Check.uint32($0, "\(at).settlementReference") },
             outcome: outcome, balanceAfter: balanceAfter, counterAfter: counterAfter,
-            createdAt: Date(timeIntervalSince1970: TimeInterval(try Check.range(createdAt, "\(at).createdAt", 1...Check.maxUnixTime, as: Int64.self)))
+            createdAt: Date(timeIntervalSince1970: TimeInterval(try Check.range(createdAt, "\(at).createdAt", 1...Check.maxUnixTime)))
         )
     }
 }
