@@ -26,6 +26,8 @@ let package = Package(
         .library(name: "TerminalStore", targets: ["TerminalStore"]),
         .library(name: "SettlementCore", targets: ["SettlementCore"]),
         .library(name: "SettlementPostgres", targets: ["SettlementPostgres"]),
+        .library(name: "SettlementServer", targets: ["SettlementServer"]),
+        .executable(name: "settlementd", targets: ["settlementd"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -38,6 +40,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.60.0"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.21.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
     ],
     targets: [
         // The C binding: only the PCSC module imports it.
@@ -230,6 +233,37 @@ let package = Package(
         .testTarget(
             name: "SettlementPostgresTests",
             dependencies: ["SettlementPostgres", "SettlementCore", "CampusCard", "TestSupport", .product(name: "PostgresNIO", package: "postgres-nio")],
+            swiftSettings: strictSwift
+        ),
+        // settlementd's HTTP application over any SettlementStore: routes, request signing, body caps, validation.
+        .target(
+            name: "SettlementServer",
+            dependencies: [
+                "SettlementCore", "CampusCard",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
+            name: "settlementd",
+            dependencies: [
+                "SettlementServer", "SettlementCore", "BuildInfo",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .testTarget(
+            name: "SettlementServerTests",
+            dependencies: [
+                "SettlementServer", "SettlementCore", "CampusCard", "TestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
             swiftSettings: strictSwift
         ),
     ]

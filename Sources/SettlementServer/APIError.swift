@@ -1,0 +1,106 @@
+import Foundation
+import Hummingbird
+import SettlementCore
+
+/// An error the API returns: an HTTP status and the body `{"code": ..., "message": ...}`. The message is one line
+/// (what, why, what to do) and never carries a secret.
+public struct APIError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var status: HTTPResponse.Status
+    public var code: String
+    public var message: String
+
+    public init(_ status: HTTPResponse.Status, code: String, _ message: String) {
+        self.status = status
+        self.code = code
+        // One line, always: a message built from input must not smuggle a second line into a log.
+        self.message = message.replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: "\r", with: " ")
+    }
+
+    public var description: String { "\(status.code) \(code): \(message)" }
+
+    public static func badRequest(_ message: String) -> APIError { APIError(.badRequest, code: "bad-request", message) }
+    public static func unauthorized(_ message: String) -> APIError { APIError(.unauthorized, code: "unauthorized", message) }
+    public static func forbidden(_ message: String) -> APIError { APIError(.forbidden, code: "forbidden", message) }
+    public static func notFound(_ message: String) -> APIError { APIError(.notFound, code: "not-found", message) }
+    public static func conflict(_ message: String) -> APIError { APIError(.conflict, code: "conflict", message) }
+    public static func tooLarge(limit: Int) -> APIError {
+        APIError(.contentTooLarge, code: "too-large",
+                 "the request body is larger than \(limit) bytes: send at most \(SettlementLimits.maxRecordsPerBatch) records per batch")
+    }
+
+    /// The API's form of a store's error.
+    init(_ error: SettlementError) {
+        switch error.code {
+        case .badRequest: self.init(.badRequest, code: error.code.rawValue, error.message)
+        case .notFound: self.init(.notFound, code: error.code.rawValue, error.message)
+        case .conflict: self.init(.conflict, code: error.code.rawValue, error.message)
+        case .unauthorized: self.init(.unauthorized, code: error.code.rawValue, error.message)
+        case .unavailable: self.init(.serviceUnavailable, code: error.code.rawValue, error.message)
+        case .storage: self.init(.internalServerError, code: error.code.rawValue, error.message)
+        }
+    }
+
+    /// The JSON response.
+    func response() -> Response {
+        struct Body: Encodable { var code: String; var message: String }
+        return jsonResponse(Body(code: code, message: message), status: status)
+    }
+}
+
+/// Limits every request is held to.
+public enum SettlementLimits {
+    /// Request bodies above this are refused with 413 before they are read whole.
+    public static let maxBodyBytes = 2 * 1024 * 1024
+    public static let maxRecordsPerBatch = 1000
+    public static let maxPageSize = 1000
+}
+
+/// A JSON response (`Content-Type: application/json`).
+func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    // Encoding our own wire values cannot fail (no floating point, no non-string keys).
+    let data = (try? encoder.encode(value)) ?? Data(#"{"code":"internal","message":"response encoding failed"}"#.utf8)
+    return Response(status: status, headers: [.contentType: "application/json; charset=utf-8"],
+                    body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+}
+
+/// The outermost middleware: every error leaves as a JSON error body (Hummingbird's own 404s and 413s included),
+/// and every request is logged in one line at info (method, path without query, status, caller — never a header
+/// value or a body).
+struct ErrorMiddleware: RouterMiddleware {
+    typealias Context = SettlementRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let response: Response
+        do {
+            response = try await next(request, context)
+        } catch let error as APIError {
+            response = error.response()
+        } catch let error as SettlementError {
+            response = APIError(error).response()
+        } catch let error as any HTTPResponseError {
+            response = Self.fromHTTPError(error.status)
+        } catch {
+            context.logger.error("request failed", metadata: ["http.path": "\(request.uri.path)", "error": "\(error)"])
+            response = APIError(.internalServerError, code: "internal", "the server failed to handle the request: see settlementd's log").response()
+        }
+        context.logger.info("request", metadata: [
+            "http.method": "\(request.method)", "http.path": "\(request.uri.path)", "http.status": "\(response.status.code)",
+        ])
+        return response
+    }
+
+    static func fromHTTPError(_ status: HTTPResponse.Status) -> Response {
+        switch status {
+        case .notFound:
+            return APIError.notFound("no such endpoint: see docs/settlement-api.yaml").response()
+        case .methodNotAllowed:
+            return APIError(.methodNotAllowed, code: "method-not-allowed", "this endpoint does not take that method: see docs/settlement-api.yaml").response()
+        case .contentTooLarge:
+            return APIError.tooLarge(limit: SettlementLimits.maxBodyBytes).response()
+        default:
+            return APIError(status, code: status.code < 500 ? "bad-request" : "internal", "\(status.reasonPhrase)").response()
+        }
+    }
+}

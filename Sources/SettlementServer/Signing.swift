@@ -1,0 +1,185 @@
+import CampusCard
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import SettlementCore
+
+/// The admin clients' secrets, by name. Loaded from `--admin-key-file`: one `NAME:HEX` line per client (HEX at
+/// least 32 hex digits, i.e. 16 bytes); blank lines and lines starting with `#` are skipped.
+public struct AdminCredentials: Sendable {
+    var secrets: [String: [UInt8]]
+
+    public init(_ secrets: [String: [UInt8]]) { self.secrets = secrets }
+
+    /// Parses the file's text; throws a one-line `SettlementError` naming the bad line (never its content).
+    public init(parsing text: String) throws {
+        var secrets: [String: [UInt8]] = [:]
+        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            let parts = line.split(separator: ":", maxSplits: 1).map(String.init)
+            guard parts.count == 2, case .admin = RequestSigning.Key(header: "admin:" + parts[0]),
+                  let secret = Hex.bytes(parts[1]), secret.count >= 16 else {
+                throw SettlementError(.badRequest, "admin key file line \(index + 1) is not NAME:HEX (NAME of [A-Za-z0-9_-], HEX at least 32 hex digits): fix the line")
+            }
+            secrets[parts[0]] = secret
+        }
+        guard !secrets.isEmpty else {
+            throw SettlementError(.badRequest, "the admin key file holds no NAME:HEX line: add one (e.g. office:$(openssl rand -hex 32))")
+        }
+        self.secrets = secrets
+    }
+
+    /// Reads `path`, refusing a file other users can read (checked on the open descriptor, so it is the file read).
+    public init(contentsOf path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw SettlementError(.badRequest, "cannot open the admin key file \(path) (errno \(errno)): check the path and its permissions")
+        }
+        defer { close(fd) }
+        var status = stat()
+        guard fstat(fd, &status) == 0 else {
+            throw SettlementError(.badRequest, "cannot stat the admin key file \(path) (errno \(errno))")
+        }
+        guard status.st_mode & S_IFMT == S_IFREG else {
+            throw SettlementError(.badRequest, "the admin key file \(path) is not a regular file")
+        }
+        guard status.st_mode & 0o007 == 0 else {
+            throw SettlementError(.badRequest, "the admin key file \(path) is readable by other users (mode \(String(status.st_mode & 0o777, radix: 8))): chmod 600 it")
+        }
+        var data = Data()
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = read(fd, &buffer, buffer.count)
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw SettlementError(.badRequest, "cannot read the admin key file \(path) (errno \(errno))")
+            }
+            if count == 0 { break }
+            data.append(contentsOf: buffer[0..<count])
+            guard data.count <= 65_536 else { throw SettlementError(.badRequest, "the admin key file \(path) is larger than 64 KiB") }
+        }
+        try self.init(parsing: String(decoding: data, as: UTF8.self))
+    }
+}
+
+/// Hex text to bytes and back.
+enum Hex {
+    static func bytes(_ text: String) -> [UInt8]? {
+        let digits = Array(text.utf8)
+        guard digits.count % 2 == 0 else { return nil }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(digits.count / 2)
+        var index = 0
+        while index < digits.count {
+            guard let high = value(digits[index]), let low = value(digits[index + 1]) else { return nil }
+            bytes.append(high << 4 | low)
+            index += 2
+        }
+        return bytes
+    }
+
+    static func string(_ bytes: [UInt8]) -> String {
+        let table = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count * 2)
+        for byte in bytes {
+            out.append(table[Int(byte >> 4)])
+            out.append(table[Int(byte & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    static func isDigit(_ byte: UInt8) -> Bool { value(byte) != nil }
+
+    private static func value(_ digit: UInt8) -> UInt8? {
+        switch digit {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): digit - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): digit - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): digit - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}
+
+/// Reads the body under the cap, then checks the request's signature (RequestSigning), the caller's kind against the
+/// endpoint (admin endpoints take admin keys only, terminal endpoints terminal keys only) and the nonce's novelty.
+/// A refused request writes nothing: the nonce is remembered only once everything else passed.
+struct SigningMiddleware: RouterMiddleware {
+    typealias Context = SettlementRequestContext
+
+    let store: any SettlementStore
+    let admins: AdminCredentials
+    let now: @Sendable () -> Date
+
+    /// The endpoints nobody signs.
+    static func isUnsigned(method: HTTPRequest.Method, path: String) -> Bool {
+        method == .get && path == "/v1/time"
+    }
+
+    static func isAdmin(path: String) -> Bool {
+        path == "/v1/admin" || path.hasPrefix("/v1/admin/")
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var request = request
+        var context = context
+        // The cap comes first: a declared length over it is refused before a byte of the body is read.
+        if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > SettlementLimits.maxBodyBytes {
+            throw APIError.tooLarge(limit: SettlementLimits.maxBodyBytes)
+        }
+        let body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: SettlementLimits.maxBodyBytes)
+        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+            throw APIError.tooLarge(limit: SettlementLimits.maxBodyBytes)
+        }
+        context.body = body
+        let path = request.uri.path
+        if Self.isUnsigned(method: request.method, path: path) {
+            return try await next(request, context)
+        }
+
+        let headers = request.headers
+        let pathAndQuery = request.head.path ?? path
+        var terminalInfo: TerminalInfo?
+        let verified: (key: RequestSigning.Key, nonce: String)
+        do {
+            verified = try await RequestSigning.verify(
+                header: { name in HTTPField.Name(name).flatMap { headers[$0] } },
+                method: request.method.rawValue, pathAndQuery: pathAndQuery, body: Array(body.readableBytesView), now: now()
+            ) { key in
+                switch key {
+                case let .terminal(id):
+                    terminalInfo = try await store.terminal(TerminalID(id))
+                    return terminalInfo?.secret
+                case let .admin(name):
+                    return admins.secrets[name]
+                }
+            }
+        } catch let refusal as RequestSigning.Refusal {
+            throw APIError.unauthorized(refusal.description)
+        }
+        switch (verified.key, Self.isAdmin(path: path)) {
+        case (.terminal, true):
+            throw APIError.forbidden("admin endpoints refuse terminal keys: sign with an admin key (settlementd --admin-key-file)")
+        case (.admin, false):
+            throw APIError.forbidden("terminal endpoints refuse admin keys: sign with the terminal's own key")
+        case let (.terminal(id), false):
+            if terminalInfo?.enabled != true {
+                throw APIError.unauthorized("terminal \(id) is disabled: an operator must enable it (POST /v1/admin/terminals/\(id)/enable)")
+            }
+        case (.admin, true):
+            break
+        }
+        let nonceOwner: TerminalID = if case let .terminal(id) = verified.key { TerminalID(id) } else { .none }
+        guard try await store.rememberNonce(terminal: nonceOwner, nonce: verified.nonce, at: now()) else {
+            throw APIError.unauthorized("the request's nonce was used before (a replay): sign every request with a fresh nonce")
+        }
+        context.caller = verified.key
+        context.logger[metadataKey: "caller"] = "\(verified.key)"
+        return try await next(request, context)
+    }
+}

@@ -1,0 +1,86 @@
+import ArgumentParser
+import BuildInfo
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import SettlementCore
+import SettlementServer
+
+/// `settlementd`: the settlement service (docs/settlement-api.yaml, docs/settlement.md).
+@main
+struct Settlementd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "settlementd",
+        abstract: "The OneCard settlement service: terminals upload, pull blacklist and parameters, run online loads; the card office administers.",
+        discussion: """
+            Listens on loopback by default; put a TLS reverse proxy in front of it (docs/settlement.md, "TLS"). \
+            Stops gracefully on SIGTERM or SIGINT. Exit status: 0 stopped cleanly, 1 failed at run time, \
+            70 the store cannot be opened, 78 the configuration is wrong (the message says which).
+            """,
+        version: BuildInfo.versionLine
+    )
+
+    @Option(help: "The SQLite database (created when missing). The default store.") var db: String?
+    @Option(help: "A PostgreSQL URL (postgres://USER@HOST:PORT/DB) instead of SQLite.") var postgres: String?
+    @Option(help: "HOST:PORT to listen on (port 0: any free port; the chosen one is printed).") var listen = "127.0.0.1:8780"
+    @Option(help: "The admin clients' secrets, one NAME:HEX line each; must not be readable by other users.") var adminKeyFile: String
+
+    func validate() throws {
+        if db != nil, postgres != nil { throw ValidationError("give --db PATH or --postgres URL, not both") }
+        if db == nil, postgres == nil { throw ValidationError("give --db PATH (SQLite) or --postgres URL") }
+        _ = try ListenAddress(listen)
+    }
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = ProcessInfo.processInfo.environment["ONECARD_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+            return handler
+        }
+        let logger = Logger(label: "settlementd")
+        let address = try ListenAddress(listen)
+        let admins: AdminCredentials
+        do { admins = try AdminCredentials(contentsOf: adminKeyFile) } catch {
+            printError("settlementd: --admin-key-file: \(error)")
+            throw ExitCode(78)
+        }
+        let opened: OpenedStore
+        do {
+            opened = try await OpenedStore.open(db: db, postgres: postgres, logger: logger)
+        } catch {
+            printError("settlementd: \(error)")
+            throw ExitCode(70)
+        }
+        let server = SettlementServer(store: opened.store, admins: admins)
+        let app = server.application(host: address.host, port: address.port, logger: logger, services: opened.services,
+                                     prepare: opened.prepare) { port in
+            // One line on stdout for scripts that started us on port 0.
+            print("settlementd \(BuildInfo.version) listening on \(address.host):\(port) (\(opened.description))")
+            fflush(stdout)
+        }
+        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+    }
+}
+
+/// `HOST:PORT` or `[IPv6]:PORT`.
+struct ListenAddress {
+    var host: String
+    var port: Int
+
+    init(_ text: String) throws {
+        let message = "--listen \(text) is not HOST:PORT (e.g. 127.0.0.1:8780, [::1]:8780; port 0–65535)"
+        guard let colon = text.lastIndex(of: ":") else { throw ValidationError(message) }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, let port = Int(text[text.index(after: colon)...]), (0...65_535).contains(port) else {
+            throw ValidationError(message)
+        }
+        self.host = host
+        self.port = port
+    }
+}
+
+func printError(_ line: String) {
+    FileHandle.standardError.write(Data((line + "\n").utf8))
+}
