@@ -249,7 +249,7 @@ let package = Package(
         .executableTarget(
             name: "settlementd",
             dependencies: [
-                "SettlementServer", "SettlementCore", "BuildInfo",
+                "SettlementServer", "SettlementCore", "SettlementSQLite", "SettlementPostgres", "BuildInfo",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

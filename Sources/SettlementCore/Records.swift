@@ -147,3 +147,10 @@ public struct RecordAck: Sendable, Hashable, Codable {
     /// Whether the terminal may mark the record acknowledged (and later prune it).
     public var acknowledges: Bool { status != .conflict }
 }
+
+/// The reference of a load station's online load: the load's own journal record (`load-t<terminal>-s<sequence>`).
+/// The station prepares and confirms the load under it, and the service settles a load whose confirmation was lost
+/// from the uploaded record of the same terminal and sequence.
+public enum OnlineLoadReference {
+    public static func of(terminal: TerminalID, sequence: UInt32) -> String { "load-t\(terminal.rawValue)-s\(sequence)" }
+}

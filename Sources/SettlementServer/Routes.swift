@@ -74,11 +74,35 @@ public struct SettlementServer: Sendable {
     private func upload(_ context: SettlementRequestContext) async throws -> Response {
         let terminal = try context.terminal
         let records = try decodeBody(WireUpload.self, from: context.body).records(from: terminal)
+        try await settleOnlineLoads(records, terminal)
         let acks = try await store.ingest(records, from: terminal, at: now())
         guard acks.count == records.count else {
             throw APIError(.internalServerError, code: "storage", "the store acknowledged \(acks.count) of \(records.count) records: resend the batch")
         }
         return jsonResponse(WireUploadResponse(acks: acks.map(WireAck.init), serverTime: unixSeconds(now())))
+    }
+
+    /// A load station's purse-load record settles its online load when the station's own confirmation (or reversal)
+    /// was lost: done confirms it, not done reverses it (both idempotent), before the record is ingested (the
+    /// confirmed load's counter link then books the record as the same money, once). A record of no online load
+    /// (an office load) finds none and is booked as it is.
+    private func settleOnlineLoads(_ records: [TerminalRecord], _ terminal: TerminalID) async throws {
+        for record in records where record.kind == .purseLoad {
+            let reference = storeReference(OnlineLoadReference.of(terminal: terminal, sequence: record.terminalSequence), terminal)
+            do {
+                switch record.outcome {
+                case .done:
+                    guard let balance = record.balanceAfter, let counter = record.counterAfter else { continue }
+                    _ = try await store.confirmLoad(reference: reference, balanceAfter: balance, counterAfter: counter, at: now())
+                case .notDone:
+                    _ = try await store.reverseLoad(reference: reference, at: now())
+                case .undetermined:
+                    continue
+                }
+            } catch let error as SettlementError where error.code == .notFound || error.code == .conflict {
+                continue
+            }
+        }
     }
 
     private func blacklist(_ request: Request) async throws -> Response {

@@ -14,7 +14,7 @@ import SettlementCore
 /// The reference is the intent's own name, `load-t<terminal>-s<sequence>`, so a confirmation lost to the network is
 /// recovered from the uploaded record, never from memory.
 enum OnlineLoad {
-    static func reference(terminal: TerminalID, sequence: UInt32) -> String { "load-t\(terminal.rawValue)-s\(sequence)" }
+    static func reference(terminal: TerminalID, sequence: UInt32) -> String { OnlineLoadReference.of(terminal: terminal, sequence: sequence) }
 
     /// Settles the service's side of a load the card decided (this tap's, or an earlier interrupted one). A failure
     /// here loses nothing: the uploaded record carries the decision.

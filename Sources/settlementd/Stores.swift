@@ -2,6 +2,8 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import SettlementCore
+import SettlementPostgres
+import SettlementSQLite
 
 /// The store settlementd runs on, with the services it needs running (a PostgreSQL client's pool).
 struct OpenedStore {
@@ -12,9 +14,20 @@ struct OpenedStore {
     var prepare: (@Sendable () async throws -> Void)?
 
     static func open(db: String?, postgres: String?, logger: Logger) async throws -> OpenedStore {
-        if postgres != nil {
-            throw SettlementError(.unavailable, "--postgres: this build has no PostgreSQL store yet (Sources/SettlementPostgres is on branch settle-pg): use --db PATH")
+        if let postgres {
+            let store = try PostgresSettlementStore(url: postgres, logger: logger)
+            return OpenedStore(store: store, services: [store], description: "PostgreSQL \(redacted(postgres))",
+                               prepare: { try await store.migrate() })
         }
-        throw SettlementError(.unavailable, "--db: this build has no SQLite store yet (Sources/SettlementSQLite is on branch settle-store)")
+        let path = db ?? "/var/lib/onecard/settlement.sqlite"
+        let store = try SQLiteSettlementStore(path: path)
+        return OpenedStore(store: store, services: [], description: "SQLite \(path)", prepare: nil)
+    }
+
+    /// The URL without its password (the description is printed and logged).
+    static func redacted(_ url: String) -> String {
+        guard var components = URLComponents(string: url), components.password != nil else { return url }
+        components.password = "***"
+        return components.string ?? "postgres://…"
     }
 }
