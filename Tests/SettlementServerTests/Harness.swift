@@ -5,6 +5,7 @@ import Hummingbird
 import Logging
 import NIOCore
 import NIOHTTP1
+import ServiceLifecycle
 import SettlementCore
 import SettlementServer
 
@@ -90,16 +91,20 @@ func withServer<T: Sendable>(store: (any SettlementStore)? = nil, now: @escaping
     let (ports, continuation) = AsyncStream<Int>.makeStream()
     let app = SettlementServer(store: backing, admins: AdminCredentials([adminName: adminSecret]), now: now)
         .application(host: "127.0.0.1", port: 0, logger: logger, onServerRunning: { port in continuation.yield(port) })
+    // Stopped the way settlementd stops on SIGTERM: a graceful shutdown of its service group.
+    let services = ServiceGroup(configuration: .init(services: [app], logger: logger))
     return try await withThrowingTaskGroup(of: Void.self) { group in
-        group.addTask { try await app.run() }
+        group.addTask { try await services.run() }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { throw SettlementError(.unavailable, "the test server did not start") }
         do {
             let result = try await body(TestServer(port: port, store: backing))
-            group.cancelAll()
+            await services.triggerGracefulShutdown()
+            try await group.waitForAll()
             return result
         } catch {
-            group.cancelAll()
+            await services.triggerGracefulShutdown()
+            try? await group.waitForAll()
             throw error
         }
     }
