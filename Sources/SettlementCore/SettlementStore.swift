@@ -52,4 +52,6 @@ public protocol SettlementStore: Sendable {
     func flags(limit: Int) async throws -> [OperatorFlag]
     /// The sum of every ledger entry: zero, always (double entry). For checks and tests.
     func ledgerImbalance() async throws -> Fen
+    /// Rows per table (the store's own table names): the conformance suite checks that a rejected call wrote nothing.
+    func rowCounts() async throws -> [String: Int]
 }

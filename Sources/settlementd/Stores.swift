@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import ServiceLifecycle
 import SettlementCore
+import SettlementSQLite
 
 /// The store settlementd runs on, with the services it needs running (a PostgreSQL client's pool).
 struct OpenedStore {
@@ -15,6 +16,8 @@ struct OpenedStore {
         if postgres != nil {
             throw SettlementError(.unavailable, "--postgres: this build has no PostgreSQL store yet (Sources/SettlementPostgres is on branch settle-pg): use --db PATH")
         }
-        throw SettlementError(.unavailable, "--db: this build has no SQLite store yet (Sources/SettlementSQLite is on branch settle-store)")
+        guard let db else { throw SettlementError(.badRequest, "give --db PATH or --postgres URL") }
+        let store = try SQLiteSettlementStore(path: db)
+        return OpenedStore(store: store, services: [], description: "SQLite \(db)")
     }
 }

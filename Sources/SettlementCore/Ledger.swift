@@ -1,0 +1,548 @@
+import CampusCard
+import Foundation
+
+/// Which of a card's two value stores a record moves: the purse (its counter is the purse counter) or the water
+/// wallet (its counter is the water record's counter). Each keeps its own counter window.
+public enum Wallet: String, Sendable, Hashable, Codable, CaseIterable {
+    case purse, water
+
+    public init(_ kind: TransactionIntent.Kind) {
+        switch kind {
+        case .purseDebit, .purseLoad, .purseSubsidy: self = .purse
+        case .waterDebit, .waterSettle, .waterRefund, .waterReset: self = .water
+        }
+    }
+}
+
+/// The counters a card's wallet has shown: the highest `counterAfter` seen and which of the 64 below it were seen.
+/// Counters are UInt16 and compared modulo 2^16 (a distance of up to ±32767).
+public struct CounterWindow: Sendable, Hashable, Codable {
+    /// How many counters (the highest included) the window remembers.
+    public static let size = 64
+
+    /// The highest counter seen; `nil` before the first.
+    public var highest: UInt16?
+    /// Bit i: `highest - i` was seen (bit 0 is `highest` itself).
+    public var seen: UInt64
+
+    public init(highest: UInt16? = nil, seen: UInt64 = 0) {
+        self.highest = highest
+        self.seen = seen
+    }
+
+    /// Where a counter falls relative to the window.
+    public enum Position: Sendable, Hashable {
+        /// Newer than the highest; `gap` when counters between were skipped (more than highest + 1).
+        case newer(gap: Bool)
+        /// Inside the window and not seen yet: a late upload.
+        case lateUnseen
+        /// Already seen.
+        case repeated
+        /// Older than the window: too old to tell.
+        case stale
+    }
+
+    /// `b - a` modulo 2^16 as a signed distance.
+    public static func distance(from a: UInt16, to b: UInt16) -> Int { Int(Int16(bitPattern: b &- a)) }
+
+    public func position(of counter: UInt16) -> Position {
+        guard let highest else { return .newer(gap: false) }
+        let ahead = Self.distance(from: highest, to: counter)
+        if ahead > 0 { return .newer(gap: ahead > 1) }
+        let back = -ahead
+        if back >= Self.size { return .stale }
+        return seen & (1 << UInt64(back)) != 0 ? .repeated : .lateUnseen
+    }
+
+    /// Marks a counter seen (moving the window forward when it is newer). A stale counter changes nothing.
+    public mutating func insert(_ counter: UInt16) {
+        guard let current = highest else {
+            highest = counter
+            seen = 1
+            return
+        }
+        let ahead = Self.distance(from: current, to: counter)
+        if ahead > 0 {
+            seen = ahead >= Self.size ? 1 : (seen << UInt64(ahead)) | 1
+            highest = counter
+        } else if -ahead < Self.size {
+            seen |= 1 << UInt64(-ahead)
+        }
+    }
+}
+
+/// What a record showed of the card before the terminal wrote it: the counter and balance read. Records of any
+/// outcome show it, and it decides undetermined records (`Ledger`).
+public struct CardRead: Sendable, Hashable, Codable {
+    public var counterBefore: UInt16
+    public var balanceBefore: Fen
+
+    public init(counterBefore: UInt16, balanceBefore: Fen) {
+        self.counterBefore = counterBefore
+        self.balanceBefore = balanceBefore
+    }
+}
+
+/// An undetermined record waiting for the card's counters to decide it: what booking it needs later.
+public struct PendingRecord: Sendable, Hashable, Codable {
+    public var terminalID: TerminalID
+    public var terminalSequence: UInt32
+    public var kind: TransactionIntent.Kind
+    public var amount: Fen
+    public var balanceBefore: Fen
+    public var counterBefore: UInt16
+    public var merchant: String
+    public var createdAt: Date
+    /// `undetermined-unresolved` was raised for it (once): later counters passed it with nothing deciding it.
+    public var unresolvedFlagged: Bool
+
+    public init(terminalID: TerminalID, terminalSequence: UInt32, kind: TransactionIntent.Kind, amount: Fen,
+                balanceBefore: Fen, counterBefore: UInt16, merchant: String, createdAt: Date, unresolvedFlagged: Bool = false) {
+        self.terminalID = terminalID
+        self.terminalSequence = terminalSequence
+        self.kind = kind
+        self.amount = amount
+        self.balanceBefore = balanceBefore
+        self.counterBefore = counterBefore
+        self.merchant = merchant
+        self.createdAt = createdAt
+        self.unresolvedFlagged = unresolvedFlagged
+    }
+
+    /// The record as a done record would have shown it (the counter moves by one).
+    var asDone: TerminalRecord {
+        TerminalRecord(terminalID: terminalID, terminalSequence: terminalSequence, kind: kind, cardUID: "", cardSerial: nil,
+                       amount: amount, balanceBefore: balanceBefore, counterBefore: counterBefore, outcome: .done,
+                       balanceAfter: Ledger.expectedBalanceAfter(kind: kind, amount: amount, balanceBefore: balanceBefore),
+                       counterAfter: counterBefore &+ 1, createdAt: createdAt)
+    }
+}
+
+/// A confirmed online load's purse counter: the uploaded purse-load record of the same counter is the same money
+/// (booked once, by the confirmation).
+public struct OnlineLoadLink: Sendable, Hashable, Codable {
+    public var counterAfter: UInt16
+    public var amount: Fen
+    public var reference: String
+
+    public init(counterAfter: UInt16, amount: Fen, reference: String) {
+        self.counterAfter = counterAfter
+        self.amount = amount
+        self.reference = reference
+    }
+}
+
+/// The ledger's memory of one wallet of one card.
+public struct WalletBook: Sendable, Hashable, Codable {
+    /// How many card reads are kept to decide undetermined records that arrive after their deciders: a torn record
+    /// uploaded after more than this many later reads of its card is listed `undetermined-unresolved` for an operator.
+    /// Kept small: every card a batch touches rewrites its book (see settlebench).
+    public static let readsKept = 8
+    /// How many online-load links are kept.
+    public static let linksKept = 16
+
+    public var window: CounterWindow
+    /// The latest reads, oldest first (at most `readsKept`).
+    public var reads: [CardRead]
+    public var pending: [PendingRecord]
+    public var onlineLoads: [OnlineLoadLink]
+
+    public init(window: CounterWindow = CounterWindow(), reads: [CardRead] = [], pending: [PendingRecord] = [],
+                onlineLoads: [OnlineLoadLink] = []) {
+        self.window = window
+        self.reads = reads
+        self.pending = pending
+        self.onlineLoads = onlineLoads
+    }
+
+    mutating func remember(_ read: CardRead) {
+        if reads.contains(read) { return }
+        reads.append(read)
+        if reads.count > Self.readsKept { reads.removeFirst(reads.count - Self.readsKept) }
+    }
+}
+
+/// Everything the ledger rules need to know about one card (by UID), and what they change: the store loads it for
+/// every card a batch touches, `Ledger` decides, the store writes it back.
+public struct CardBook: Sendable, Hashable {
+    /// Hex upper case.
+    public var uid: String
+    /// The issued card; `nil` for a UID the service never issued (its records go to suspense).
+    public var card: Card?
+    public var purse: WalletBook
+    public var water: WalletBook
+
+    public init(uid: String, card: Card?, purse: WalletBook = WalletBook(), water: WalletBook = WalletBook()) {
+        self.uid = uid
+        self.card = card
+        self.purse = purse
+        self.water = water
+    }
+
+    subscript(wallet: Wallet) -> WalletBook {
+        get { wallet == .purse ? purse : water }
+        set { if wallet == .purse { purse = newValue } else { water = newValue } }
+    }
+}
+
+/// One money movement: `amount` leaves `from` and arrives at `to` (two ledger entries: −amount and +amount).
+public struct Movement: Sendable, Hashable {
+    public enum CardSide: Sendable, Hashable { case from, to, neither }
+
+    public var from: String
+    public var to: String
+    public var amount: Fen
+    public var kind: String
+    public var terminalID: TerminalID?
+    public var terminalSequence: UInt32?
+    /// The business day (UTC+8) of the record that caused it, for the daily totals.
+    public var day: String
+    /// The card the movement is about, and which side names the card (a statement shows that entry).
+    public var cardSerial: UInt32?
+    public var cardSide: CardSide
+    /// The terminal's merchant when `to` or `from` is `merchant:…` (daily totals).
+    public var merchant: String?
+
+    public init(from: String, to: String, amount: Fen, kind: String, terminalID: TerminalID?, terminalSequence: UInt32?,
+                day: String, cardSerial: UInt32?, cardSide: CardSide, merchant: String?) {
+        self.from = from
+        self.to = to
+        self.amount = amount
+        self.kind = kind
+        self.terminalID = terminalID
+        self.terminalSequence = terminalSequence
+        self.day = day
+        self.cardSerial = cardSerial
+        self.cardSide = cardSide
+        self.merchant = merchant
+    }
+
+    /// The two entries (debit first), with the movement id the store assigned.
+    public func entries(movementID: Int64, bookedAt: Date) -> [LedgerEntry] {
+        [LedgerEntry(movementID: movementID, account: from, amount: Fen(-amount.rawValue), kind: kind, terminalID: terminalID,
+                     terminalSequence: terminalSequence, bookedAt: bookedAt),
+         LedgerEntry(movementID: movementID, account: to, amount: amount, kind: kind, terminalID: terminalID,
+                     terminalSequence: terminalSequence, bookedAt: bookedAt)]
+    }
+}
+
+/// A flag the rules raise (the store writes an `OperatorFlag`).
+public struct RaisedFlag: Sendable, Hashable {
+    public var code: String
+    public var terminalID: TerminalID?
+    public var terminalSequence: UInt32?
+    public var cardSerial: UInt32?
+    public var message: String
+
+    public init(code: String, terminalID: TerminalID?, terminalSequence: UInt32?, cardSerial: UInt32?, message: String) {
+        self.code = code
+        self.terminalID = terminalID
+        self.terminalSequence = terminalSequence
+        self.cardSerial = cardSerial
+        self.message = message
+    }
+}
+
+/// An earlier undetermined record decided now (by a record that arrived after it).
+public struct PendingDecision: Sendable, Hashable {
+    public var terminalID: TerminalID
+    public var terminalSequence: UInt32
+    /// What became of it: booked / suspense (done), nothing (not done), flagged (done, but a counter anomaly).
+    public var booking: RecordAck.Booking
+    public var flags: [String]
+
+    public init(terminalID: TerminalID, terminalSequence: UInt32, booking: RecordAck.Booking, flags: [String]) {
+        self.terminalID = terminalID
+        self.terminalSequence = terminalSequence
+        self.booking = booking
+        self.flags = flags
+    }
+}
+
+/// What the rules decided for one new record: its booking and flags, the movements to write, the flags to raise,
+/// and the earlier undetermined records it decided.
+public struct LedgerDecision: Sendable, Hashable {
+    public var booking: RecordAck.Booking
+    public var flags: [String]
+    public var movements: [Movement]
+    public var raised: [RaisedFlag]
+    public var decided: [PendingDecision]
+
+    public init(booking: RecordAck.Booking, flags: [String] = [], movements: [Movement] = [], raised: [RaisedFlag] = [],
+                decided: [PendingDecision] = []) {
+        self.booking = booking
+        self.flags = flags
+        self.movements = movements
+        self.raised = raised
+        self.decided = decided
+    }
+}
+
+/// The ledger rules as pure values: a card's `CardBook` in, a `LedgerDecision` out (and the book updated). Both
+/// stores apply these; they only load the books a batch touches and write what comes out.
+///
+/// Accounts: `purse:SERIAL`, `water:SERIAL`, `account:ID`, `merchant:NAME`, `suspense`, `cash`, `subsidy`,
+/// `water-reset`, and `pending-load` (online loads prepared and not yet confirmed or reversed).
+///
+/// Rules, in the order they apply to a record (settle-context.md):
+/// 1. Every record's read (counterBefore, balanceBefore) first decides the wallet's pending undetermined records:
+///    counterBefore == r.counterBefore + 1 with the balance r would leave → r was done (booked now, as a done record
+///    with counterAfter r.counterBefore + 1); counterBefore == r.counterBefore with r's balanceBefore → r was not done;
+///    a counter past r.counterBefore + 1 deciding neither → `undetermined-unresolved` (once; a late upload may still
+///    decide r).
+/// 2. not-done → `nothing`. undetermined → decided at once by the reads already seen, else `pending`.
+/// 3. done: figures must agree (debit: before − amount == after; load: before + amount == after; water-reset: after ==
+///    amount), else `amount-mismatch`, flagged, not booked.
+/// 4. A purse-load whose counterAfter a confirmed online load already booked (same amount) → `nothing` (linked).
+/// 5. Counter continuity in the wallet's window: repeat → `counter-repeat`, stale → `counter-stale`, both flagged and
+///    not booked; newer than highest + 1 → `counter-gap`, booked; inside the window unseen → booked (late upload).
+/// 6. Booked: the kind's movement; an unknown UID or a cancelled card puts `suspense` in place of the card's
+///    account (booking `suspense`, flag `unknown-card` / `cancelled-card`). water-reset also raises `water-reset`.
+/// 7. The card's purse mirror moves only forward (a newer counterAfter). A booked water-reset starts the water
+///    window afresh (the water record was rebuilt).
+public enum Ledger {
+    /// The business day's offset from UTC (China Standard Time, UTC+8).
+    public static let businessDayOffset = 8 * 3600
+
+    /// `YYYY-MM-DD` of `date` in UTC+8.
+    public static func businessDay(of date: Date) -> String {
+        let seconds = Int64(date.timeIntervalSince1970.rounded(.down)) + Int64(businessDayOffset)
+        let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm): no calendar or locale involved.
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let d = doy - (153 * mp + 2) / 5 + 1
+        let m = mp < 10 ? mp + 3 : mp - 9
+        let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
+        func two(_ v: Int64) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(y)-\(two(m))-\(two(d))"
+    }
+
+    public static func purseAccount(_ serial: UInt32) -> String { "purse:\(serial)" }
+    public static func waterAccount(_ serial: UInt32) -> String { "water:\(serial)" }
+    public static func holderAccount(_ id: Int64) -> String { "account:\(id)" }
+    public static func merchantAccount(_ name: String) -> String { "merchant:\(name)" }
+    public static let suspense = "suspense"
+    public static let cash = "cash"
+    public static let subsidy = "subsidy"
+    public static let waterReset = "water-reset"
+    public static let pendingLoad = "pending-load"
+
+    /// The balance a done record leaves.
+    public static func expectedBalanceAfter(kind: TransactionIntent.Kind, amount: Fen, balanceBefore: Fen) -> Fen {
+        switch kind {
+        case .purseDebit, .waterDebit, .waterRefund: balanceBefore - amount
+        case .purseLoad, .purseSubsidy, .waterSettle: balanceBefore + amount
+        case .waterReset: amount
+        }
+    }
+
+    /// Applies one new record to its card's book. `merchant` is the uploading terminal's merchant.
+    public static func apply(_ record: TerminalRecord, merchant: String, to book: inout CardBook) -> LedgerDecision {
+        let wallet = Wallet(record.kind)
+        var decision = LedgerDecision(booking: .nothing)
+        let read = CardRead(counterBefore: record.counterBefore, balanceBefore: record.balanceBefore)
+        let figuresAgree = record.outcome != .done || self.figuresAgree(record)
+        // 1. The read decides earlier undetermined records (not a read whose own figures disagree).
+        if figuresAgree {
+            decide(wallet: wallet, by: read, in: &book, into: &decision)
+        }
+        switch record.outcome {
+        case .notDone:
+            decision.booking = .nothing
+        case .undetermined:
+            let pending = PendingRecord(terminalID: record.terminalID, terminalSequence: record.terminalSequence, kind: record.kind,
+                                        amount: record.amount, balanceBefore: record.balanceBefore,
+                                        counterBefore: record.counterBefore, merchant: merchant, createdAt: record.createdAt)
+            if let outcome = verdict(for: pending, reads: book[wallet].reads) {
+                if outcome {
+                    let done = bookDone(pending.asDone, merchant: merchant, book: &book, raised: &decision.raised, movements: &decision.movements)
+                    decision.booking = done.booking
+                    decision.flags = done.flags
+                } else {
+                    decision.booking = .nothing
+                }
+            } else {
+                var pending = pending
+                if passed(pending, reads: book[wallet].reads) {
+                    pending.unresolvedFlagged = true
+                    decision.flags = ["undetermined-unresolved"]
+                    decision.raised.append(unresolvedFlag(pending, serial: book.card?.serial))
+                }
+                book[wallet].pending.append(pending)
+                decision.booking = .pending
+            }
+        case .done:
+            if !figuresAgree {
+                decision.booking = .flagged
+                decision.flags = ["amount-mismatch"]
+                let figures = "before \(record.balanceBefore.rawValue), amount \(record.amount.rawValue), after \(record.balanceAfter.map { "\($0.rawValue)" } ?? "none"), counter after \(record.counterAfter.map { "\($0)" } ?? "none")"
+                decision.raised.append(RaisedFlag(code: "amount-mismatch", terminalID: record.terminalID, terminalSequence: record.terminalSequence,
+                                                  cardSerial: book.card?.serial,
+                                                  message: "a done \(record.kind.rawValue) record's figures do not agree (\(figures)): not booked; check the terminal's journal"))
+            } else {
+                let done = bookDone(record, merchant: merchant, book: &book, raised: &decision.raised, movements: &decision.movements)
+                decision.booking = done.booking
+                decision.flags = done.flags
+            }
+        }
+        if figuresAgree { book[wallet].remember(read) }
+        return decision
+    }
+
+    /// Whether a done record's figures agree with its kind (and it carries them).
+    public static func figuresAgree(_ record: TerminalRecord) -> Bool {
+        guard let after = record.balanceAfter, record.counterAfter != nil, record.amount.rawValue >= 0 else { return false }
+        return expectedBalanceAfter(kind: record.kind, amount: record.amount, balanceBefore: record.balanceBefore) == after
+    }
+
+    /// true: done, false: not done, nil: the reads do not tell.
+    static func verdict(for pending: PendingRecord, reads: [CardRead]) -> Bool? {
+        let after = expectedBalanceAfter(kind: pending.kind, amount: pending.amount, balanceBefore: pending.balanceBefore)
+        if reads.contains(CardRead(counterBefore: pending.counterBefore &+ 1, balanceBefore: after)) { return true }
+        if reads.contains(CardRead(counterBefore: pending.counterBefore, balanceBefore: pending.balanceBefore)) { return false }
+        return nil
+    }
+
+    /// A read past the counter that would decide `pending`.
+    static func passed(_ pending: PendingRecord, reads: [CardRead]) -> Bool {
+        reads.contains { CounterWindow.distance(from: pending.counterBefore, to: $0.counterBefore) > 1 }
+    }
+
+    static func unresolvedFlag(_ pending: PendingRecord, serial: UInt32?) -> RaisedFlag {
+        RaisedFlag(code: "undetermined-unresolved", terminalID: pending.terminalID, terminalSequence: pending.terminalSequence,
+                   cardSerial: serial,
+                   message: "an undetermined \(pending.kind.rawValue) at card counter \(pending.counterBefore) is not decided by the card's later counters: check the card's log at the office (a late upload may still decide it)")
+    }
+
+    /// Lets a new read decide the wallet's pending records.
+    static func decide(wallet: Wallet, by read: CardRead, in book: inout CardBook, into decision: inout LedgerDecision) {
+        guard !book[wallet].pending.isEmpty else { return }
+        var still: [PendingRecord] = []
+        for var pending in book[wallet].pending {
+            guard let outcome = verdict(for: pending, reads: [read]) else {
+                if !pending.unresolvedFlagged, passed(pending, reads: [read]) {
+                    pending.unresolvedFlagged = true
+                    decision.raised.append(unresolvedFlag(pending, serial: book.card?.serial))
+                }
+                still.append(pending)
+                continue
+            }
+            if outcome {
+                // Booked as the done record it was (its own counter rules apply).
+                var movements: [Movement] = []
+                let done = bookDone(pending.asDone, merchant: pending.merchant, book: &book, raised: &decision.raised, movements: &movements)
+                decision.movements += movements
+                decision.decided.append(PendingDecision(terminalID: pending.terminalID, terminalSequence: pending.terminalSequence,
+                                                        booking: done.booking, flags: done.flags))
+            } else {
+                decision.decided.append(PendingDecision(terminalID: pending.terminalID, terminalSequence: pending.terminalSequence,
+                                                        booking: .nothing, flags: []))
+            }
+        }
+        book[wallet].pending = still
+    }
+
+    /// Books a done record whose figures agree: counter rules, then the movement.
+    static func bookDone(_ record: TerminalRecord, merchant: String, book: inout CardBook, raised: inout [RaisedFlag],
+                     movements: inout [Movement]) -> (booking: RecordAck.Booking, flags: [String]) {
+        let wallet = Wallet(record.kind)
+        guard let counterAfter = record.counterAfter, let balanceAfter = record.balanceAfter else { return (.flagged, ["amount-mismatch"]) }
+        let serial = book.card?.serial
+        func flag(_ code: String, _ message: String) {
+            raised.append(RaisedFlag(code: code, terminalID: record.terminalID, terminalSequence: record.terminalSequence,
+                                     cardSerial: serial, message: message))
+        }
+        // 4. The uploaded record of a confirmed online load: the confirmation booked it.
+        if record.kind == .purseLoad,
+           book.purse.onlineLoads.contains(where: { $0.counterAfter == counterAfter && $0.amount == record.amount }) {
+            return (.nothing, [])
+        }
+        // 5. Counter continuity.
+        var flags: [String] = []
+        switch book[wallet].window.position(of: counterAfter) {
+        case .repeated:
+            flag("counter-repeat", "card \(book.uid)'s \(wallet.rawValue) counter \(counterAfter) was already booked: this record repeats one (not booked)")
+            return (.flagged, ["counter-repeat"])
+        case .stale:
+            flag("counter-stale", "card \(book.uid)'s \(wallet.rawValue) counter \(counterAfter) is older than the last \(CounterWindow.size) seen (highest \(book[wallet].window.highest.map { "\($0)" } ?? "none")): not booked; check it by hand")
+            return (.flagged, ["counter-stale"])
+        case let .newer(gap):
+            if gap {
+                flags.append("counter-gap")
+                flag("counter-gap", "card \(book.uid)'s \(wallet.rawValue) counter jumped from \(book[wallet].window.highest.map { "\($0)" } ?? "none") to \(counterAfter): records in between are missing so far (booked)")
+            }
+        case .lateUnseen:
+            break
+        }
+        // 6. The movement; suspense stands in for the card's account when the card is unknown or cancelled.
+        var booking = RecordAck.Booking.booked
+        let cardAccount: String
+        if let card = book.card, card.status != .cancelled {
+            cardAccount = wallet == .purse ? purseAccount(card.serial) : waterAccount(card.serial)
+        } else {
+            cardAccount = suspense
+            booking = .suspense
+            let code = book.card == nil ? "unknown-card" : "cancelled-card"
+            flags.append(code)
+            flag(code, book.card == nil
+                ? "card UID \(book.uid) was never issued: its \(record.kind.rawValue) of \(record.amount) is booked to suspense"
+                : "card \(serial.map { "\($0)" } ?? book.uid) is cancelled: its \(record.kind.rawValue) of \(record.amount) is booked to suspense")
+        }
+        let holder = book.card.map { holderAccount($0.accountID) } ?? suspense
+        let route: (from: String, to: String, side: Movement.CardSide)
+        var merchantName: String?
+        switch record.kind {
+        case .purseDebit, .waterDebit:
+            route = (cardAccount, merchantAccount(merchant), .from)
+            merchantName = merchant
+        case .purseLoad: route = (cash, cardAccount, .to)
+        case .purseSubsidy: route = (subsidy, cardAccount, .to)
+        case .waterSettle: route = (holder, cardAccount, .to)
+        case .waterRefund: route = (cardAccount, holder, .from)
+        case .waterReset:
+            route = (waterReset, cardAccount, .to)
+            flags.append("water-reset")
+            flag("water-reset", "card \(book.uid)'s water wallet was reset to \(record.amount) (the balance found, \(record.balanceBefore), was unverified): reconcile it with the water controllers' uploads")
+        }
+        if route.from != route.to, record.amount.rawValue > 0 {
+            movements.append(Movement(from: route.from, to: route.to, amount: record.amount, kind: record.kind.rawValue, terminalID: record.terminalID,
+                                      terminalSequence: record.terminalSequence, day: businessDay(of: record.createdAt),
+                                      cardSerial: serial, cardSide: route.side, merchant: merchantName))
+        }
+        // 7. The window and the mirror.
+        if record.kind == .waterReset {
+            book.water.window = CounterWindow()
+        }
+        book[wallet].window.insert(counterAfter)
+        if wallet == .purse, var card = book.card {
+            if card.purseCounter.map({ CounterWindow.distance(from: $0, to: counterAfter) > 0 }) ?? true {
+                card.purseCounter = counterAfter
+                card.purseMirror = balanceAfter
+                book.card = card
+            }
+        }
+        return (booking, flags)
+    }
+
+    /// A confirmed online load moves the card's purse: the window, the mirror, and the link that makes the uploaded
+    /// purse-load record of the same counter book nothing. Returns whether the counter was already booked by an
+    /// uploaded record (then the confirmation must not credit the purse again).
+    public static func confirmOnlineLoad(reference: String, amount: Fen, balanceAfter: Fen, counterAfter: UInt16,
+                                         in book: inout CardBook) -> Bool {
+        let already = book.purse.window.position(of: counterAfter) == .repeated
+        book.purse.onlineLoads.append(OnlineLoadLink(counterAfter: counterAfter, amount: amount, reference: reference))
+        if book.purse.onlineLoads.count > WalletBook.linksKept { book.purse.onlineLoads.removeFirst() }
+        book.purse.window.insert(counterAfter)
+        if var card = book.card, card.purseCounter.map({ CounterWindow.distance(from: $0, to: counterAfter) > 0 }) ?? true {
+            card.purseCounter = counterAfter
+            card.purseMirror = balanceAfter
+            book.card = card
+        }
+        return already
+    }
+}

@@ -1,0 +1,141 @@
+import GRDB
+
+/// The settlement store's schema.
+///
+/// NEVER EDIT A MIGRATION ONCE IT IS COMMITTED: stores in the field have run it, and the migrator runs each one only
+/// once. Change the schema with a new migration appended to `migrator`.
+enum Schema {
+    static let migrationNames = ["v1"]
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1", migrate: v1)
+        return migrator
+    }
+
+    /// Times are Unix seconds as REAL (exact for whole seconds; acknowledgements keep sub-second receipt times).
+    static func v1(_ db: Database) throws {
+        try db.execute(sql: """
+            CREATE TABLE terminals (
+                id INTEGER PRIMARY KEY,
+                merchant TEXT NOT NULL,
+                secret BLOB NOT NULL,
+                enabled INTEGER NOT NULL
+            );
+            CREATE TABLE nonces (
+                terminal_id INTEGER NOT NULL,
+                nonce TEXT NOT NULL,
+                seen_at REAL NOT NULL,
+                PRIMARY KEY (terminal_id, nonce)
+            ) WITHOUT ROWID;
+            CREATE INDEX nonces_seen_at ON nonces(seen_at);
+            CREATE TABLE accounts (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                name TEXT NOT NULL,
+                balance INTEGER NOT NULL,
+                created_at REAL NOT NULL
+            );
+            CREATE TABLE cards (
+                serial INTEGER PRIMARY KEY,
+                uid TEXT NOT NULL UNIQUE,
+                account_id INTEGER NOT NULL REFERENCES accounts(id),
+                status TEXT NOT NULL,
+                issued_at REAL NOT NULL
+            );
+            -- The ledger's memory of each card UID (issued or not): the purse mirror and the wallets' windows,
+            -- reads, pending undetermined records and online-load links (CardBookCoding).
+            CREATE TABLE card_books (
+                uid TEXT PRIMARY KEY,
+                purse_mirror INTEGER NOT NULL,
+                purse_counter INTEGER,
+                book BLOB NOT NULL
+            ) WITHOUT ROWID;
+            CREATE TABLE records (
+                terminal_id INTEGER NOT NULL,
+                seq INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                card_uid TEXT NOT NULL,
+                card_serial INTEGER,
+                amount INTEGER NOT NULL,
+                balance_before INTEGER NOT NULL,
+                counter_before INTEGER NOT NULL,
+                consumption INTEGER,
+                reference_before INTEGER,
+                settlement_reference INTEGER,
+                outcome TEXT NOT NULL,
+                balance_after INTEGER,
+                counter_after INTEGER,
+                created_at REAL NOT NULL,
+                digest TEXT NOT NULL,
+                booking TEXT NOT NULL,
+                flags TEXT NOT NULL,
+                received_at REAL NOT NULL,
+                -- An undetermined record decided later: its booking then (the acknowledgement stays the original).
+                decided TEXT,
+                PRIMARY KEY (terminal_id, seq)
+            ) WITHOUT ROWID;
+            -- Two rows per movement (movement_id = the id of its first row); card_serial only on the entry that
+            -- names the card (the statement).
+            CREATE TABLE ledger (
+                id INTEGER PRIMARY KEY,
+                movement_id INTEGER NOT NULL,
+                account TEXT NOT NULL,
+                amount INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                terminal_id INTEGER,
+                seq INTEGER,
+                booked_at REAL NOT NULL,
+                card_serial INTEGER
+            );
+            CREATE INDEX ledger_card ON ledger(card_serial) WHERE card_serial IS NOT NULL;
+            CREATE TABLE daily_totals (
+                day TEXT NOT NULL,
+                merchant TEXT NOT NULL,
+                terminal_id INTEGER NOT NULL,
+                count INTEGER NOT NULL,
+                total INTEGER NOT NULL,
+                PRIMARY KEY (day, merchant, terminal_id)
+            ) WITHOUT ROWID;
+            CREATE TABLE blacklist (
+                version INTEGER PRIMARY KEY AUTOINCREMENT,
+                serial INTEGER NOT NULL,
+                uid TEXT NOT NULL,
+                action TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                changed_at REAL NOT NULL
+            );
+            -- scope 0: the default for every terminal; else a terminal's own.
+            CREATE TABLE parameters (
+                scope INTEGER PRIMARY KEY,
+                version INTEGER NOT NULL,
+                body TEXT NOT NULL
+            );
+            CREATE TABLE loads (
+                reference TEXT PRIMARY KEY,
+                terminal_id INTEGER NOT NULL,
+                card_serial INTEGER NOT NULL,
+                account_id INTEGER NOT NULL,
+                amount INTEGER NOT NULL,
+                balance_before INTEGER NOT NULL,
+                counter_before INTEGER NOT NULL,
+                phase TEXT NOT NULL,
+                balance_after INTEGER,
+                counter_after INTEGER,
+                updated_at REAL NOT NULL
+            ) WITHOUT ROWID;
+            CREATE TABLE flags (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                code TEXT NOT NULL,
+                terminal_id INTEGER,
+                seq INTEGER,
+                card_serial INTEGER,
+                message TEXT NOT NULL,
+                raised_at REAL NOT NULL
+            );
+            """)
+    }
+
+    /// The tables `rowCounts()` reports.
+    static let tables = ["terminals", "nonces", "accounts", "cards", "card_books", "records", "ledger", "daily_totals",
+                         "blacklist", "parameters", "loads", "flags"]
+}

@@ -1,0 +1,238 @@
+import ArgumentParser
+import CampusCard
+import Foundation
+import SettlementCore
+
+/// Settlement benchmarks: figures printed side by side, no pass/fail.
+@main
+struct SettleBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "settlebench",
+        abstract: "Settlement service benchmarks (figures only).",
+        subcommands: [Ingest.self]
+    )
+}
+
+/// Where the benchmark runs: a settlement store with every ledger rule, and the same kind of database for the plain
+/// INSERT it is compared with. SQLite here; the PostgreSQL backend adds a conformer (`--postgres URL`).
+protocol IngestBackend {
+    /// e.g. `SQLite (WAL, synchronous=FULL)`.
+    var name: String { get }
+    /// A fresh, empty store.
+    func makeStore() async throws -> any SettlementStore
+    /// Inserts the rows into a plain table with the record table's columns, one multi-row INSERT transaction per
+    /// batch (no rules, no other table). Returns the time spent.
+    func plainInsert(_ batches: [[BenchRow]]) async throws -> Duration
+    /// Removes what the run created.
+    func cleanup() async throws
+}
+
+/// One record as the plain INSERT writes it (its digest computed beforehand: the plain side does no work of its own).
+struct BenchRow: Sendable {
+    var record: TerminalRecord
+    var digest: String
+}
+
+struct Ingest: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Ingest records/s with every ledger rule through the store, beside a plain batched INSERT of the same rows.")
+
+    @Option(help: "An SQLite file to create (replaced if present); the plain INSERT uses PATH-plain beside it.")
+    var sqlite: String?
+
+    @Option(help: "A PostgreSQL URL (added by the PostgreSQL backend; not in this build).")
+    var postgres: String?
+
+    @Option(help: "How many records.")
+    var records = 100_000
+
+    @Option(help: "Records per uploaded batch (one transaction each).")
+    var batch = 500
+
+    @Option(help: "How many cards the records touch.")
+    var cards = 2_000
+
+    @Option(help: "How many terminals upload.")
+    var terminals = 20
+
+    @Option(help: "The random seed of the generated records.")
+    var seed: UInt64 = 11
+
+    @Option(help: "How many times to run each side (a fresh database each time; the machine is shared, so look at the spread).")
+    var rounds = 1
+
+    func validate() throws {
+        guard sqlite != nil || postgres != nil else { throw ValidationError("name a database: --sqlite PATH (or --postgres URL)") }
+        guard records > 0, batch > 0, cards > 0, (1...1000).contains(terminals), (1...20).contains(rounds) else {
+            throw ValidationError("--records, --batch and --cards must be positive, --terminals 1–1000 and --rounds 1–20")
+        }
+        if postgres != nil { throw ValidationError("--postgres: this settlebench has no PostgreSQL backend yet (the settle-pg work adds it)") }
+    }
+
+    func run() async throws {
+        var backends: [any IngestBackend] = []
+        if let sqlite { backends.append(SQLiteIngestBackend(path: sqlite)) }
+        let workload = Workload(records: records, batch: batch, cards: cards, terminals: terminals, seed: seed)
+        print("settlebench ingest: \(records) records in batches of \(batch) from \(terminals) terminals over \(cards) cards")
+        print("  mix: \(workload.mix)")
+        print(String(repeating: "-", count: 96))
+        print("backend".padding(toLength: 34, withPad: " ", startingAt: 0) + "ledger ingest rec/s   plain INSERT rows/s   ratio   booked  flagged  pending")
+        for backend in backends {
+            for _ in 0..<rounds {
+                let result = try await run(backend, workload)
+                print(backend.name.padding(toLength: 34, withPad: " ", startingAt: 0)
+                    + pad(result.ledgerRate, 19) + pad(result.plainRate, 22) + "   "
+                    + String(format: "%.2f", result.ledgerRate / result.plainRate).padding(toLength: 5, withPad: " ", startingAt: 0)
+                    + pad(Double(result.booked), 8) + pad(Double(result.flagged), 9) + pad(Double(result.pending), 9))
+                print("  ledger imbalance \(result.imbalance.rawValue) fen; daily totals \(result.dailyLines) lines; ledger \(result.ledgerTime), plain \(result.plainTime)")
+                try await backend.cleanup()
+            }
+        }
+    }
+
+    func pad(_ value: Double, _ width: Int) -> String {
+        let text = String(Int(value.rounded()))
+        return String(repeating: " ", count: max(0, width - text.count)) + text
+    }
+
+    struct Result {
+        var ledgerRate: Double
+        var plainRate: Double
+        var ledgerTime: Duration
+        var plainTime: Duration
+        var booked = 0
+        var flagged = 0
+        var pending = 0
+        var imbalance: Fen = .zero
+        var dailyLines = 0
+    }
+
+    func run(_ backend: any IngestBackend, _ workload: Workload) async throws -> Result {
+        let store = try await backend.makeStore()
+        let start = Date(timeIntervalSince1970: 1_750_000_000)
+        for terminal in workload.terminalIDs {
+            try await store.putTerminal(TerminalInfo(id: terminal, merchant: "canteen-\(terminal.rawValue % 5)", secret: Array(repeating: 7, count: 32)))
+        }
+        for card in workload.cardList {
+            let account = try await store.openAccount(name: "holder \(card.serial)", initialBalance: 100_000, at: start)
+            _ = try await store.issueCard(serial: card.serial, uid: card.uid, accountID: account.id, at: start)
+        }
+        let clock = ContinuousClock()
+        var counts: [RecordAck.Booking: Int] = [:]
+        let ledgerTime = try await clock.measure {
+            for batch in workload.batches {
+                let acks = try await store.ingest(batch, from: batch[0].terminalID, at: start.addingTimeInterval(3600))
+                for ack in acks { counts[ack.booking, default: 0] += 1 }
+            }
+        }
+        let imbalance = try await store.ledgerImbalance()
+        let day = Ledger.businessDay(of: workload.batches[0][0].createdAt)
+        let daily = try await store.dailyTotals(day: day)
+        let rows = workload.batches.map { $0.map { BenchRow(record: $0, digest: $0.contentDigest) } }
+        let plainTime = try await backend.plainInsert(rows)
+        func seconds(_ duration: Duration) -> Double {
+            Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        }
+        return Result(ledgerRate: Double(workload.count) / seconds(ledgerTime), plainRate: Double(workload.count) / seconds(plainTime),
+                      ledgerTime: ledgerTime, plainTime: plainTime, booked: counts[.booked, default: 0] + counts[.suspense, default: 0],
+                      flagged: counts[.flagged, default: 0], pending: counts[.pending, default: 0], imbalance: imbalance,
+                      dailyLines: daily.count)
+    }
+}
+
+/// The generated upload: cards used at terminals in time order, each card's counter and balance carried on, so the
+/// records pass the rules; a mix of purse debits, loads, water debits and settlements, not-done records, and
+/// undetermined records their card's next record decides. Batches hold one terminal's records, interleaved.
+struct Workload {
+    struct CardSpec {
+        var serial: UInt32
+        var uid: String
+        var purse: Fen = 50_000
+        var purseCounter: UInt16 = 0
+        var water: Fen = 1_000
+        var waterCounter: UInt16 = 0
+    }
+
+    var cardList: [CardSpec]
+    var terminalIDs: [TerminalID]
+    var batches: [[TerminalRecord]]
+    var count: Int
+    var mix: String
+
+    init(records: Int, batch: Int, cards: Int, terminals: Int, seed: UInt64) {
+        var random = SplitMix(seed: seed)
+        cardList = (0..<cards).map { index in
+            let serial = UInt32(100_000 + index)
+            return CardSpec(serial: serial, uid: String(format: "%08X", 0x1000_0000 + UInt32(index) * 7_919))
+        }
+        terminalIDs = (1...terminals).map { TerminalID(UInt16($0)) }
+        var perTerminal: [[TerminalRecord]] = Array(repeating: [], count: terminals)
+        var sequences = Array(repeating: UInt32(0), count: terminals)
+        var kinds: [String: Int] = [:]
+        let start = 1_750_000_000
+        for index in 0..<records {
+            let t = Int(random.next() % UInt64(terminals))
+            let c = Int(random.next() % UInt64(cards))
+            sequences[t] += 1
+            let roll = random.next() % 1000
+            var card = cardList[c]
+            let kind: TransactionIntent.Kind
+            let amount: Fen
+            switch roll {
+            case 0..<40: (kind, amount) = (.purseLoad, 5_000)
+            case 40..<50: (kind, amount) = (.purseSubsidy, 2_000)
+            case 50..<150: (kind, amount) = (.waterDebit, Fen(Int(1 + random.next() % 20)))
+            case 150..<160: (kind, amount) = (.waterSettle, 500)
+            default: (kind, amount) = (.purseDebit, Fen(Int(100 + random.next() % 1500)))
+            }
+            let isPurse = Wallet(kind) == .purse
+            var before = isPurse ? card.purse : card.water
+            var counter = isPurse ? card.purseCounter : card.waterCounter
+            let outcomeRoll = random.next() % 1000
+            var outcome: RecordOutcome = outcomeRoll < 5 ? .notDone : (outcomeRoll < 10 ? .undetermined : .done)
+            let after = Ledger.expectedBalanceAfter(kind: kind, amount: amount, balanceBefore: before)
+            if after < .zero { outcome = .notDone }
+            let createdAt = Date(timeIntervalSince1970: TimeInterval(start + index / 10))
+            var record = TerminalRecord(terminalID: terminalIDs[t], terminalSequence: sequences[t], kind: kind, cardUID: card.uid,
+                                        cardSerial: card.serial, amount: amount, balanceBefore: before, counterBefore: counter,
+                                        outcome: outcome, createdAt: createdAt)
+            if outcome != .notDone {
+                // Done or undetermined: the card carries it (an undetermined one is decided by the card's next record).
+                counter &+= 1
+                before = after
+                if outcome == .done {
+                    record.balanceAfter = after
+                    record.counterAfter = counter
+                }
+            }
+            if isPurse { (card.purse, card.purseCounter) = (before, counter) } else { (card.water, card.waterCounter) = (before, counter) }
+            cardList[c] = card
+            kinds[kind.rawValue + (outcome == .done ? "" : "/" + outcome.rawValue), default: 0] += 1
+            perTerminal[t].append(record)
+        }
+        var chunks: [[[TerminalRecord]]] = perTerminal.map { list in
+            stride(from: 0, to: list.count, by: batch).map { Array(list[$0..<min($0 + batch, list.count)]) }
+        }
+        batches = []
+        while chunks.contains(where: { !$0.isEmpty }) {
+            for index in chunks.indices where !chunks[index].isEmpty { batches.append(chunks[index].removeFirst()) }
+        }
+        count = records
+        mix = kinds.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        // Reset the cards' figures: the store starts them fresh.
+        for index in cardList.indices { cardList[index] = CardSpec(serial: cardList[index].serial, uid: cardList[index].uid) }
+    }
+}
+
+/// A small deterministic generator (SplitMix64): the same seed, the same workload.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

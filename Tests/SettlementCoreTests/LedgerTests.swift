@@ -1,0 +1,270 @@
+import CampusCard
+import Crypto
+import Foundation
+import SettlementCore
+import Testing
+
+/// A record as a terminal uploads it: `done` fills the figures a card would show.
+func record(_ kind: TransactionIntent.Kind, amount: Fen, before: Fen, counter: UInt16, outcome: RecordOutcome = .done, sequence: UInt32 = 1,
+            terminal: TerminalID = 3, uid: String = "A1B2C3D4", at seconds: Int = 1_750_000_000) -> TerminalRecord {
+    let after = Ledger.expectedBalanceAfter(kind: kind, amount: amount, balanceBefore: before)
+    return TerminalRecord(terminalID: terminal, terminalSequence: sequence, kind: kind, cardUID: uid, cardSerial: nil, amount: amount,
+                          balanceBefore: before, counterBefore: counter, outcome: outcome,
+                          balanceAfter: outcome == .done ? after : nil, counterAfter: outcome == .done ? counter &+ 1 : nil,
+                          createdAt: Date(timeIntervalSince1970: TimeInterval(seconds)))
+}
+
+func book(status: CardStatus = .active, issued: Bool = true) -> CardBook {
+    CardBook(uid: "A1B2C3D4", card: issued ? Card(serial: 1001, uid: "A1B2C3D4", accountID: 7, status: status, purseMirror: 0, purseCounter: nil,
+                                                   issuedAt: Date(timeIntervalSince1970: 0)) : nil)
+}
+
+@Suite struct CounterWindowTests {
+    @Test func positionsAndInsertion() {
+        var window = CounterWindow()
+        #expect(window.position(of: 500) == .newer(gap: false))
+        window.insert(10)
+        #expect(window.position(of: 10) == .repeated)
+        #expect(window.position(of: 11) == .newer(gap: false))
+        #expect(window.position(of: 12) == .newer(gap: true))
+        #expect(window.position(of: 9) == .lateUnseen)
+        window.insert(20)
+        #expect(window.position(of: 10) == .repeated)
+        #expect(window.position(of: 15) == .lateUnseen)
+        window.insert(15)
+        #expect(window.position(of: 15) == .repeated)
+        window.insert(20 + 63)
+        #expect(window.position(of: 20) == .repeated)
+        #expect(window.position(of: 19) == .stale)
+        #expect(window.position(of: 10) == .stale)
+        window.insert(19)  // stale: nothing changes
+        #expect(window.position(of: 19) == .stale)
+    }
+
+    @Test func wrapsModulo65536() {
+        var window = CounterWindow()
+        window.insert(65_534)
+        #expect(window.position(of: 65_535) == .newer(gap: false))
+        #expect(window.position(of: 0) == .newer(gap: true))
+        window.insert(65_535)
+        window.insert(0)
+        #expect(window.highest == 0)
+        #expect(window.position(of: 65_534) == .repeated)
+        #expect(window.position(of: 1) == .newer(gap: false))
+    }
+
+    @Test func aJumpPastTheWindowForgetsTheOldCounters() {
+        var window = CounterWindow(highest: 5, seen: 1)
+        window.insert(200)
+        #expect(window.seen == 1)
+        #expect(window.position(of: 199) == .lateUnseen)
+        #expect(window.position(of: 5) == .stale)
+    }
+}
+
+@Suite struct LedgerTests {
+    @Test func businessDayIsUTCPlus8() {
+        // 2025-06-15 15:59:59 UTC is 23:59:59 in Beijing; a second later it is the 16th there.
+        #expect(Ledger.businessDay(of: Date(timeIntervalSince1970: 1_750_003_199)) == "2025-06-15")
+        #expect(Ledger.businessDay(of: Date(timeIntervalSince1970: 1_750_003_200)) == "2025-06-16")
+        #expect(Ledger.businessDay(of: Date(timeIntervalSince1970: 0)) == "1970-01-01")
+        #expect(Ledger.businessDay(of: Date(timeIntervalSince1970: 951_782_400)) == "2000-02-29")  // 2000-02-28 16:00 UTC
+    }
+
+    @Test func purseDebitDoneBooksPurseToMerchantAndMovesTheMirror() {
+        var card = book()
+        let decision = Ledger.apply(record(.purseDebit, amount: 250, before: 1000, counter: 4), merchant: "canteen", to: &card)
+        #expect(decision.booking == .booked)
+        #expect(decision.flags.isEmpty)
+        #expect(decision.movements.count == 1)
+        let movement = decision.movements[0]
+        #expect(movement.from == "purse:1001" && movement.to == "merchant:canteen" && movement.amount == 250)
+        #expect(movement.merchant == "canteen" && movement.cardSide == .from && movement.cardSerial == 1001)
+        #expect(movement.entries(movementID: 1, bookedAt: Date()).map(\.amount.rawValue).reduce(0, +) == 0)
+        #expect(card.card?.purseMirror == 750 && card.card?.purseCounter == 5)
+        #expect(card.purse.window.highest == 5)
+    }
+
+    @Test(arguments: [
+        (TransactionIntent.Kind.waterDebit, "water:1001", "merchant:canteen"),
+        (.purseLoad, "cash", "purse:1001"),
+        (.purseSubsidy, "subsidy", "purse:1001"),
+        (.waterSettle, "account:7", "water:1001"),
+        (.waterRefund, "water:1001", "account:7"),
+        (.waterReset, "water-reset", "water:1001"),
+    ])
+    func eachKindBooksItsPair(kind: TransactionIntent.Kind, from: String, to: String) {
+        var card = book()
+        let decision = Ledger.apply(record(kind, amount: 300, before: 500, counter: 0), merchant: "canteen", to: &card)
+        #expect(decision.booking == .booked)
+        #expect(decision.movements.map { [$0.from, $0.to] } == [[from, to]])
+        #expect(decision.movements.first?.amount == 300)
+        #expect(decision.flags == (kind == .waterReset ? ["water-reset"] : []))
+        #expect(decision.raised.map(\.code) == (kind == .waterReset ? ["water-reset"] : []))
+    }
+
+    @Test func notDoneBooksNothing() {
+        var card = book()
+        let decision = Ledger.apply(record(.purseDebit, amount: 250, before: 1000, counter: 4, outcome: .notDone), merchant: "m", to: &card)
+        #expect(decision.booking == .nothing && decision.movements.isEmpty && decision.raised.isEmpty)
+        #expect(card.card?.purseCounter == nil)
+    }
+
+    @Test func figuresThatDisagreeAreFlaggedNotBooked() {
+        var card = book()
+        var wrong = record(.purseDebit, amount: 250, before: 1000, counter: 4)
+        wrong.balanceAfter = 800
+        let decision = Ledger.apply(wrong, merchant: "m", to: &card)
+        #expect(decision.booking == .flagged && decision.flags == ["amount-mismatch"])
+        #expect(decision.movements.isEmpty && decision.raised.map(\.code) == ["amount-mismatch"])
+        #expect(card.purse.window.highest == nil && card.card?.purseCounter == nil)
+        var load = record(.purseLoad, amount: 250, before: 1000, counter: 4)
+        load.balanceAfter = 750  // a load that lowered the balance
+        #expect(Ledger.apply(load, merchant: "m", to: &card).flags == ["amount-mismatch"])
+    }
+
+    @Test func counterRepeatStaleGapAndLateUpload() {
+        var card = book()
+        #expect(Ledger.apply(record(.purseDebit, amount: 10, before: 1000, counter: 99, sequence: 1), merchant: "m", to: &card).booking == .booked)
+        let repeatDecision = Ledger.apply(record(.purseDebit, amount: 10, before: 1000, counter: 99, sequence: 2), merchant: "m", to: &card)
+        #expect(repeatDecision.booking == .flagged && repeatDecision.flags == ["counter-repeat"] && repeatDecision.movements.isEmpty)
+        let gap = Ledger.apply(record(.purseDebit, amount: 10, before: 800, counter: 109, sequence: 3), merchant: "m", to: &card)
+        #expect(gap.booking == .booked && gap.flags == ["counter-gap"] && gap.movements.count == 1)
+        #expect(gap.raised.map(\.code) == ["counter-gap"])
+        let late = Ledger.apply(record(.purseDebit, amount: 10, before: 990, counter: 100, sequence: 4), merchant: "m", to: &card)
+        #expect(late.booking == .booked && late.flags.isEmpty)
+        // The mirror stays at the newest counter (110) though the late record came after it.
+        #expect(card.card?.purseCounter == 110 && card.card?.purseMirror == 790)
+        _ = Ledger.apply(record(.purseDebit, amount: 10, before: 500, counter: 200, sequence: 5), merchant: "m", to: &card)
+        let stale = Ledger.apply(record(.purseDebit, amount: 10, before: 990, counter: 120, sequence: 6), merchant: "m", to: &card)
+        #expect(stale.booking == .flagged && stale.flags == ["counter-stale"] && stale.movements.isEmpty)
+    }
+
+    @Test func purseAndWaterCountersAreSeparate() {
+        var card = book()
+        _ = Ledger.apply(record(.purseDebit, amount: 10, before: 1000, counter: 5), merchant: "m", to: &card)
+        let water = Ledger.apply(record(.waterDebit, amount: 10, before: 1000, counter: 5, sequence: 2), merchant: "m", to: &card)
+        #expect(water.booking == .booked && water.flags.isEmpty)
+    }
+
+    @Test func unknownAndCancelledCardsBookToSuspense() {
+        var unknown = book(issued: false)
+        let decision = Ledger.apply(record(.purseDebit, amount: 300, before: 1000, counter: 1), merchant: "m", to: &unknown)
+        #expect(decision.booking == .suspense && decision.flags == ["unknown-card"])
+        #expect(decision.movements.map { [$0.from, $0.to] } == [["suspense", "merchant:m"]])
+        var cancelled = book(status: .cancelled)
+        let load = Ledger.apply(record(.purseLoad, amount: 300, before: 1000, counter: 1), merchant: "m", to: &cancelled)
+        #expect(load.booking == .suspense && load.flags == ["cancelled-card"])
+        #expect(load.movements.map { [$0.from, $0.to] } == [["cash", "suspense"]])
+        #expect(load.movements.first?.cardSerial == 1001)
+        // A lost card is still the holder's: booked normally.
+        var lost = book(status: .lost)
+        #expect(Ledger.apply(record(.purseDebit, amount: 1, before: 10, counter: 1), merchant: "m", to: &lost).booking == .booked)
+    }
+
+    @Test func undeterminedDecidedDoneByTheNextRecordInEitherOrder() {
+        let torn = record(.purseDebit, amount: 300, before: 1000, counter: 7, outcome: .undetermined, sequence: 1)
+        let next = record(.purseDebit, amount: 100, before: 700, counter: 8, sequence: 2)
+        // Torn first.
+        var card = book()
+        #expect(Ledger.apply(torn, merchant: "m", to: &card).booking == .pending)
+        #expect(card.purse.pending.count == 1)
+        let decision = Ledger.apply(next, merchant: "m", to: &card)
+        #expect(decision.booking == .booked)
+        #expect(decision.decided == [PendingDecision(terminalID: 3, terminalSequence: 1, booking: .booked, flags: [])])
+        #expect(decision.movements.map(\.amount) == [300, 100])
+        #expect(card.purse.pending.isEmpty && card.card?.purseMirror == 600 && card.card?.purseCounter == 9)
+        // Decider first.
+        var other = book()
+        let first = Ledger.apply(next, merchant: "m", to: &other)
+        #expect(first.booking == .booked && first.flags.isEmpty)
+        let late = Ledger.apply(torn, merchant: "m", to: &other)
+        #expect(late.booking == .booked && late.movements.map(\.amount) == [300] && late.decided.isEmpty)
+        #expect(other.purse.pending.isEmpty && other.card?.purseMirror == 600)
+    }
+
+    @Test func undeterminedDecidedNotDoneInEitherOrder() {
+        let torn = record(.purseDebit, amount: 300, before: 1000, counter: 7, outcome: .undetermined, sequence: 1)
+        let retry = record(.purseDebit, amount: 300, before: 1000, counter: 7, sequence: 2)  // the same card state: the torn one did not happen
+        var card = book()
+        _ = Ledger.apply(torn, merchant: "m", to: &card)
+        let decision = Ledger.apply(retry, merchant: "m", to: &card)
+        #expect(decision.decided == [PendingDecision(terminalID: 3, terminalSequence: 1, booking: .nothing, flags: [])])
+        #expect(decision.movements.map(\.amount) == [300])
+        var other = book()
+        _ = Ledger.apply(retry, merchant: "m", to: &other)
+        let late = Ledger.apply(torn, merchant: "m", to: &other)
+        #expect(late.booking == .nothing && late.movements.isEmpty && other.purse.pending.isEmpty)
+    }
+
+    @Test func undeterminedLeftUnresolvedIsFlaggedOnceAndStaysPending() {
+        let torn = record(.purseDebit, amount: 300, before: 1000, counter: 7, outcome: .undetermined, sequence: 1)
+        var card = book()
+        _ = Ledger.apply(torn, merchant: "m", to: &card)
+        // A later counter whose balance fits neither outcome.
+        let later = Ledger.apply(record(.purseDebit, amount: 5, before: 444, counter: 12, sequence: 2), merchant: "m", to: &card)
+        #expect(later.raised.map(\.code).contains("undetermined-unresolved"))
+        #expect(later.decided.isEmpty && card.purse.pending.count == 1 && card.purse.pending[0].unresolvedFlagged)
+        let again = Ledger.apply(record(.purseDebit, amount: 5, before: 439, counter: 13, sequence: 3), merchant: "m", to: &card)
+        #expect(!again.raised.map(\.code).contains("undetermined-unresolved"))
+        // Arriving after such a record: flagged at once.
+        var other = book()
+        _ = Ledger.apply(record(.purseDebit, amount: 5, before: 444, counter: 12, sequence: 2), merchant: "m", to: &other)
+        let late = Ledger.apply(torn, merchant: "m", to: &other)
+        #expect(late.booking == .pending && late.flags == ["undetermined-unresolved"])
+    }
+
+    @Test func anOnlineLoadsUploadedRecordBooksNothing() {
+        var card = book()
+        let already = Ledger.confirmOnlineLoad(reference: "L1", amount: 5000, balanceAfter: 6000, counterAfter: 3, in: &card)
+        #expect(!already && card.card?.purseMirror == 6000 && card.card?.purseCounter == 3)
+        let decision = Ledger.apply(record(.purseLoad, amount: 5000, before: 1000, counter: 2), merchant: "office", to: &card)
+        #expect(decision.booking == .nothing && decision.movements.isEmpty && decision.flags.isEmpty)
+        // The other order: the uploaded record booked the counter first.
+        var other = book()
+        _ = Ledger.apply(record(.purseLoad, amount: 5000, before: 1000, counter: 2), merchant: "office", to: &other)
+        #expect(Ledger.confirmOnlineLoad(reference: "L1", amount: 5000, balanceAfter: 6000, counterAfter: 3, in: &other))
+    }
+
+    @Test func waterResetStartsTheWaterWindowAfresh() {
+        var card = book()
+        _ = Ledger.apply(record(.waterDebit, amount: 5, before: 500, counter: 40), merchant: "m", to: &card)
+        let reset = Ledger.apply(record(.waterReset, amount: 1000, before: 77, counter: 0, sequence: 2), merchant: "m", to: &card)
+        #expect(reset.booking == .booked && reset.flags == ["water-reset"])
+        #expect(card.water.window.highest == 1)
+        let next = Ledger.apply(record(.waterDebit, amount: 5, before: 1000, counter: 1, sequence: 3), merchant: "m", to: &card)
+        #expect(next.booking == .booked && next.flags.isEmpty)
+    }
+
+    @Test func cardBooksSurviveTheirBinaryForm() throws {
+        var card = book()
+        _ = Ledger.apply(record(.purseDebit, amount: 300, before: 1000, counter: 7, outcome: .undetermined), merchant: "食堂-1", to: &card)
+        _ = Ledger.apply(record(.waterDebit, amount: 5, before: 500, counter: 40, sequence: 2), merchant: "m", to: &card)
+        _ = Ledger.confirmOnlineLoad(reference: "ref-1", amount: 5, balanceAfter: 10, counterAfter: 30, in: &card)
+        let bytes = CardBookCoding.encode(purse: card.purse, water: card.water)
+        let decoded = try CardBookCoding.decode(bytes)
+        #expect(decoded.purse == card.purse && decoded.water == card.water)
+        #expect(throws: SettlementError.self) { try CardBookCoding.decode(Array(bytes.dropLast())) }
+        #expect(throws: SettlementError.self) { try CardBookCoding.decode([9] + bytes.dropFirst()) }
+    }
+}
+
+@Suite struct RecordDigestTests {
+    @Test func theDigestIsSHA256HexOfTheFieldsAndTellsRecordsApart() {
+        let a = record(.purseDebit, amount: 250, before: 1000, counter: 4)
+        #expect(a.contentDigest.count == 64 && a.contentDigest.allSatisfy { "0123456789abcdef".contains($0) })
+        // The fixed text of the fields (format v1), hashed independently of the implementation.
+        let text = "v1|3|1|purse-debit|A1B2C3D4|-|250|1000|4|-|-|-|done|750|5|1750000000"
+        #expect(a.contentDigest == sha256Hex(text))
+        var b = a
+        b.amount = 251
+        #expect(a.contentDigest != b.contentDigest)
+        var c = a
+        c.cardUID = "a1b2c3d4"  // the UID's case is not content
+        #expect(a.contentDigest == c.contentDigest)
+    }
+}
+
+func sha256Hex(_ text: String) -> String {
+    SHA256.hash(data: Data(text.utf8)).map { String(format: "%02x", $0) }.joined()
+}
