@@ -199,11 +199,11 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         // The settlement store on SQLite through GRDB: settlementd's embedded default (`--db PATH`).
-        .target(name: "SettlementSQLite", dependencies: ["SettlementCore", "CampusCard", .product(name: "GRDB", package: "GRDB.swift")], swiftSettings: strictSwift),
+        .target(name: "SettlementSQLite", dependencies: ["SettlementCore", "CampusCard", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "GRDBSQLite", package: "GRDB.swift")], swiftSettings: strictSwift),
         // The ledger rules and request signing as pure values.
         .testTarget(name: "SettlementCoreTests", dependencies: ["SettlementCore", "CampusCard", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strictSwift),
         // The store conformance suite, once, over every backend in Backends.swift.
-        .testTarget(name: "SettlementStoreTests", dependencies: ["SettlementCore", "SettlementSQLite", "CampusCard", "SettlementPostgres", "TestSupport", .product(name: "Logging", package: "swift-log")], swiftSettings: strictSwift),
+        .testTarget(name: "SettlementStoreTests", dependencies: ["SettlementCore", "SettlementSQLite", "CampusCard", "SettlementPostgres", "TestSupport", .product(name: "Logging", package: "swift-log"), .product(name: "GRDB", package: "GRDB.swift")], swiftSettings: strictSwift),
         // `settlebench ingest`: ingest with every ledger rule beside a plain batched INSERT of the same rows.
         .executableTarget(
             name: "settlebench",
@@ -260,9 +260,10 @@ let package = Package(
         .testTarget(
             name: "SettlementServerTests",
             dependencies: [
-                "SettlementServer", "SettlementCore", "CampusCard", "TestSupport",
+                "SettlementServer", "SettlementCore", "SettlementSQLite", "CampusCard", "TestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSwift
         ),

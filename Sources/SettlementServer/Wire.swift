@@ -56,6 +56,29 @@ private func describe(_ error: DecodingError) -> String {
 }
 
 extension KeyedDecodingContainer {
+    /// A required integer field; a fraction, a string or an out-of-range number is a 400 naming the field.
+    func int(_ key: Key) throws -> Int64 {
+        guard contains(key) else { throw APIError.badRequest("\(pathText(codingPath + [key])) is missing: it is required (docs/settlement-api.yaml)") }
+        if try decodeNil(forKey: key) { throw APIError.badRequest("\(pathText(codingPath + [key])) is null: give a whole number") }
+        do {
+            return try decode(Int64.self, forKey: key)
+        } catch {
+            // Whatever the decoder threw (its error for a fraction is not always a DecodingError), name the field.
+            throw APIError.badRequest("\(pathText(codingPath + [key])) must be a whole number (no fraction, no quotes) in range: see docs/settlement-api.yaml")
+        }
+    }
+
+    /// A required string field.
+    func string(_ key: Key) throws -> String {
+        try decode(String.self, forKey: key)
+    }
+
+    /// An optional integer field: absent is `nil`; `null` and anything but a whole number are refused.
+    func optionalInt(_ key: Key) throws -> Int64? {
+        guard contains(key) else { return nil }
+        return try int(key)
+    }
+
     /// An optional field: absent is `nil`, an explicit `null` is refused (the spec has no nullable request fields).
     func optional<T: Decodable>(_ type: T.Type, _ key: Key) throws -> T? {
         guard contains(key) else { return nil }
@@ -198,21 +221,21 @@ struct WireRecord: Decodable {
 
     init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        terminalID = try c.decode(Int64.self, forKey: .terminalID)
-        terminalSequence = try c.decode(Int64.self, forKey: .terminalSequence)
+        terminalID = try c.int(.terminalID)
+        terminalSequence = try c.int(.terminalSequence)
         kind = try c.decode(String.self, forKey: .kind)
         cardUID = try c.decode(String.self, forKey: .cardUID)
-        cardSerial = try c.optional(Int64.self, .cardSerial)
-        amount = try c.decode(Int64.self, forKey: .amount)
-        balanceBefore = try c.decode(Int64.self, forKey: .balanceBefore)
-        counterBefore = try c.decode(Int64.self, forKey: .counterBefore)
-        consumption = try c.optional(Int64.self, .consumption)
-        referenceBefore = try c.optional(Int64.self, .referenceBefore)
-        settlementReference = try c.optional(Int64.self, .settlementReference)
+        cardSerial = try c.optionalInt(.cardSerial)
+        amount = try c.int(.amount)
+        balanceBefore = try c.int(.balanceBefore)
+        counterBefore = try c.int(.counterBefore)
+        consumption = try c.optionalInt(.consumption)
+        referenceBefore = try c.optionalInt(.referenceBefore)
+        settlementReference = try c.optionalInt(.settlementReference)
         outcome = try c.decode(String.self, forKey: .outcome)
-        balanceAfter = try c.optional(Int64.self, .balanceAfter)
-        counterAfter = try c.optional(Int64.self, .counterAfter)
-        createdAt = try c.decode(Int64.self, forKey: .createdAt)
+        balanceAfter = try c.optionalInt(.balanceAfter)
+        counterAfter = try c.optionalInt(.counterAfter)
+        createdAt = try c.int(.createdAt)
     }
 
     func record(index: Int, from terminal: TerminalID) throws -> TerminalRecord {
@@ -289,11 +312,30 @@ struct WireLoadPrepare: Decodable {
     var amount: Int64
     var balanceBefore: Int64
     var counterBefore: Int64
+
+    enum CodingKeys: String, CodingKey { case reference, cardSerial, amount, balanceBefore, counterBefore }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        reference = try c.string(.reference)
+        cardSerial = try c.int(.cardSerial)
+        amount = try c.int(.amount)
+        balanceBefore = try c.int(.balanceBefore)
+        counterBefore = try c.int(.counterBefore)
+    }
 }
 
 struct WireLoadConfirm: Decodable {
     var balanceAfter: Int64
     var counterAfter: Int64
+
+    enum CodingKeys: String, CodingKey { case balanceAfter, counterAfter }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        balanceAfter = try c.int(.balanceAfter)
+        counterAfter = try c.int(.counterAfter)
+    }
 }
 
 struct WireAccountOpen: Decodable {
@@ -305,7 +347,7 @@ struct WireAccountOpen: Decodable {
     init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         name = try c.decode(String.self, forKey: .name)
-        initialBalance = try c.optional(Int64.self, .initialBalance)
+        initialBalance = try c.optionalInt(.initialBalance)
     }
 }
 
@@ -313,6 +355,15 @@ struct WireCardIssue: Decodable {
     var serial: Int64
     var uid: String
     var accountID: Int64
+
+    enum CodingKeys: String, CodingKey { case serial, uid, accountID }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        serial = try c.int(.serial)
+        uid = try c.string(.uid)
+        accountID = try c.int(.accountID)
+    }
 }
 
 struct WireStatusChange: Decodable {
@@ -331,6 +382,14 @@ struct WireStatusChange: Decodable {
 struct WireTerminalRegister: Decodable {
     var id: Int64
     var merchant: String
+
+    enum CodingKeys: String, CodingKey { case id, merchant }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.int(.id)
+        merchant = try c.string(.merchant)
+    }
 }
 
 // MARK: responses

@@ -54,11 +54,10 @@ struct Settlementd: AsyncParsableCommand {
         }
         let server = SettlementServer(store: opened.store, admins: admins)
         let app = server.application(host: address.host, port: address.port, logger: logger, services: opened.services,
-                                     prepare: opened.prepare) { port in
+                                     prepare: opened.prepare, onServerRunning: { port in
             // One line on stdout for scripts that started us on port 0.
-            print("settlementd \(BuildInfo.version) listening on \(address.host):\(port) (\(opened.description))")
-            fflush(stdout)
-        }
+            FileHandle.standardOutput.write(Data("settlementd \(BuildInfo.version) listening on \(address.host):\(port) (\(opened.description))\n".utf8))
+        })
         try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
     }
 }

@@ -4,6 +4,8 @@ import Foundation
 import Hummingbird
 import Logging
 import NIOCore
+import NIOHTTP1
+import ServiceLifecycle
 import SettlementCore
 import SettlementServer
 
@@ -81,23 +83,28 @@ struct TestServer {
 /// Runs `body` against a fresh server on loopback (the store is made by `makeStore`), then stops the server.
 func withServer<T: Sendable>(store: (any SettlementStore)? = nil, now: @escaping @Sendable () -> Date = { Date() },
                              _ body: @Sendable (TestServer) async throws -> T) async throws -> T {
-    let store = try await store ?? makeTestStore()
-    try await store.putTerminal(TerminalInfo(id: terminalID, merchant: "canteen-1", secret: terminalSecret))
+    let backing: any SettlementStore
+    if let store { backing = store } else { backing = try await makeTestStore() }
+    try await backing.putTerminal(TerminalInfo(id: terminalID, merchant: "canteen-1", secret: terminalSecret))
     var logger = Logger(label: "settlementd-test")
     logger.logLevel = .warning
     let (ports, continuation) = AsyncStream<Int>.makeStream()
-    let app = SettlementServer(store: store, admins: AdminCredentials([adminName: adminSecret]), now: now)
-        .application(host: "127.0.0.1", port: 0, logger: logger) { port in continuation.yield(port) }
+    let app = SettlementServer(store: backing, admins: AdminCredentials([adminName: adminSecret]), now: now)
+        .application(host: "127.0.0.1", port: 0, logger: logger, onServerRunning: { port in continuation.yield(port) })
+    // Stopped the way settlementd stops on SIGTERM: a graceful shutdown of its service group.
+    let services = ServiceGroup(configuration: .init(services: [app], logger: logger))
     return try await withThrowingTaskGroup(of: Void.self) { group in
-        group.addTask { try await app.run() }
+        group.addTask { try await services.run() }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { throw SettlementError(.unavailable, "the test server did not start") }
         do {
-            let result = try await body(TestServer(port: port, store: store))
-            group.cancelAll()
+            let result = try await body(TestServer(port: port, store: backing))
+            await services.triggerGracefulShutdown()
+            try await group.waitForAll()
             return result
         } catch {
-            group.cancelAll()
+            await services.triggerGracefulShutdown()
+            try? await group.waitForAll()
             throw error
         }
     }

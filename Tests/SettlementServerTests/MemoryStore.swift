@@ -2,7 +2,7 @@ import CampusCard
 import Foundation
 import SettlementCore
 
-/// A stand-in store for the HTTP layer's tests while the SQLite store is not merged: keeps the protocol's
+/// A stand-in store for tests that need no database (the spec-vs-router check): keeps the protocol's
 /// idempotence, nonce and blacklist contracts, no ledger rules (every done record is `booked`).
 actor MemoryStore: SettlementStore {
     private var terminals: [TerminalID: TerminalInfo] = [:]
@@ -117,4 +117,5 @@ actor MemoryStore: SettlementStore {
     func statement(cardSerial: UInt32) -> [LedgerEntry] { [] }
     func flags(limit: Int) -> [OperatorFlag] { Array(flagList.suffix(limit).reversed()) }
     func ledgerImbalance() -> Fen { .zero }
+    func rowCounts() -> [String: Int] { ["records": records.count, "accounts": accounts.count, "cards": cards.count] }
 }
