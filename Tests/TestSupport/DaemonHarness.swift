@@ -148,10 +148,6 @@ public final class DaemonHarness: @unchecked Sendable {
         return lines
     }
 
-    /// `status` through the control API, as a dictionary.
-    public func status() throws -> [String: Any] {
-        try raw(#"{"command":"status"}"#).last ?? [:]
-    }
 
     /// Stops cardd and the emulator and removes the directory.
     public func cleanUp() {

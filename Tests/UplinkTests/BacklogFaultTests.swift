@@ -58,7 +58,7 @@ import Testing
         while Date() < deadline {
             let left = (try? box.unacknowledged()) ?? -1
             if left == 0 { break }
-            Thread.sleep(forTimeInterval: Double.random(in: 0.2...0.6))
+            try await Task.sleep(for: .milliseconds(Int.random(in: 200...600)))
             if restarts < Self.restarts {
                 try settlement.restart(hard: restarts % 2 == 1)
                 restarts += 1
