@@ -172,11 +172,15 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         // The settlement store on SQLite through GRDB: settlementd's embedded default (`--db PATH`).
-        .target(name: "SettlementSQLite", dependencies: ["SettlementCore", "CampusCard", .product(name: "GRDB", package: "GRDB.swift")], swiftSettings: strictSwift),
+        .target(
+            name: "SettlementSQLite",
+            dependencies: ["SettlementCore", "CampusCard", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "GRDBSQLite", package: "GRDB.swift")],
+            swiftSettings: strictSwift
+        ),
         // The ledger rules and request signing as pure values.
         .testTarget(name: "SettlementCoreTests", dependencies: ["SettlementCore", "CampusCard", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strictSwift),
         // The store conformance suite, once, over every backend in Backends.swift.
-        .testTarget(name: "SettlementStoreTests", dependencies: ["SettlementCore", "SettlementSQLite", "CampusCard", "SettlementPostgres", "TestSupport", .product(name: "Logging", package: "swift-log")], swiftSettings: strictSwift),
+        .testTarget(name: "SettlementStoreTests", dependencies: ["SettlementCore", "SettlementSQLite", "CampusCard", .product(name: "GRDB", package: "GRDB.swift"), "SettlementPostgres", "TestSupport", .product(name: "Logging", package: "swift-log")], swiftSettings: strictSwift),
         // `settlebench ingest`: ingest with every ledger rule beside a plain batched INSERT of the same rows.
         .executableTarget(
             name: "settlebench",

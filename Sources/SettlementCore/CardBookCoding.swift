@@ -5,7 +5,7 @@ import Foundation
 /// card a batch touches, so it avoids JSON (tens of microseconds a card) and stays a few dozen bytes.
 ///
 /// Layout (little endian): version byte 1, then purse and water, each: has-highest u8, highest u16, seen u64,
-/// reads u8 × (counter u16, balance i64), pending u16 × (terminal u16, sequence u32, kind u8, amount i64,
+/// reads u8 × (counter u16, balance i32), pending u16 × (terminal u16, sequence u32, kind u8, amount i64,
 /// balance i64, counter u16, createdAt i64, flagged u8, merchant u16 + UTF-8), links u8 × (counter u16,
 /// amount i64, reference u16 + UTF-8). Unknown versions and truncated input throw `SettlementError(.storage)`.
 public enum CardBookCoding {
@@ -38,10 +38,12 @@ public enum CardBookCoding {
         put(UInt8(wallet.window.highest == nil ? 0 : 1))
         put(wallet.window.highest ?? 0)
         put(wallet.window.seen)
-        put(UInt8(min(wallet.reads.count, 255)))
-        for read in wallet.reads.prefix(255) {
+        // A card balance fits 32 bits (Fen.cardMaximum); a read that does not is not kept.
+        let reads = wallet.reads.filter { Int32(exactly: $0.balanceBefore.rawValue) != nil }.suffix(255)
+        put(UInt8(reads.count))
+        for read in reads {
             put(read.counterBefore)
-            put(Int64(read.balanceBefore.rawValue))
+            put(Int32(read.balanceBefore.rawValue))
         }
         put(UInt16(min(wallet.pending.count, Int(UInt16.max))))
         for pending in wallet.pending.prefix(Int(UInt16.max)) {
@@ -92,7 +94,7 @@ public enum CardBookCoding {
             wallet.window = CounterWindow(highest: hasHighest ? highest : nil, seen: try take(UInt64.self))
             for _ in 0..<Int(try u8()) {
                 let counter = try take(UInt16.self)
-                wallet.reads.append(CardRead(counterBefore: counter, balanceBefore: Fen(Int(try take(Int64.self)))))
+                wallet.reads.append(CardRead(counterBefore: counter, balanceBefore: Fen(Int(try take(Int32.self)))))
             }
             for _ in 0..<Int(try take(UInt16.self)) {
                 let terminal = TerminalID(try take(UInt16.self))

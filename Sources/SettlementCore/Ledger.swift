@@ -134,8 +134,10 @@ public struct OnlineLoadLink: Sendable, Hashable, Codable {
 
 /// The ledger's memory of one wallet of one card.
 public struct WalletBook: Sendable, Hashable, Codable {
-    /// How many card reads are kept to decide undetermined records that arrive after their deciders.
-    public static let readsKept = 32
+    /// How many card reads are kept to decide undetermined records that arrive after their deciders: a torn record
+    /// uploaded after more than this many later reads of its card is listed `undetermined-unresolved` for an operator.
+    /// Kept small: every card a batch touches rewrites its book (see settlebench).
+    public static let readsKept = 8
     /// How many online-load links are kept.
     public static let linksKept = 16
 

@@ -78,14 +78,47 @@ public struct TerminalRecord: Sendable, Hashable, Codable {
     /// SHA-256 (hex) over every field in a fixed order: two uploads with the same key are the same record exactly
     /// when their digests are equal.
     public var contentDigest: String {
-        func field<T>(_ value: T?) -> String { value.map { "\($0)" } ?? "-" }
-        let text = [
-            "v1", "\(terminalID.rawValue)", "\(terminalSequence)", kind.rawValue, cardUID.uppercased(), field(cardSerial),
-            "\(amount.rawValue)", "\(balanceBefore.rawValue)", "\(counterBefore)", field(consumption?.rawValue),
-            field(referenceBefore), field(settlementReference), outcome.rawValue, field(balanceAfter?.rawValue),
-            field(counterAfter), "\(Int64(createdAt.timeIntervalSince1970))",
-        ].joined(separator: "|")
-        return Self.hex(SHA256.hash(data: Data(text.utf8)))
+        // The text is "v1|terminal|sequence|kind|UID|serial|amount|before|counter|consumption|referenceBefore|
+        // settlementReference|outcome|after|counterAfter|createdAt" with "-" for an absent field, built as bytes
+        // (it is computed for every uploaded record).
+        var text: [UInt8] = []
+        text.reserveCapacity(128)
+        func put(_ value: some BinaryInteger) {
+            var magnitude = UInt64(value.magnitude)
+            if value < 0 { text.append(UInt8(ascii: "-")) }
+            var digits: [UInt8] = []
+            repeat {
+                digits.append(UInt8(ascii: "0") + UInt8(magnitude % 10))
+                magnitude /= 10
+            } while magnitude > 0
+            text.append(contentsOf: digits.reversed())
+            text.append(UInt8(ascii: "|"))
+        }
+        func put(_ value: (some BinaryInteger)?) {
+            if let value { put(value) } else { text.append(contentsOf: [UInt8(ascii: "-"), UInt8(ascii: "|")]) }
+        }
+        func put(_ word: String) {
+            text.append(contentsOf: word.utf8)
+            text.append(UInt8(ascii: "|"))
+        }
+        put("v1")
+        put(terminalID.rawValue)
+        put(terminalSequence)
+        put(kind.rawValue)
+        put(cardUID.uppercased())
+        put(cardSerial)
+        put(amount.rawValue)
+        put(balanceBefore.rawValue)
+        put(counterBefore)
+        put(consumption?.rawValue)
+        put(referenceBefore)
+        put(settlementReference)
+        put(outcome.rawValue)
+        put(balanceAfter?.rawValue)
+        put(counterAfter)
+        put(Int64(createdAt.timeIntervalSince1970))
+        text.removeLast()  // the last separator
+        return Self.hex(SHA256.hash(data: text))
     }
 
     /// Lower-case hex without `String(format:)` (the digest is computed for every uploaded record).

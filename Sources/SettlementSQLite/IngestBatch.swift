@@ -143,9 +143,8 @@ struct IngestBatch {
                 INSERT INTO records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before, counter_before, consumption,
                 reference_before, settlement_reference, outcome, balance_after, counter_after, created_at, digest, booking, flags, received_at) VALUES
                 """ + repeatElement("(" + databaseQuestionMarks(count: Self.recordColumns) + ")", count: chunk.count).joined(separator: ",")
-            let statement = try db.cachedStatement(sql: sql)
-            statement.setUncheckedArguments(StatementArguments(values))
-            try statement.execute()
+            let statement = try SQLiteSettlementStore.bulkStatement(db, sql: sql, cached: chunk.count == perChunk)
+            try BulkStatement.execute(statement, values)
         }
     }
 

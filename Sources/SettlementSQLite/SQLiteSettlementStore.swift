@@ -13,6 +13,8 @@ public final class SQLiteSettlementStore: SettlementStore {
     /// The store file.
     public let path: String
     let pool: DatabasePool
+    /// The writer's `wal_autocheckpoint` (pages).
+    public static let walAutocheckpointPages = 10_000
 
     /// Opens (or creates) the store at `path` and runs its migrations. Throws `SettlementError(.storage)` when the
     /// file cannot be opened, was written by a newer version, or refuses `synchronous=FULL`.
@@ -32,6 +34,9 @@ public final class SQLiteSettlementStore: SettlementStore {
             // so an acknowledged batch survives a power cut, not only a crash.
             let synchronous = try pool.writeWithoutTransaction { db in
                 try db.execute(sql: "PRAGMA synchronous = FULL")
+                // Checkpoint every ~40 MB of WAL instead of ~4 MB: every batch rewrites the books of the cards it
+                // touches, and a checkpoint then copies each page once however often batches rewrote it.
+                try db.execute(sql: "PRAGMA wal_autocheckpoint = \(Self.walAutocheckpointPages)")
                 return try Int.fetchOne(db, sql: "PRAGMA synchronous")
             }
             guard synchronous == 2 else {
@@ -128,6 +133,9 @@ public final class SQLiteSettlementStore: SettlementStore {
         return try await write { db in
             guard let info = try Self.fetchTerminal(db, terminal) else {
                 throw SettlementError(.notFound, "terminal \(terminal) is not registered: register it before it uploads; nothing was stored")
+            }
+            guard info.enabled else {
+                throw SettlementError(.unauthorized, "terminal \(terminal) is disabled: enable it at the card office before it uploads; nothing was stored")
             }
             return try IngestBatch(db: db, terminal: terminal, merchant: info.merchant, now: now).run(records)
         }
@@ -494,8 +502,9 @@ public final class SQLiteSettlementStore: SettlementStore {
     /// Writes books back (multi-row upserts). An unknown UID's book keeps a zero mirror (it has no card).
     static func saveBooks(_ db: Database, _ books: some Collection<CardBook>) throws {
         let list = Array(books)
-        for start in stride(from: 0, to: list.count, by: 400) {
-            let chunk = list[start..<min(start + 400, list.count)]
+        let perChunk = 400
+        for start in stride(from: 0, to: list.count, by: perChunk) {
+            let chunk = list[start..<min(start + perChunk, list.count)]
             var values: [DatabaseValue] = []
             values.reserveCapacity(chunk.count * 4)
             for book in chunk {
@@ -507,9 +516,8 @@ public final class SQLiteSettlementStore: SettlementStore {
             let sql = "INSERT INTO card_books (uid, purse_mirror, purse_counter, book) VALUES "
                 + repeatElement("(?,?,?,?)", count: chunk.count).joined(separator: ",")
                 + " ON CONFLICT (uid) DO UPDATE SET purse_mirror = excluded.purse_mirror, purse_counter = excluded.purse_counter, book = excluded.book"
-            let statement = try db.cachedStatement(sql: sql)
-            statement.setUncheckedArguments(StatementArguments(values))
-            try statement.execute()
+            let statement = try bulkStatement(db, sql: sql, cached: chunk.count == perChunk)
+            try BulkStatement.execute(statement, values)
         }
     }
 
@@ -548,19 +556,28 @@ public final class SQLiteSettlementStore: SettlementStore {
             }
             let sql = "INSERT INTO ledger (id, movement_id, account, amount, kind, terminal_id, seq, booked_at, card_serial) VALUES "
                 + repeatElement("(?,?,?,?,?,?,?,?,?)", count: chunk.count * 2).joined(separator: ",")
-            let statement = try db.cachedStatement(sql: sql)
-            statement.setUncheckedArguments(StatementArguments(values))
-            try statement.execute()
+            let statement = try bulkStatement(db, sql: sql, cached: chunk.count == perChunk)
+            try BulkStatement.execute(statement, values)
         }
         for (id, delta) in accountDeltas where delta != 0 {
             try db.execute(sql: "UPDATE accounts SET balance = balance + ? WHERE id = ?", arguments: [Int64(delta), id])
         }
-        for (key, value) in totals {
-            try db.execute(sql: """
+        if !totals.isEmpty {
+            let upsert = try db.cachedStatement(sql: """
                 INSERT INTO daily_totals (day, merchant, terminal_id, count, total) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT (day, merchant, terminal_id) DO UPDATE SET count = count + excluded.count, total = total + excluded.total
-                """, arguments: [key.day, key.merchant, Int64(key.terminal), value.count, Int64(value.total)])
+                """)
+            for (key, value) in totals {
+                try BulkStatement.execute(upsert, [key.day.databaseValue, key.merchant.databaseValue, Int64(key.terminal).databaseValue,
+                                                   value.count.databaseValue, Int64(value.total).databaseValue])
+            }
         }
+    }
+
+    /// A full chunk's statement is cached (every batch reuses it); a partial one is compiled for once, so the cache
+    /// does not fill with one statement per chunk size.
+    static func bulkStatement(_ db: Database, sql: String, cached: Bool) throws -> Statement {
+        try cached ? db.cachedStatement(sql: sql) : db.makeStatement(sql: sql)
     }
 
     struct DailyKey: Hashable {
@@ -570,10 +587,21 @@ public final class SQLiteSettlementStore: SettlementStore {
     }
 
     static func raise(_ flags: [RaisedFlag], db: Database, at now: Double) throws {
-        for flag in flags {
-            try db.execute(sql: "INSERT INTO flags (code, terminal_id, seq, card_serial, message, raised_at) VALUES (?, ?, ?, ?, ?, ?)",
-                           arguments: [flag.code, flag.terminalID.map { Int64($0.rawValue) }, flag.terminalSequence.map { Int64($0) },
-                                       flag.cardSerial.map { Int64($0) }, flag.message, now])
+        for start in stride(from: 0, to: flags.count, by: 500) {
+            let chunk = flags[start..<min(start + 500, flags.count)]
+            var values: [DatabaseValue] = []
+            values.reserveCapacity(chunk.count * 6)
+            for flag in chunk {
+                values.append(flag.code.databaseValue)
+                values.append(flag.terminalID.map { Int64($0.rawValue).databaseValue } ?? .null)
+                values.append(flag.terminalSequence.map { Int64($0).databaseValue } ?? .null)
+                values.append(flag.cardSerial.map { Int64($0).databaseValue } ?? .null)
+                values.append(flag.message.databaseValue)
+                values.append(now.databaseValue)
+            }
+            let statement = try bulkStatement(db, sql: "INSERT INTO flags (code, terminal_id, seq, card_serial, message, raised_at) VALUES "
+                + repeatElement("(?,?,?,?,?,?)", count: chunk.count).joined(separator: ","), cached: chunk.count == 500)
+            try BulkStatement.execute(statement, values)
         }
     }
 }

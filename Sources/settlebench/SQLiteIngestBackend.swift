@@ -4,7 +4,8 @@ import GRDB
 import SettlementCore
 import SettlementSQLite
 
-/// The SQLite side: the store at PATH; the plain table in PATH-plain, opened the same way (WAL, synchronous=FULL).
+/// The SQLite side: the store at PATH; the plain table in PATH-plain, opened the same way (WAL, synchronous=FULL, the
+/// store's wal_autocheckpoint).
 struct SQLiteIngestBackend: IngestBackend {
     var path: String
     var name: String { "SQLite (WAL, synchronous=FULL)" }
@@ -25,6 +26,7 @@ struct SQLiteIngestBackend: IngestBackend {
         defer { try? pool.close() }
         let synchronous = try await pool.writeWithoutTransaction { db in
             try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = \(SQLiteSettlementStore.walAutocheckpointPages)")
             return try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1
         }
         guard synchronous == 2 else { throw SettlementError(.storage, "the plain database did not accept synchronous=FULL") }
@@ -53,8 +55,7 @@ struct SQLiteIngestBackend: IngestBackend {
                         let sql = "INSERT INTO plain_records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before, counter_before, consumption, reference_before, settlement_reference, outcome, balance_after, counter_after, created_at, digest, booking, flags, received_at) VALUES "
                             + repeatElement("(" + databaseQuestionMarks(count: 19) + ")", count: chunk.count).joined(separator: ",")
                         let statement = try db.cachedStatement(sql: sql)
-                        statement.setUncheckedArguments(StatementArguments(values))
-                        try statement.execute()
+                        try BulkStatement.execute(statement, values)
                     }
                 }
             }

@@ -64,10 +64,13 @@ struct Ingest: AsyncParsableCommand {
     @Option(help: "The random seed of the generated records.")
     var seed: UInt64 = 11
 
+    @Option(help: "How many times to run each side (a fresh database each time; the machine is shared, so look at the spread).")
+    var rounds = 1
+
     func validate() throws {
         guard sqlite != nil || postgres != nil else { throw ValidationError("name a database: --sqlite PATH (or --postgres URL)") }
-        guard records > 0, batch > 0, cards > 0, (1...1000).contains(terminals) else {
-            throw ValidationError("--records, --batch and --cards must be positive and --terminals 1–1000")
+        guard records > 0, batch > 0, cards > 0, (1...1000).contains(terminals), (1...20).contains(rounds) else {
+            throw ValidationError("--records, --batch and --cards must be positive, --terminals 1–1000 and --rounds 1–20")
         }
     }
 
@@ -81,15 +84,18 @@ struct Ingest: AsyncParsableCommand {
         print(String(repeating: "-", count: 96))
         print("backend".padding(toLength: 34, withPad: " ", startingAt: 0) + "ledger ingest rec/s   plain INSERT rows/s   ratio   booked  flagged  pending")
         for backend in backends {
-            let result = try await run(backend, workload)
-            print(backend.name.padding(toLength: 34, withPad: " ", startingAt: 0)
-                + pad(result.ledgerRate, 19) + pad(result.plainRate, 22) + "   " + String(format: "%.2f", result.ledgerRate / result.plainRate).padding(toLength: 5, withPad: " ", startingAt: 0)
-                + pad(Double(result.booked), 8) + pad(Double(result.flagged), 9) + pad(Double(result.pending), 9))
-            print("  ledger imbalance \(result.imbalance.rawValue) fen; daily totals \(result.dailyLines) lines; ledger \(result.ledgerTime), plain \(result.plainTime)")
-            if let copy = result.copyRate {
-                print("  COPY of the same rows: \(pad(copy, 0)) rows/s (ledger ingest at " + String(format: "%.2f", result.ledgerRate / copy) + "x of it)")
+            for _ in 0..<rounds {
+                let result = try await run(backend, workload)
+                print(backend.name.padding(toLength: 34, withPad: " ", startingAt: 0)
+                    + pad(result.ledgerRate, 19) + pad(result.plainRate, 22) + "   "
+                    + String(format: "%.2f", result.ledgerRate / result.plainRate).padding(toLength: 5, withPad: " ", startingAt: 0)
+                    + pad(Double(result.booked), 8) + pad(Double(result.flagged), 9) + pad(Double(result.pending), 9))
+                print("  ledger imbalance \(result.imbalance.rawValue) fen; daily totals \(result.dailyLines) lines; ledger \(result.ledgerTime), plain \(result.plainTime)")
+                if let copy = result.copyRate {
+                    print("  COPY of the same rows: \(pad(copy, 0)) rows/s (ledger ingest at " + String(format: "%.2f", result.ledgerRate / copy) + "x of it)")
+                }
+                try await backend.cleanup()
             }
-            try await backend.cleanup()
         }
     }
 

@@ -315,6 +315,10 @@ import Testing
             try await store.putTerminal(TerminalInfo(id: f.terminal, merchant: "canteen-2", secret: Array(repeating: 9, count: 32), enabled: false))
             #expect(try await store.terminal(f.terminal)?.merchant == "canteen-2")
             #expect(try await store.terminal(f.terminal)?.enabled == false)
+            // A disabled terminal's upload is refused whole.
+            try await expectRefused(.unauthorized, by: store) {
+                _ = try await store.ingest([record(.purseDebit, 300, before: 5000, counter: 10, sequence: 1)], from: f.terminal, at: t0)
+            }
             try await expectRefused(.badRequest, by: store) { try await store.putTerminal(TerminalInfo(id: 8, merchant: "x", secret: [1, 2])) }
             let nonce = "0123456789abcdef0123"
             #expect(try await store.rememberNonce(terminal: f.terminal, nonce: nonce, at: t0))

@@ -1,0 +1,62 @@
+import CampusCard
+import Foundation
+import GRDB
+import SettlementCore
+import SettlementSQLite
+import Testing
+
+/// What only the SQLite backend promises (the conformance suite covers the contract).
+@Suite struct SQLiteStoreTests {
+    func temporaryPath() throws -> (directory: URL, path: String) {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("settle-sqlite-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        return (directory, directory.appendingPathComponent("settlement.sqlite").path)
+    }
+
+    @Test func theWriterRunsWALWithSynchronousFull() async throws {
+        let (directory, path) = try temporaryPath()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try SQLiteSettlementStore(path: path)
+        let pragmas = try await store.writerPragmas()
+        #expect(pragmas.journalMode == "wal" && pragmas.synchronous == 2)
+        try store.close()
+    }
+
+    @Test func aReopenedStoreKeepsItsLedgerAndCardBooks() async throws {
+        let (directory, path) = try temporaryPath()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let t0 = Date(timeIntervalSince1970: 1_750_000_000)
+        do {
+            let store = try SQLiteSettlementStore(path: path)
+            try await store.putTerminal(TerminalInfo(id: 3, merchant: "canteen", secret: Array(repeating: 1, count: 32)))
+            let account = try await store.openAccount(name: "Li Lei", initialBalance: 100, at: t0)
+            _ = try await store.issueCard(serial: 1001, uid: "A1B2C3D4", accountID: account.id, at: t0)
+            let torn = TerminalRecord(terminalID: 3, terminalSequence: 1, kind: .purseDebit, cardUID: "A1B2C3D4", cardSerial: nil, amount: 300,
+                                      balanceBefore: 5000, counterBefore: 7, outcome: .undetermined, createdAt: t0)
+            #expect(try await store.ingest([torn], from: 3, at: t0).map(\.booking) == [.pending])
+            try store.close()
+        }
+        // Migrations run once; the pending record survives in its card's book and is decided after the reopen.
+        let store = try SQLiteSettlementStore(path: path)
+        let next = TerminalRecord(terminalID: 3, terminalSequence: 2, kind: .purseDebit, cardUID: "A1B2C3D4", cardSerial: nil, amount: 100,
+                                  balanceBefore: 4700, counterBefore: 8, outcome: .done, balanceAfter: 4600, counterAfter: 9, createdAt: t0)
+        #expect(try await store.ingest([next], from: 3, at: t0).map(\.booking) == [.booked])
+        #expect(try await store.statement(cardSerial: 1001).map(\.amount) == [-300, -100])
+        #expect(try await store.ledgerImbalance() == .zero)
+        try store.close()
+    }
+
+    @Test func aStoreFromANewerVersionIsRefused() async throws {
+        let (directory, path) = try temporaryPath()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try SQLiteSettlementStore(path: path).close()
+        let queue = try DatabaseQueue(path: path)
+        try await queue.write { try $0.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES ('v99')") }
+        try queue.close()
+        #expect {
+            _ = try SQLiteSettlementStore(path: path)
+        } throws: { error in
+            (error as? SettlementError)?.code == .storage && "\(error)".contains("newer version")
+        }
+    }
+}
