@@ -32,9 +32,13 @@ extension PostgresSettlementStore {
                     AS u(f, t, a, k, term, s, cf, ct, me, dy)
             )
             INSERT INTO ledger (movement_id, account, amount, kind, terminal_id, seq, booked_at, card_serial, merchant, day)
-            SELECT movement, f, -a, k, term, s, \(date), cf, NULL, NULL FROM m
-            UNION ALL
-            SELECT movement, t, a, k, term, s, \(date), ct, CASE WHEN t = 'merchant:' || me THEN me END, dy FROM m
+            SELECT movement, account, amount, k, term, s, \(date), card, merchant, day FROM (
+                SELECT movement, 0 AS side, f AS account, -a AS amount, k, term, s, cf AS card, NULL AS merchant,
+                       NULL AS day FROM m
+                UNION ALL
+                SELECT movement, 1, t, a, k, term, s, ct, CASE WHEN t = 'merchant:' || me THEN me END, dy FROM m
+            ) AS entries
+            ORDER BY movement, side
             """, logger: logger)
         // The electronic accounts' balances follow their ledger entries. Rows locked in id order first: two
         // transactions touching the same two accounts never wait on each other crosswise.

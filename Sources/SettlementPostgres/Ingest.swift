@@ -41,11 +41,15 @@ extension PostgresSettlementStore {
         let terminalKey = Int64(terminal.rawValue)
         // 1. The terminal.
         let terminals = try await connection.query(
-            "SELECT merchant FROM terminals WHERE id = \(terminalKey) FOR UPDATE", logger: logger)
-        var merchant: String?
-        for try await value in terminals.decode(String.self) { merchant = value }
-        guard let merchant else {
+            "SELECT merchant, enabled FROM terminals WHERE id = \(terminalKey) FOR UPDATE", logger: logger)
+        var found: (String, Bool)?
+        for try await row in terminals.decode((String, Bool).self) { found = row }
+        guard let found else {
             throw SettlementError(.notFound, "terminal \(terminal) is not registered: register it before it uploads; nothing was stored")
+        }
+        let (merchant, enabled) = found
+        guard enabled else {
+            throw SettlementError(.unauthorized, "terminal \(terminal) is disabled: enable it at the card office before it uploads; nothing was stored")
         }
 
         // 2. Keys stored before.

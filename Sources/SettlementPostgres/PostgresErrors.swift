@@ -7,8 +7,15 @@ enum PostgresFailure {
     /// SQLSTATEs that end a transaction which may succeed when run again: serialization_failure, deadlock_detected.
     static let retryableStates: Set<String> = ["40001", "40P01"]
 
+    /// The error behind postgres-nio's transaction wrapper: what the body threw, else what BEGIN or COMMIT threw.
+    static func cause(_ error: any Error) -> any Error {
+        guard let wrapper = error as? PostgresTransactionError else { return error }
+        return wrapper.closureError ?? wrapper.beginError ?? wrapper.commitError ?? wrapper.rollbackError ?? error
+    }
+
     /// Whether running the same transaction again may succeed (a lost race, not a bad request).
     static func isRetryable(_ error: any Error) -> Bool {
+        let error = cause(error)
         if error is RetryTransaction { return true }
         guard let error = error as? PSQLError, error.code == .server, let state = error.serverInfo?[.sqlState] else { return false }
         return retryableStates.contains(state)
@@ -16,6 +23,7 @@ enum PostgresFailure {
 
     /// The error `what` (e.g. "ingest") answers with.
     static func map(_ error: any Error, _ what: String) -> SettlementError {
+        let error = cause(error)
         if let error = error as? SettlementError { return error }
         if error is CancellationError {
             return SettlementError(.unavailable, "\(what): cancelled (the store is shutting down): retry on another instance")

@@ -412,7 +412,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
         try await read("statement") { client in
             let rows = try await client.query("""
                 SELECT movement_id, account, amount, kind, terminal_id, seq, booked_at FROM ledger
-                WHERE card_serial = \(Int64(cardSerial)) ORDER BY id
+                WHERE card_serial = \(Int64(cardSerial)) ORDER BY movement_id, id
                 """, logger: logger)
             var entries: [LedgerEntry] = []
             for try await (movement, account, amount, kind, terminal, sequence, booked)

@@ -96,7 +96,7 @@ final class PostgresIngestBackend: IngestBackend, @unchecked Sendable {
     }
 
     /// COPY (text format, the only one postgres-nio streams) of the same rows, one COPY per batch.
-    func copyInsert(_ batches: [[BenchRow]]) async throws -> Duration {
+    func copyInsert(_ batches: [[BenchRow]]) async throws -> Duration? {
         try await withClient(databaseURL) { client in
             try await createPlainTable(client, "copy_records")
             let received = ISO8601DateFormatter().string(from: Date())

@@ -73,6 +73,7 @@ import TestSupport
 
     @Test func onlineLoadIsIdempotentAndHoldsTheAccount() async throws {
         try await withFreshStore { store, _ in
+            try await registerTerminals(store, [3], merchant: { _ in "office" })
             let account = try await store.openAccount(name: "Han Meimei", initialBalance: 5_000, at: day0)
             _ = try await store.issueCard(serial: 1001, uid: "04A1B2C3", accountID: account.id, at: day0)
             let prepared = try await store.prepareLoad(reference: "L1", terminal: 3, cardSerial: 1001, amount: 2_000,
