@@ -40,7 +40,6 @@ struct OfficeOptions: ParsableArguments {
     /// One admin call: prints the answer as JSON with --json, else hands it to `show`.
     func call<Body: Encodable, Answer: Codable>(_ method: String, _ path: String, body: Body?, show: (Answer) -> Void) async throws {
         let client = try client()
-        defer { Task { await client.shutdown() } }
         let answer: Answer
         do { answer = try await client.call(method, path, body: body) } catch {
             await client.shutdown()
@@ -49,12 +48,12 @@ struct OfficeOptions: ParsableArguments {
             case .unreachable, .noAnswer, .badAnswer: throw CLIError(.failed, error.message)
             }
         }
+        await client.shutdown()
         if json {
             print(String(decoding: try SettlementJSON.encoder().encode(answer), as: UTF8.self))
         } else {
             show(answer)
         }
-        await client.shutdown()
     }
 }
 

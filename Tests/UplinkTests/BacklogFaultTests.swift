@@ -37,6 +37,7 @@ import Testing
         let settlement = try SettlementProcess()
         defer { settlement.cleanUp() }
         let office = try Office(settlement)
+        defer { office.close() }
         let secret = try await office.registerTerminal(21, merchant: "canteen-2")
         let account = try await office.openAccount("backlog", balance: 0)
         for card in 0..<Self.cards {

