@@ -142,6 +142,10 @@ struct DaemonBench: AsyncParsableCommand {
         }
         let daemon = try box.startDaemon(store: store, terminalID: 31, window: memoryTap == .window)
         try await Task.sleep(for: .seconds(1))  // settled after start-up
+        // The installed cardd links the Swift runtime statically (scripts/install); a shared one starts ~7 MiB larger.
+        let maps = (try? FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/\(daemon.process.processIdentifier)/maps")).readToEnd()) ?? nil
+        let shared = maps.map { String(decoding: $0, as: UTF8.self).contains("libswiftCore.so") } ?? false
+        print("  cardd's Swift runtime: " + (shared ? "shared libraries (not as installed: build with --static-swift-stdlib)" : "linked statically (as scripts/install builds it)"))
         var done = 0
         for checkpoint in checkpoints {
             let start = ContinuousClock.now
