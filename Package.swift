@@ -135,7 +135,14 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: strictSwift
+            swiftSettings: strictSwift,
+            // Resident memory (HardwareNotes "cardd's memory"): lld packs the relative relocations (DT_RELR, needs
+            // glibc >= 2.36) and exports no dynamic symbol table, both of which the loader reads at every start.
+            // scripts/install and scripts/bench-daemon also link the Swift runtime and Foundation statically
+            // (--static-swift-stdlib; as an unsafe flag here it misses Foundation's ICU archive).
+            linkerSettings: [
+                .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic"]),
+            ]
         ),
         .executableTarget(
             name: "cardemu",

@@ -35,6 +35,8 @@ struct DaemonBench: AsyncParsableCommand {
     @Option(help: "vpcd port cardemu presents its card on.") var port: UInt16 = 35963
     @Option(help: "Sections to run, comma separated: latency, sizes, memory, commits.") var only = "latency,sizes,memory,commits"
     @Flag(help: "Keep the box's directory (stores, cardd's log) afterwards.") var keep = false
+    @Option(help: "Save cardd's /proc/PID/smaps at each memory checkpoint into this directory (smaps-TAPS.txt): which mappings are resident.")
+    var smapsDirectory: String?
 
     enum MemoryTap: String, ExpressibleByArgument, Sendable { case window, balance }
 
@@ -140,6 +142,10 @@ struct DaemonBench: AsyncParsableCommand {
         }
         let daemon = try box.startDaemon(store: store, terminalID: 31, window: memoryTap == .window)
         try await Task.sleep(for: .seconds(1))  // settled after start-up
+        // The installed cardd links the Swift runtime statically (scripts/install); a shared one starts ~7 MiB larger.
+        let maps = (try? FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/\(daemon.process.processIdentifier)/maps")).readToEnd()) ?? nil
+        let shared = maps.map { String(decoding: $0, as: UTF8.self).contains("libswiftCore.so") } ?? false
+        print("  cardd's Swift runtime: " + (shared ? "shared libraries (not as installed: build with --static-swift-stdlib)" : "linked statically (as scripts/install builds it)"))
         var done = 0
         for checkpoint in checkpoints {
             let start = ContinuousClock.now
@@ -150,6 +156,13 @@ struct DaemonBench: AsyncParsableCommand {
             }
             let seconds = elapsedSeconds(since: start)
             let memory = try daemon.memory()
+            if let smapsDirectory {
+                try FileManager.default.createDirectory(atPath: smapsDirectory, withIntermediateDirectories: true)
+                // FileHandle reads to the end (String(contentsOfFile:) stops at the first chunk of a /proc file).
+                let smaps = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/\(daemon.process.processIdentifier)/smaps"))
+                defer { try? smaps.close() }
+                try (smaps.readToEnd() ?? Data()).write(to: URL(fileURLWithPath: smapsDirectory + "/smaps-\(done).txt"))
+            }
             let rate = times.isEmpty ? "-" : String(format: "%.1f", Double(times.count) / seconds)
             let median = times.isEmpty ? "-" : String(format: "%.2f", StoreBench.percentile(times, 0.5))
             print(String(format: "  %6d   %9.1f   %9.1f   %11.1f   %11.1f   %7.1f   %3d   %7d   ", done, memory.rss, memory.hwm, memory.anon,
