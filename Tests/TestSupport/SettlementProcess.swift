@@ -122,7 +122,9 @@ public final class SettlementProcess: @unchecked Sendable {
 public final class ChaosProxy: @unchecked Sendable {
     public let port: UInt16
     let process = Process()
-    let errors = Pipe()
+    /// Its stderr goes to a file, not a pipe: processes started after it (cardd, settlementd) inherit open pipe ends
+    /// from Foundation's Process, and a pipe read would wait for them all to exit.
+    let reportPath = NSTemporaryDirectory() + "chaos-proxy-\(UUID().uuidString.prefix(8)).log"
 
     public init(target: UInt16, cutRequest: Double, cutResponse: Double, seed: Int) throws {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
@@ -132,7 +134,8 @@ public final class ChaosProxy: @unchecked Sendable {
         process.arguments = ["python3", script, "--listen", "127.0.0.1:\(port)", "--target", "127.0.0.1:\(target)",
                              "--cut-request", "\(cutRequest)", "--cut-response", "\(cutResponse)", "--seed", "\(seed)"]
         process.standardOutput = FileHandle.nullDevice
-        process.standardError = errors
+        _ = FileManager.default.createFile(atPath: reportPath, contents: nil)
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: reportPath))
         try process.run()
         let deadline = Date().addingTimeInterval(10)
         while !SettlementProcess.accepts(port: port) {
@@ -148,7 +151,8 @@ public final class ChaosProxy: @unchecked Sendable {
         guard process.isRunning else { return "" }
         process.terminate()
         process.waitUntilExit()
-        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let text = (try? String(contentsOfFile: reportPath, encoding: .utf8)) ?? ""
+        try? FileManager.default.removeItem(atPath: reportPath)
         return text.split(separator: "\n").last.map(String.init) ?? ""
     }
 

@@ -44,7 +44,7 @@ import Testing
             _ = try await office.issueCard(serial: UInt32(30_000_000 + card), uid: String(format: "%08X", 0x5000_0000 + card), account: account.id)
         }
         let proxy = try ChaosProxy(target: settlement.port, cutRequest: 0.05, cutResponse: 0.05, seed: 20_261_130)
-        let box = try DaemonHarness.online(url: proxy.url, secret: secret, extra: ["batchSize": 1000])
+        let box = try DaemonHarness.online(url: proxy.url, secret: secret, extra: ["batchSize": 200])
         defer { box.cleanUp() }
         do {
             let store = try TerminalStore(path: box.storePath)
@@ -54,15 +54,16 @@ import Testing
         }
         let started = Date()
         try box.start(waitUntilReady: true)
-        var restarts = 0, boxKills = 0
+        var restarts = 0, restartsWhileQueued = 0, boxKills = 0
         let deadline = Date().addingTimeInterval(1_800)
         while Date() < deadline {
             let left = (try? box.unacknowledged()) ?? -1
-            if left == 0 { break }
+            if left == 0 && restarts >= Self.restarts { break }
             try await Task.sleep(for: .milliseconds(Int.random(in: 200...600)))
             if restarts < Self.restarts {
                 try settlement.restart(hard: restarts % 2 == 1)
                 restarts += 1
+                if left != 0 { restartsWhileQueued += 1 }
                 // Every tenth restart, the box loses power too, in the middle of its upload.
                 if restarts % 10 == 5 {
                     box.kill9()
@@ -74,7 +75,7 @@ import Testing
         let seconds = Date().timeIntervalSince(started)
         let cuts = proxy.stop()
         #expect(try box.unacknowledged() == 0, "the box still holds records after \(Int(seconds)) s:\n\(box.log.suffix(3_000))")
-        print("backlog: \(Self.records) records, \(restarts) settlementd restarts, \(boxKills) cardd kills, proxy \(cuts), \(String(format: "%.1f", seconds)) s")
+        print("backlog: \(Self.records) records, \(restarts) settlementd restarts (\(restartsWhileQueued) while records were queued), \(boxKills) cardd kills, proxy \(cuts), \(String(format: "%.1f", seconds)) s")
 
         // Every record once in the ledger: each card's purse shows exactly its debits, and nothing was flagged as
         // a repeat.
@@ -88,6 +89,7 @@ import Testing
         #expect(booked == Self.records)
         let flags = try await office.flags()
         #expect(!flags.contains { $0.code == "counter-repeat" || $0.code == "content-conflict" }, "\(flags.prefix(5))")
-        #expect(restarts == Self.restarts || Self.records < 20_000)
+        #expect(restarts == Self.restarts)
+        #expect(restartsWhileQueued > 0 || Self.records < 50_000, "the upload finished before the first restart: the test proved nothing about restarts")
     }
 }
