@@ -21,8 +21,8 @@ struct SystemdUnitTests {
         #expect(result.status == 0, "\(output)")
         // The directives the daemon's reachability depends on are there (a score can be reached by locking it out).
         let text = try String(contentsOfFile: Self.unit, encoding: .utf8)
-        for line in ["Type=notify", "NotifyAccess=main", "WatchdogSec=30", "RestrictAddressFamilies=AF_UNIX",
-                     "DeviceAllow=char-gpiochip rw", "StateDirectory=onecard", "RuntimeDirectory=onecard",
+        for line in ["Type=notify", "NotifyAccess=main", "WatchdogSec=30",
+                     "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "IPAddressDeny=any", "DeviceAllow=char-gpiochip rw", "StateDirectory=onecard", "RuntimeDirectory=onecard",
                      "ConfigurationDirectory=onecard", "User=onecard", "SupplementaryGroups=gpio",
                      "ExecStart=/usr/local/bin/cardd --config /etc/onecard/cardd.json", "Wants=pcscd.socket"] {
             #expect(text.split(separator: "\n").contains { $0 == line }, "\(line) is missing from cardd.service")

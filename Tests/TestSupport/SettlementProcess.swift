@@ -150,6 +150,9 @@ public final class ChaosProxy: @unchecked Sendable {
     public func stop() -> String {
         guard process.isRunning else { return "" }
         process.terminate()
+        let deadline = Date().addingTimeInterval(5)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         let text = (try? String(contentsOfFile: reportPath, encoding: .utf8)) ?? ""
         try? FileManager.default.removeItem(atPath: reportPath)

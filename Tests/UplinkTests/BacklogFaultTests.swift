@@ -10,8 +10,9 @@ import Testing
 /// (SIGTERM and SIGKILL alternately) and kill -9 of cardd in the middle of the upload: every record ends up in the
 /// ledger exactly once, and the box holds nothing unacknowledged.
 @Suite(.serialized) struct BacklogFaultTests {
-    /// ONECARD_BACKLOG overrides the size (the figure is 100,000).
-    static let records = Int(ProcessInfo.processInfo.environment["ONECARD_BACKLOG"] ?? "") ?? 100_000
+    /// ONECARD_BACKLOG overrides the size: the figure is 100,000 (`ONECARD_BACKLOG=100000 scripts/test
+    /// --filter BacklogFaultTests`); the default run uses 20,000 to bound CI time.
+    static let records = Int(ProcessInfo.processInfo.environment["ONECARD_BACKLOG"] ?? "") ?? 20_000
     static let cards = 100
     static let restarts = 50
 
@@ -90,6 +91,6 @@ import Testing
         let flags = try await office.flags()
         #expect(!flags.contains { $0.code == "counter-repeat" || $0.code == "content-conflict" }, "\(flags.prefix(5))")
         #expect(restarts == Self.restarts)
-        #expect(restartsWhileQueued > 0 || Self.records < 50_000, "the upload finished before the first restart: the test proved nothing about restarts")
+        #expect(restartsWhileQueued > 0, "the upload finished before the first restart: the test proved nothing about restarts")
     }
 }
