@@ -69,18 +69,20 @@ public final class EmulatorProcess: @unchecked Sendable {
         try? FileManager.default.removeItem(at: directory)
     }
 
-    /// Waits until pcscd reports a card present (or absent) on `reader`, asking through pyscard.
+    /// Waits until pcscd reports a card present and powered (or absent) on `reader`, asking through pyscard's
+    /// SCardGetStatusChange. Never a connect: pyscard's disconnect resets the card, and a program already holding it
+    /// (cardd) then gets SCARD_W_RESET_CARD in the middle of its operation.
     public static func waitForPcscd(reader: String, present: Bool, timeout: TimeInterval = 5) throws {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             let result = run("/usr/bin/python3", ["-c", """
-                from smartcard.System import readers
-                r = [x for x in readers() if str(x) == "\(reader)"][0]
-                c = r.createConnection()
-                try:
-                    c.connect(); print("present")
-                except Exception:
-                    print("absent")
+                from smartcard.scard import *
+                hr, context = SCardEstablishContext(SCARD_SCOPE_USER)
+                hr, states = SCardGetStatusChange(context, 0, [("\(reader)", SCARD_STATE_UNAWARE)])
+                state, atr = states[0][1], states[0][2]
+                ready = hr == SCARD_S_SUCCESS and state & SCARD_STATE_PRESENT and not state & SCARD_STATE_MUTE and len(atr) > 0
+                print("present" if ready else "absent")
+                SCardReleaseContext(context)
                 """])
             if result.stdout.contains(present ? "present" : "absent") { return }
             Thread.sleep(forTimeInterval: 0.1)
