@@ -50,6 +50,8 @@ let package = Package(
             providers: [.apt(["libpcsclite-dev"])]
         ),
         .target(name: "PCSC", dependencies: ["CPCSCLite", "SmartCard"], swiftSettings: strictSwift),
+        // glibc's malloc_trim, for cardd alone.
+        .systemLibrary(name: "CMalloc"),
         // APDU values, status words, ATRs and the synchronous channel protocol. No I/O.
         .target(name: "SmartCard", swiftSettings: strictSwift),
         // MIFARE Classic as pure values: geometry, trailers, access bits, value blocks, dumps.
@@ -131,7 +133,7 @@ let package = Package(
             name: "cardd",
             dependencies: [
                 "PCSC", "SmartCard", "CardReader", "CampusCard", "CardSession", "CardDaemon", "TerminalStore", "DaemonSupport", "BuildInfo",
-                "SettlementCore", "SettlementClient",
+                "SettlementCore", "SettlementClient", "CMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -24,7 +24,7 @@ extension PostgresSettlementStore {
         }
         guard !records.isEmpty else { return [] }
         return try await transaction("ingest") { connection in
-            try await Self.ingest(records, terminal: terminal, at: date, on: connection, logger: logger)
+            try await Self.ingest(records, terminal: terminal, at: date, on: connection, logger: self.logger)
         }
     }
 

@@ -15,7 +15,7 @@ extension PostgresSettlementStore {
             throw SettlementError(.badRequest, "the card's balance \(balanceBefore) plus \(amount) is not a balance a card can hold")
         }
         return try await transaction("prepare load") { connection in
-            if let existing = try await Self.load(reference, on: connection, logger: logger) {
+            if let existing = try await Self.load(reference, on: connection, logger: self.logger) {
                 guard existing.state.terminalID == terminal, existing.state.cardSerial == cardSerial, existing.state.amount == amount,
                       existing.state.balanceBefore == balanceBefore, existing.state.counterBefore == counterBefore
                 else {
@@ -23,13 +23,13 @@ extension PostgresSettlementStore {
                 }
                 return existing.state
             }
-            guard try await Self.exists("SELECT 1 FROM terminals WHERE id = \(Int64(terminal.rawValue))", on: connection, logger: logger) else {
+            guard try await Self.exists("SELECT 1 FROM terminals WHERE id = \(Int64(terminal.rawValue))", on: connection, logger: self.logger) else {
                 throw SettlementError(.notFound, "terminal \(terminal) is not registered")
             }
             guard let card = try await Self.card(on: connection.query("""
                 SELECT \(unescaped: Self.cardColumns) FROM cards c LEFT JOIN card_books b ON b.uid = c.uid
                 WHERE c.serial = \(Int64(cardSerial))
-                """, logger: logger))
+                """, logger: self.logger))
             else {
                 throw SettlementError(.notFound, "card \(cardSerial) is not issued")
             }
@@ -37,7 +37,7 @@ extension PostgresSettlementStore {
                 throw SettlementError(.conflict, "card \(cardSerial) is \(card.status.rawValue): no load; send the holder to the card office")
             }
             let accounts = try await connection.query(
-                "SELECT balance FROM accounts WHERE id = \(card.accountID) FOR UPDATE", logger: logger)
+                "SELECT balance FROM accounts WHERE id = \(card.accountID) FOR UPDATE", logger: self.logger)
             var balance: Int64 = 0
             for try await value in accounts.decode(Int64.self) { balance = value }
             guard balance >= Int64(amount.rawValue) else {
@@ -48,11 +48,11 @@ extension PostgresSettlementStore {
                                    updated_at)
                 VALUES (\(reference), \(Int64(terminal.rawValue)), \(Int64(cardSerial)), \(card.accountID), \(Int64(amount.rawValue)),
                         \(Int64(balanceBefore.rawValue)), \(Int64(counterBefore)), 'prepared', \(date))
-                """, logger: logger)
+                """, logger: self.logger)
             try await Self.post([Movement(from: Ledger.holderAccount(card.accountID), to: Ledger.pendingLoad, amount: amount,
                                           kind: "load-hold", terminalID: terminal, terminalSequence: nil,
                                           day: Ledger.businessDay(of: date), cardSerial: nil, cardSide: .neither, merchant: nil)],
-                                on: connection, logger: logger, at: date)
+                                on: connection, logger: self.logger, at: date)
             return LoadState(reference: reference, terminalID: terminal, cardSerial: cardSerial, amount: amount,
                              balanceBefore: balanceBefore, counterBefore: counterBefore, phase: .prepared, updatedAt: date)
         }
@@ -60,7 +60,7 @@ extension PostgresSettlementStore {
 
     public func confirmLoad(reference: String, balanceAfter: Fen, counterAfter: UInt16, at date: Date) async throws -> LoadState {
         try await transaction("confirm load") { connection in
-            guard let found = try await Self.load(reference, on: connection, logger: logger) else {
+            guard let found = try await Self.load(reference, on: connection, logger: self.logger) else {
                 throw SettlementError(.notFound, "load \(reference) was never prepared")
             }
             var load = found.state
@@ -78,31 +78,31 @@ extension PostgresSettlementStore {
             guard load.balanceBefore + load.amount == balanceAfter else {
                 throw SettlementError(.badRequest, "load \(reference): the card shows \(balanceAfter), not \(load.balanceBefore) + \(load.amount): re-read the card; confirm only a load the card carries")
             }
-            let uids = try await connection.query("SELECT uid FROM cards WHERE serial = \(Int64(load.cardSerial))", logger: logger)
+            let uids = try await connection.query("SELECT uid FROM cards WHERE serial = \(Int64(load.cardSerial))", logger: self.logger)
             var uid: String?
             for try await value in uids.decode(String.self) { uid = value }
             guard let uid else {
                 throw SettlementError(.storage, "load \(reference)'s card \(load.cardSerial) vanished from the store")
             }
             // The card's book under the same lock ingest takes: the window, the mirror and the link move together.
-            var books = try await Self.lockBooks([uid], on: connection, logger: logger)
+            var books = try await Self.lockBooks([uid], on: connection, logger: self.logger)
             guard var book = books[uid], let card = book.card else {
                 throw SettlementError(.storage, "load \(reference)'s card \(load.cardSerial) has no book")
             }
             let already = Ledger.confirmOnlineLoad(reference: reference, amount: load.amount, balanceAfter: balanceAfter,
                                                    counterAfter: counterAfter, in: &book)
             books[uid] = book
-            try await Self.saveBooks([book], on: connection, logger: logger)
+            try await Self.saveBooks([book], on: connection, logger: self.logger)
             // An uploaded purse-load record of this counter booked cash → purse already: take the hold to cash instead.
             try await Self.post([Movement(from: Ledger.pendingLoad, to: already ? Ledger.cash : Ledger.purseAccount(card.serial),
                                           amount: load.amount, kind: already ? "online-load-linked" : "online-load",
                                           terminalID: load.terminalID, terminalSequence: nil, day: Ledger.businessDay(of: date),
                                           cardSerial: card.serial, cardSide: already ? .neither : .to, merchant: nil)],
-                                on: connection, logger: logger, at: date)
+                                on: connection, logger: self.logger, at: date)
             try await connection.query("""
                 UPDATE loads SET phase = 'confirmed', balance_after = \(Int64(balanceAfter.rawValue)),
                     counter_after = \(Int64(counterAfter)), updated_at = \(date) WHERE reference = \(reference)
-                """, logger: logger)
+                """, logger: self.logger)
             load.phase = .confirmed
             load.updatedAt = date
             return load
@@ -111,7 +111,7 @@ extension PostgresSettlementStore {
 
     public func reverseLoad(reference: String, at date: Date) async throws -> LoadState {
         try await transaction("reverse load") { connection in
-            guard let found = try await Self.load(reference, on: connection, logger: logger) else {
+            guard let found = try await Self.load(reference, on: connection, logger: self.logger) else {
                 throw SettlementError(.notFound, "load \(reference) was never prepared")
             }
             var load = found.state
@@ -124,9 +124,9 @@ extension PostgresSettlementStore {
             try await Self.post([Movement(from: Ledger.pendingLoad, to: Ledger.holderAccount(found.accountID), amount: load.amount,
                                           kind: "load-release", terminalID: load.terminalID, terminalSequence: nil,
                                           day: Ledger.businessDay(of: date), cardSerial: nil, cardSide: .neither, merchant: nil)],
-                                on: connection, logger: logger, at: date)
+                                on: connection, logger: self.logger, at: date)
             try await connection.query(
-                "UPDATE loads SET phase = 'reversed', updated_at = \(date) WHERE reference = \(reference)", logger: logger)
+                "UPDATE loads SET phase = 'reversed', updated_at = \(date) WHERE reference = \(reference)", logger: self.logger)
             load.phase = .reversed
             load.updatedAt = date
             return load

@@ -19,20 +19,24 @@ import SettlementCore
 public final class PostgresSettlementStore: SettlementStore, Service {
     let client: PostgresClient
     let logger: Logger
+    /// How long one request (each attempt of a transaction, or a read) may take, waiting for a connection included,
+    /// before it fails as `unavailable`.
+    let requestTimeout: Duration
     private let running = RunningPool()
 
     /// A store on `configuration`'s database. Nothing connects before `run()`.
-    public init(configuration: PostgresClient.Configuration, logger: Logger) {
+    public init(configuration: PostgresClient.Configuration, requestTimeout: Duration = .seconds(30), logger: Logger) {
         client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        self.requestTimeout = requestTimeout
         self.logger = logger
     }
 
     /// A store on `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (TLS off: loopback or a private network; put a TLS
     /// tunnel or `sslmode` support in front for anything else). `maximumConnections` caps the pool.
-    public convenience init(url: String, maximumConnections: Int = 20, logger: Logger) throws {
+    public convenience init(url: String, maximumConnections: Int = 20, requestTimeout: Duration = .seconds(30), logger: Logger) throws {
         var configuration = try Self.configuration(url: url)
         configuration.options.maximumConnections = maximumConnections
-        self.init(configuration: configuration, logger: logger)
+        self.init(configuration: configuration, requestTimeout: requestTimeout, logger: logger)
     }
 
     /// Parses a `postgres://` or `postgresql://` URL.
@@ -81,9 +85,10 @@ public final class PostgresSettlementStore: SettlementStore, Service {
 
     /// Runs a store on `url` for the duration of `body`: the pool, the migrations, then the body; the pool is shut
     /// down (every connection closed) before this returns, also when the body throws.
-    public static func withStore<Result: Sendable>(url: String, maximumConnections: Int = 20, logger: Logger,
+    public static func withStore<Result: Sendable>(url: String, maximumConnections: Int = 20, requestTimeout: Duration = .seconds(30),
+                                                   logger: Logger,
                                                    _ body: (PostgresSettlementStore) async throws -> Result) async throws -> Result {
-        let store = try PostgresSettlementStore(url: url, maximumConnections: maximumConnections, logger: logger)
+        let store = try PostgresSettlementStore(url: url, maximumConnections: maximumConnections, requestTimeout: requestTimeout, logger: logger)
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await store.run() }
             do {
@@ -104,13 +109,15 @@ public final class PostgresSettlementStore: SettlementStore, Service {
 
     /// One READ COMMITTED transaction (the server's default), run again when it lost a race (serialization failure,
     /// deadlock, a key taken between check and insert); errors come out as `SettlementError`.
-    func transaction<Result: Sendable>(_ what: String, _ body: (PostgresConnection) async throws -> Result) async throws -> Result {
+    func transaction<Result: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> Result) async throws -> Result {
         var attempt = 0
         while true {
             attempt += 1
             do {
-                return try await client.withTransaction(logger: logger) { connection in
-                    try await body(connection)
+                return try await withDeadline(requestTimeout, what) { [client, logger] in
+                    try await client.withTransaction(logger: logger) { connection in
+                        try await body(connection)
+                    }
                 }
             } catch {
                 if PostgresFailure.isRetryable(error), attempt < 5 {
@@ -123,9 +130,9 @@ public final class PostgresSettlementStore: SettlementStore, Service {
     }
 
     /// A single statement outside an explicit transaction, with errors mapped.
-    func read<Result: Sendable>(_ what: String, _ body: (PostgresClient) async throws -> Result) async throws -> Result {
+    func read<Result: Sendable>(_ what: String, _ body: @escaping @Sendable (PostgresClient) async throws -> Result) async throws -> Result {
         do {
-            return try await body(client)
+            return try await withDeadline(requestTimeout, what) { [client] in try await body(client) }
         } catch {
             throw PostgresFailure.map(error, what)
         }
@@ -146,14 +153,14 @@ public final class PostgresSettlementStore: SettlementStore, Service {
                 INSERT INTO terminals (id, merchant, secret, enabled)
                 VALUES (\(Int64(terminal.id.rawValue)), \(terminal.merchant), \(Self.bytes(terminal.secret)), \(terminal.enabled))
                 ON CONFLICT (id) DO UPDATE SET merchant = excluded.merchant, secret = excluded.secret, enabled = excluded.enabled
-                """, logger: logger)
+                """, logger: self.logger)
         }
     }
 
     public func terminal(_ id: TerminalID) async throws -> TerminalInfo? {
         try await read("terminal") { client in
             let rows = try await client.query(
-                "SELECT merchant, secret, enabled FROM terminals WHERE id = \(Int64(id.rawValue))", logger: logger)
+                "SELECT merchant, secret, enabled FROM terminals WHERE id = \(Int64(id.rawValue))", logger: self.logger)
             for try await (merchant, secret, enabled) in rows.decode((String, ByteBuffer, Bool).self) {
                 return TerminalInfo(id: id, merchant: merchant, secret: Array(buffer: secret), enabled: enabled)
             }
@@ -167,11 +174,11 @@ public final class PostgresSettlementStore: SettlementStore, Service {
     public func rememberNonce(terminal: TerminalID, nonce: String, at date: Date) async throws -> Bool {
         try await transaction("remember nonce") { connection in
             try await connection.query(
-                "DELETE FROM nonces WHERE seen_at < \(date.addingTimeInterval(-Self.nonceRetention))", logger: logger)
+                "DELETE FROM nonces WHERE seen_at < \(date.addingTimeInterval(-Self.nonceRetention))", logger: self.logger)
             let rows = try await connection.query("""
                 INSERT INTO nonces (terminal_id, nonce, seen_at) VALUES (\(Int64(terminal.rawValue)), \(nonce), \(date))
                 ON CONFLICT DO NOTHING RETURNING 1
-                """, logger: logger)
+                """, logger: self.logger)
             var inserted = false
             for try await _ in rows { inserted = true }
             return inserted
@@ -189,7 +196,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
             let rows = try await connection.query("""
                 INSERT INTO accounts (name, balance, created_at) VALUES (\(name), 0, \(date))
                 RETURNING id
-                """, logger: logger)
+                """, logger: self.logger)
             var id: Int64 = 0
             for try await (value) in rows.decode(Int64.self) { id = value }
             if initialBalance.rawValue > 0 {
@@ -197,7 +204,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
                 try await Self.post([Movement(from: Ledger.cash, to: Ledger.holderAccount(id), amount: initialBalance,
                                               kind: "account-open", terminalID: nil, terminalSequence: nil,
                                               day: Ledger.businessDay(of: date), cardSerial: nil, cardSide: .neither, merchant: nil)],
-                                    on: connection, logger: logger, at: date)
+                                    on: connection, logger: self.logger, at: date)
             }
             return Account(id: id, name: name, balance: initialBalance, createdAt: date)
         }
@@ -205,7 +212,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
 
     public func account(_ id: Int64) async throws -> Account? {
         try await read("account") { client in
-            let rows = try await client.query("SELECT name, balance, created_at FROM accounts WHERE id = \(id)", logger: logger)
+            let rows = try await client.query("SELECT name, balance, created_at FROM accounts WHERE id = \(id)", logger: self.logger)
             for try await (name, balance, created) in rows.decode((String, Int64, Date).self) {
                 return Account(id: id, name: name, balance: Fen(Int(balance)), createdAt: created)
             }
@@ -217,14 +224,14 @@ public final class PostgresSettlementStore: SettlementStore, Service {
         let uid = uid.uppercased()
         guard Self.isUID(uid) else { throw SettlementError(.badRequest, "\"\(uid)\" is not a card UID (8–20 hex digits)") }
         return try await transaction("issue card") { connection in
-            guard try await Self.exists("SELECT 1 FROM accounts WHERE id = \(accountID)", on: connection, logger: logger) else {
+            guard try await Self.exists("SELECT 1 FROM accounts WHERE id = \(accountID)", on: connection, logger: self.logger) else {
                 throw SettlementError(.notFound, "account \(accountID) does not exist: open it first")
             }
             let rows = try await connection.query("""
                 INSERT INTO cards (serial, uid, account_id, status, issued_at)
                 VALUES (\(Int64(serial)), \(uid), \(accountID), 'active', \(date))
                 ON CONFLICT DO NOTHING RETURNING 1
-                """, logger: logger)
+                """, logger: self.logger)
             var inserted = false
             for try await _ in rows { inserted = true }
             guard inserted else {
@@ -234,7 +241,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
             guard let card = try await Self.card(on: connection.query("""
                 SELECT \(unescaped: Self.cardColumns) FROM cards c LEFT JOIN card_books b ON b.uid = c.uid
                 WHERE c.serial = \(Int64(serial))
-                """, logger: logger))
+                """, logger: self.logger))
             else { throw SettlementError(.storage, "card \(serial) vanished right after it was issued") }
             return card
         }
@@ -248,7 +255,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
             try await Self.card(on: client.query("""
                 SELECT \(unescaped: Self.cardColumns) FROM cards c LEFT JOIN card_books b ON b.uid = c.uid
                 WHERE c.serial = \(Int64(serial))
-                """, logger: logger))
+                """, logger: self.logger))
         }
     }
 
@@ -257,7 +264,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
             try await Self.card(on: client.query("""
                 SELECT \(unescaped: Self.cardColumns) FROM cards c LEFT JOIN card_books b ON b.uid = c.uid
                 WHERE c.uid = \(uid.uppercased())
-                """, logger: logger))
+                """, logger: self.logger))
         }
     }
 
@@ -282,14 +289,14 @@ public final class PostgresSettlementStore: SettlementStore, Service {
             guard var card = try await Self.card(on: connection.query("""
                 SELECT \(unescaped: Self.cardColumns) FROM cards c LEFT JOIN card_books b ON b.uid = c.uid
                 WHERE c.serial = \(Int64(serial)) FOR UPDATE OF c
-                """, logger: logger))
+                """, logger: self.logger))
             else {
                 throw SettlementError(.notFound, "card \(serial) is not issued")
             }
             if card.status == status {
                 // Idempotent: an admin's retry changes nothing.
                 let rows = try await connection.query(
-                    "SELECT coalesce(max(version), 0) FROM blacklist WHERE serial = \(Int64(serial))", logger: logger)
+                    "SELECT coalesce(max(version), 0) FROM blacklist WHERE serial = \(Int64(serial))", logger: self.logger)
                 var version: Int64 = 0
                 for try await value in rows.decode(Int64.self) { version = value }
                 return CardAndVersion(card: card, version: version)
@@ -298,13 +305,13 @@ public final class PostgresSettlementStore: SettlementStore, Service {
                 throw SettlementError(.conflict, "card \(serial) is cancelled: a cancelled card stays cancelled; issue a new card")
             }
             try await connection.query(
-                "UPDATE cards SET status = \(status.rawValue) WHERE serial = \(Int64(serial))", logger: logger)
+                "UPDATE cards SET status = \(status.rawValue) WHERE serial = \(Int64(serial))", logger: self.logger)
             let action = status.isBlacklisted ? BlacklistDelta.Action.add : .remove
             let rows = try await connection.query("""
                 INSERT INTO blacklist (serial, uid, action, reason, changed_at)
                 VALUES (\(Int64(serial)), \(card.uid), \(action.rawValue), \("\(status.rawValue): \(reason)"), \(date))
                 RETURNING version
-                """, logger: logger)
+                """, logger: self.logger)
             var version: Int64 = 0
             for try await value in rows.decode(Int64.self) { version = value }
             card.status = status
@@ -329,7 +336,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
             let rows = try await client.query("""
                 SELECT version, serial, uid, action, reason FROM blacklist WHERE version > \(version)
                 ORDER BY version LIMIT \(Int64(limit + 1))
-                """, logger: logger)
+                """, logger: self.logger)
             var changes: [BlacklistDelta] = []
             for try await (version, serial, uid, action, reason) in rows.decode((Int64, Int64, String, String, String).self) {
                 guard let parsed = BlacklistDelta.Action(rawValue: action) else {
@@ -348,7 +355,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
         try await read("parameters") { client in
             let rows = try await client.query("""
                 SELECT body::text FROM parameters WHERE scope IN (0, \(Int64(terminal.rawValue))) ORDER BY scope DESC LIMIT 1
-                """, logger: logger)
+                """, logger: self.logger)
             for try await body in rows.decode(String.self) {
                 do {
                     return try JSONDecoder().decode(TerminalParameters.self, from: Data(body.utf8))
@@ -371,9 +378,9 @@ public final class PostgresSettlementStore: SettlementStore, Service {
             let scope = Int64(terminal?.rawValue ?? 0)
             // Versions grow over every scope, so a terminal moving from the default to its own row sees a new
             // version; the lock keeps two concurrent changes from taking the same one.
-            try await connection.query("LOCK TABLE parameters IN SHARE ROW EXCLUSIVE MODE", logger: logger)
+            try await connection.query("LOCK TABLE parameters IN SHARE ROW EXCLUSIVE MODE", logger: self.logger)
             var version: Int64 = 0
-            let locked = try await connection.query("SELECT coalesce(max(version), 0) FROM parameters", logger: logger)
+            let locked = try await connection.query("SELECT coalesce(max(version), 0) FROM parameters", logger: self.logger)
             for try await value in locked.decode(Int64.self) { version = value }
             var stored = parameters
             stored.version = version + 1
@@ -383,7 +390,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
             try await connection.query("""
                 INSERT INTO parameters (scope, version, body) VALUES (\(scope), \(stored.version), \(body)::jsonb)
                 ON CONFLICT (scope) DO UPDATE SET version = excluded.version, body = excluded.body
-                """, logger: logger)
+                """, logger: self.logger)
             return stored
         }
     }
@@ -397,7 +404,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
                 WHERE day = \(day) AND merchant IS NOT NULL
                 GROUP BY GROUPING SETS ((merchant), (merchant, terminal_id))
                 ORDER BY merchant, terminal_id NULLS FIRST
-                """, logger: logger)
+                """, logger: self.logger)
             var totals: [DailyTotal] = []
             for try await (merchant, terminal, count, total) in rows.decode((String, Int64?, Int64, Int64).self) {
                 totals.append(DailyTotal(day: day, merchant: merchant,
@@ -413,7 +420,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
             let rows = try await client.query("""
                 SELECT movement_id, account, amount, kind, terminal_id, seq, booked_at FROM ledger
                 WHERE card_serial = \(Int64(cardSerial)) ORDER BY movement_id, id
-                """, logger: logger)
+                """, logger: self.logger)
             var entries: [LedgerEntry] = []
             for try await (movement, account, amount, kind, terminal, sequence, booked)
                 in rows.decode((Int64, String, Int64, String, Int64?, Int64?, Date).self) {
@@ -433,7 +440,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
             let rows = try await client.query("""
                 SELECT id, code, terminal_id, seq, card_serial, message, raised_at FROM flags ORDER BY id DESC
                 LIMIT \(Int64(limit))
-                """, logger: logger)
+                """, logger: self.logger)
             var flags: [OperatorFlag] = []
             for try await (id, code, terminal, sequence, serial, message, raised)
                 in rows.decode((Int64, String, Int64?, Int64?, Int64?, String, Date).self) {
@@ -449,7 +456,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
 
     public func ledgerImbalance() async throws -> Fen {
         try await read("ledger imbalance") { client in
-            let rows = try await client.query("SELECT coalesce(sum(amount), 0)::bigint FROM ledger", logger: logger)
+            let rows = try await client.query("SELECT coalesce(sum(amount), 0)::bigint FROM ledger", logger: self.logger)
             for try await total in rows.decode(Int64.self) { return Fen(Int(total)) }
             return 0
         }
@@ -460,7 +467,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
         try await read("row counts") { client in
             var counts: [String: Int] = [:]
             for table in Migrations.tables {
-                let rows = try await client.query(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(table)"), logger: logger)
+                let rows = try await client.query(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(table)"), logger: self.logger)
                 for try await count in rows.decode(Int64.self) { counts[table] = Int(count) }
             }
             return counts

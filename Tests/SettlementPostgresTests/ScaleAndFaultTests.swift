@@ -112,7 +112,7 @@ import TestSupport
         let total = 10 * perCard
         let batches = workload.flatMap { terminal, list in list.map { (terminal, $0) } }
 
-        let (failures, errors) = try await PostgresSettlementStore.withStore(url: url, maximumConnections: 4, logger: testLogger) { store in
+        let (failures, errors) = try await PostgresSettlementStore.withStore(url: url, maximumConnections: 4, requestTimeout: .seconds(5), logger: testLogger) { store in
             // The ingest loop, with the server restarted twice (a crash, then a fast shutdown) while it runs.
             async let restarts: Void = {
                 try await Task.sleep(for: .milliseconds(300))

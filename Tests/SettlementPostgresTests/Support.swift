@@ -14,7 +14,15 @@ func withFreshStore<Result: Sendable>(maximumConnections: Int = 8,
     }
 }
 
-let testLogger = Logger(label: "settlement-postgres-tests", factory: { _ in SwiftLogNoOpLogHandler() })
+/// Silent, unless ONECARD_PG_TEST_LOG=trace|debug|... (the pool's own diagnostics, on stderr).
+let testLogger: Logger = {
+    guard let level = ProcessInfo.processInfo.environment["ONECARD_PG_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) else {
+        return Logger(label: "settlement-postgres-tests", factory: { _ in SwiftLogNoOpLogHandler() })
+    }
+    var logger = Logger(label: "settlement-postgres-tests", factory: { StreamLogHandler.standardError(label: $0) })
+    logger.logLevel = level
+    return logger
+}()
 
 let day0 = Date(timeIntervalSince1970: 1_795_000_000)
 

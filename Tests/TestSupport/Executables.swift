@@ -69,19 +69,19 @@ public final class EmulatorProcess: @unchecked Sendable {
         try? FileManager.default.removeItem(at: directory)
     }
 
-    /// Waits until pcscd reports a card present and powered (or absent) on `reader`, asking through pyscard's
-    /// SCardGetStatusChange. Never a connect: pyscard's disconnect resets the card, and a program already holding it
-    /// (cardd) then gets SCARD_W_RESET_CARD in the middle of its operation.
+    /// Waits until a card on `reader` answers a connect (or none does), asking through pyscard's SCardConnect in
+    /// shared mode and leaving the card as it was on SCardDisconnect. pyscard's high-level connection resets the card
+    /// when it lets go, and a program already holding it (cardd) then got SCARD_W_RESET_CARD mid-sale; a status
+    /// query alone is not enough either: right after a card is put back pcscd may still report the old, gone card.
     public static func waitForPcscd(reader: String, present: Bool, timeout: TimeInterval = 5) throws {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
             let result = run("/usr/bin/python3", ["-c", """
                 from smartcard.scard import *
                 hr, context = SCardEstablishContext(SCARD_SCOPE_USER)
-                hr, states = SCardGetStatusChange(context, 0, [("\(reader)", SCARD_STATE_UNAWARE)])
-                state, atr = states[0][1], states[0][2]
-                ready = hr == SCARD_S_SUCCESS and state & SCARD_STATE_PRESENT and not state & SCARD_STATE_MUTE and len(atr) > 0
-                print("present" if ready else "absent")
+                hr, card, protocol = SCardConnect(context, "\(reader)", SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1)
+                print("present" if hr == SCARD_S_SUCCESS else "absent")
+                if hr == SCARD_S_SUCCESS: SCardDisconnect(card, SCARD_LEAVE_CARD)
                 SCardReleaseContext(context)
                 """])
             if result.stdout.contains(present ? "present" : "absent") { return }
