@@ -3,8 +3,8 @@ import Foundation
 import Glibc
 #endif
 
-/// A `settlementd` process on loopback for tests: SQLite in its own directory, one admin key ("office"), a fixed
-/// port so that restarts keep the URL the terminals were given. `restart()`, `kill9()` and `stop()` for the fault
+/// A `settlementd` process on loopback for tests: SQLite in its own directory (or the PostgreSQL database given),
+/// one admin key ("office"), a fixed port so that restarts keep the URL the terminals were given. `restart()`, `kill9()` and `stop()` for the fault
 /// tests; `cleanUp()` stops it and removes the directory.
 public final class SettlementProcess: @unchecked Sendable {
     public let work: String
@@ -16,10 +16,12 @@ public final class SettlementProcess: @unchecked Sendable {
     public private(set) var process: Process?
     public private(set) var starts = 0
     private let extraArguments: [String]
+    private let postgres: String?
 
     public var url: String { "http://127.0.0.1:\(port)" }
 
-    public init(arguments: [String] = []) throws {
+    /// `postgres`: a database URL for `--postgres` instead of the SQLite file.
+    public init(arguments: [String] = [], postgres: String? = nil) throws {
         work = NSTemporaryDirectory() + "settlementd-test-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         databasePath = work + "/settlement.sqlite"
@@ -30,6 +32,7 @@ public final class SettlementProcess: @unchecked Sendable {
         chmod(adminKeyFile, 0o600)
         port = try Self.freePort()
         extraArguments = arguments
+        self.postgres = postgres
         try start()
     }
 
@@ -39,7 +42,7 @@ public final class SettlementProcess: @unchecked Sendable {
     public func start() throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try BuiltExecutable.path("settlementd"))
-        process.arguments = ["--db", databasePath, "--listen", "127.0.0.1:\(port)", "--admin-key-file", adminKeyFile] + extraArguments
+        process.arguments = (postgres.map { ["--postgres", $0] } ?? ["--db", databasePath]) + ["--listen", "127.0.0.1:\(port)", "--admin-key-file", adminKeyFile] + extraArguments
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         log.seekToEndOfFile()
