@@ -222,6 +222,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 // `--postgres URL`: the PostgreSQL store beside a plain unnest INSERT and COPY.
                 "SettlementPostgres",
+                // `upload`: settlementd's application in-process on loopback, and the terminal's client.
+                "SettlementServer", "SettlementClient",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],

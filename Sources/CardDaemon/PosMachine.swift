@@ -147,6 +147,21 @@ public struct PosMachine: Sendable {
     /// The settlement service sent new offline limits: they apply from the next check on.
     public mutating func apply(policy: OfflinePolicy) { configuration.policy = policy }
 
+    /// The settlement service's fixed prices, by window name: a configured window of that name charges the new price
+    /// from the next card on. Windows the service does not name keep their configured price; a price that is not
+    /// positive is ignored. Returns the names of the windows whose price changed.
+    @discardableResult
+    public mutating func apply(fixedPrices: [String: Fen]) -> [String] {
+        var changed: [String] = []
+        for index in configuration.windows.indices {
+            guard let price = fixedPrices[configuration.windows[index].name], price > .zero,
+                  price != configuration.windows[index].price else { continue }
+            configuration.windows[index].price = price
+            changed.append(configuration.windows[index].name)
+        }
+        return changed
+    }
+
     /// When the machine next needs a `.tick`: the open sale's deadline.
     public var nextDeadline: Date? {
         guard let sale else { return nil }

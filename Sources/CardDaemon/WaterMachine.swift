@@ -129,6 +129,8 @@ public struct WaterMachine: Sendable {
 
     struct Session: Equatable, Sendable {
         var uid: CardUID
+        /// The unit price when the session began: a tariff that arrives meanwhile applies to the next session.
+        var unitPrice: Fen
         var phase: Phase = .checking
         var openedAt: Date?
         var unitsPaid = 0
@@ -175,6 +177,15 @@ public struct WaterMachine: Sendable {
     /// The settlement service sent new offline limits: they apply from the next check on (the unit price of a session
     /// in progress does not change).
     public mutating func apply(policy: OfflinePolicy) { configuration.policy = policy }
+
+    /// The settlement service's water tariff: the price of a unit from the next session on (a session in progress
+    /// keeps the price it began with). A price outside 0.01…the wallet's cap is ignored: the machine keeps its own.
+    @discardableResult
+    public mutating func apply(unitPrice: Fen) -> Bool {
+        guard unitPrice > .zero, unitPrice <= WaterSettlement.maximumCap else { return false }
+        configuration.unitPrice = unitPrice
+        return true
+    }
 
     /// When the machine next needs a `.tick`: the meter-silence or max-session deadline of an open valve.
     public var nextDeadline: Date? {
@@ -272,8 +283,8 @@ public struct WaterMachine: Sendable {
                 refusal = Refusal(.cardLocked, "the card is \(locked.rawValue): no water; send the holder to the card office")
             } else if facts.expired {
                 refusal = Refusal(.expired, "the card has expired: no water; the holder needs a new card from the card office")
-            } else if facts.balance < configuration.unitPrice {
-                refusal = Refusal(.insufficientFunds, "the water wallet holds \(facts.balance.yuan) yuan, less than one unit (\(configuration.unitPrice.yuan)): refill it at a settlement station")
+            } else if let price = session?.unitPrice, facts.balance < price {
+                refusal = Refusal(.insufficientFunds, "the water wallet holds \(facts.balance.yuan) yuan, less than one unit (\(price.yuan)): refill it at a settlement station")
             } else {
                 refusal = policyRefusal(now: now)
             }
@@ -370,7 +381,7 @@ public struct WaterMachine: Sendable {
         current.debitInFlight = true
         session = current
         inFlight = .debit(current.uid, unit: unit)
-        actions.append(.debitUnit(current.uid, amount: configuration.unitPrice, unit: unit))
+        actions.append(.debitUnit(current.uid, amount: current.unitPrice, unit: unit))
     }
 
     /// Opens only for a running session of the card on the reader, with paid pulses left, never after a stop or
@@ -429,13 +440,13 @@ public struct WaterMachine: Sendable {
             actions.append(.notify(.cardRefused(present.uid, Refusal(.outOfService, stopped ? "the water controller is shutting down" : "the water controller is out of service: \(latchedFault ?? "")"))))
             return
         }
-        session = Session(uid: present.uid)
+        session = Session(uid: present.uid, unitPrice: configuration.unitPrice)
         inFlight = .check(present.uid)
         actions.append(.checkCard(present.uid))
     }
 
     func policyRefusal(now: Date) -> Refusal? {
-        configuration.policy.check(amount: configuration.unitPrice, queue: context.queue, blacklistUpdatedAt: context.blacklistUpdatedAt,
+        configuration.policy.check(amount: session?.unitPrice ?? configuration.unitPrice, queue: context.queue, blacklistUpdatedAt: context.blacklistUpdatedAt,
                                    now: now)?.refusal
     }
 }

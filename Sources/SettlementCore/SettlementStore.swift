@@ -45,6 +45,9 @@ public protocol SettlementStore: Sendable {
     func confirmLoad(reference: String, balanceAfter: Fen, counterAfter: UInt16, at date: Date) async throws -> LoadState
     /// The card write failed: releases the hold. Idempotent; refused after a confirmation.
     func reverseLoad(reference: String, at date: Date) async throws -> LoadState
+    /// Which of `references` name an online load (in any phase), in one query: an upload settles only those, and a
+    /// batch with office loads costs no per-record lookup.
+    func loadReferences(among references: [String]) async throws -> Set<String>
 
     // MARK: reports and operators
     func dailyTotals(day: String) async throws -> [DailyTotal]

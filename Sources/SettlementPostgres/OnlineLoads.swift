@@ -109,6 +109,17 @@ extension PostgresSettlementStore {
         }
     }
 
+    public func loadReferences(among references: [String]) async throws -> Set<String> {
+        guard !references.isEmpty else { return [] }
+        return try await read("load references") { client in
+            var found = Set<String>()
+            for try await reference in try await client.query("SELECT reference FROM loads WHERE reference = ANY(\(references))", logger: self.logger).decode(String.self) {
+                found.insert(reference)
+            }
+            return found
+        }
+    }
+
     public func reverseLoad(reference: String, at date: Date) async throws -> LoadState {
         try await transaction("reverse load") { connection in
             guard let found = try await Self.load(reference, on: connection, logger: self.logger) else {

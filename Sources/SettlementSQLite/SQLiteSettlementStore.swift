@@ -374,6 +374,19 @@ public final class SQLiteSettlementStore: SettlementStore {
         }
     }
 
+    public func loadReferences(among references: [String]) async throws -> Set<String> {
+        guard !references.isEmpty else { return [] }
+        return try await read { db in
+            var found = Set<String>()
+            for start in stride(from: 0, to: references.count, by: 500) {
+                let chunk = references[start..<min(start + 500, references.count)]
+                found.formUnion(try String.fetchAll(db, sql: "SELECT reference FROM loads WHERE reference IN (\(databaseQuestionMarks(count: chunk.count)))",
+                                                    arguments: StatementArguments(chunk.map(\.databaseValue))))
+            }
+            return found
+        }
+    }
+
     public func reverseLoad(reference: String, at date: Date) async throws -> LoadState {
         let now = Self.seconds(date)
         return try await write { db in

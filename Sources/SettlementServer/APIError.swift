@@ -104,3 +104,34 @@ struct ErrorMiddleware: RouterMiddleware {
         }
     }
 }
+
+/// A path the API serves, asked with a method it does not serve: 405 with an `Allow` header, instead of the router's
+/// 404 (which would say the endpoint does not exist).
+struct MethodMiddleware: RouterMiddleware {
+    typealias Context = SettlementRequestContext
+    /// Each route's method and its path's segments (a capture, `{name}` as the router prints it or `:name`, matches
+    /// any one segment).
+    let routes: [(method: HTTPRequest.Method, segments: [Substring])]
+
+    init(routes: [(HTTPRequest.Method, String)]) {
+        self.routes = routes.map { ($0.0, $0.1.split(separator: "/")) }
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let segments = request.uri.path.split(separator: "/")
+        let matching = routes.filter { route in
+            route.segments.count == segments.count
+                && zip(route.segments, segments).allSatisfy { template, segment in
+                    template.hasPrefix(":") || template.hasPrefix("{") || template == segment
+                }
+        }
+        guard !matching.isEmpty, !matching.contains(where: { $0.method == request.method }) else {
+            return try await next(request, context)
+        }
+        let allowed = Set(matching.map(\.method.rawValue)).sorted().joined(separator: ", ")
+        var response = APIError(.methodNotAllowed, code: "method-not-allowed",
+                                "\(request.uri.path) takes \(allowed), not \(request.method.rawValue): see docs/settlement-api.yaml").response()
+        response.headers[.allow] = allowed
+        return response
+    }
+}

@@ -19,12 +19,22 @@ public struct SettlementServer: Sendable {
         self.now = now
     }
 
-    /// The router: error middleware outermost, then the body cap and request signing, then the routes.
+    /// The router: error middleware outermost, then the method check, the body cap and request signing, then the
+    /// routes.
     public func router() -> Router<SettlementRequestContext> {
+        // A first router only to read the route table back: a known path asked with a method it does not serve is a
+        // 405 naming the methods it does (RFC 9110 §15.5.6), before any signature is checked.
+        let table = Router(context: SettlementRequestContext.self)
+        addRoutes(to: table)
         let router = Router(context: SettlementRequestContext.self)
         router.add(middleware: ErrorMiddleware())
+        router.add(middleware: MethodMiddleware(routes: table.routes.map { ($0.method, $0.path.description) }))
         router.add(middleware: SigningMiddleware(store: store, admins: admins, now: now))
+        addRoutes(to: router)
+        return router
+    }
 
+    private func addRoutes(to router: Router<SettlementRequestContext>) {
         let v1 = router.group("v1")
         v1.get("time") { _, _ in jsonResponse(WireTime(unixTime: unixSeconds(now()), signingWindow: RequestSigning.window)) }
         v1.post("transactions") { _, context in try await upload(context) }
@@ -49,7 +59,6 @@ public struct SettlementServer: Sendable {
         admin.get("reports/daily") { request, _ in try await dailyReport(request) }
         admin.get("reports/cards/:serial/statement") { _, context in try await statement(context) }
         admin.get("reports/flags") { request, _ in try await flags(request) }
-        return router
     }
 
     /// An application listening on `host:port` (port 0: an ephemeral port, reported through `onServerRunning`).
@@ -87,8 +96,15 @@ public struct SettlementServer: Sendable {
     /// confirmed load's counter link then books the record as the same money, once). A record of no online load
     /// (an office load) finds none and is booked as it is.
     private func settleOnlineLoads(_ records: [TerminalRecord], _ terminal: TerminalID) async throws {
-        for record in records where record.kind == .purseLoad {
-            let reference = storeReference(OnlineLoadReference.of(terminal: terminal, sequence: record.terminalSequence), terminal)
+        let loads = records.filter { $0.kind == .purseLoad && $0.outcome != .undetermined }
+        guard !loads.isEmpty else { return }
+        func loadReference(_ record: TerminalRecord) -> String {
+            storeReference(OnlineLoadReference.of(terminal: terminal, sequence: record.terminalSequence), terminal)
+        }
+        // Office loads are purse loads too: only those prepared online have anything to settle.
+        let online = try await store.loadReferences(among: loads.map(loadReference))
+        for record in loads where online.contains(loadReference(record)) {
+            let reference = loadReference(record)
             do {
                 switch record.outcome {
                 case .done:

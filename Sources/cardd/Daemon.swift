@@ -113,14 +113,27 @@ actor Daemon {
         await refreshContext()
     }
 
-    /// The settlement service's offline limits replace the configured ones (they are the campus's, versioned).
+    /// The settlement service's parameters replace the configured ones (they are the campus's, versioned): the offline
+    /// limits, a water controller's unit price, a POS's fixed prices by window name.
     private func apply(_ parameters: TerminalParameters) {
+        // A load station is online only: no offline limit and no fixed price applies to it.
+        guard config.mode != .load else { return }
         let policy = OfflinePolicy(maxDebit: parameters.maxOfflineDebit, maxUnsentCount: parameters.maxUnsentCount,
                                    maxUnsentTotal: parameters.maxUnsentTotal, maxUnsentAge: TimeInterval(parameters.maxUnsentAge),
                                    maxBlacklistAge: TimeInterval(parameters.maxBlacklistAge))
         switch machine {
-        case .pos(var current): current.apply(policy: policy); machine = .pos(current)
-        case .water(var current): current.apply(policy: policy); machine = .water(current)
+        case .pos(var current):
+            current.apply(policy: policy)
+            let changed = current.apply(fixedPrices: parameters.fixedPrices)
+            if !changed.isEmpty { logger.notice("fixed prices from the settlement service", metadata: ["windows": "\(changed)"]) }
+            machine = .pos(current)
+        case .water(var current):
+            current.apply(policy: policy)
+            if !current.apply(unitPrice: parameters.waterUnitPrice) {
+                logger.warning("the settlement service's water unit price is out of range; the configured one stays",
+                               metadata: ["unitPrice": "\(parameters.waterUnitPrice)"])
+            }
+            machine = .water(current)
         case .settle(var current): current.apply(policy: policy); machine = .settle(current)
         }
     }

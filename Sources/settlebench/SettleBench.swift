@@ -9,7 +9,7 @@ struct SettleBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "settlebench",
         abstract: "Settlement service benchmarks (figures only).",
-        subcommands: [Ingest.self]
+        subcommands: [Ingest.self, Upload.self]
     )
 }
 
@@ -99,6 +99,18 @@ struct Ingest: AsyncParsableCommand {
         }
     }
 
+    /// The workload's terminals (all with `secret`) and cards, each card on an account of its own.
+    static func prepare(_ store: any SettlementStore, _ workload: Workload, secret: [UInt8]) async throws {
+        let start = Date(timeIntervalSince1970: 1_750_000_000)
+        for terminal in workload.terminalIDs {
+            try await store.putTerminal(TerminalInfo(id: terminal, merchant: "canteen-\(terminal.rawValue % 5)", secret: secret))
+        }
+        for card in workload.cardList {
+            let account = try await store.openAccount(name: "holder \(card.serial)", initialBalance: 100_000, at: start)
+            _ = try await store.issueCard(serial: card.serial, uid: card.uid, accountID: account.id, at: start)
+        }
+    }
+
     func pad(_ value: Double, _ width: Int) -> String {
         let text = String(Int(value.rounded()))
         return String(repeating: " ", count: max(0, width - text.count)) + text
@@ -120,13 +132,7 @@ struct Ingest: AsyncParsableCommand {
     func run(_ backend: any IngestBackend, _ workload: Workload) async throws -> Result {
         let store = try await backend.makeStore()
         let start = Date(timeIntervalSince1970: 1_750_000_000)
-        for terminal in workload.terminalIDs {
-            try await store.putTerminal(TerminalInfo(id: terminal, merchant: "canteen-\(terminal.rawValue % 5)", secret: Array(repeating: 7, count: 32)))
-        }
-        for card in workload.cardList {
-            let account = try await store.openAccount(name: "holder \(card.serial)", initialBalance: 100_000, at: start)
-            _ = try await store.issueCard(serial: card.serial, uid: card.uid, accountID: account.id, at: start)
-        }
+        try await Self.prepare(store, workload, secret: Array(repeating: 7, count: 32))
         let clock = ContinuousClock()
         var counts: [RecordAck.Booking: Int] = [:]
         let ledgerTime = try await clock.measure {

@@ -207,6 +207,20 @@ extension Array where Element == PosMachine.Action {
         #expect(later.handle(.cardArrived("04A1"), now: at(-3 * 3_600)).effects == [.tap("04A1")])
     }
 
+    @Test func theServicesFixedPricesReplaceAWindowsPriceByName() {
+        let lunch = PriceWindow(name: "lunch", start: 11 * 60, end: 13 * 60, price: Fen(800))
+        var pos = machine(windows: [Self.breakfast, lunch])
+        // Only the named window changes; an unknown name and a price of zero change nothing.
+        let changed = pos.apply(fixedPrices: ["breakfast": Fen(400), "dinner": Fen(900), "lunch": .zero])
+        #expect(changed == ["breakfast"])
+        #expect(pos.configuration.windows.map(\.price) == [Fen(400), Fen(800)])
+        let morning = at(-5 * 3_600 + 30 * 60)  // 07:30 UTC
+        #expect(pos.handle(.cardArrived("04A1"), now: morning).debits == [.debit("04A1", amount: Fen(400), pin: nil, for: .window(name: "breakfast"))])
+        // The same parameters again change nothing.
+        let again = pos.apply(fixedPrices: ["breakfast": Fen(400)])
+        #expect(again.isEmpty)
+    }
+
     @Test func anArmedSaleTakesPrecedenceOverTheWindow() {
         var pos = machine(windows: [Self.breakfast])
         let morning = at(-4 * 3_600)  // 08:00 UTC

@@ -114,6 +114,29 @@ struct WaterRig {
         #expect(rig.log.compactMap { if case .debitUnit(_, _, let unit) = $0 { unit } else { nil } } == [1, 2])
     }
 
+    @Test func aNewTariffAppliesFromTheNextSessionNotToTheRunningOne() {
+        var rig = WaterRig()
+        rig.startSession()
+        let taken = rig.machine.apply(unitPrice: Fen(8))
+        #expect(taken)
+        // The running session keeps 0.05 a unit.
+        #expect(rig.send(.pulses(7), 1).effects == [.debitUnit("04A1", amount: Fen(5), unit: 2)])
+        rig.send(.debitFinished("04A1", .done(balance: Fen(990), warnings: [])), 1.5)
+        rig.send(.cardLeft("04A1"), 2)
+        // The next session pays 0.08; a wallet under it is refused.
+        #expect(rig.send(.cardArrived("04B2"), 10).effects == [.checkCard("04B2")])
+        #expect(rig.send(.checkFinished("04B2", .card(WaterCardFacts(balance: Fen(1_000)))), 10).effects == [.debitUnit("04B2", amount: Fen(8), unit: 1)])
+        rig.send(.debitFinished("04B2", .done(balance: Fen(992), warnings: [])), 10)
+        rig.send(.cardLeft("04B2"), 11)
+        #expect(rig.send(.cardArrived("04C3"), 20).effects == [.checkCard("04C3")])
+        let poor = rig.send(.checkFinished("04C3", .card(WaterCardFacts(balance: Fen(7)))), 20)
+        #expect(poor.effects.allSatisfy { if case .debitUnit = $0 { false } else { true } })
+        // A price of zero or above the wallet's cap is not taken.
+        let zero = rig.machine.apply(unitPrice: .zero), tooMuch = rig.machine.apply(unitPrice: Fen(10_001))
+        #expect(!zero && !tooMuch)
+        #expect(rig.machine.configuration.unitPrice == Fen(8))
+    }
+
     @Test func theValveClosesWhenPaidPulsesRunOutBeforeTheDebitAndReopensAfter() {
         var rig = WaterRig()
         rig.startSession()

@@ -99,6 +99,8 @@ actor MemoryStore: SettlementStore {
         try move(reference, to: .confirmed, refusedAfter: .reversed, at: date)
     }
 
+    func loadReferences(among references: [String]) -> Set<String> { Set(references.filter { loads[$0] != nil }) }
+
     func reverseLoad(reference: String, at date: Date) throws -> LoadState {
         try move(reference, to: .reversed, refusedAfter: .confirmed, at: date)
     }

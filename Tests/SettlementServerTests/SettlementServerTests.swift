@@ -314,9 +314,16 @@ struct SettlementServerTests {
             let missing = try await server.terminal(.GET, "/v1/nothing-here")
             #expect(missing.status == 404)
             #expect(missing.code == "not-found")
+            // A served path with another method: 405 naming the methods it takes, signed or not, and nothing runs.
             let wrongMethod = try await server.terminal(.DELETE, "/v1/transactions")
-            #expect([404, 405].contains(wrongMethod.status))
-            #expect(wrongMethod.code != nil)
+            #expect(wrongMethod.status == 405 && wrongMethod.code == "method-not-allowed", "\(wrongMethod.status) \(wrongMethod.message)")
+            #expect(wrongMethod.message.contains("POST"))
+            let unsigned = try await server.send(.GET, "/v1/loads/load-1/confirm", key: nil)
+            #expect(unsigned.status == 405 && unsigned.message.contains("POST"), "\(unsigned.status) \(unsigned.message)")
+            let adminWrong = try await server.admin(.PUT, "/v1/admin/cards/1001/lost")
+            #expect(adminWrong.status == 405)
+            // One segment too many is no endpoint at all.
+            #expect(try await server.admin(.POST, "/v1/admin/cards/1001/lost/again").status == 404)
         }
     }
 }

@@ -364,6 +364,8 @@ import Testing
             #expect(try await store.prepareLoad(reference: "L-1", terminal: f.office, cardSerial: 1001, amount: 2000, balanceBefore: 5000,
                                                 counterBefore: 10, at: t0.addingTimeInterval(5)) == prepared)
             #expect(try await store.rowCounts() == counts)
+            #expect(try await store.loadReferences(among: ["L-0", "L-1", "L-2"]) == ["L-1"])
+            #expect(try await store.loadReferences(among: []).isEmpty)
             try await expectRefused(.conflict, by: store) {
                 _ = try await store.prepareLoad(reference: "L-1", terminal: f.office, cardSerial: 1001, amount: 2001, balanceBefore: 5000, counterBefore: 10, at: t0)
             }
