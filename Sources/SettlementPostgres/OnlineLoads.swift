@@ -76,7 +76,7 @@ extension PostgresSettlementStore {
                 break
             }
             guard load.balanceBefore + load.amount == balanceAfter else {
-                throw SettlementError(.badRequest, "load \(reference): the card shows \(balanceAfter), not \(load.balanceBefore) + \(load.amount): re-read the card; confirm only a load the card carries")
+                throw SettlementError(.conflict, "load \(reference): the card shows \(balanceAfter), not \(load.balanceBefore) + \(load.amount): re-read the card; confirm only a load the card carries")
             }
             let uids = try await connection.query("SELECT uid FROM cards WHERE serial = \(Int64(load.cardSerial))", logger: self.logger)
             var uid: String?

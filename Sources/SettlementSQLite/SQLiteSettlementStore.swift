@@ -352,7 +352,7 @@ public final class SQLiteSettlementStore: SettlementStore {
                 break
             }
             guard load.balanceBefore + load.amount == balanceAfter else {
-                throw SettlementError(.badRequest, "load \(reference): the card shows \(balanceAfter), not \(load.balanceBefore) + \(load.amount): re-read the card; confirm only a load the card carries")
+                throw SettlementError(.conflict, "load \(reference): the card shows \(balanceAfter), not \(load.balanceBefore) + \(load.amount): re-read the card; confirm only a load the card carries")
             }
             guard let card = try Self.fetchCard(db, whereSQL: "c.serial = ?", Int64(load.cardSerial)) else {
                 throw SettlementError(.storage, "load \(reference)'s card \(load.cardSerial) vanished from the store")

@@ -184,7 +184,7 @@ enum Check {
         guard parts.count == 3, parts[0].count == 4, parts[1].count == 2, parts[2].count == 2,
               parts.allSatisfy({ $0.utf8.allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) } }),
               let year = Int(parts[0]), let month = Int(parts[1]), let day = Int(parts[2]),
-              year >= 1970, (1...12).contains(month) else { throw APIError.badRequest(message) }
+              year >= 1, (1...12).contains(month) else { throw APIError.badRequest(message) }
         let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
         let days = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][month - 1]
         guard (1...days).contains(day) else { throw APIError.badRequest(message) }
@@ -242,7 +242,7 @@ struct WireRecord: Decodable {
         let at = "records[\(index)]"
         let id = try Check.terminalID(terminalID, "\(at).terminalID")
         guard id == terminal else {
-            throw APIError.badRequest("\(at).terminalID is \(id) but the request is signed by terminal \(terminal): a terminal uploads only its own records")
+            throw APIError.forbidden("\(at).terminalID is \(id) but the request is signed by terminal \(terminal): a terminal uploads only its own records")
         }
         guard let kind = TransactionIntent.Kind(rawValue: kind) else {
             throw APIError.badRequest("\(at).kind is not one of \(TransactionIntent.Kind.allCases.map(\.rawValue).joined(separator: ", "))")

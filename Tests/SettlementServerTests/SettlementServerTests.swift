@@ -132,7 +132,6 @@ struct SettlementServerTests {
                 return ["records": [r]]
             }
             let cases: [(String, Any)] = [
-                ("records[0].terminalID", with { $0["terminalID"] = 8 }),
                 ("records[0].terminalID", with { $0["terminalID"] = 0 }),
                 ("records[0].terminalSequence", with { $0["terminalSequence"] = -1 }),
                 ("records[0].terminalSequence", with { $0["terminalSequence"] = 4_294_967_296 }),
@@ -162,6 +161,9 @@ struct SettlementServerTests {
                 ("records", ["batch": [Any]()]),
                 ("terminalSequence 100", ["records": [record(sequence: 100), record(sequence: 100)]]),
             ]
+            // Another terminal's record: well formed, but not this terminal's to upload.
+            let foreign = try await server.terminal(.POST, "/v1/transactions", json: with { $0["terminalID"] = 8 })
+            #expect(foreign.status == 403 && foreign.code == "forbidden" && foreign.message.contains("records[0].terminalID"), "\(foreign.status) \(foreign.message)")
             for (field, json) in cases {
                 let reply = try await server.terminal(.POST, "/v1/transactions", json: json)
                 #expect(reply.status == 400, "\(field): \(reply.status) \(reply.message)")

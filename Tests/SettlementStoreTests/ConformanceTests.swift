@@ -369,7 +369,7 @@ import Testing
             try await expectRefused(.conflict, by: store) {
                 _ = try await store.prepareLoad(reference: "L-1", terminal: f.office, cardSerial: 1001, amount: 2001, balanceBefore: 5000, counterBefore: 10, at: t0)
             }
-            try await expectRefused(.badRequest, by: store) { _ = try await store.confirmLoad(reference: "L-1", balanceAfter: 6999, counterAfter: 11, at: t0) }
+            try await expectRefused(.conflict, by: store) { _ = try await store.confirmLoad(reference: "L-1", balanceAfter: 6999, counterAfter: 11, at: t0) }
             let confirmed = try await store.confirmLoad(reference: "L-1", balanceAfter: 7000, counterAfter: 11, at: t0.addingTimeInterval(10))
             #expect(confirmed.phase == .confirmed)
             #expect(try await store.card(serial: 1001).map { [$0.purseMirror.rawValue, Int($0.purseCounter ?? 0)] } == [7000, 11])
