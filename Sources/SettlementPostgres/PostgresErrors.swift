@@ -32,6 +32,10 @@ enum PostgresFailure {
             return SettlementError(.unavailable, "\(what): lost a race with a concurrent request too often: retry the request")
         }
         guard let error = error as? PSQLError else {
+            // postgres-nio's pool gives up on a connection it could not make (its type is in an underscored module).
+            if String(describing: type(of: error)) == "ConnectionPoolError" {
+                return SettlementError(.unavailable, "\(what): no connection to PostgreSQL could be made (\(error)): check that the server is up and the URL's host, port and credentials")
+            }
             return SettlementError(.storage, "\(what): unexpected storage error (\(type(of: error))): see the service log")
         }
         switch error.code {

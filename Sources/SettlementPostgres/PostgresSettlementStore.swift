@@ -26,7 +26,11 @@ public final class PostgresSettlementStore: SettlementStore, Service {
 
     /// A store on `configuration`'s database. Nothing connects before `run()`.
     public init(configuration: PostgresClient.Configuration, requestTimeout: Duration = .seconds(30), logger: Logger) {
-        client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        // The pool logs every failed connection attempt at info, several a second while the server is down: keep
+        // its warnings and errors; the store's own errors say what failed.
+        var poolLogger = logger
+        poolLogger.logLevel = max(logger.logLevel, .warning)
+        client = PostgresClient(configuration: configuration, backgroundLogger: poolLogger)
         self.requestTimeout = requestTimeout
         self.logger = logger
     }
@@ -60,7 +64,9 @@ public final class PostgresSettlementStore: SettlementStore, Service {
     /// Creates or updates the schema (idempotent; safe with several instances starting at once).
     public func migrate() async throws {
         do {
-            try await Migrations.apply(on: client, logger: logger)
+            // Under the request deadline: an unreachable server is a typed `unavailable`, not a start that hangs
+            // while the pool retries its connection for ever.
+            try await withDeadline(requestTimeout, "migrate") { [client, logger] in try await Migrations.apply(on: client, logger: logger) }
         } catch {
             throw PostgresFailure.map(error, "migrate")
         }

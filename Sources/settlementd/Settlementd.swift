@@ -23,12 +23,15 @@ struct Settlementd: AsyncParsableCommand {
 
     @Option(help: "The SQLite database (created when missing). The default store.") var db: String?
     @Option(help: "A PostgreSQL URL (postgres://USER@HOST:PORT/DB) instead of SQLite.") var postgres: String?
+    @Option(help: "With --postgres: seconds one database request may take, waiting for a connection included, before it fails (503; at start: exit 69).")
+    var requestTimeout = 30
     @Option(help: "HOST:PORT to listen on (port 0: any free port; the chosen one is printed).") var listen = "127.0.0.1:8780"
     @Option(help: "The admin clients' secrets, one NAME:HEX line each; must not be readable by other users.") var adminKeyFile: String
 
     func validate() throws {
         if db != nil, postgres != nil { throw ValidationError("give --db PATH or --postgres URL, not both") }
         if db == nil, postgres == nil { throw ValidationError("give --db PATH (SQLite) or --postgres URL") }
+        if !(1...600).contains(requestTimeout) { throw ValidationError("--request-timeout must be 1–600 seconds") }
         _ = try ListenAddress(listen)
     }
 
@@ -47,7 +50,7 @@ struct Settlementd: AsyncParsableCommand {
         }
         let opened: OpenedStore
         do {
-            opened = try await OpenedStore.open(db: db, postgres: postgres, logger: logger)
+            opened = try await OpenedStore.open(db: db, postgres: postgres, requestTimeout: .seconds(requestTimeout), logger: logger)
         } catch {
             printError("settlementd: \(error)")
             throw ExitCode(70)
@@ -58,7 +61,13 @@ struct Settlementd: AsyncParsableCommand {
             // One line on stdout for scripts that started us on port 0.
             FileHandle.standardOutput.write(Data("settlementd \(BuildInfo.version) listening on \(address.host):\(port) (\(opened.description))\n".utf8))
         })
-        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+        do {
+            try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+        } catch let error as SettlementError {
+            // The store failed before the server took requests (PostgreSQL unreachable, a migration refused).
+            printError("settlementd: \(opened.description): \(error.message)")
+            throw ExitCode(error.code == .unavailable ? 69 : 70)
+        }
     }
 }
 

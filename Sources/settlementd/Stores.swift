@@ -13,9 +13,9 @@ struct OpenedStore {
     /// Runs once the services started, before the server accepts requests (migrations).
     var prepare: (@Sendable () async throws -> Void)?
 
-    static func open(db: String?, postgres: String?, logger: Logger) async throws -> OpenedStore {
+    static func open(db: String?, postgres: String?, requestTimeout: Duration, logger: Logger) async throws -> OpenedStore {
         if let postgres {
-            let store = try PostgresSettlementStore(url: postgres, logger: logger)
+            let store = try PostgresSettlementStore(url: postgres, requestTimeout: requestTimeout, logger: logger)
             return OpenedStore(store: store, services: [store], description: "PostgreSQL \(redacted(postgres))",
                                prepare: { try await store.migrate() })
         }
