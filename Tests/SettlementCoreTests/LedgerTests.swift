@@ -121,6 +121,10 @@ func book(status: CardStatus = .active, issued: Bool = true) -> CardBook {
         var load = record(.purseLoad, amount: 250, before: 1000, counter: 4)
         load.balanceAfter = 750  // a load that lowered the balance
         #expect(Ledger.apply(load, merchant: "m", to: &card).flags == ["amount-mismatch"])
+        // A debit of a negative amount: its figures add up, but the card's balance rose.
+        let negative = Ledger.apply(record(.purseDebit, amount: -250, before: 1000, counter: 4, sequence: 3), merchant: "m", to: &card)
+        #expect(negative.booking == .flagged && negative.flags == ["amount-mismatch"] && negative.movements.isEmpty)
+        #expect(card.purse.window.highest == nil && card.card?.purseMirror == 0 && card.card?.purseCounter == nil)
     }
 
     @Test func counterRepeatStaleGapAndLateUpload() {
@@ -197,6 +201,27 @@ func book(status: CardStatus = .active, issued: Bool = true) -> CardBook {
         #expect(late.booking == .nothing && late.movements.isEmpty && other.purse.pending.isEmpty)
     }
 
+    @Test func undeterminedStaysPendingWhenTheReadsDoNotContinueItsBalance() {
+        let torn = record(.purseDebit, amount: 300, before: 1000, counter: 7, outcome: .undetermined, sequence: 1)
+        // The next counter, but not with the balance the torn debit would leave (700): it does not decide it done.
+        let next = record(.purseDebit, amount: 100, before: 900, counter: 8, sequence: 2)
+        // The torn record's own counter, but with another balance than it read: it does not decide it undone either.
+        let sameCounter = record(.purseDebit, amount: 100, before: 950, counter: 7, outcome: .notDone, sequence: 3)
+        var card = book()
+        #expect(Ledger.apply(torn, merchant: "m", to: &card).booking == .pending)
+        let decision = Ledger.apply(next, merchant: "m", to: &card)
+        #expect(decision.booking == .booked && decision.decided.isEmpty && decision.movements.map(\.amount) == [100])
+        #expect(Ledger.apply(sameCounter, merchant: "m", to: &card).decided.isEmpty)
+        #expect(card.purse.pending.map(\.terminalSequence) == [1])
+        #expect(card.card?.purseMirror == 800 && card.card?.purseCounter == 9)
+        // The other order: the torn record arrives after both reads and stays pending, booking nothing.
+        var other = book()
+        _ = Ledger.apply(next, merchant: "m", to: &other)
+        _ = Ledger.apply(sameCounter, merchant: "m", to: &other)
+        let late = Ledger.apply(torn, merchant: "m", to: &other)
+        #expect(late.booking == .pending && late.movements.isEmpty && other.purse.pending.count == 1)
+    }
+
     @Test func undeterminedLeftUnresolvedIsFlaggedOnceAndStaysPending() {
         let torn = record(.purseDebit, amount: 300, before: 1000, counter: 7, outcome: .undetermined, sequence: 1)
         var card = book()
@@ -224,6 +249,23 @@ func book(status: CardStatus = .active, issued: Bool = true) -> CardBook {
         var other = book()
         _ = Ledger.apply(record(.purseLoad, amount: 5000, before: 1000, counter: 2), merchant: "office", to: &other)
         #expect(Ledger.confirmOnlineLoad(reference: "L1", amount: 5000, balanceAfter: 6000, counterAfter: 3, in: &other))
+        // An uploaded load of another amount at the online load's counter is not that load: a repeated counter.
+        var third = book()
+        _ = Ledger.confirmOnlineLoad(reference: "L1", amount: 5000, balanceAfter: 6000, counterAfter: 3, in: &third)
+        let odd = Ledger.apply(record(.purseLoad, amount: 4000, before: 2000, counter: 2), merchant: "office", to: &third)
+        #expect(odd.booking == .flagged && odd.flags == ["counter-repeat"] && odd.movements.isEmpty)
+    }
+
+    @Test func aLateOnlineLoadConfirmationLeavesTheMirrorAtTheNewestCounter() {
+        // Loaded online to counter 3, then spent twice; the sales are uploaded before the load's confirmation arrives.
+        var card = book()
+        _ = Ledger.apply(record(.purseDebit, amount: 100, before: 6000, counter: 3, sequence: 1), merchant: "m", to: &card)
+        _ = Ledger.apply(record(.purseDebit, amount: 100, before: 5900, counter: 4, sequence: 2), merchant: "m", to: &card)
+        #expect(card.card?.purseMirror == 5800 && card.card?.purseCounter == 5)
+        let already = Ledger.confirmOnlineLoad(reference: "L1", amount: 5000, balanceAfter: 6000, counterAfter: 3, in: &card)
+        #expect(!already)
+        #expect(card.card?.purseMirror == 5800 && card.card?.purseCounter == 5)
+        #expect(card.purse.window.position(of: 3) == .repeated)
     }
 
     @Test func waterResetStartsTheWaterWindowAfresh() {
@@ -262,6 +304,41 @@ func book(status: CardStatus = .active, issued: Bool = true) -> CardBook {
         var c = a
         c.cardUID = "a1b2c3d4"  // the UID's case is not content
         #expect(a.contentDigest == c.contentDigest)
+    }
+
+    @Test func everyFieldIsContent() {
+        let base = TerminalRecord(terminalID: 3, terminalSequence: 9, kind: .waterSettle, cardUID: "A1B2C3D4", cardSerial: 1001, amount: 500,
+                                  balanceBefore: 795, counterBefore: 21, consumption: 120, referenceBefore: 40, settlementReference: 41,
+                                  outcome: .done, balanceAfter: 1295, counterAfter: 22, createdAt: Date(timeIntervalSince1970: 1_750_000_000))
+        let changes: [(String, (inout TerminalRecord) -> Void)] = [
+            ("terminalID", { $0.terminalID = 4 }), ("terminalSequence", { $0.terminalSequence = 10 }), ("kind", { $0.kind = .waterRefund }),
+            ("cardUID", { $0.cardUID = "A1B2C3D5" }), ("cardSerial", { $0.cardSerial = 1002 }), ("no cardSerial", { $0.cardSerial = nil }),
+            ("amount", { $0.amount = 501 }), ("balanceBefore", { $0.balanceBefore = 796 }), ("counterBefore", { $0.counterBefore = 20 }),
+            ("consumption", { $0.consumption = 121 }), ("no consumption", { $0.consumption = nil }),
+            ("referenceBefore", { $0.referenceBefore = 39 }), ("no referenceBefore", { $0.referenceBefore = nil }),
+            ("settlementReference", { $0.settlementReference = 42 }), ("no settlementReference", { $0.settlementReference = nil }),
+            ("outcome", { $0.outcome = .undetermined }), ("balanceAfter", { $0.balanceAfter = 1294 }), ("no balanceAfter", { $0.balanceAfter = nil }),
+            ("counterAfter", { $0.counterAfter = 23 }), ("no counterAfter", { $0.counterAfter = nil }),
+            ("createdAt", { $0.createdAt = Date(timeIntervalSince1970: 1_750_000_001) }),
+        ]
+        var digests: [String: String] = [base.contentDigest: "base"]
+        for (name, change) in changes {
+            var changed = base
+            change(&changed)
+            let digest = changed.contentDigest
+            #expect(digests[digest] == nil, "changing \(name) gives the digest of \(digests[digest] ?? "")")
+            digests[digest] = name
+        }
+    }
+}
+
+/// The uplink marks a record acknowledged (and later prunes it) only on `accepted` or `duplicate`.
+@Suite struct RecordAckTests {
+    @Test func onlyAcceptedAndDuplicateAcknowledge() {
+        let acknowledging = RecordAck.Status.allCases.filter {
+            RecordAck(terminalSequence: 1, status: $0, booking: .booked, receivedAt: Date(timeIntervalSince1970: 0)).acknowledges
+        }
+        #expect(acknowledging == [.accepted, .duplicate])
     }
 }
 

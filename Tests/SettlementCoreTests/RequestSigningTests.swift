@@ -53,6 +53,15 @@ import Testing
         await #expect(throws: RequestSigning.Refusal.badSignature) { _ = try await verify(other) }
     }
 
+    @Test func anUnknownCallerIsRefusedWhateverSecretItSignsWith() async throws {
+        // terminal:13 has no secret: signing with none (the empty key) must not pass as the secret it lacks.
+        for secret in [[], Array(repeating: UInt8(0), count: 32)] as [[UInt8]] {
+            let headers = Dictionary(uniqueKeysWithValues: RequestSigning.headers(key: .terminal(13), secret: secret, method: "POST",
+                                                                                  pathAndQuery: "/v1/terminals/12/records", body: body, now: now))
+            await #expect(throws: RequestSigning.Refusal.badSignature) { _ = try await verify(headers) }
+        }
+    }
+
     @Test func staleTimestampsAreRefused() async throws {
         let window = TimeInterval(RequestSigning.window)
         await #expect(throws: RequestSigning.Refusal.staleTimestamp(skew: -(RequestSigning.window + 1))) {

@@ -26,6 +26,8 @@ import Testing
             let again = try await store.ingest(batch.reversed(), from: f.terminal, at: t0.addingTimeInterval(120))
             #expect(again.map(\.status) == [.duplicate, .duplicate])
             #expect(again.map(\.terminalSequence) == [2, 1])
+            // The terminal marks a duplicate acknowledged too (the first answer was lost on the way back).
+            #expect(again.allSatisfy { $0.acknowledges })
             for (original, repeated) in zip(acks.reversed(), again) {
                 #expect(repeated.booking == original.booking && repeated.flags == original.flags && repeated.receivedAt == original.receivedAt)
             }
