@@ -53,6 +53,19 @@ import Testing
         await #expect(throws: RequestSigning.Refusal.badSignature) { _ = try await verify(other) }
     }
 
+    @Test func everyDigitOfTheSignatureCounts() async throws {
+        // Deterministic (the other signatures differ from the right one in random digits: a compare that skipped some
+        // digits would pass them now and then).
+        let headers = signed()
+        let given = Array(headers[RequestSigning.signatureHeader]!)
+        for index in 3..<given.count {
+            var changed = given
+            changed[index] = given[index] == "0" ? "1" : "0"
+            let tampered = headers.merging([RequestSigning.signatureHeader: String(changed)]) { $1 }
+            await #expect(throws: RequestSigning.Refusal.badSignature, "digit \(index)") { _ = try await verify(tampered) }
+        }
+    }
+
     @Test func anUnknownCallerIsRefusedWhateverSecretItSignsWith() async throws {
         // terminal:13 has no secret: signing with none (the empty key) must not pass as the secret it lacks.
         for secret in [[], Array(repeating: UInt8(0), count: 32)] as [[UInt8]] {
