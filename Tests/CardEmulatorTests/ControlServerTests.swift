@@ -89,10 +89,10 @@ import Glibc
         defer { server.stop() }
         let client = try RawClient(server.path)
         client.send(Array("stat".utf8))
-        let started = ContinuousClock.now
+        // The error line itself shows the 200 ms request timeout fired (a client left waiting gets nothing for 3 s);
+        // no wall-clock bound here: under a loaded parallel run the answer once took 2.0 s to arrive.
         let answer = client.answer()
         #expect(answer?.hasPrefix("error: no complete request line within") == true, "\(answer ?? "no answer within 3 s")")
-        #expect(ContinuousClock.now - started < .seconds(2))
         #expect(try ControlClient.send("status", to: server.path, timeout: .seconds(3)).hasPrefix("ok "))
     }
 
