@@ -108,7 +108,10 @@ import TestSupport
         } catch let error as PCSCError {
             #expect(error.transportFailure == .cardRemoved, "got \(error.name)")
         }
-        // The card comes back with its memory; a new connection works.
+        // The card comes back with its memory; a new connection works. pcscd must first have seen it leave (it polls
+        // vpcd every 400 ms): a card put back before that is, to pcscd, still the old powered card, and the next
+        // transmit fails (HardwareNotes, "A vpcd card taken off and put back within about a second").
+        try card.waitForPcscd(present: false)
         #expect(card.reader.reinsert())
         #expect(card.link.waitUntilConnected())
         try card.waitForPcscd(present: true)
