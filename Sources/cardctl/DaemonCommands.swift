@@ -64,8 +64,11 @@ struct DaemonCommand: ParsableCommand {
                 if let fault = line["fault"] { print("fault: \(fault)") }
                 if let last = line["lastTap"] as? [String: Any] { print("last tap: \(last["at"] ?? "?") card \(last["card"] ?? "?"): \(last["result"] ?? "?")") }
                 if let uplink = line["uplink"] as? [String: Any] {
+                    // Said of the last finished pass: while one runs ("syncing"), the service may already be gone,
+                    // which only its end (a request timeout) shows.
                     let state = uplink["lastError"] == nil && uplink["lastSuccessAt"] != nil ? "online" : "offline"
-                    print("uplink: \(uplink["url"] ?? "?") \(state) (\(uplink["state"] ?? "?")), last success \(uplink["lastSuccessAt"] ?? "never"), clock skew \(uplink["clockSkewSeconds"].map { "\($0) s" } ?? "unknown")")
+                    let now = uplink["state"] as? String == "syncing" ? "syncing since \(uplink["lastAttemptAt"] ?? "?")" : "\(uplink["state"] ?? "?")"
+                    print("uplink: \(uplink["url"] ?? "?") \(state) at the last pass (\(now)), last success \(uplink["lastSuccessAt"] ?? "never"), clock skew \(uplink["clockSkewSeconds"].map { "\($0) s" } ?? "unknown")")
                     if let error = uplink["lastError"] { print("uplink error: \(error)") }
                     if let conflicts = uplink["conflicts"] as? [Any], !conflicts.isEmpty { print("uplink conflicts (held for an operator): sequences \(conflicts.map { "\($0)" }.joined(separator: ", "))") }
                 } else {
