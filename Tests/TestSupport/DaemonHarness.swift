@@ -131,7 +131,8 @@ public final class DaemonHarness: @unchecked Sendable {
     /// Puts the card on the reader or takes it off (the emulator's control socket).
     public func card(present: Bool) throws {
         try Self.check(emulator.ctl(present ? "insert" : "remove"))
-        try EmulatorProcess.waitForPcscd(reader: emulator.readerName, present: present)
+        // cardd may hold the card: never reset it under its session.
+        try EmulatorProcess.waitForPcscd(reader: emulator.readerName, present: present, resetting: false)
     }
 
     /// One raw request line on a fresh connection; the answer lines until the one with "ok" or "error".

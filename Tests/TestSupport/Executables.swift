@@ -69,21 +69,32 @@ public final class EmulatorProcess: @unchecked Sendable {
         try? FileManager.default.removeItem(at: directory)
     }
 
-    /// Waits until a card on `reader` answers a connect (or none does), asking through pyscard's SCardConnect in
-    /// shared mode and leaving the card as it was on SCardDisconnect. pyscard's high-level connection resets the card
-    /// when it lets go, and a program already holding it (cardd) then got SCARD_W_RESET_CARD mid-sale; a status
-    /// query alone is not enough either: right after a card is put back pcscd may still report the old, gone card.
-    public static func waitForPcscd(reader: String, present: Bool, timeout: TimeInterval = 5) throws {
+    /// Waits until a card on `reader` answers a connect (or none does), through pyscard. `resetting` (the default,
+    /// for set-up, when no program of ours holds the card): pyscard's high-level connection, which resets the card
+    /// when it lets go (its default disposition is SCARD_UNPOWER_CARD), so the card starts powered afresh — after
+    /// BacklogFaultTests' kills the next emulator's card was never seen without it. Not resetting (`card(present:)`
+    /// of a running cardd): the low-level SCardConnect(SHARED) + SCardDisconnect(SCARD_LEAVE_CARD), because a reset
+    /// under cardd's session made its sale fail with SCARD_W_RESET_CARD (CI, 2026-11-30).
+    public static func waitForPcscd(reader: String, present: Bool, timeout: TimeInterval = 5, resetting: Bool = true) throws {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            let result = run("/usr/bin/python3", ["-c", """
+            let script = resetting ? """
+                from smartcard.System import readers
+                r = [x for x in readers() if str(x) == "\(reader)"][0]
+                c = r.createConnection()
+                try:
+                    c.connect(); print("present")
+                except Exception:
+                    print("absent")
+                """ : """
                 from smartcard.scard import *
                 hr, context = SCardEstablishContext(SCARD_SCOPE_USER)
                 hr, card, protocol = SCardConnect(context, "\(reader)", SCARD_SHARE_SHARED, SCARD_PROTOCOL_T0 | SCARD_PROTOCOL_T1)
                 print("present" if hr == SCARD_S_SUCCESS else "absent")
                 if hr == SCARD_S_SUCCESS: SCardDisconnect(card, SCARD_LEAVE_CARD)
                 SCardReleaseContext(context)
-                """])
+                """
+            let result = run("/usr/bin/python3", ["-c", script])
             if result.stdout.contains(present ? "present" : "absent") { return }
             Thread.sleep(forTimeInterval: 0.1)
         }
