@@ -24,11 +24,20 @@ public final class TerminalStore: TerminalJournal, Sendable {
         public var busyTimeout: TimeInterval
         /// Create the file (and its directory) when missing; else refuse with `cannotOpen`.
         public var createIfMissing: Bool
+        /// SQLite's page cache per connection (KiB). SQLite's default, 2,000 KiB for each of the writer and up to
+        /// `maximumReaders` readers, grew cardd's resident memory with its journal (0.38 KiB a tap) until full; a tap
+        /// reads a few B-tree pages, and the kernel's page cache keeps the file's pages anyway.
+        public var pageCacheKiB: Int
+        /// Reader connections at most (a terminal reads rarely: status, upload, export).
+        public var maximumReaders: Int
 
-        public init(minimumFreeBytes: Int64 = 4 << 20, busyTimeout: TimeInterval = 5, createIfMissing: Bool = true) {
+        public init(minimumFreeBytes: Int64 = 4 << 20, busyTimeout: TimeInterval = 5, createIfMissing: Bool = true,
+                    pageCacheKiB: Int = 256, maximumReaders: Int = 2) {
             self.minimumFreeBytes = minimumFreeBytes
             self.busyTimeout = busyTimeout
             self.createIfMissing = createIfMissing
+            self.pageCacheKiB = pageCacheKiB
+            self.maximumReaders = maximumReaders
         }
     }
 
@@ -53,6 +62,12 @@ public final class TerminalStore: TerminalJournal, Sendable {
         configuration.label = "TerminalStore"
         configuration.foreignKeysEnabled = true
         configuration.busyMode = .timeout(options.busyTimeout)
+        configuration.maximumReaderCount = max(1, options.maximumReaders)
+        let cacheKiB = max(64, options.pageCacheKiB)
+        configuration.prepareDatabase { db in
+            // Negative: a size in KiB, whatever the page size.
+            try db.execute(sql: "PRAGMA cache_size = -\(cacheKiB)")
+        }
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
         } catch {

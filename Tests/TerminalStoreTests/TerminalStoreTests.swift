@@ -26,6 +26,19 @@ import Testing
         #expect(try store.pool.writeWithoutTransaction { try Bool.fetchOne($0, sql: "PRAGMA foreign_keys") } == true)
     }
 
+    /// cardd's resident memory grew with its journal through SQLite's default 2,000 KiB cache per connection: every
+    /// connection of the pool, the writer and the readers, gets the bounded cache.
+    @Test func everyConnectionHasTheBoundedPageCache() throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let store = try TerminalStore(path: directory.store, options: .init(pageCacheKiB: 300))
+        #expect(try store.pool.writeWithoutTransaction { try Int.fetchOne($0, sql: "PRAGMA cache_size") } == -300)
+        #expect(try store.pool.read { try Int.fetchOne($0, sql: "PRAGMA cache_size") } == -300)
+        #expect(store.pool.configuration.maximumReaderCount == 2)
+        let defaults = try TerminalStore(path: directory.path + "/defaults.sqlite")
+        #expect(try defaults.pool.read { try Int.fetchOne($0, sql: "PRAGMA cache_size") } == -256)
+    }
+
     @Test func reopeningKeepsEntriesOutcomesQueueAndTheSequence() throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
