@@ -19,10 +19,10 @@ public struct PriceWindow: Hashable, Sendable {
 
     /// Whether the window is active at `date` in `timeZone` (the terminal's local time).
     public func isActive(at date: Date, in timeZone: TimeZone) -> Bool {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = timeZone
-        let parts = calendar.dateComponents([.hour, .minute], from: date)
-        let minute = (parts.hour ?? 0) * 60 + (parts.minute ?? 0)
+        // The zone's offset at that instant, then arithmetic: a Calendar would load ICU's calendar data into cardd's
+        // memory at every card (HardwareNotes.md, "cardd's memory").
+        let local = Int(date.timeIntervalSince1970.rounded(.down)) + timeZone.secondsFromGMT(for: date)
+        let minute = (local % 86_400 + 86_400) % 86_400 / 60
         return start <= minute && minute < end
     }
 

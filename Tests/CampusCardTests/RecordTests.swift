@@ -49,3 +49,19 @@ import Testing
         #expect(!PurseRecord.vouches(torn, for: Fen(8_750), uid: uid, macKey: macKey))
     }
 }
+
+/// CardDay's text is computed by arithmetic; Foundation's Gregorian calendar is the oracle, over every day a card holds.
+@Suite struct CardDayTextTests {
+    @Test func everyDayReadsAsTheGregorianCalendarHasIt() {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(secondsFromGMT: 8 * 3600)!
+        var mismatches: [String] = []
+        for raw in stride(from: 0, through: Int(UInt16.max), by: 1) {
+            let day = CardDay(rawValue: UInt16(raw))
+            let parts = calendar.dateComponents([.year, .month, .day], from: Date(timeIntervalSince1970: 946_684_800 - 8 * 3600 + Double(raw) * 86_400))
+            let expected = String(format: "%04d-%02d-%02d", parts.year!, parts.month!, parts.day!)
+            if day.description != expected { mismatches.append("\(raw): \(day.description) != \(expected)") }
+        }
+        #expect(mismatches.isEmpty, "\(mismatches.prefix(5))")
+    }
+}
