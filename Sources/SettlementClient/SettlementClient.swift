@@ -81,7 +81,8 @@ public final class SettlementClient: Sendable {
 
     /// Uploads a batch; one acknowledgement per record, checked to answer exactly the records sent.
     public func upload(_ records: [TerminalRecord]) async throws(SettlementClientError) -> [RecordAck] {
-        let answer: UploadAnswer = try await call("POST", "/v1/transactions", body: UploadRequest(records: records))
+        // Written by hand: the same bytes as `UploadRequest`'s encoding, a tenth of the CPU (WireJSON.swift).
+        let answer: UploadAnswer = try await call("POST", "/v1/transactions", json: TerminalRecord.uploadBody(records))
         let sent = records.map(\.terminalSequence)
         guard answer.acks.map(\.terminalSequence) == sent else {
             throw SettlementClientError(.badAnswer, "the service acknowledged sequences \(answer.acks.prefix(5).map(\.terminalSequence)) for a batch of \(sent.prefix(5)): nothing is marked; the batch is sent again")
@@ -143,16 +144,22 @@ public final class SettlementClient: Sendable {
 
     /// One signed request; decodes a 2xx answer as `Answer`, anything else into a typed error.
     public func call<Body: Encodable, Answer: Decodable>(_ method: String, _ pathAndQuery: String, body: Body?) async throws(SettlementClientError) -> Answer {
-        let bytes: [UInt8]
-        do { bytes = try body.map { [UInt8](try SettlementJSON.encoder().encode($0)) } ?? [] } catch {
+        let bytes: [UInt8]?
+        do { bytes = try body.map { [UInt8](try SettlementJSON.encoder().encode($0)) } } catch {
             throw SettlementClientError(.refused, "cannot encode the request to \(pathAndQuery): \(error)")
         }
+        return try await call(method, pathAndQuery, json: bytes)
+    }
+
+    /// One signed request with a JSON body already encoded (`nil`: none).
+    func call<Answer: Decodable>(_ method: String, _ pathAndQuery: String, json: [UInt8]?) async throws(SettlementClientError) -> Answer {
+        let bytes = json ?? []
         var request = HTTPClientRequest(url: baseURL + pathAndQuery)
         request.method = .init(rawValue: method)
         for (name, value) in RequestSigning.headers(key: key, secret: secret, method: method, pathAndQuery: pathAndQuery, body: bytes) {
             request.headers.add(name: name, value: value)
         }
-        if body != nil {
+        if json != nil {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: bytes))
         }

@@ -61,8 +61,13 @@ func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok) ->
     encoder.outputFormatting = [.sortedKeys]
     // Encoding our own wire values cannot fail (no floating point, no non-string keys).
     let data = (try? encoder.encode(value)) ?? Data(#"{"code":"internal","message":"response encoding failed"}"#.utf8)
-    return Response(status: status, headers: [.contentType: "application/json; charset=utf-8"],
-                    body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    return jsonResponse(bytes: data, status: status)
+}
+
+/// A JSON answer already encoded.
+func jsonResponse(bytes: some Sequence<UInt8>, status: HTTPResponse.Status = .ok) -> Response {
+    Response(status: status, headers: [.contentType: "application/json; charset=utf-8"],
+             body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
 }
 
 /// The outermost middleware: every error leaves as a JSON error body (Hummingbird's own 404s and 413s included),

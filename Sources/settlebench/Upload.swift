@@ -47,12 +47,12 @@ struct Upload: AsyncParsableCommand {
         let workload = Workload(records: records, batch: batch, cards: cards, terminals: 1, seed: seed)
         print("settlebench upload: one terminal's backlog of \(records) records in batches of \(batch) over \(cards) cards, sent in sequence")
         print(String(repeating: "-", count: 100))
-        print("backend".padding(toLength: 34, withPad: " ", startingAt: 0) + "path          total s   records/s   batch p50 ms   p99 ms   max ms")
+        print("backend".padding(toLength: 36, withPad: " ", startingAt: 0) + "path          total s   records/s   batch p50 ms   p99 ms   max ms")
         for backend in backends {
             for overHTTP in [false, true] {
                 let result = try await measure(backend, workload, overHTTP: overHTTP)
                 try await backend.cleanup()
-                print(backend.name.padding(toLength: 34, withPad: " ", startingAt: 0)
+                print(backend.name.padding(toLength: 36, withPad: " ", startingAt: 0)
                       + (overHTTP ? "HTTP upload " : "store direct").padding(toLength: 12, withPad: " ", startingAt: 0)
                       + String(format: "%9.2f %11.0f %14.2f %8.2f %8.2f", result.seconds, Double(records) / result.seconds,
                                result.percentile(0.50), result.percentile(0.99), result.percentile(1.0)))
