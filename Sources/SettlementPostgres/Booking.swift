@@ -11,37 +11,73 @@ extension Optional where Wrapped == Int64 {
     var orNullSentinel: Int64 { self ?? nullInteger }
 }
 
+/// One statement assembled from parts (data-modifying CTEs): each part binds its own parameters, numbered as they
+/// come. An ingest sends its records, ledger pairs, flags and books in one round trip this way.
+struct CompositeStatement {
+    private(set) var binds = PostgresBindings()
+
+    /// Binds `value` and returns its placeholder (`$n`).
+    mutating func bind<Value: PostgresDynamicTypeEncodable>(_ value: Value) -> String {
+        binds.append(value)
+        return "$\(binds.count)"
+    }
+
+    /// The statement with everything bound so far. Build `sql` before calling this: `statement.query(part(&statement))`
+    /// would read the binds before the part adds its own.
+    func query(_ sql: String) -> PostgresQuery { PostgresQuery(unsafeSQL: sql, binds: binds) }
+}
+
 extension PostgresSettlementStore {
     /// Writes movements (two ledger rows each, one movement id) in one statement, and moves the balances of the
     /// `account:ID` entries. The daily settlement reads the merchant rows (`merchant`, `day`).
     static func post(_ movements: [Movement], on connection: PostgresConnection, logger: Logger, at date: Date) async throws {
         guard !movements.isEmpty else { return }
+        var statement = CompositeStatement()
+        let (movementRows, insert) = ledgerParts(movements, at: date, into: &statement)
+        try await connection.query(statement.query("WITH \(movementRows) \(insert)"), logger: logger)
+        try await moveAccountBalances(movements, on: connection, logger: logger)
+    }
+
+    /// The parts of a ledger write: a CTE `m` with one row per movement (its id drawn once) and the INSERT of both
+    /// entries of each.
+    static func ledgerParts(_ movements: [Movement], at date: Date, into statement: inout CompositeStatement) -> (cte: String, insert: String) {
         func cardSerial(_ movement: Movement, _ side: Movement.CardSide) -> Int64 {
             movement.cardSide == side ? movement.cardSerial.map(Int64.init).orNullSentinel : nullInteger
         }
-        try await connection.query("""
-            WITH m AS (
-                SELECT nextval('movement_ids') AS movement, f, t, a, k, NULLIF(term, \(nullInteger)) AS term,
-                       NULLIF(s, \(nullInteger)) AS s, NULLIF(cf, \(nullInteger)) AS cf, NULLIF(ct, \(nullInteger)) AS ct,
+        let null = statement.bind(nullInteger)
+        let cte = """
+            m AS (
+                SELECT nextval('movement_ids') AS movement, f, t, a, k, NULLIF(term, \(null)) AS term,
+                       NULLIF(s, \(null)) AS s, NULLIF(cf, \(null)) AS cf, NULLIF(ct, \(null)) AS ct,
                        NULLIF(me, '') AS me, dy
-                FROM unnest(\(movements.map(\.from)), \(movements.map(\.to)), \(movements.map { Int64($0.amount.rawValue) }),
-                            \(movements.map(\.kind)), \(movements.map { $0.terminalID.map { Int64($0.rawValue) }.orNullSentinel }),
-                            \(movements.map { $0.terminalSequence.map(Int64.init).orNullSentinel }),
-                            \(movements.map { cardSerial($0, .from) }), \(movements.map { cardSerial($0, .to) }),
-                            \(movements.map { $0.merchant ?? "" }), \(movements.map(\.day)))
+                FROM unnest(\(statement.bind(movements.map(\.from)))::text[], \(statement.bind(movements.map(\.to)))::text[],
+                            \(statement.bind(movements.map { Int64($0.amount.rawValue) }))::bigint[],
+                            \(statement.bind(movements.map(\.kind)))::text[],
+                            \(statement.bind(movements.map { $0.terminalID.map { Int64($0.rawValue) }.orNullSentinel }))::bigint[],
+                            \(statement.bind(movements.map { $0.terminalSequence.map(Int64.init).orNullSentinel }))::bigint[],
+                            \(statement.bind(movements.map { cardSerial($0, .from) }))::bigint[],
+                            \(statement.bind(movements.map { cardSerial($0, .to) }))::bigint[],
+                            \(statement.bind(movements.map { $0.merchant ?? "" }))::text[],
+                            \(statement.bind(movements.map(\.day)))::text[])
                     AS u(f, t, a, k, term, s, cf, ct, me, dy)
             )
+            """
+        let insert = """
             INSERT INTO ledger (movement_id, account, amount, kind, terminal_id, seq, booked_at, card_serial, merchant, day)
-            SELECT movement, account, amount, k, term, s, \(date), card, merchant, day FROM (
+            SELECT movement, account, amount, k, term, s, \(statement.bind(date)), card, merchant, day FROM (
                 SELECT movement, 0 AS side, f AS account, -a AS amount, k, term, s, cf AS card, NULL AS merchant,
                        NULL AS day FROM m
                 UNION ALL
                 SELECT movement, 1, t, a, k, term, s, ct, CASE WHEN t = 'merchant:' || me THEN me END, dy FROM m
             ) AS entries
             ORDER BY movement, side
-            """, logger: logger)
-        // The electronic accounts' balances follow their ledger entries. Rows locked in id order first: two
-        // transactions touching the same two accounts never wait on each other crosswise.
+            """
+        return (cte, insert)
+    }
+
+    /// The electronic accounts' balances follow their ledger entries. Rows locked in id order first: two
+    /// transactions touching the same two accounts never wait on each other crosswise.
+    static func moveAccountBalances(_ movements: [Movement], on connection: PostgresConnection, logger: Logger) async throws {
         var deltas: [Int64: Int64] = [:]
         for movement in movements {
             if let id = accountID(movement.from) { deltas[id, default: 0] -= Int64(movement.amount.rawValue) }
@@ -65,46 +101,66 @@ extension PostgresSettlementStore {
 
     static func raise(_ flags: [RaisedFlag], on connection: PostgresConnection, logger: Logger, at date: Date) async throws {
         guard !flags.isEmpty else { return }
-        try await connection.query("""
-            INSERT INTO flags (code, terminal_id, seq, card_serial, message, raised_at)
-            SELECT code, NULLIF(t, \(nullInteger)), NULLIF(s, \(nullInteger)), NULLIF(c, \(nullInteger)), m, \(date)
-            FROM unnest(\(flags.map(\.code)), \(flags.map { $0.terminalID.map { Int64($0.rawValue) }.orNullSentinel }),
-                        \(flags.map { $0.terminalSequence.map(Int64.init).orNullSentinel }),
-                        \(flags.map { $0.cardSerial.map(Int64.init).orNullSentinel }), \(flags.map(\.message)))
-                AS u(code, t, s, c, m)
-            """, logger: logger)
+        var statement = CompositeStatement()
+        let sql = flagsInsert(flags, at: date, into: &statement)
+        try await connection.query(statement.query(sql), logger: logger)
     }
 
-    /// Loads the books of `uids` (sorted, unique), creating the missing ones, and locks them FOR UPDATE in UID order:
-    /// two transactions touching the same cards take them in the same order (no deadlock), and the second waits for
-    /// the first's book. Two statements whatever the number of cards, plus one for the issued cards.
+    /// The INSERT of operator flags.
+    static func flagsInsert(_ flags: [RaisedFlag], at date: Date, into statement: inout CompositeStatement) -> String {
+        let null = statement.bind(nullInteger)
+        return """
+            INSERT INTO flags (code, terminal_id, seq, card_serial, message, raised_at)
+            SELECT code, NULLIF(t, \(null)), NULLIF(s, \(null)), NULLIF(c, \(null)), m, \(statement.bind(date))
+            FROM unnest(\(statement.bind(flags.map(\.code)))::text[],
+                        \(statement.bind(flags.map { $0.terminalID.map { Int64($0.rawValue) }.orNullSentinel }))::bigint[],
+                        \(statement.bind(flags.map { $0.terminalSequence.map(Int64.init).orNullSentinel }))::bigint[],
+                        \(statement.bind(flags.map { $0.cardSerial.map(Int64.init).orNullSentinel }))::bigint[],
+                        \(statement.bind(flags.map(\.message)))::text[])
+                AS u(code, t, s, c, m)
+            """
+    }
+
+    /// Loads the books of `uids` (sorted, unique) with their issued cards and locks them FOR UPDATE in UID order: two
+    /// transactions touching the same cards take them in the same order (no deadlock), and the second waits for the
+    /// first's book. One statement when every book exists (the usual case); a UID seen for the first time gets its
+    /// row inserted (in UID order, after the locks on the existing ones: no lock cycle) and read the same way.
     static func lockBooks(_ uids: [String], on connection: PostgresConnection, logger: Logger) async throws -> [String: CardBook] {
         guard !uids.isEmpty else { return [:] }
+        var books = try await selectBooks(uids, on: connection, logger: logger)
+        let missing = uids.filter { books[$0] == nil }
+        guard !missing.isEmpty else { return books }
         let empty = ByteBuffer(bytes: CardBookCoding.encode(purse: WalletBook(), water: WalletBook()))
         try await connection.query("""
             INSERT INTO card_books (uid, purse_mirror, purse_counter, book)
-            SELECT u, 0, NULL, \(empty) FROM unnest(\(uids)) AS u ORDER BY u
+            SELECT u, 0, NULL, \(empty) FROM unnest(\(missing)) AS u ORDER BY u
             ON CONFLICT (uid) DO NOTHING
             """, logger: logger)
+        books.merge(try await selectBooks(missing, on: connection, logger: logger)) { _, new in new }
+        return books
+    }
+
+    /// The books of `uids` that exist, locked, with their issued cards.
+    private static func selectBooks(_ uids: [String], on connection: PostgresConnection, logger: Logger) async throws -> [String: CardBook] {
+        let rows = try await connection.query("""
+            SELECT b.uid, b.purse_mirror, b.purse_counter, b.book, c.serial, c.account_id, c.status, c.issued_at
+            FROM card_books b LEFT JOIN cards c ON c.uid = b.uid
+            WHERE b.uid = ANY(\(uids)) ORDER BY b.uid FOR UPDATE OF b
+            """, logger: logger)
         var books: [String: CardBook] = [:]
-        let cardRows = try await connection.query("""
-            SELECT serial, uid, account_id, status, issued_at FROM cards WHERE uid = ANY(\(uids))
-            """, logger: logger)
-        for try await (serial, uid, account, status, issued) in cardRows.decode((Int64, String, Int64, String, Date).self) {
-            guard let status = CardStatus(rawValue: status) else {
-                throw SettlementError(.storage, "card \(serial) has the unknown status \(status): the store was written by a newer version")
+        for try await (uid, mirror, counter, blob, serial, account, status, issued)
+            in rows.decode((String, Int64, Int64?, ByteBuffer, Int64?, Int64?, String?, Date?).self) {
+            var card: Card?
+            if let serial, let account, let status, let issued {
+                guard let status = CardStatus(rawValue: status) else {
+                    throw SettlementError(.storage, "card \(serial) has the unknown status \(status): the store was written by a newer version")
+                }
+                card = Card(serial: UInt32(truncatingIfNeeded: serial), uid: uid, accountID: account, status: status,
+                            purseMirror: Fen(Int(mirror)), purseCounter: counter.map { UInt16(truncatingIfNeeded: $0) },
+                            issuedAt: issued)
             }
-            books[uid] = CardBook(uid: uid, card: Card(serial: UInt32(truncatingIfNeeded: serial), uid: uid, accountID: account,
-                                                       status: status, purseMirror: 0, purseCounter: nil, issuedAt: issued))
-        }
-        let bookRows = try await connection.query("""
-            SELECT uid, purse_mirror, purse_counter, book FROM card_books WHERE uid = ANY(\(uids)) ORDER BY uid FOR UPDATE
-            """, logger: logger)
-        for try await (uid, mirror, counter, blob) in bookRows.decode((String, Int64, Int64?, ByteBuffer).self) {
             let wallets = try CardBookCoding.decode(blob.getBytes(at: blob.readerIndex, length: blob.readableBytes) ?? [])
-            var book = books[uid] ?? CardBook(uid: uid, card: nil)
-            book.card?.purseMirror = Fen(Int(mirror))
-            book.card?.purseCounter = counter.map { UInt16(truncatingIfNeeded: $0) }
+            var book = CardBook(uid: uid, card: card)
             book.purse = wallets.purse
             book.water = wallets.water
             books[uid] = book
@@ -115,13 +171,22 @@ extension PostgresSettlementStore {
     /// Writes books back (their rows are locked by `lockBooks`), one statement.
     static func saveBooks(_ books: [CardBook], on connection: PostgresConnection, logger: Logger) async throws {
         guard !books.isEmpty else { return }
-        try await connection.query("""
-            UPDATE card_books SET purse_mirror = u.mirror, purse_counter = NULLIF(u.counter, \(nullInteger)), book = u.book
-            FROM unnest(\(books.map(\.uid)), \(books.map { Int64($0.card?.purseMirror.rawValue ?? 0) }),
-                        \(books.map { $0.card?.purseCounter.map(Int64.init).orNullSentinel ?? nullInteger }),
-                        \(books.map { ByteBuffer(bytes: CardBookCoding.encode(purse: $0.purse, water: $0.water)) }))
-                AS u(uid, mirror, counter, book)
-            WHERE card_books.uid = u.uid
-            """, logger: logger)
+        var statement = CompositeStatement()
+        let sql = booksUpdate(books, into: &statement)
+        try await connection.query(statement.query(sql), logger: logger)
+    }
+
+    /// The UPDATE of books (with the purse mirrors).
+    static func booksUpdate(_ books: [CardBook], into statement: inout CompositeStatement) -> String {
+        """
+        UPDATE card_books SET purse_mirror = u.mirror, purse_counter = NULLIF(u.counter, \(statement.bind(nullInteger))),
+            book = u.book
+        FROM unnest(\(statement.bind(books.map(\.uid)))::text[],
+                    \(statement.bind(books.map { Int64($0.card?.purseMirror.rawValue ?? 0) }))::bigint[],
+                    \(statement.bind(books.map { $0.card?.purseCounter.map(Int64.init).orNullSentinel ?? nullInteger }))::bigint[],
+                    \(statement.bind(books.map { ByteBuffer(bytes: CardBookCoding.encode(purse: $0.purse, water: $0.water)) }))::bytea[])
+            AS u(uid, mirror, counter, book)
+        WHERE card_books.uid = u.uid
+        """
     }
 }

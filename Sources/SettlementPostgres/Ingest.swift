@@ -9,11 +9,14 @@ import SettlementCore
 /// 1. The terminal's row, FOR UPDATE: batches of one terminal take turns (its merchant is read with it).
 /// 2. The batch's keys already stored (one SELECT): duplicates answer their original acknowledgement, a different
 ///    digest is a conflict (flagged, nothing else written).
-/// 3. The cards the new records touch: their books (`card_books`), created when missing, then locked FOR UPDATE in
-///    one query with the UIDs sorted (two instances lock in the same order: no deadlock); the issued cards in one query.
-/// 4. `Ledger.apply` decides in Swift (pure values), then the writes: records (INSERT … SELECT FROM unnest … ON
-///    CONFLICT DO NOTHING RETURNING: a key another instance stored meanwhile makes the transaction run again), ledger
-///    pairs, flags, books (with the purse mirrors), and the later decisions of earlier undetermined records.
+/// 3. The cards the new records touch: their books (`card_books`) with the issued cards, locked FOR UPDATE in one query
+///    with the UIDs sorted (two instances lock in the same order: no deadlock); a UID seen for the first time gets its
+///    book created first.
+/// 4. The phases of the online loads the purse-load records name (one query, only when there are some), then
+///    `Ledger.apply` decides in Swift (pure values), then one statement writes the records (INSERT … SELECT FROM
+///    unnest … ON CONFLICT DO NOTHING, counted: a key another instance stored meanwhile makes the transaction run
+///    again), the ledger pairs, the flags and the books (with the purse mirrors); then the electronic accounts'
+///    balances and the later decisions of earlier undetermined records.
 extension PostgresSettlementStore {
     public func ingest(_ records: [TerminalRecord], from terminal: TerminalID, at date: Date) async throws -> [RecordAck] {
         if let stranger = records.first(where: { $0.terminalID != terminal }) {
@@ -86,6 +89,9 @@ extension PostgresSettlementStore {
         // 3. The cards' books, locked in UID order.
         let uids = Array(Set(fresh.map { $0.cardUID.uppercased() })).sorted()
         var books = try await lockBooks(uids, on: connection, logger: logger)
+        // The online loads the purse loads name, read after the books' lock: a confirmation of one of them holds the
+        // same lock, so this sees it committed or not started (none for a batch without purse loads: no query).
+        let loads = try await loadPhases(Ledger.loadReferences(of: fresh, books: books.values), on: connection, logger: logger)
 
         // 4. Decide.
         var bookings: [RecordAck.Booking] = []
@@ -98,7 +104,7 @@ extension PostgresSettlementStore {
         for record in fresh {
             let uid = record.cardUID.uppercased()
             var book = books[uid] ?? CardBook(uid: uid, card: nil)
-            let decision = Ledger.apply(record, merchant: merchant, to: &book)
+            let decision = Ledger.apply(record, merchant: merchant, to: &book, loads: loads)
             books[uid] = book
             bookings.append(decision.booking)
             flagLists.append(decision.flags)
@@ -107,37 +113,26 @@ extension PostgresSettlementStore {
             decided += decision.decided
         }
 
-        // Write: the new records with their acknowledgement.
+        // Write, in one statement: the new records with their acknowledgement, the ledger pairs, the flags and the
+        // books (with the purse mirrors).
         if !fresh.isEmpty {
-            let inserted = try await connection.query("""
-                INSERT INTO records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before, counter_before,
-                    consumption, reference_before, settlement_reference, outcome, balance_after, counter_after, created_at,
-                    digest, received_at, booking, flags)
-                SELECT \(terminalKey), seq, kind, uid, NULLIF(serial, \(nullInteger)), amount, before, counter,
-                    NULLIF(consumption, \(nullInteger)), NULLIF(ref, \(nullInteger)), NULLIF(sref, \(nullInteger)), outcome,
-                    NULLIF(after, \(nullInteger)), NULLIF(cafter, \(nullInteger)), created, digest, \(date), booking, flags
-                FROM unnest(\(fresh.map { Int64($0.terminalSequence) }), \(fresh.map(\.kind.rawValue)),
-                            \(fresh.map { $0.cardUID.uppercased() }), \(fresh.map { $0.cardSerial.map(Int64.init).orNullSentinel }),
-                            \(fresh.map { Int64($0.amount.rawValue) }), \(fresh.map { Int64($0.balanceBefore.rawValue) }),
-                            \(fresh.map { Int64($0.counterBefore) }),
-                            \(fresh.map { $0.consumption.map { Int64($0.rawValue) }.orNullSentinel }),
-                            \(fresh.map { $0.referenceBefore.map(Int64.init).orNullSentinel }),
-                            \(fresh.map { $0.settlementReference.map(Int64.init).orNullSentinel }),
-                            \(fresh.map(\.outcome.rawValue)),
-                            \(fresh.map { $0.balanceAfter.map { Int64($0.rawValue) }.orNullSentinel }),
-                            \(fresh.map { $0.counterAfter.map(Int64.init).orNullSentinel }),
-                            \(fresh.map(\.createdAt)), \(freshDigests), \(bookings.map(\.rawValue)),
-                            \(flagLists.map { $0.joined(separator: ",") }))
-                    AS u(seq, kind, uid, serial, amount, before, counter, consumption, ref, sref, outcome, after, cafter,
-                         created, digest, booking, flags)
-                ON CONFLICT (terminal_id, seq) DO NOTHING
-                RETURNING seq
-                """, logger: logger)
-            var count = 0
-            for try await _ in inserted { count += 1 }
+            var statement = CompositeStatement()
+            var parts = ["inserted AS (\(recordsInsert(fresh, digests: freshDigests, bookings: bookings, flags: flagLists, terminal: terminalKey, at: date, into: &statement)) RETURNING 1)"]
+            if !movements.isEmpty {
+                let ledger = ledgerParts(movements, at: date, into: &statement)
+                parts += [ledger.cte, "posted AS (\(ledger.insert))"]
+            }
+            if !raised.isEmpty { parts.append("raised AS (\(flagsInsert(raised, at: date, into: &statement)))") }
+            let touched = uids.compactMap { books[$0] }
+            if !touched.isEmpty { parts.append("saved AS (\(booksUpdate(touched, into: &statement)))") }
+            let rows = try await connection.query(
+                statement.query("WITH " + parts.joined(separator: ",\n") + "\nSELECT count(*) FROM inserted"), logger: logger)
+            var count: Int64 = 0
+            for try await inserted in rows.decode(Int64.self) { count = inserted }
             // Another instance stored one of these keys after our check (a terminal retrying on two instances): run
-            // the whole transaction again; it then finds them stored.
+            // the whole transaction again (this one rolls back with everything it wrote); it then finds them stored.
             guard count == fresh.count else { throw RetryTransaction() }
+            try await moveAccountBalances(movements, on: connection, logger: logger)
         }
 
         // The answers, in batch order.
@@ -174,11 +169,9 @@ extension PostgresSettlementStore {
             }
         }
 
-        // The ledger, the flags, the books (with the purse mirrors), the later decisions.
-        try await post(movements, on: connection, logger: logger, at: date)
-        try await raise(raised, on: connection, logger: logger, at: date)
+        // The conflicts' flags, and the later decisions of earlier undetermined records (after the INSERT above: the
+        // record decided may be one of this batch).
         try await raiseConflicts(conflicts, on: connection, logger: logger, at: date)
-        try await saveBooks(uids.compactMap { books[$0] }, on: connection, logger: logger)
         if !decided.isEmpty {
             try await connection.query("""
                 UPDATE records SET decided = u.decided
@@ -189,6 +182,39 @@ extension PostgresSettlementStore {
                 """, logger: logger)
         }
         return acks
+    }
+
+    /// The INSERT of new records with their acknowledgement (`ON CONFLICT DO NOTHING`: the caller counts the rows).
+    static func recordsInsert(_ fresh: [TerminalRecord], digests: [String], bookings: [RecordAck.Booking], flags: [[String]],
+                              terminal: Int64, at date: Date, into statement: inout CompositeStatement) -> String {
+        let null = statement.bind(nullInteger)
+        return """
+            INSERT INTO records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before, counter_before,
+                consumption, reference_before, settlement_reference, outcome, balance_after, counter_after, created_at,
+                digest, received_at, booking, flags)
+            SELECT \(statement.bind(terminal)), seq, kind, uid, NULLIF(serial, \(null)), amount, before, counter,
+                NULLIF(consumption, \(null)), NULLIF(ref, \(null)), NULLIF(sref, \(null)), outcome,
+                NULLIF(after, \(null)), NULLIF(cafter, \(null)), created, digest, \(statement.bind(date)), booking, flags
+            FROM unnest(\(statement.bind(fresh.map { Int64($0.terminalSequence) }))::bigint[],
+                        \(statement.bind(fresh.map(\.kind.rawValue)))::text[],
+                        \(statement.bind(fresh.map { $0.cardUID.uppercased() }))::text[],
+                        \(statement.bind(fresh.map { $0.cardSerial.map(Int64.init).orNullSentinel }))::bigint[],
+                        \(statement.bind(fresh.map { Int64($0.amount.rawValue) }))::bigint[],
+                        \(statement.bind(fresh.map { Int64($0.balanceBefore.rawValue) }))::bigint[],
+                        \(statement.bind(fresh.map { Int64($0.counterBefore) }))::bigint[],
+                        \(statement.bind(fresh.map { $0.consumption.map { Int64($0.rawValue) }.orNullSentinel }))::bigint[],
+                        \(statement.bind(fresh.map { $0.referenceBefore.map(Int64.init).orNullSentinel }))::bigint[],
+                        \(statement.bind(fresh.map { $0.settlementReference.map(Int64.init).orNullSentinel }))::bigint[],
+                        \(statement.bind(fresh.map(\.outcome.rawValue)))::text[],
+                        \(statement.bind(fresh.map { $0.balanceAfter.map { Int64($0.rawValue) }.orNullSentinel }))::bigint[],
+                        \(statement.bind(fresh.map { $0.counterAfter.map(Int64.init).orNullSentinel }))::bigint[],
+                        \(statement.bind(fresh.map(\.createdAt)))::timestamptz[], \(statement.bind(digests))::text[],
+                        \(statement.bind(bookings.map(\.rawValue)))::text[],
+                        \(statement.bind(flags.map { $0.joined(separator: ",") }))::text[])
+                AS u(seq, kind, uid, serial, amount, before, counter, consumption, ref, sref, outcome, after, cafter,
+                     created, digest, booking, flags)
+            ON CONFLICT (terminal_id, seq) DO NOTHING
+            """
     }
 
     /// A conflicting upload raises its flag once per differing content (a terminal retrying must not flood the list).
