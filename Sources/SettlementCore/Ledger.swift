@@ -132,6 +132,11 @@ public struct OnlineLoadLink: Sendable, Hashable, Codable {
     }
 }
 
+/// The phases of the online loads a batch's purse-load records name, by stored reference
+/// (`OnlineLoadReference.named`): the store looks them up in one query (`Ledger.loadReferences`). A purse-load record
+/// whose reference has no load is an office load.
+public typealias OnlineLoadPhases = [String: LoadState.Phase]
+
 /// The ledger's memory of one wallet of one card.
 public struct WalletBook: Sendable, Hashable, Codable {
     /// How many card reads are kept to decide undetermined records that arrive after their deciders: a torn record
@@ -294,6 +299,11 @@ public struct LedgerDecision: Sendable, Hashable {
 /// 3. done: figures must agree (debit: before − amount == after; load: before + amount == after; water-reset: after ==
 ///    amount), else `amount-mismatch`, flagged, not booked.
 /// 4. A purse-load whose counterAfter a confirmed online load already booked (same amount) → `nothing` (linked).
+///    A purse-load that names an online load (`OnlineLoadReference.named`) not linked so (the load is prepared,
+///    disputed, reversed, or confirmed at another counter or amount) is never cash: its card side is booked against
+///    `suspense` (booking `suspense`, flag `load-unconfirmed`). Either order books the money once: the record first →
+///    suspense → purse, and a confirmation after it moves the hold pending-load → suspense (the store reads the
+///    record's booking); the confirmation first → the link, and the record books nothing.
 /// 5. Counter continuity in the wallet's window: repeat → `counter-repeat`, stale → `counter-stale`, both flagged and
 ///    not booked; newer than highest + 1 → `counter-gap`, booked; inside the window unseen → booked (late upload).
 /// 6. Booked: the kind's movement; an unknown UID or a cancelled card puts `suspense` in place of the card's
@@ -341,15 +351,17 @@ public enum Ledger {
         }
     }
 
-    /// Applies one new record to its card's book. `merchant` is the uploading terminal's merchant.
-    public static func apply(_ record: TerminalRecord, merchant: String, to book: inout CardBook) -> LedgerDecision {
+    /// Applies one new record to its card's book. `merchant` is the uploading terminal's merchant; `loads` the phases
+    /// of the online loads the batch's purse-load records (and the book's pending ones) name.
+    public static func apply(_ record: TerminalRecord, merchant: String, to book: inout CardBook,
+                             loads: OnlineLoadPhases = [:]) -> LedgerDecision {
         let wallet = Wallet(record.kind)
         var decision = LedgerDecision(booking: .nothing)
         let read = CardRead(counterBefore: record.counterBefore, balanceBefore: record.balanceBefore)
         let figuresAgree = record.outcome != .done || self.figuresAgree(record)
         // 1. The read decides earlier undetermined records (not a read whose own figures disagree).
         if figuresAgree {
-            decide(wallet: wallet, by: read, in: &book, into: &decision)
+            decide(wallet: wallet, by: read, in: &book, into: &decision, loads: loads)
         }
         switch record.outcome {
         case .notDone:
@@ -360,7 +372,8 @@ public enum Ledger {
                                         counterBefore: record.counterBefore, merchant: merchant, createdAt: record.createdAt)
             if let outcome = verdict(for: pending, reads: book[wallet].reads) {
                 if outcome {
-                    let done = bookDone(pending.asDone, merchant: merchant, book: &book, raised: &decision.raised, movements: &decision.movements)
+                    let done = bookDone(pending.asDone, merchant: merchant, book: &book, raised: &decision.raised, movements: &decision.movements,
+                                        loads: loads)
                     decision.booking = done.booking
                     decision.flags = done.flags
                 } else {
@@ -385,7 +398,8 @@ public enum Ledger {
                                                   cardSerial: book.card?.serial,
                                                   message: "a done \(record.kind.rawValue) record's figures do not agree (\(figures)): not booked; check the terminal's journal"))
             } else {
-                let done = bookDone(record, merchant: merchant, book: &book, raised: &decision.raised, movements: &decision.movements)
+                let done = bookDone(record, merchant: merchant, book: &book, raised: &decision.raised, movements: &decision.movements,
+                                    loads: loads)
                 decision.booking = done.booking
                 decision.flags = done.flags
             }
@@ -420,7 +434,8 @@ public enum Ledger {
     }
 
     /// Lets a new read decide the wallet's pending records.
-    static func decide(wallet: Wallet, by read: CardRead, in book: inout CardBook, into decision: inout LedgerDecision) {
+    static func decide(wallet: Wallet, by read: CardRead, in book: inout CardBook, into decision: inout LedgerDecision,
+                       loads: OnlineLoadPhases) {
         guard !book[wallet].pending.isEmpty else { return }
         var still: [PendingRecord] = []
         for var pending in book[wallet].pending {
@@ -435,7 +450,8 @@ public enum Ledger {
             if outcome {
                 // Booked as the done record it was (its own counter rules apply).
                 var movements: [Movement] = []
-                let done = bookDone(pending.asDone, merchant: pending.merchant, book: &book, raised: &decision.raised, movements: &movements)
+                let done = bookDone(pending.asDone, merchant: pending.merchant, book: &book, raised: &decision.raised, movements: &movements,
+                                    loads: loads)
                 decision.movements += movements
                 decision.decided.append(PendingDecision(terminalID: pending.terminalID, terminalSequence: pending.terminalSequence,
                                                         booking: done.booking, flags: done.flags))
@@ -449,7 +465,7 @@ public enum Ledger {
 
     /// Books a done record whose figures agree: counter rules, then the movement.
     static func bookDone(_ record: TerminalRecord, merchant: String, book: inout CardBook, raised: inout [RaisedFlag],
-                     movements: inout [Movement]) -> (booking: RecordAck.Booking, flags: [String]) {
+                         movements: inout [Movement], loads: OnlineLoadPhases) -> (booking: RecordAck.Booking, flags: [String]) {
         let wallet = Wallet(record.kind)
         guard let counterAfter = record.counterAfter, let balanceAfter = record.balanceAfter else { return (.flagged, ["amount-mismatch"]) }
         let serial = book.card?.serial
@@ -462,6 +478,9 @@ public enum Ledger {
            book.purse.onlineLoads.contains(where: { $0.counterAfter == counterAfter && $0.amount == record.amount }) {
             return (.nothing, [])
         }
+        // An online load the confirmation did not book: its money did not come from cash.
+        let unconfirmedLoad = record.kind == .purseLoad
+            ? loads[OnlineLoadReference.named(terminal: record.terminalID, sequence: record.terminalSequence)] : nil
         // 5. Counter continuity.
         var flags: [String] = []
         switch book[wallet].window.position(of: counterAfter) {
@@ -500,7 +519,15 @@ public enum Ledger {
         case .purseDebit, .waterDebit:
             route = (cardAccount, merchantAccount(merchant), .from)
             merchantName = merchant
-        case .purseLoad: route = (cash, cardAccount, .to)
+        case .purseLoad:
+            if let phase = unconfirmedLoad {
+                route = (suspense, cardAccount, .to)
+                booking = .suspense
+                flags.append("load-unconfirmed")
+                flag("load-unconfirmed", unconfirmedLoadMessage(record, phase: phase, card: serial.map { "\($0)" } ?? book.uid))
+            } else {
+                route = (cash, cardAccount, .to)
+            }
         case .purseSubsidy: route = (subsidy, cardAccount, .to)
         case .waterSettle: route = (holder, cardAccount, .to)
         case .waterRefund: route = (cardAccount, holder, .from)
@@ -527,6 +554,40 @@ public enum Ledger {
             }
         }
         return (booking, flags)
+    }
+
+    /// The `load-unconfirmed` flag's message: which record, which load in which phase, what to do.
+    static func unconfirmedLoadMessage(_ record: TerminalRecord, phase: LoadState.Phase, card: String) -> String {
+        let reference = OnlineLoadReference.of(terminal: record.terminalID, sequence: record.terminalSequence)
+        let next = switch phase {
+        case .prepared: "a confirmation that comes later moves the hold from pending-load to suspense; else settle it by hand"
+        case .disputed: "its hold stays in pending-load: compare the card with the load-mismatch flag and settle both by hand"
+        case .reversed: "its hold went back to the account though the card carries the money: recover it from the holder or write it off"
+        case .confirmed: "the confirmation booked another counter or amount: compare the card's log with the load"
+        }
+        return "card \(card)'s purse load of \(record.amount) (counter \(record.counterAfter.map { "\($0)" } ?? "none")) is online load \(reference), which is \(phase.rawValue), not confirmed with it: booked from suspense, not cash; \(next)"
+    }
+
+    /// The stored references of the online loads `records` (purse loads) and the books' pending purse loads may name:
+    /// the store looks their phases up in one query before `apply`.
+    public static func loadReferences(of records: some Sequence<TerminalRecord>, books: some Sequence<CardBook>) -> [String] {
+        var references = Set<String>()
+        for record in records where record.kind == .purseLoad && record.outcome != .notDone {
+            references.insert(OnlineLoadReference.named(terminal: record.terminalID, sequence: record.terminalSequence))
+        }
+        for book in books {
+            for pending in book.purse.pending where pending.kind == .purseLoad {
+                references.insert(OnlineLoadReference.named(terminal: pending.terminalID, sequence: pending.terminalSequence))
+            }
+        }
+        return references.sorted()
+    }
+
+    /// The `load-mismatch` flag of a confirmation whose card balance disagrees with the prepared load.
+    public static func loadMismatchFlag(_ load: LoadState, accountID: Int64, balanceAfter: Fen, counterAfter: UInt16) -> RaisedFlag {
+        let record = OnlineLoadReference.record(named: load.reference)
+        return RaisedFlag(code: "load-mismatch", terminalID: load.terminalID, terminalSequence: record?.sequence, cardSerial: load.cardSerial,
+                          message: "online load \(load.reference) on card \(load.cardSerial): prepared at balance \(load.balanceBefore) + \(load.amount) = \(load.balanceBefore + load.amount) (counter \(load.counterBefore)), but the card shows \(balanceAfter) at counter \(counterAfter): not confirmed, the \(load.amount) stays held in pending-load from account \(accountID); read the card at the office and settle the load by hand")
     }
 
     /// A confirmed online load moves the card's purse: the window, the mirror, and the link that makes the uploaded

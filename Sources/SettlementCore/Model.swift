@@ -133,9 +133,11 @@ public struct TerminalParameters: Sendable, Hashable, Codable {
 }
 
 /// An online load (圈存) in its two phases: prepared (the account is debited, held), then confirmed (the card
-/// carries it) or reversed (the card write failed). Idempotent on `reference`.
+/// carries it) or reversed (the card write failed). Idempotent on `reference`. A confirmation whose card balance is
+/// not the prepared balance plus the amount leaves it disputed: the hold stays in `pending-load`, an operator flag
+/// (`load-mismatch`) names it, and neither a confirmation nor a reversal settles it any more (an operator does).
 public struct LoadState: Sendable, Hashable, Codable {
-    public enum Phase: String, Sendable, Hashable, Codable { case prepared, confirmed, reversed }
+    public enum Phase: String, Sendable, Hashable, Codable { case prepared, confirmed, reversed, disputed }
     public var reference: String
     public var terminalID: TerminalID
     public var cardSerial: UInt32

@@ -186,4 +186,24 @@ public struct RecordAck: Sendable, Hashable, Codable {
 /// from the uploaded record of the same terminal and sequence.
 public enum OnlineLoadReference {
     public static func of(terminal: TerminalID, sequence: UInt32) -> String { "load-t\(terminal.rawValue)-s\(sequence)" }
+
+    /// The store's key of a terminal's load reference: references are the terminal's own, so one terminal can neither
+    /// see nor settle another's load.
+    public static func stored(_ reference: String, terminal: TerminalID) -> String { "T\(terminal.rawValue)-\(reference)" }
+
+    /// The stored reference an uploaded purse-load record names: its load station's online load, when one was
+    /// prepared under it (else the record is an office load).
+    public static func named(terminal: TerminalID, sequence: UInt32) -> String {
+        stored(of(terminal: terminal, sequence: sequence), terminal: terminal)
+    }
+
+    /// The record (terminal, sequence) a stored reference names; `nil` for a reference of another form.
+    public static func record(named stored: String) -> (terminal: TerminalID, sequence: UInt32)? {
+        guard stored.hasPrefix("T"), let dash = stored.firstIndex(of: "-"),
+              let terminal = UInt16(stored[stored.index(after: stored.startIndex)..<dash]),
+              let sequenceStart = stored.range(of: "-s", options: .backwards)?.upperBound,
+              let sequence = UInt32(stored[sequenceStart...]) else { return nil }
+        let named = TerminalID(terminal)
+        return Self.named(terminal: named, sequence: sequence) == stored ? (named, sequence) : nil
+    }
 }

@@ -41,9 +41,12 @@ public protocol SettlementStore: Sendable {
     /// the same state; a different one with the same reference is refused).
     func prepareLoad(reference: String, terminal: TerminalID, cardSerial: UInt32, amount: Fen, balanceBefore: Fen,
                      counterBefore: UInt16, at date: Date) async throws -> LoadState
-    /// The card carries the load: books it. Idempotent; refused after a reversal.
+    /// The card carries the load: books it. Idempotent; refused after a reversal. A card balance other than the
+    /// prepared balance plus the amount is refused (`conflict`) and disputes the load: it commits the phase
+    /// `disputed` and one `load-mismatch` flag, the hold stays in `pending-load`, and a later confirmation or reversal
+    /// is refused without writing.
     func confirmLoad(reference: String, balanceAfter: Fen, counterAfter: UInt16, at date: Date) async throws -> LoadState
-    /// The card write failed: releases the hold. Idempotent; refused after a confirmation.
+    /// The card write failed: releases the hold. Idempotent; refused after a confirmation or a dispute.
     func reverseLoad(reference: String, at date: Date) async throws -> LoadState
     /// Which of `references` name an online load (in any phase), in one query: an upload settles only those, and a
     /// batch with office loads costs no per-record lookup.

@@ -5,7 +5,9 @@ import SettlementCore
 
 /// Online load (圈存) in two phases, idempotent on the reference. Prepare moves the amount from the holder's account to
 /// `pending-load` (the account's balance drops at once: it cannot be spent twice); confirm moves it on to the card's
-/// purse (or to `cash` when an uploaded purse-load record of the same counter booked it already); reverse gives it back.
+/// purse (or, when an uploaded purse-load record of the same counter booked it already, to where that record took it
+/// from: `suspense` for the load's own record, `cash` for an office load); reverse gives it back. A confirmation whose
+/// card balance disagrees disputes the load (one `load-mismatch` flag, the hold stays) and is refused.
 extension PostgresSettlementStore {
     public func prepareLoad(reference: String, terminal: TerminalID, cardSerial: UInt32, amount: Fen, balanceBefore: Fen,
                             counterBefore: UInt16, at date: Date) async throws -> LoadState {
@@ -59,7 +61,9 @@ extension PostgresSettlementStore {
     }
 
     public func confirmLoad(reference: String, balanceAfter: Fen, counterAfter: UInt16, at date: Date) async throws -> LoadState {
-        try await transaction("confirm load") { connection in
+        // A confirmation whose figures disagree is refused, but what it found is kept (the load disputed, a flag): the
+        // body returns the refusal instead of throwing it, so the transaction commits.
+        let outcome = try await transaction("confirm load") { connection -> LoadOutcome in
             guard let found = try await Self.load(reference, on: connection, logger: self.logger) else {
                 throw SettlementError(.notFound, "load \(reference) was never prepared")
             }
@@ -67,16 +71,26 @@ extension PostgresSettlementStore {
             switch load.phase {
             case .reversed:
                 throw SettlementError(.conflict, "load \(reference) was reversed: it cannot be confirmed; prepare a new load")
+            case .disputed:
+                throw SettlementError(.conflict, "load \(reference) is disputed (the card showed \(found.balanceAfter.map { "\(Fen(Int($0)))" } ?? "?") at counter \(found.counterAfter.map { "\($0)" } ?? "?"), not \(load.balanceBefore + load.amount)): an operator settles it; nothing more to do at the terminal")
             case .confirmed:
                 guard found.balanceAfter == Int64(balanceAfter.rawValue), found.counterAfter == Int64(counterAfter) else {
                     throw SettlementError(.conflict, "load \(reference) was confirmed with other figures: check the card")
                 }
-                return load
+                return .done(load)
             case .prepared:
                 break
             }
             guard load.balanceBefore + load.amount == balanceAfter else {
-                throw SettlementError(.conflict, "load \(reference): the card shows \(balanceAfter), not \(load.balanceBefore) + \(load.amount): re-read the card; confirm only a load the card carries")
+                // Disputed once: the hold stays in pending-load, an operator is told (a retried confirmation finds the
+                // load disputed, under the row lock, and adds nothing).
+                try await Self.raise([Ledger.loadMismatchFlag(load, accountID: found.accountID, balanceAfter: balanceAfter, counterAfter: counterAfter)],
+                                     on: connection, logger: self.logger, at: date)
+                try await connection.query("""
+                    UPDATE loads SET phase = 'disputed', balance_after = \(Int64(balanceAfter.rawValue)),
+                        counter_after = \(Int64(counterAfter)), updated_at = \(date) WHERE reference = \(reference)
+                    """, logger: self.logger)
+                return .refused(SettlementError(.conflict, "load \(reference): the card shows \(balanceAfter), not \(load.balanceBefore) + \(load.amount): the load is disputed and an operator was flagged; the hold stays until the card office settles it"))
             }
             let uids = try await connection.query("SELECT uid FROM cards WHERE serial = \(Int64(load.cardSerial))", logger: self.logger)
             var uid: String?
@@ -93,8 +107,10 @@ extension PostgresSettlementStore {
                                                    counterAfter: counterAfter, in: &book)
             books[uid] = book
             try await Self.saveBooks([book], on: connection, logger: self.logger)
-            // An uploaded purse-load record of this counter booked cash → purse already: take the hold to cash instead.
-            try await Self.post([Movement(from: Ledger.pendingLoad, to: already ? Ledger.cash : Ledger.purseAccount(card.serial),
+            // An uploaded purse-load record of this counter booked it already: take the hold to where that record
+            // took the money from (suspense for the load's own record, cash for an office load), never to the purse.
+            let to = already ? try await Self.linkedSource(reference, on: connection, logger: self.logger) : Ledger.purseAccount(card.serial)
+            try await Self.post([Movement(from: Ledger.pendingLoad, to: to,
                                           amount: load.amount, kind: already ? "online-load-linked" : "online-load",
                                           terminalID: load.terminalID, terminalSequence: nil, day: Ledger.businessDay(of: date),
                                           cardSerial: card.serial, cardSide: already ? .neither : .to, merchant: nil)],
@@ -105,8 +121,46 @@ extension PostgresSettlementStore {
                 """, logger: self.logger)
             load.phase = .confirmed
             load.updatedAt = date
-            return load
+            return .done(load)
         }
+        switch outcome {
+        case let .done(load): return load
+        case let .refused(error): throw error
+        }
+    }
+
+    enum LoadOutcome: Sendable {
+        case done(LoadState)
+        case refused(SettlementError)
+    }
+
+    /// Where the uploaded record of the load `reference` took its money from: `suspense` when that record (the load's
+    /// own, booked before the confirmation) was booked to suspense, else `cash` (an office load at the same counter).
+    static func linkedSource(_ reference: String, on connection: PostgresConnection, logger: Logger) async throws -> String {
+        guard let key = OnlineLoadReference.record(named: reference) else { return Ledger.cash }
+        let rows = try await connection.query(
+            "SELECT booking, decided FROM records WHERE terminal_id = \(Int64(key.terminal.rawValue)) AND seq = \(Int64(key.sequence))",
+            logger: logger)
+        var source = Ledger.cash
+        for try await (booking, decided) in rows.decode((String, String?).self) {
+            let suspense = RecordAck.Booking.suspense.rawValue
+            if booking == suspense || decided?.hasPrefix(suspense) == true { source = Ledger.suspense }
+        }
+        return source
+    }
+
+    /// The phases of the loads `references` name, in one query.
+    static func loadPhases(_ references: [String], on connection: PostgresConnection, logger: Logger) async throws -> OnlineLoadPhases {
+        guard !references.isEmpty else { return [:] }
+        var phases: OnlineLoadPhases = [:]
+        let rows = try await connection.query("SELECT reference, phase FROM loads WHERE reference = ANY(\(references))", logger: logger)
+        for try await (reference, phase) in rows.decode((String, String).self) {
+            guard let parsed = LoadState.Phase(rawValue: phase) else {
+                throw SettlementError(.storage, "load \(reference) has the unknown phase \(phase)")
+            }
+            phases[reference] = parsed
+        }
+        return phases
     }
 
     public func loadReferences(among references: [String]) async throws -> Set<String> {
@@ -129,6 +183,8 @@ extension PostgresSettlementStore {
             switch load.phase {
             case .confirmed:
                 throw SettlementError(.conflict, "load \(reference) was confirmed: the card carries it; it cannot be reversed")
+            case .disputed:
+                throw SettlementError(.conflict, "load \(reference) is disputed (its confirmation showed other figures): an operator settles it; nothing more to do at the terminal")
             case .reversed: return load
             case .prepared: break
             }

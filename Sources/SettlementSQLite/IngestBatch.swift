@@ -49,6 +49,9 @@ struct IngestBatch {
         guard !fresh.isEmpty else { return acks }
 
         var books = try SQLiteSettlementStore.loadBooks(db, uids: Set(fresh.map { $0.record.cardUID.uppercased() }))
+        // The online loads the purse loads name (none for a batch without purse loads: no query).
+        let references = Ledger.loadReferences(of: fresh.lazy.map(\.record), books: books.values)
+        let loads = references.isEmpty ? [:] : try SQLiteSettlementStore.loadPhases(db, references)
         var touched = Set<String>()
         var movements: [Movement] = []
         var raised: [RaisedFlag] = []
@@ -58,7 +61,7 @@ struct IngestBatch {
         for (record, digest, index) in fresh {
             let uid = record.cardUID.uppercased()
             var book = books[uid] ?? CardBook(uid: uid, card: nil)
-            let decision = Ledger.apply(record, merchant: merchant, to: &book)
+            let decision = Ledger.apply(record, merchant: merchant, to: &book, loads: loads)
             books[uid] = book
             touched.insert(uid)
             movements += decision.movements

@@ -334,25 +334,35 @@ public final class SQLiteSettlementStore: SettlementStore {
 
     public func confirmLoad(reference: String, balanceAfter: Fen, counterAfter: UInt16, at date: Date) async throws -> LoadState {
         let now = Self.seconds(date)
-        return try await write { db in
+        // A confirmation whose figures disagree is refused, but what it found is kept (the load disputed, a flag): the
+        // closure returns the refusal instead of throwing it, so the transaction commits.
+        let outcome = try await write { db -> LoadOutcome in
             guard let load = try Self.fetchLoad(db, reference), let row = try Row.fetchOne(db, sql: "SELECT account_id, balance_after, counter_after FROM loads WHERE reference = ?", arguments: [reference]) else {
                 throw SettlementError(.notFound, "load \(reference) was never prepared")
             }
+            let after: Int64? = row["balance_after"]
+            let counter: Int64? = row["counter_after"]
             switch load.phase {
             case .reversed:
                 throw SettlementError(.conflict, "load \(reference) was reversed: it cannot be confirmed; prepare a new load")
+            case .disputed:
+                throw SettlementError(.conflict, "load \(reference) is disputed (the card showed \(after.map { "\(Fen(Int($0)))" } ?? "?") at counter \(counter.map { "\($0)" } ?? "?"), not \(load.balanceBefore + load.amount)): an operator settles it; nothing more to do at the terminal")
             case .confirmed:
-                let after: Int64? = row["balance_after"]
-                let counter: Int64? = row["counter_after"]
                 guard after == Int64(balanceAfter.rawValue), counter == Int64(counterAfter) else {
                     throw SettlementError(.conflict, "load \(reference) was confirmed with other figures: check the card")
                 }
-                return load
+                return .done(load)
             case .prepared:
                 break
             }
             guard load.balanceBefore + load.amount == balanceAfter else {
-                throw SettlementError(.conflict, "load \(reference): the card shows \(balanceAfter), not \(load.balanceBefore) + \(load.amount): re-read the card; confirm only a load the card carries")
+                // Disputed once: the hold stays in pending-load, an operator is told (a retried confirmation finds the
+                // load disputed and adds nothing).
+                try Self.raise([Ledger.loadMismatchFlag(load, accountID: row["account_id"], balanceAfter: balanceAfter, counterAfter: counterAfter)],
+                               db: db, at: now)
+                try db.execute(sql: "UPDATE loads SET phase = 'disputed', balance_after = ?, counter_after = ?, updated_at = ? WHERE reference = ?",
+                               arguments: [balanceAfter.rawValue, Int64(counterAfter), now, reference])
+                return .refused(SettlementError(.conflict, "load \(reference): the card shows \(balanceAfter), not \(load.balanceBefore) + \(load.amount): the load is disputed and an operator was flagged; the hold stays until the card office settles it"))
             }
             guard let card = try Self.fetchCard(db, whereSQL: "c.serial = ?", Int64(load.cardSerial)) else {
                 throw SettlementError(.storage, "load \(reference)'s card \(load.cardSerial) vanished from the store")
@@ -363,15 +373,54 @@ public final class SQLiteSettlementStore: SettlementStore {
                                                    counterAfter: counterAfter, in: &book)
             books[card.uid] = book
             try Self.saveBooks(db, books.values)
-            // An uploaded purse-load record of this counter booked cash → purse already: take the hold to cash instead.
-            let to = already ? Ledger.cash : Ledger.purseAccount(card.serial)
+            // An uploaded purse-load record of this counter booked it already: take the hold to where that record
+            // took the money from (suspense for the load's own record, cash for an office load), never to the purse.
+            let to = already ? try Self.linkedSource(db, reference) : Ledger.purseAccount(card.serial)
             try Self.post([Movement(from: Ledger.pendingLoad, to: to, amount: load.amount, kind: already ? "online-load-linked" : "online-load",
                                     terminalID: load.terminalID, terminalSequence: nil, day: Ledger.businessDay(of: date),
                                     cardSerial: card.serial, cardSide: already ? .neither : .to, merchant: nil)], db: db, at: now)
             try db.execute(sql: "UPDATE loads SET phase = 'confirmed', balance_after = ?, counter_after = ?, updated_at = ? WHERE reference = ?",
                            arguments: [balanceAfter.rawValue, Int64(counterAfter), now, reference])
-            return try Self.fetchLoad(db, reference)!
+            return .done(try Self.fetchLoad(db, reference)!)
         }
+        switch outcome {
+        case let .done(load): return load
+        case let .refused(error): throw error
+        }
+    }
+
+    enum LoadOutcome: Sendable {
+        case done(LoadState)
+        case refused(SettlementError)
+    }
+
+    /// Where the uploaded record of the load `reference` took its money from: `suspense` when that record (the load's
+    /// own, booked before the confirmation) was booked to suspense, else `cash` (an office load at the same counter).
+    static func linkedSource(_ db: Database, _ reference: String) throws -> String {
+        guard let key = OnlineLoadReference.record(named: reference),
+              let row = try Row.fetchOne(db, sql: "SELECT booking, decided FROM records WHERE terminal_id = ? AND seq = ?",
+                                         arguments: [Int64(key.terminal.rawValue), Int64(key.sequence)]) else { return Ledger.cash }
+        let booking: String = row["booking"]
+        let decided: String? = row["decided"]
+        return booking == RecordAck.Booking.suspense.rawValue || decided?.hasPrefix(RecordAck.Booking.suspense.rawValue) == true
+            ? Ledger.suspense : Ledger.cash
+    }
+
+    /// The phases of the loads `references` name (one query per 500).
+    static func loadPhases(_ db: Database, _ references: [String]) throws -> OnlineLoadPhases {
+        var phases: OnlineLoadPhases = [:]
+        for start in stride(from: 0, to: references.count, by: 500) {
+            let chunk = references[start..<min(start + 500, references.count)]
+            for row in try Row.fetchAll(db, sql: "SELECT reference, phase FROM loads WHERE reference IN (\(databaseQuestionMarks(count: chunk.count)))",
+                                        arguments: StatementArguments(chunk.map(\.databaseValue))) {
+                let phase: String = row["phase"]
+                guard let parsed = LoadState.Phase(rawValue: phase) else {
+                    throw SettlementError(.storage, "load \(row["reference"] as String) has the unknown phase \(phase)")
+                }
+                phases[row["reference"]] = parsed
+            }
+        }
+        return phases
     }
 
     public func loadReferences(among references: [String]) async throws -> Set<String> {
@@ -396,6 +445,7 @@ public final class SQLiteSettlementStore: SettlementStore {
             }
             switch load.phase {
             case .confirmed: throw SettlementError(.conflict, "load \(reference) was confirmed: the card carries it; it cannot be reversed")
+            case .disputed: throw SettlementError(.conflict, "load \(reference) is disputed (its confirmation showed other figures): an operator settles it; nothing more to do at the terminal")
             case .reversed: return load
             case .prepared: break
             }

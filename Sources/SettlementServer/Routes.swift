@@ -88,18 +88,20 @@ public struct SettlementServer: Sendable {
         guard acks.count == records.count else {
             throw APIError(.internalServerError, code: "storage", "the store acknowledged \(acks.count) of \(records.count) records: resend the batch")
         }
-        return jsonResponse(WireUploadResponse(acks: acks.map(WireAck.init), serverTime: unixSeconds(now())))
+        return jsonResponse(bytes: WireUploadResponse(acks: acks.map(WireAck.init), serverTime: unixSeconds(now())).json)
     }
 
     /// A load station's purse-load record settles its online load when the station's own confirmation (or reversal)
     /// was lost: done confirms it, not done reverses it (both idempotent), before the record is ingested (the
     /// confirmed load's counter link then books the record as the same money, once). A record of no online load
-    /// (an office load) finds none and is booked as it is.
+    /// (an office load) finds none and is booked as it is. A confirmation refused (the figures disagree: the load is
+    /// disputed and flagged) leaves the record to the ledger, which books a record of an unconfirmed load from
+    /// suspense, never from cash.
     private func settleOnlineLoads(_ records: [TerminalRecord], _ terminal: TerminalID) async throws {
         let loads = records.filter { $0.kind == .purseLoad && $0.outcome != .undetermined }
         guard !loads.isEmpty else { return }
         func loadReference(_ record: TerminalRecord) -> String {
-            storeReference(OnlineLoadReference.of(terminal: terminal, sequence: record.terminalSequence), terminal)
+            OnlineLoadReference.named(terminal: terminal, sequence: record.terminalSequence)
         }
         // Office loads are purse loads too: only those prepared online have anything to settle.
         let online = try await store.loadReferences(among: loads.map(loadReference))
@@ -130,7 +132,7 @@ public struct SettlementServer: Sendable {
 
     /// Load references are the terminal's own: the store keeps them under the terminal's id, so one terminal can
     /// neither see nor settle another's load.
-    private func storeReference(_ reference: String, _ terminal: TerminalID) -> String { "T\(terminal.rawValue)-\(reference)" }
+    private func storeReference(_ reference: String, _ terminal: TerminalID) -> String { OnlineLoadReference.stored(reference, terminal: terminal) }
 
     private func pathReference(_ context: SettlementRequestContext) throws -> String {
         try Check.loadReference(context.parameters.get("reference") ?? "", "reference")

@@ -256,6 +256,51 @@ func book(status: CardStatus = .active, issued: Bool = true) -> CardBook {
         #expect(odd.booking == .flagged && odd.flags == ["counter-repeat"] && odd.movements.isEmpty)
     }
 
+    @Test func aRecordOfAnUnconfirmedOnlineLoadIsBookedFromSuspenseNotCash() {
+        let load = record(.purseLoad, amount: 500, before: 100, counter: 3, sequence: 7, terminal: 4)
+        let reference = OnlineLoadReference.named(terminal: 4, sequence: 7)
+        #expect(reference == "T4-load-t4-s7")
+        #expect(OnlineLoadReference.record(named: reference).map { [Int($0.terminal.rawValue), Int($0.sequence)] } == [4, 7])
+        #expect(OnlineLoadReference.record(named: "T4-L-1") == nil && OnlineLoadReference.record(named: "T5-load-t4-s7") == nil)
+        #expect(Ledger.loadReferences(of: [load, record(.purseDebit, amount: 5, before: 600, counter: 4)], books: []) == [reference])
+        for phase in [LoadState.Phase.prepared, .disputed, .reversed, .confirmed] {
+            var card = book()
+            let decision = Ledger.apply(load, merchant: "office", to: &card, loads: [reference: phase])
+            #expect(decision.booking == .suspense && decision.flags == ["load-unconfirmed"], "\(phase)")
+            #expect(decision.movements.map { [$0.from, $0.to] } == [[Ledger.suspense, "purse:1001"]], "\(phase)")
+            #expect(decision.raised.map(\.code) == ["load-unconfirmed"] && decision.raised.first?.terminalSequence == 7)
+            // The counter rules still apply: the window and the mirror move.
+            #expect(card.card?.purseMirror == 600 && card.card?.purseCounter == 4)
+        }
+        // No online load under its reference: an office load, from cash.
+        var office = book()
+        #expect(Ledger.apply(load, merchant: "office", to: &office, loads: [:]).movements.map(\.from) == [Ledger.cash])
+        // Confirmed with it (the link): nothing, whatever the phase map says.
+        var linked = book()
+        _ = Ledger.confirmOnlineLoad(reference: reference, amount: 500, balanceAfter: 600, counterAfter: 4, in: &linked)
+        let nothing = Ledger.apply(load, merchant: "office", to: &linked, loads: [reference: .confirmed])
+        #expect(nothing.booking == .nothing && nothing.movements.isEmpty && nothing.raised.isEmpty)
+        // A torn record of the load decided done later is booked from suspense too.
+        var torn = book()
+        let pending = Ledger.apply(record(.purseLoad, amount: 500, before: 100, counter: 3, outcome: .undetermined, sequence: 7, terminal: 4),
+                                   merchant: "office", to: &torn, loads: [reference: .prepared])
+        #expect(pending.booking == .pending)
+        let next = record(.purseDebit, amount: 5, before: 600, counter: 4)
+        #expect(Ledger.loadReferences(of: [next], books: [torn]) == [reference])
+        let decided = Ledger.apply(next, merchant: "m", to: &torn, loads: [reference: .prepared])
+        #expect(decided.decided.map(\.booking) == [.suspense])
+        #expect(decided.movements.map(\.from) == [Ledger.suspense, "purse:1001"])
+    }
+
+    @Test func aLoadMismatchFlagIsOneLineNamingTheLoad() {
+        let load = LoadState(reference: "T4-load-t4-s7", terminalID: 4, cardSerial: 1001, amount: 500, balanceBefore: 100, counterBefore: 3,
+                             phase: .prepared, updatedAt: Date(timeIntervalSince1970: 0))
+        let flag = Ledger.loadMismatchFlag(load, accountID: 7, balanceAfter: 650, counterAfter: 4)
+        #expect(flag.code == "load-mismatch" && flag.terminalID == 4 && flag.terminalSequence == 7 && flag.cardSerial == 1001)
+        #expect(flag.message.contains("T4-load-t4-s7") && flag.message.contains("\(Fen(650))") && flag.message.contains("\(Fen(600))"))
+        #expect(flag.message.contains("account 7") && !flag.message.contains("\n"))
+    }
+
     @Test func aLateOnlineLoadConfirmationLeavesTheMirrorAtTheNewestCounter() {
         // Loaded online to counter 3, then spent twice; the sales are uploaded before the load's confirmation arrives.
         var card = book()

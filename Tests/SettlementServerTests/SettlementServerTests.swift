@@ -312,6 +312,53 @@ struct SettlementServerTests {
         }
     }
 
+    @Test("online load: a confirmation the card's balance contradicts is a 409 flagged once; the load's uploaded record is booked from suspense")
+    func loadMismatch() async throws {
+        try await withServer { server in
+            let account = try await server.admin(.POST, "/v1/admin/accounts", json: ["name": "Wei", "initialBalance": 50_000])
+            let accountID = try #require(account.json["id"] as? Int)
+            #expect(try await server.admin(.POST, "/v1/admin/cards", json: ["serial": 2001, "uid": "0badf00d", "accountID": accountID]).status == 201)
+            func load(_ sequence: UInt32, amount: Int, before: Int, counter: Int) async throws -> String {
+                let reference = OnlineLoadReference.of(terminal: terminalID, sequence: sequence)
+                let prepare: [String: Any] = ["reference": reference, "cardSerial": 2001, "amount": amount, "balanceBefore": before, "counterBefore": counter]
+                #expect(try await server.terminal(.POST, "/v1/loads", json: prepare).status == 200)
+                return reference
+            }
+            func loadRecord(_ sequence: UInt32, amount: Int, before: Int, counter: Int) -> [String: Any] {
+                ["terminalID": Int(terminalID.rawValue), "terminalSequence": Int(sequence), "kind": "purse-load", "cardUID": "0BADF00D",
+                 "amount": amount, "balanceBefore": before, "counterBefore": counter, "outcome": "done", "createdAt": 1_767_225_600,
+                 "balanceAfter": before + amount, "counterAfter": counter + 1]
+            }
+            func flagCodes() async throws -> [String] {
+                try #require(try await server.admin(.GET, "/v1/admin/reports/flags").json["flags"] as? [[String: Any]]).compactMap { $0["code"] as? String }
+            }
+            let reference = try await load(5, amount: 10_000, before: 300, counter: 4)
+            for _ in 0..<2 {
+                let refused = try await server.terminal(.POST, "/v1/loads/\(reference)/confirm", json: ["balanceAfter": 10_299, "counterAfter": 5])
+                #expect(refused.status == 409 && refused.code == "conflict")
+            }
+            #expect(try await flagCodes() == ["load-mismatch"])
+            #expect(try await server.terminal(.POST, "/v1/loads/\(reference)/reverse").status == 409)
+            // The station uploads its journal record: its confirmation from the upload is refused too (disputed), and
+            // the record is booked from suspense, not as an office cash load.
+            let upload = try await server.terminal(.POST, "/v1/transactions", json: ["records": [loadRecord(5, amount: 10_000, before: 300, counter: 4)]])
+            let ack = try #require((upload.json["acks"] as? [[String: Any]])?.first)
+            #expect(ack["booking"] as? String == "suspense" && ack["flags"] as? [String] == ["load-unconfirmed"])
+            #expect(try await flagCodes() == ["load-unconfirmed", "load-mismatch"])
+            // The hold stays out of the holder's account until the card office settles the load.
+            #expect(try await server.admin(.GET, "/v1/admin/accounts/\(accountID)").json["balance"] as? Int == 40_000)
+
+            // A load whose confirmation was lost is confirmed from its uploaded record, which then books nothing.
+            _ = try await load(6, amount: 100, before: 10_300, counter: 5)
+            let lost = try await server.terminal(.POST, "/v1/transactions", json: ["records": [loadRecord(6, amount: 100, before: 10_300, counter: 5)]])
+            #expect((lost.json["acks"] as? [[String: Any]])?.first?["booking"] as? String == "nothing")
+            #expect(try await flagCodes().count == 2)
+            #expect(try await server.admin(.GET, "/v1/admin/accounts/\(accountID)").json["balance"] as? Int == 39_900)
+            let card = try await server.admin(.GET, "/v1/admin/cards/2001")
+            #expect(card.json["purseMirror"] as? Int == 10_400 && card.json["purseCounter"] as? Int == 6, "\(card.json)")
+        }
+    }
+
     @Test("unknown endpoints and methods answer with a JSON error")
     func unknownEndpoint() async throws {
         try await withServer { server in

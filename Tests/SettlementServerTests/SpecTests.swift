@@ -73,3 +73,22 @@ struct SpecTests {
         }
     }
 }
+
+/// The upload's answer is written by hand; it must be what `jsonResponse` (JSONEncoder, sorted keys) would send.
+@Suite struct UploadAnswerJSONTests {
+    @Test func theAnswerIsWhatJSONEncoderWrites() throws {
+        let at = Date(timeIntervalSince1970: 1_764_460_800)
+        let acks = [
+            RecordAck(terminalSequence: 0, status: .accepted, booking: .booked, flags: [], receivedAt: at),
+            RecordAck(terminalSequence: UInt32.max, status: .duplicate, booking: .pending, flags: ["counter-gap", "amount-mismatch"],
+                      receivedAt: at.addingTimeInterval(0.9)),
+            RecordAck(terminalSequence: 7, status: .conflict, booking: .flagged, flags: ["odd \"flag\"\n\\"], receivedAt: at),
+        ]
+        let answer = WireUploadResponse(acks: acks.map(WireAck.init), serverTime: 1_764_460_801)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        #expect(answer.json == [UInt8](try encoder.encode(answer)))
+        let empty = WireUploadResponse(acks: [], serverTime: 0)
+        #expect(empty.json == Array(#"{"acks":[],"serverTime":0}"#.utf8))
+    }
+}

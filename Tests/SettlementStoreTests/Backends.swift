@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import SettlementCore
 import Logging
 import SettlementPostgres
@@ -10,6 +11,9 @@ import TestSupport
 struct StoreUnderTest: Sendable {
     var store: any SettlementStore
     var cleanup: @Sendable () async throws -> Void
+    /// The ledger's balance per account, read from the database itself (the store's API shows only the holders'
+    /// accounts): where a hold or a suspense booking sits.
+    var balances: @Sendable () async throws -> [String: Int]
 }
 
 /// One storage backend of the conformance suite. Add a backend by appending to `Backends.all`; nothing in the suite
@@ -30,11 +34,14 @@ enum Backends {
     static let sqlite = Backend(name: "SQLite") {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("settle-store-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let store = try SQLiteSettlementStore(path: directory.appendingPathComponent("settlement.sqlite").path)
-        return StoreUnderTest(store: store) {
+        let path = directory.appendingPathComponent("settlement.sqlite").path
+        let store = try SQLiteSettlementStore(path: path)
+        return StoreUnderTest(store: store, cleanup: {
             try? store.close()
             try FileManager.default.removeItem(at: directory)
-        }
+        }, balances: {
+            try await offPool { try sqliteLedgerBalances(path) }
+        })
     }
 
     /// A fresh database per test on the test process's own PostgreSQL cluster (scripts/postgres, started on first
@@ -44,8 +51,41 @@ enum Backends {
         let store = try PostgresSettlementStore(url: url, maximumConnections: 4,
                                                 logger: Logger(label: "conformance", factory: { _ in SwiftLogNoOpLogHandler() }))
         try await store.start()
-        return StoreUnderTest(store: store) {
+        let database = String(url.split(separator: "/").last ?? "")
+        return StoreUnderTest(store: store, cleanup: {
             await store.shutdown()
+        }, balances: {
+            let lines = try await offPool {
+                try PostgresServer.shared().psql("SELECT account || '=' || SUM(amount) FROM ledger GROUP BY account", database: database)
+            }
+            var balances: [String: Int] = [:]
+            for line in lines.split(separator: "\n") {
+                guard let equals = line.lastIndex(of: "="), let amount = Int(line[line.index(after: equals)...]) else { continue }
+                balances[String(line[..<equals])] = amount
+            }
+            return balances
+        })
+    }
+}
+
+/// Runs a blocking call (a database file read, psql) on a Dispatch thread, not on the cooperative pool.
+func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+    }
+}
+
+/// Every account's balance in an SQLite store's ledger, read from the file (the store's API shows holder accounts only).
+func sqliteLedgerBalances(_ path: String) throws -> [String: Int] {
+    var configuration = Configuration()
+    configuration.readonly = true
+    let queue = try DatabaseQueue(path: path, configuration: configuration)
+    defer { try? queue.close() }
+    return try queue.read { db in
+        var balances: [String: Int] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT account, SUM(amount) AS balance FROM ledger GROUP BY account") {
+            balances[row["account"]] = row["balance"]
         }
+        return balances
     }
 }

@@ -371,7 +371,6 @@ import Testing
             try await expectRefused(.conflict, by: store) {
                 _ = try await store.prepareLoad(reference: "L-1", terminal: f.office, cardSerial: 1001, amount: 2001, balanceBefore: 5000, counterBefore: 10, at: t0)
             }
-            try await expectRefused(.conflict, by: store) { _ = try await store.confirmLoad(reference: "L-1", balanceAfter: 6999, counterAfter: 11, at: t0) }
             let confirmed = try await store.confirmLoad(reference: "L-1", balanceAfter: 7000, counterAfter: 11, at: t0.addingTimeInterval(10))
             #expect(confirmed.phase == .confirmed)
             #expect(try await store.card(serial: 1001).map { [$0.purseMirror.rawValue, Int($0.purseCounter ?? 0)] } == [7000, 11])
@@ -431,6 +430,132 @@ import Testing
             _ = try await store.confirmLoad(reference: "L-4", balanceAfter: 600, counterAfter: 4, at: t0)
             #expect(try await store.statement(cardSerial: 1001).map(\.amount) == [500])
             #expect(try await store.account(f.account.id)?.balance == 9500)
+        }
+    }
+
+    // MARK: online load whose figures disagree, and the uploaded records of unconfirmed loads
+
+    /// Confirms a load whose card shows other figures: must be refused with 409 (`conflict`).
+    func confirmRefused(_ store: any SettlementStore, _ reference: String, balanceAfter: Fen, counterAfter: UInt16,
+                        sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        do {
+            _ = try await store.confirmLoad(reference: reference, balanceAfter: balanceAfter, counterAfter: counterAfter, at: t0)
+            Issue.record("a confirmation with other figures was taken", sourceLocation: sourceLocation)
+        } catch let error as SettlementError {
+            #expect(error.code == .conflict, "\(error.message)", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test(arguments: Backends.all)
+    func aConfirmationWhoseFiguresDisagreeDisputesTheLoadAndFlagsItOnce(backend: Backend) async throws {
+        try await withStore(backend) { store, f in
+            let prepared = try await store.prepareLoad(reference: "L-5", terminal: f.office, cardSerial: 1001, amount: 2000, balanceBefore: 5000,
+                                                       counterBefore: 10, at: t0)
+            let flagsBefore = try await store.flags(limit: 100).count
+            try await confirmRefused(store, "L-5", balanceAfter: 6999, counterAfter: 11)
+            let flags = try await store.flags(limit: 100)
+            #expect(flags.count == flagsBefore + 1)
+            let flag = try #require(flags.first)
+            #expect(flag.code == "load-mismatch" && flag.cardSerial == 1001 && flag.terminalID == f.office)
+            #expect(flag.message.contains("L-5") && flag.message.contains("\(Fen(6999))") && flag.message.contains("\(Fen(7000))"))
+            #expect(!flag.message.contains("\n"))
+            // The load is disputed: a retried confirmation (with any figures) and a reversal are refused and write nothing.
+            try await expectRefused(.conflict, by: store) { _ = try await store.confirmLoad(reference: "L-5", balanceAfter: 6999, counterAfter: 11, at: t0) }
+            try await expectRefused(.conflict, by: store) { _ = try await store.confirmLoad(reference: "L-5", balanceAfter: 7000, counterAfter: 11, at: t0) }
+            try await expectRefused(.conflict, by: store) { _ = try await store.reverseLoad(reference: "L-5", at: t0) }
+            #expect(try await store.flagCodes().filter { $0 == "load-mismatch" }.count == 1)
+            let found = try await store.prepareLoad(reference: "L-5", terminal: f.office, cardSerial: 1001, amount: 2000, balanceBefore: 5000,
+                                                    counterBefore: 10, at: t0)
+            #expect(found.phase == .disputed && found.reference == prepared.reference && found.amount == prepared.amount)
+            // The hold stays in pending-load (out of the holder's account, not on the card) until an operator settles it.
+            #expect(try await store.account(f.account.id)?.balance == 8000)
+            #expect(try await f.balances()[Ledger.pendingLoad] == 2000)
+            #expect(try await store.statement(cardSerial: 1001).isEmpty)
+            #expect(try await store.card(serial: 1001)?.purseCounter == nil)
+        }
+    }
+
+    enum UnconfirmedPhase: String, CaseIterable, Sendable { case prepared, disputed, reversed }
+
+    @Test(arguments: Backends.all, UnconfirmedPhase.allCases)
+    func aRecordOfAnUnconfirmedOnlineLoadIsBookedFromSuspenseAndFlagged(backend: Backend, phase: UnconfirmedPhase) async throws {
+        try await withStore(backend) { store, f in
+            let reference = OnlineLoadReference.named(terminal: f.office, sequence: 7)
+            _ = try await store.prepareLoad(reference: reference, terminal: f.office, cardSerial: 1001, amount: 500, balanceBefore: 100,
+                                            counterBefore: 3, at: t0)
+            switch phase {
+            case .prepared: break
+            case .disputed: try await confirmRefused(store, reference, balanceAfter: 650, counterAfter: 4)
+            case .reversed: _ = try await store.reverseLoad(reference: reference, at: t0)
+            }
+            let flagsBefore = try await store.flagCodes()
+            let upload = record(.purseLoad, 500, before: 100, counter: 3, sequence: 7, terminal: f.office)
+            let acks = try await store.ingest([upload], from: f.office, at: t0)
+            #expect(acks.map(\.booking) == [.suspense] && acks[0].flags == ["load-unconfirmed"])
+            #expect(try await store.flagCodes() == ["load-unconfirmed"] + flagsBefore)
+            let flag = try #require(try await store.flags(limit: 1).first)
+            #expect(flag.terminalID == f.office && flag.terminalSequence == 7 && flag.cardSerial == 1001)
+            #expect(flag.message.contains(phase.rawValue) && flag.message.contains("load-t4-s7") && !flag.message.contains("\n"))
+            // The money the card shows is on the purse, taken from suspense: no cash was paid in.
+            let balances = try await f.balances()
+            #expect(balances["purse:1001"] == 500 && balances[Ledger.suspense] == -500 && balances[Ledger.cash] == -10_000)
+            #expect(balances[Ledger.pendingLoad] == (phase == .reversed ? 0 : 500))
+            #expect(try await store.account(f.account.id)?.balance == (phase == .reversed ? 10_000 : 9500))
+            #expect(try await store.card(serial: 1001).map { [$0.purseMirror.rawValue, Int($0.purseCounter ?? 0)] } == [600, 4])
+            // A re-upload is a duplicate: no second booking, no second flag.
+            let counts = try await store.rowCounts()
+            #expect(try await store.ingest([upload], from: f.office, at: t0.addingTimeInterval(60)).map(\.status) == [.duplicate])
+            #expect(try await store.rowCounts() == counts)
+            if phase == .prepared {
+                // The confirmation that comes after the record books the money once: the hold clears the suspense.
+                #expect(try await store.confirmLoad(reference: reference, balanceAfter: 600, counterAfter: 4, at: t0).phase == .confirmed)
+                let settled = try await f.balances()
+                #expect(settled["purse:1001"] == 500 && settled[Ledger.suspense] == 0 && settled[Ledger.pendingLoad] == 0 && settled[Ledger.cash] == -10_000)
+                #expect(try await store.statement(cardSerial: 1001).map(\.amount) == [500])
+                #expect(try await store.account(f.account.id)?.balance == 9500)
+            }
+        }
+    }
+
+    @Test(arguments: Backends.all)
+    func aRecordOfAConfirmedOnlineLoadBooksNothing(backend: Backend) async throws {
+        try await withStore(backend) { store, f in
+            let reference = OnlineLoadReference.named(terminal: f.office, sequence: 8)
+            _ = try await store.prepareLoad(reference: reference, terminal: f.office, cardSerial: 1001, amount: 500, balanceBefore: 100,
+                                            counterBefore: 3, at: t0)
+            _ = try await store.confirmLoad(reference: reference, balanceAfter: 600, counterAfter: 4, at: t0)
+            let acks = try await store.ingest([record(.purseLoad, 500, before: 100, counter: 3, sequence: 8, terminal: f.office)], from: f.office, at: t0)
+            #expect(acks.map(\.booking) == [.nothing] && acks[0].flags.isEmpty)
+            #expect(try await store.flagCodes().isEmpty)
+            let balances = try await f.balances()
+            #expect(balances["purse:1001"] == 500 && balances[Ledger.pendingLoad] == 0 && balances[Ledger.cash] == -10_000)
+            #expect(balances[Ledger.suspense, default: 0] == 0)
+            #expect(try await store.statement(cardSerial: 1001).map(\.amount) == [500])
+            // An office load (no online load under its reference) is still cash.
+            let office = try await store.ingest([record(.purseLoad, 300, before: 600, counter: 4, sequence: 9, terminal: f.office)], from: f.office, at: t0)
+            #expect(office.map(\.booking) == [.booked])
+            #expect(try await f.balances()[Ledger.cash] == -10_300)
+        }
+    }
+
+    @Test(arguments: Backends.all)
+    func aTornRecordOfAPreparedLoadDecidedLaterIsBookedFromSuspense(backend: Backend) async throws {
+        try await withStore(backend) { store, f in
+            let reference = OnlineLoadReference.named(terminal: f.office, sequence: 3)
+            _ = try await store.prepareLoad(reference: reference, terminal: f.office, cardSerial: 1001, amount: 500, balanceBefore: 100,
+                                            counterBefore: 3, at: t0)
+            let torn = try await store.ingest([record(.purseLoad, 500, before: 100, counter: 3, outcome: .undetermined, sequence: 3, terminal: f.office)],
+                                              from: f.office, at: t0)
+            #expect(torn.map(\.booking) == [.pending])
+            // The card's next sale shows the load done (counter 4, balance 600): the load is booked then, from suspense.
+            #expect(try await store.ingest([record(.purseDebit, 100, before: 600, counter: 4, sequence: 1)], from: f.terminal, at: t0).map(\.booking) == [.booked])
+            #expect(try await store.flagCodes().contains("load-unconfirmed"))
+            var balances = try await f.balances()
+            #expect(balances["purse:1001"] == 400 && balances[Ledger.suspense] == -500 && balances[Ledger.cash] == -10_000)
+            // Its confirmation then clears the suspense (the decided record's booking says where the money came from).
+            _ = try await store.confirmLoad(reference: reference, balanceAfter: 600, counterAfter: 4, at: t0)
+            balances = try await f.balances()
+            #expect(balances["purse:1001"] == 400 && balances[Ledger.suspense] == 0 && balances[Ledger.pendingLoad] == 0)
         }
     }
 

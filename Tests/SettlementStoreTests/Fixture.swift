@@ -8,7 +8,8 @@ import Testing
 func withStore(_ backend: Backend, _ body: (any SettlementStore, Fixture) async throws -> Void) async throws {
     let under = try await backend.make()
     do {
-        let fixture = try await Fixture.set(up: under.store)
+        var fixture = try await Fixture.set(up: under.store)
+        fixture.balances = under.balances
         try await body(under.store, fixture)
         #expect(try await under.store.ledgerImbalance() == .zero, "the ledger must balance after every test")
     } catch {
@@ -24,6 +25,8 @@ struct Fixture: Sendable {
     var card: Card
     let terminal: TerminalID = 3
     let office: TerminalID = 4
+    /// The ledger's balance per account (`StoreUnderTest.balances`).
+    var balances: @Sendable () async throws -> [String: Int] = { [:] }
 
     static func set(up store: any SettlementStore) async throws -> Fixture {
         try await store.putTerminal(TerminalInfo(id: 3, merchant: "canteen", secret: Array(repeating: 1, count: 32)))

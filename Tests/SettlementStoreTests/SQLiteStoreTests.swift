@@ -46,21 +46,6 @@ import Testing
         try store.close()
     }
 
-    /// Every account's balance in the ledger (read from the file: the store's API shows holder accounts only).
-    func ledgerBalances(_ path: String) throws -> [String: Int] {
-        var configuration = Configuration()
-        configuration.readonly = true
-        let queue = try DatabaseQueue(path: path, configuration: configuration)
-        defer { try? queue.close() }
-        return try queue.read { db in
-            var balances: [String: Int] = [:]
-            for row in try Row.fetchAll(db, sql: "SELECT account, SUM(amount) AS balance FROM ledger GROUP BY account") {
-                balances[row["account"]] = row["balance"]
-            }
-            return balances
-        }
-    }
-
     @Test func anOnlineLoadsHoldSitsInPendingLoadUntilConfirmedOrReversed() async throws {
         let (directory, path) = try temporaryPath()
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -73,17 +58,17 @@ import Testing
         _ = try await store.prepareLoad(reference: "L-1", terminal: 4, cardSerial: 1001, amount: 2000, balanceBefore: 5000, counterBefore: 10, at: t0)
         _ = try await store.prepareLoad(reference: "L-2", terminal: 4, cardSerial: 1001, amount: 500, balanceBefore: 5000, counterBefore: 10, at: t0)
         // Held: out of the holder's account, not yet on the card nor in cash.
-        #expect(try ledgerBalances(path) == ["cash": -10_000, holder: 7500, "pending-load": 2500])
+        #expect(try sqliteLedgerBalances(path) == ["cash": -10_000, holder: 7500, "pending-load": 2500])
         _ = try await store.confirmLoad(reference: "L-1", balanceAfter: 7000, counterAfter: 11, at: t0)
         _ = try await store.reverseLoad(reference: "L-2", at: t0)
-        #expect(try ledgerBalances(path) == ["cash": -10_000, holder: 8000, "pending-load": 0, "purse:1001": 2000])
+        #expect(try sqliteLedgerBalances(path) == ["cash": -10_000, holder: 8000, "pending-load": 0, "purse:1001": 2000])
         // The station's uploaded record books the next load before its confirmation arrives: the confirmation then
         // takes the hold to cash (which paid the purse), never to the purse a second time.
         _ = try await store.prepareLoad(reference: "L-3", terminal: 4, cardSerial: 1001, amount: 500, balanceBefore: 7000, counterBefore: 11, at: t0)
         #expect(try await store.ingest([record(.purseLoad, 500, before: 7000, counter: 11, sequence: 1, terminal: 4)], from: 4, at: t0)
             .map(\.booking) == [.booked])
         _ = try await store.confirmLoad(reference: "L-3", balanceAfter: 7500, counterAfter: 12, at: t0)
-        #expect(try ledgerBalances(path) == ["cash": -10_000, holder: 7500, "pending-load": 0, "purse:1001": 2500])
+        #expect(try sqliteLedgerBalances(path) == ["cash": -10_000, holder: 7500, "pending-load": 0, "purse:1001": 2500])
         #expect(try await store.ledgerImbalance() == .zero)
         try store.close()
     }
