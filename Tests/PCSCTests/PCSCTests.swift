@@ -96,11 +96,16 @@ import TestSupport
         try await later.disconnect()
     }
 
+    static func eventCount(_ context: PCSCContext) async throws -> Int? {
+        try await context.readerStates().first { $0.name == readerName }?.eventCount
+    }
+
     @Test func cardRemovedMidAPDU() async throws {
         let card = try VirtualCard(image: SampleCards.blank1K(), port: Self.port)
         defer { card.stop() }
         let context = try await PCSCContext.establish()
         let connection = try await context.connect(reader: Self.readerName)
+        let eventsBefore = try await Self.eventCount(context)
         card.reader.arm(.after(0))  // the next APDU never gets its answer
         do {
             let response = try await connection.transmit([0xFF, 0xCA, 0x00, 0x00, 0x00])
@@ -108,10 +113,16 @@ import TestSupport
         } catch let error as PCSCError {
             #expect(error.transportFailure == .cardRemoved, "got \(error.name)")
         }
-        // The card comes back with its memory; a new connection works. pcscd must first have seen it leave (it polls
-        // vpcd every 400 ms): a card put back before that is, to pcscd, still the old powered card, and the next
-        // transmit fails (HardwareNotes, "A vpcd card taken off and put back within about a second").
+        // The card comes back with its memory; a new connection works. pcscd's event thread must first have seen it
+        // leave (it polls vpcd every 400 ms): a card put back before that is, to pcscd, still the old powered card,
+        // and no arrival is ever reported (HardwareNotes, "A vpcd card taken off and put back within about a second").
+        // Neither a refused SCardConnect nor an empty reader state shows that: the failed power-down after the torn
+        // APDU marks the reader empty at once. The reader's event counter moves only when the event thread saw it.
         try card.waitForPcscd(present: false)
+        let deadline = ContinuousClock.now + .seconds(15)
+        while try await Self.eventCount(context) == eventsBefore, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
         #expect(card.reader.reinsert())
         #expect(card.link.waitUntilConnected())
         try card.waitForPcscd(present: true)

@@ -99,7 +99,7 @@ import TestSupport
 
     @Test func aRestartedServerGivesTypedErrorsAndRetriesStoreEveryRecordOnce() async throws {
         // A cluster of its own: restarting the shared one would disturb the other tests.
-        let server = try await offPool { try PostgresServer.start() }
+        let server = try await onThread { try PostgresServer.start() }
         defer { try? server.stop() }
         let url = try server.createDatabase()
         let terminals = (1...4).map { TerminalID(UInt16($0)) }
@@ -116,11 +116,11 @@ import TestSupport
             // The ingest loop, with the server restarted twice (a crash, then a fast shutdown) while it runs.
             async let restarts: Void = {
                 try await Task.sleep(for: .milliseconds(300))
-                try await offPool { try server.restart(immediate: true) }
+                try await onThread { try server.restart(immediate: true) }
                 try await Task.sleep(for: .milliseconds(300))
-                try await offPool { try server.kill() }
+                try await onThread { try server.kill() }
                 try await Task.sleep(for: .milliseconds(200))
-                try await offPool { try server.startAgain() }
+                try await onThread { try server.startAgain() }
             }()
             var failed: [Int] = []
             var errors: [SettlementError] = []

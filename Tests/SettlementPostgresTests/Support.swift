@@ -71,9 +71,3 @@ func registerTerminals(_ store: PostgresSettlementStore, _ ids: [TerminalID], me
     }
 }
 
-/// Runs a blocking call (a script, psql) on a Dispatch thread, not on the cooperative pool.
-func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
-    }
-}

@@ -40,7 +40,7 @@ enum Backends {
             try? store.close()
             try FileManager.default.removeItem(at: directory)
         }, balances: {
-            try await offPool { try sqliteLedgerBalances(path) }
+            try await onThread { try sqliteLedgerBalances(path) }
         })
     }
 
@@ -55,7 +55,7 @@ enum Backends {
         return StoreUnderTest(store: store, cleanup: {
             await store.shutdown()
         }, balances: {
-            let lines = try await offPool {
+            let lines = try await onThread {
                 try PostgresServer.shared().psql("SELECT account || '=' || SUM(amount) FROM ledger GROUP BY account", database: database)
             }
             var balances: [String: Int] = [:]
@@ -65,13 +65,6 @@ enum Backends {
             }
             return balances
         })
-    }
-}
-
-/// Runs a blocking call (a database file read, psql) on a Dispatch thread, not on the cooperative pool.
-func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
     }
 }
 

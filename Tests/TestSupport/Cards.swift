@@ -58,7 +58,7 @@ public final class VirtualCard: @unchecked Sendable {
     }
 
     /// Waits until pcscd reports the card present (or absent) on this reader: it polls vpcd about every 400 ms.
-    public func waitForPcscd(present: Bool, timeout: TimeInterval = 5) throws {
+    public func waitForPcscd(present: Bool, timeout: TimeInterval = 15) throws {
         try EmulatorProcess.waitForPcscd(reader: readerName, present: present, timeout: timeout)
     }
 

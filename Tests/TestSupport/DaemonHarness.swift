@@ -130,9 +130,15 @@ public final class DaemonHarness: @unchecked Sendable {
 
     /// Puts the card on the reader or takes it off (the emulator's control socket).
     public func card(present: Bool) throws {
+        let before = EmulatorProcess.eventState(reader: emulator.readerName)
         try Self.check(emulator.ctl(present ? "insert" : "remove"))
-        // cardd may hold the card: never reset it under its session.
-        try EmulatorProcess.waitForPcscd(reader: emulator.readerName, present: present, resetting: false)
+        // Until pcscd's event thread saw it. Not a connect: cardd may hold the card (never reset it under its session),
+        // and a refused connect can come before the event thread's poll (see waitForPcscdEvent).
+        if let before, before.present != present {
+            try EmulatorProcess.waitForPcscdEvent(reader: emulator.readerName, present: present, since: before.count)
+        } else {
+            try EmulatorProcess.waitForPcscd(reader: emulator.readerName, present: present, resetting: false)
+        }
     }
 
     /// One raw request line on a fresh connection; the answer lines until the one with "ok" or "error".

@@ -37,9 +37,8 @@ import Testing
         defer { box.cleanUp(); settlement.cleanUp(); office.close() }
 
         for amount in ["12.50", "3.00"] {
-            async let paid = Task.detached { try box.daemonCommand(["pos", "charge", amount], timeout: 60) }.value
-            try await Task.sleep(for: .milliseconds(300))
-            try box.tap()
+            async let paid = onThread { try box.daemonCommand(["pos", "charge", amount], timeout: 60) }
+            try await onThread { try Self.waitForArmedSale(box); try box.tap() }
             let result = try await paid
             #expect(result.status == 0, "\(result.stderr)")
         }
@@ -59,13 +58,17 @@ import Testing
         let version = try await office.reportLost(Self.serial)
         let pulled = try box.sync()
         #expect(pulled.answer["blacklistVersion"] as? Int == Int(version), "\(pulled.answer)")
-        async let refused = Task.detached { try box.daemonCommand(["pos", "charge", "1.00"], timeout: 60) }.value
-        try await Task.sleep(for: .milliseconds(300))
-        try box.tap()
+        async let refused = onThread { try box.daemonCommand(["pos", "charge", "1.00"], timeout: 60) }
+        try await onThread { try Self.waitForArmedSale(box); try box.tap() }
         let answer = try await refused
         #expect(answer.status == 5 && answer.stderr.contains("blacklist"), "\(answer)")
         #expect(try box.cardShown().lowercased().contains("lost"))
         #expect(try box.journal("purse-debit").count == 2)
+    }
+
+    /// The tap must come after `cardctl pos charge|load` armed its sale: a fixed pause was too short on a loaded machine.
+    static func waitForArmedSale(_ box: DaemonHarness) throws {
+        _ = try box.waitForStatus { $0["openSale"] as? String != nil }
     }
 
     @Test func salesTakenWhileTheServiceIsDownAreUploadedWhenItComesBack() async throws {
@@ -73,9 +76,8 @@ import Testing
         defer { box.cleanUp(); settlement.cleanUp(); office.close() }
         settlement.stop()
         for _ in 0..<3 {
-            async let paid = Task.detached { try box.daemonCommand(["pos", "charge", "2.00"], timeout: 60) }.value
-            try await Task.sleep(for: .milliseconds(300))
-            try box.tap()
+            async let paid = onThread { try box.daemonCommand(["pos", "charge", "2.00"], timeout: 60) }
+            try await onThread { try Self.waitForArmedSale(box); try box.tap() }
             let result = try await paid
             #expect(result.status == 0, "\(result.stderr)\(result.stdout)\n\(box.log.suffix(2_000))")
         }
@@ -96,9 +98,8 @@ import Testing
     @Test func aLoadStationLoadsTheCardFromTheAccount() async throws {
         let (settlement, office, box, account) = try await world(mode: "load", balance: 20_000)
         defer { box.cleanUp(); settlement.cleanUp(); office.close() }
-        async let loaded = Task.detached { try box.daemonCommand(["pos", "load", "50.00"], timeout: 60) }.value
-        try await Task.sleep(for: .milliseconds(300))
-        try box.tap()
+        async let loaded = onThread { try box.daemonCommand(["pos", "load", "50.00"], timeout: 60) }
+        try await onThread { try Self.waitForArmedSale(box); try box.tap() }
         let result = try await loaded
         #expect(result.status == 0 && result.stdout.contains("loaded 50.00"), "\(result)")
         #expect(try box.cardShown().contains("150.00"))
@@ -109,9 +110,8 @@ import Testing
         #expect(purse.map(\.amount.rawValue) == [5_000], "\(purse)")
 
         // More than the account holds: refused by the service before the card is written.
-        async let refused = Task.detached { try box.daemonCommand(["pos", "load", "200.00"], timeout: 60) }.value
-        try await Task.sleep(for: .milliseconds(300))
-        try box.tap()
+        async let refused = onThread { try box.daemonCommand(["pos", "load", "200.00"], timeout: 60) }
+        try await onThread { try Self.waitForArmedSale(box); try box.tap() }
         let answer = try await refused
         #expect(answer.status == 5, "\(answer)")
         #expect(try box.cardShown().contains("150.00"))
