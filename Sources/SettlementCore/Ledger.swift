@@ -318,18 +318,7 @@ public enum Ledger {
     public static func businessDay(of date: Date) -> String {
         let seconds = Int64(date.timeIntervalSince1970.rounded(.down)) + Int64(businessDayOffset)
         let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
-        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm): no calendar or locale involved.
-        let z = days + 719_468
-        let era = (z >= 0 ? z : z - 146_096) / 146_097
-        let doe = z - era * 146_097
-        let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
-        let mp = (5 * doy + 2) / 153
-        let d = doy - (153 * mp + 2) / 5 + 1
-        let m = mp < 10 ? mp + 3 : mp - 9
-        let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
-        func two(_ v: Int64) -> String { v < 10 ? "0\(v)" : "\(v)" }
-        return "\(y)-\(two(m))-\(two(d))"
+        return CivilDate.text(daysSince1970: days)
     }
 
     public static func purseAccount(_ serial: UInt32) -> String { "purse:\(serial)" }

@@ -27,19 +27,7 @@ public struct CardDay: RawRepresentable, Hashable, Comparable, Sendable, CustomS
 
     /// "2026-11-22".
     public var description: String {
-        // The proleptic Gregorian date of day 10,957 + rawValue after 1970-01-01 (H. Hinnant's civil_from_days),
-        // by arithmetic: a Calendar would pull ICU's calendar data into cardd's memory at every card.
-        let z = 10_957 + Int(rawValue) + 719_468
-        let era = z / 146_097
-        let dayOfEra = z - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1_460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let monthIndex = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
-        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
-        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        func two(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
-        return "\(year)-\(two(month))-\(two(day))"
+        CivilDate.text(daysSince1970: 10_957 + Int64(rawValue))  // 2000-01-01 is day 10,957
     }
 
     public static func < (lhs: CardDay, rhs: CardDay) -> Bool { lhs.rawValue < rhs.rawValue }
