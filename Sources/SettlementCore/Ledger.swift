@@ -321,6 +321,15 @@ public enum Ledger {
         return CivilDate.text(daysSince1970: days)
     }
 
+    /// The movement that settles a confirmed online load's hold: out of `pending-load` into the card's purse, or, when
+    /// an uploaded purse-load record of that counter booked the money already (`linked`), into the account that record
+    /// took it from (the card side is then neither: the record moved the card).
+    public static func loadConfirmation(_ load: LoadState, serial: UInt32, to account: String, linked: Bool, at date: Date) -> Movement {
+        Movement(from: pendingLoad, to: account, amount: load.amount, kind: linked ? "online-load-linked" : "online-load",
+                 terminalID: load.terminalID, terminalSequence: nil, day: businessDay(of: date),
+                 cardSerial: serial, cardSide: linked ? .neither : .to, merchant: nil)
+    }
+
     public static func purseAccount(_ serial: UInt32) -> String { "purse:\(serial)" }
     public static func waterAccount(_ serial: UInt32) -> String { "water:\(serial)" }
     public static func holderAccount(_ id: Int64) -> String { "account:\(id)" }

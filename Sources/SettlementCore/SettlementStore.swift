@@ -61,3 +61,10 @@ public protocol SettlementStore: Sendable {
     /// Rows per table (the store's own table names): the conformance suite checks that a rejected call wrote nothing.
     func rowCounts() async throws -> [String: Int]
 }
+
+/// What a store's load transaction decided: the load as it now stands, or a refusal to throw once the transaction
+/// has committed what it must keep (a dispute's flag is written even though the confirmation is refused).
+public enum LoadOutcome: Sendable {
+    case done(LoadState)
+    case refused(SettlementError)
+}

@@ -110,10 +110,7 @@ extension PostgresSettlementStore {
             // An uploaded purse-load record of this counter booked it already: take the hold to where that record
             // took the money from (suspense for the load's own record, cash for an office load), never to the purse.
             let to = already ? try await Self.linkedSource(reference, on: connection, logger: self.logger) : Ledger.purseAccount(card.serial)
-            try await Self.post([Movement(from: Ledger.pendingLoad, to: to,
-                                          amount: load.amount, kind: already ? "online-load-linked" : "online-load",
-                                          terminalID: load.terminalID, terminalSequence: nil, day: Ledger.businessDay(of: date),
-                                          cardSerial: card.serial, cardSide: already ? .neither : .to, merchant: nil)],
+            try await Self.post([Ledger.loadConfirmation(load, serial: card.serial, to: to, linked: already, at: date)],
                                 on: connection, logger: self.logger, at: date)
             try await connection.query("""
                 UPDATE loads SET phase = 'confirmed', balance_after = \(Int64(balanceAfter.rawValue)),
@@ -127,11 +124,6 @@ extension PostgresSettlementStore {
         case let .done(load): return load
         case let .refused(error): throw error
         }
-    }
-
-    enum LoadOutcome: Sendable {
-        case done(LoadState)
-        case refused(SettlementError)
     }
 
     /// Where the uploaded record of the load `reference` took its money from: `suspense` when that record (the load's

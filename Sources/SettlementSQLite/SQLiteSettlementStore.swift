@@ -376,9 +376,7 @@ public final class SQLiteSettlementStore: SettlementStore {
             // An uploaded purse-load record of this counter booked it already: take the hold to where that record
             // took the money from (suspense for the load's own record, cash for an office load), never to the purse.
             let to = already ? try Self.linkedSource(db, reference) : Ledger.purseAccount(card.serial)
-            try Self.post([Movement(from: Ledger.pendingLoad, to: to, amount: load.amount, kind: already ? "online-load-linked" : "online-load",
-                                    terminalID: load.terminalID, terminalSequence: nil, day: Ledger.businessDay(of: date),
-                                    cardSerial: card.serial, cardSide: already ? .neither : .to, merchant: nil)], db: db, at: now)
+            try Self.post([Ledger.loadConfirmation(load, serial: card.serial, to: to, linked: already, at: date)], db: db, at: now)
             try db.execute(sql: "UPDATE loads SET phase = 'confirmed', balance_after = ?, counter_after = ?, updated_at = ? WHERE reference = ?",
                            arguments: [balanceAfter.rawValue, Int64(counterAfter), now, reference])
             return .done(try Self.fetchLoad(db, reference)!)
@@ -387,11 +385,6 @@ public final class SQLiteSettlementStore: SettlementStore {
         case let .done(load): return load
         case let .refused(error): throw error
         }
-    }
-
-    enum LoadOutcome: Sendable {
-        case done(LoadState)
-        case refused(SettlementError)
     }
 
     /// Where the uploaded record of the load `reference` took its money from: `suspense` when that record (the load's
