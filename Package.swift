@@ -1,6 +1,9 @@
 // swift-tools-version: 6.2
 import PackageDescription
 
+// The package's folder, for a linker input named by path (cardd's function order).
+let packageRoot = String(#filePath.dropLast("/Package.swift".count))
+
 // Strict settings for every Swift target, applied in one place (house style 12).
 let strictSwift: [SwiftSetting] = [
     .treatAllWarnings(as: .error),
@@ -137,13 +140,18 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            exclude: ["hot-functions.order"],
             swiftSettings: strictSwift,
             // Resident memory (HardwareNotes "cardd's memory"): lld packs the relative relocations (DT_RELR, needs
             // glibc >= 2.36) and exports no dynamic symbol table, both of which the loader reads at every start.
             // scripts/install and scripts/bench-daemon also link the Swift runtime and Foundation statically
             // (--static-swift-stdlib; as an unsafe flag here it misses Foundation's ICU archive).
+            // The functions a box runs (start, sales, stop) go first and together (scripts/cardd-hot-functions writes
+            // the list): with the kernel's 64 KiB fault-around, scattered hot code had made 16 MiB of text resident.
             linkerSettings: [
-                .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic"]),
+                .unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs", "-Xlinker", "--no-export-dynamic",
+                              "-Xlinker", "--symbol-ordering-file=\(packageRoot)/Sources/cardd/hot-functions.order",
+                              "-Xlinker", "--no-warn-symbol-ordering"]),
             ]
         ),
         .executableTarget(
