@@ -48,3 +48,26 @@ import TestSupport
         #expect((config?["control"] as? [String: Any])?["socket"] as? String == "/run/\(runtime)/cardd.sock")
     }
 }
+
+/// cardd's hot-function list (Sources/cardd/hot-functions.order, the order lld lays its text out in) still names
+/// cardd's functions. A stale list breaks nothing but memory: code that moved goes back to being spread over the text,
+/// and ~7 MiB more of it becomes resident (HardwareNotes "cardd's memory"). The list is of a release build; a debug
+/// build has the same names for our own modules' unspecialized functions (91 % of them at the list's making).
+@Suite(.enabled(if: tool("nm") != nil, "nm (binutils) is not installed"))
+struct HotFunctionListTests {
+    @Test func theListStillNamesCarddsOwnFunctions() throws {
+        let list = try String(contentsOfFile: packageRoot.appendingPathComponent("Sources/cardd/hot-functions.order").path, encoding: .utf8)
+        let ownModules = ["CampusCard", "CardDaemon", "TerminalStore", "cardd", "DaemonSupport", "CardSession", "SettlementCore"]
+            .map { "$s\($0.utf8.count)\($0)" }
+        // Specializations (Tf…) and merged functions (Tm) exist in optimized builds only.
+        let names = list.split(separator: "\n").map(String.init)
+            .filter { name in ownModules.contains { name.hasPrefix($0) } && !name.contains("Tf") && !name.hasSuffix("Tm") }
+        #expect(names.count > 300, "the list names \(names.count) of our own functions: rerun scripts/cardd-hot-functions")
+        let symbols = run(try #require(tool("nm")), ["--defined-only", try BuiltExecutable.path("cardd")])
+        #expect(symbols.status == 0, "\(symbols.stderr)")
+        let defined = Set(symbols.stdout.split(separator: "\n").compactMap { $0.split(separator: " ").last.map(String.init) })
+        let found = names.filter(defined.contains).count
+        #expect(found * 100 >= names.count * 80,
+                "\(found) of the \(names.count) own functions in Sources/cardd/hot-functions.order are still cardd's: the code moved on; rerun scripts/cardd-hot-functions")
+    }
+}
