@@ -135,7 +135,20 @@ public final class DaemonHarness: @unchecked Sendable {
         // Until pcscd's event thread saw it. Not a connect: cardd may hold the card (never reset it under its session),
         // and a refused connect can come before the event thread's poll (see waitForPcscdEvent).
         if let before, before.present != present {
-            try EmulatorProcess.waitForPcscdEvent(reader: emulator.readerName, present: present, since: before.count)
+            do {
+                try EmulatorProcess.waitForPcscdEvent(reader: emulator.readerName, present: present, since: before.count, timeout: 8)
+            } catch let error where present {
+                // pcscd can show the reader empty (a failed reset or power-down under a session marks it so) before its
+                // event thread saw the card leave; a card back then is never reported (HardwareNotes). What a holder
+                // does, once: take the card off, wait until the event thread saw that, present it again.
+                try Self.check(emulator.ctl("remove"))
+                guard let away = EmulatorProcess.eventState(reader: emulator.readerName) else { throw error }
+                if away.present { try EmulatorProcess.waitForPcscdEvent(reader: emulator.readerName, present: false, since: away.count) }
+                Thread.sleep(forTimeInterval: 1)
+                guard let again = EmulatorProcess.eventState(reader: emulator.readerName) else { throw error }
+                try Self.check(emulator.ctl("insert"))
+                try EmulatorProcess.waitForPcscdEvent(reader: emulator.readerName, present: true, since: again.count)
+            }
         } else {
             try EmulatorProcess.waitForPcscd(reader: emulator.readerName, present: present, resetting: false)
         }
