@@ -12,7 +12,7 @@ extension Optional where Wrapped == Int64 {
 }
 
 /// One statement assembled from parts (data-modifying CTEs): each part binds its own parameters, numbered as they
-/// come. An ingest sends its records, ledger pairs, flags and books in one round trip this way.
+/// come. An ingest sends its records, movements, flags and books in one round trip this way.
 struct CompositeStatement {
     private(set) var binds = PostgresBindings()
 
@@ -28,51 +28,37 @@ struct CompositeStatement {
 }
 
 extension PostgresSettlementStore {
-    /// Writes movements (two ledger rows each, one movement id) in one statement, and moves the balances of the
-    /// `account:ID` entries. The daily settlement reads the merchant rows (`merchant`, `day`).
+    /// Writes movements (one ledger row each) in one statement, and moves the balances of the `account:ID` entries.
+    /// The daily settlement reads the merchant lines (`merchant`, `day`).
     static func post(_ movements: [Movement], on connection: PostgresConnection, logger: Logger, at date: Date) async throws {
         guard !movements.isEmpty else { return }
         var statement = CompositeStatement()
-        let (movementRows, insert) = ledgerParts(movements, at: date, into: &statement)
-        try await connection.query(statement.query("WITH \(movementRows) \(insert)"), logger: logger)
+        let insert = movementsInsert(movements, at: date, into: &statement)
+        try await connection.query(statement.query(insert), logger: logger)
         try await moveAccountBalances(movements, on: connection, logger: logger)
     }
 
-    /// The parts of a ledger write: a CTE `m` with one row per movement (its id drawn once) and the INSERT of both
-    /// entries of each.
-    static func ledgerParts(_ movements: [Movement], at date: Date, into statement: inout CompositeStatement) -> (cte: String, insert: String) {
-        func cardSerial(_ movement: Movement, _ side: Movement.CardSide) -> Int64 {
-            movement.cardSide == side ? movement.cardSerial.map(Int64.init).orNullSentinel : nullInteger
-        }
+    /// The INSERT of movements: one row each, its debit and credit account and one amount (its id drawn from
+    /// `movement_ids`). The merchant is kept when the credit is the terminal's merchant (a sale: the daily totals).
+    static func movementsInsert(_ movements: [Movement], at date: Date, into statement: inout CompositeStatement) -> String {
         let null = statement.bind(nullInteger)
-        let cte = """
-            m AS (
-                SELECT nextval('movement_ids') AS movement, f, t, a, k, NULLIF(term, \(null)) AS term,
-                       NULLIF(s, \(null)) AS s, NULLIF(cf, \(null)) AS cf, NULLIF(ct, \(null)) AS ct,
-                       NULLIF(me, '') AS me, dy
-                FROM unnest(\(statement.bind(movements.map(\.from)))::text[], \(statement.bind(movements.map(\.to)))::text[],
-                            \(statement.bind(movements.map { Int64($0.amount.rawValue) }))::bigint[],
-                            \(statement.bind(movements.map(\.kind)))::text[],
-                            \(statement.bind(movements.map { $0.terminalID.map { Int64($0.rawValue) }.orNullSentinel }))::bigint[],
-                            \(statement.bind(movements.map { $0.terminalSequence.map(Int64.init).orNullSentinel }))::bigint[],
-                            \(statement.bind(movements.map { cardSerial($0, .from) }))::bigint[],
-                            \(statement.bind(movements.map { cardSerial($0, .to) }))::bigint[],
-                            \(statement.bind(movements.map { $0.merchant ?? "" }))::text[],
-                            \(statement.bind(movements.map(\.day)))::text[])
-                    AS u(f, t, a, k, term, s, cf, ct, me, dy)
-            )
+        return """
+            INSERT INTO movements (debit, credit, amount, kind, terminal_id, seq, booked_at, card_serial, card_side,
+                                   merchant, day)
+            SELECT f, t, a, k, NULLIF(term, \(null)), NULLIF(s, \(null)), \(statement.bind(date)), NULLIF(c, \(null)),
+                   CASE WHEN c <> \(null) THEN side::smallint END, CASE WHEN t = 'merchant:' || me THEN me END, dy
+            FROM unnest(\(statement.bind(movements.map(\.from)))::text[], \(statement.bind(movements.map(\.to)))::text[],
+                        \(statement.bind(movements.map { Int64($0.amount.rawValue) }))::bigint[],
+                        \(statement.bind(movements.map(\.kind)))::text[],
+                        \(statement.bind(movements.map { $0.terminalID.map { Int64($0.rawValue) }.orNullSentinel }))::bigint[],
+                        \(statement.bind(movements.map { $0.terminalSequence.map(Int64.init).orNullSentinel }))::bigint[],
+                        \(statement.bind(movements.map { $0.cardSide == .neither ? nullInteger : $0.cardSerial.map(Int64.init).orNullSentinel }))::bigint[],
+                        \(statement.bind(movements.map { Int64($0.cardSide == .from ? 0 : 1) }))::bigint[],
+                        \(statement.bind(movements.map { $0.merchant ?? "" }))::text[],
+                        \(statement.bind(movements.map(\.day)))::text[])
+                WITH ORDINALITY AS u(f, t, a, k, term, s, c, side, me, dy, n)
+            ORDER BY n
             """
-        let insert = """
-            INSERT INTO ledger (movement_id, account, amount, kind, terminal_id, seq, booked_at, card_serial, merchant, day)
-            SELECT movement, account, amount, k, term, s, \(statement.bind(date)), card, merchant, day FROM (
-                SELECT movement, 0 AS side, f AS account, -a AS amount, k, term, s, cf AS card, NULL AS merchant,
-                       NULL AS day FROM m
-                UNION ALL
-                SELECT movement, 1, t, a, k, term, s, ct, CASE WHEN t = 'merchant:' || me THEN me END, dy FROM m
-            ) AS entries
-            ORDER BY movement, side
-            """
-        return (cte, insert)
     }
 
     /// The electronic accounts' balances follow their ledger entries. Rows locked in id order first: two

@@ -15,7 +15,7 @@ import SettlementCore
 /// 4. The phases of the online loads the purse-load records name (one query, only when there are some), then
 ///    `Ledger.apply` decides in Swift (pure values), then one statement writes the records (INSERT … SELECT FROM
 ///    unnest … ON CONFLICT DO NOTHING, counted: a key another instance stored meanwhile makes the transaction run
-///    again), the ledger pairs, the flags and the books (with the purse mirrors); then the electronic accounts'
+///    again), the movements, the flags and the books (with the purse mirrors); then the electronic accounts'
 ///    balances and the later decisions of earlier undetermined records.
 extension PostgresSettlementStore {
     public func ingest(_ records: [TerminalRecord], from terminal: TerminalID, at date: Date) async throws -> [RecordAck] {
@@ -113,15 +113,12 @@ extension PostgresSettlementStore {
             decided += decision.decided
         }
 
-        // Write, in one statement: the new records with their acknowledgement, the ledger pairs, the flags and the
+        // Write, in one statement: the new records with their acknowledgement, the movements, the flags and the
         // books (with the purse mirrors).
         if !fresh.isEmpty {
             var statement = CompositeStatement()
             var parts = ["inserted AS (\(recordsInsert(fresh, digests: freshDigests, bookings: bookings, flags: flagLists, terminal: terminalKey, at: date, into: &statement)) RETURNING 1)"]
-            if !movements.isEmpty {
-                let ledger = ledgerParts(movements, at: date, into: &statement)
-                parts += [ledger.cte, "posted AS (\(ledger.insert))"]
-            }
+            if !movements.isEmpty { parts.append("posted AS (\(movementsInsert(movements, at: date, into: &statement)))") }
             if !raised.isEmpty { parts.append("raised AS (\(flagsInsert(raised, at: date, into: &statement)))") }
             let touched = uids.compactMap { books[$0] }
             if !touched.isEmpty { parts.append("saved AS (\(booksUpdate(touched, into: &statement)))") }

@@ -406,7 +406,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
     public func dailyTotals(day: String) async throws -> [DailyTotal] {
         try await read("daily totals") { client in
             let rows = try await client.query("""
-                SELECT merchant, terminal_id, count(*), sum(amount)::bigint FROM ledger
+                SELECT merchant, terminal_id, count(*), sum(amount)::bigint FROM movements
                 WHERE day = \(day) AND merchant IS NOT NULL
                 GROUP BY GROUPING SETS ((merchant), (merchant, terminal_id))
                 ORDER BY merchant, terminal_id NULLS FIRST
@@ -424,8 +424,9 @@ public final class PostgresSettlementStore: SettlementStore, Service {
     public func statement(cardSerial: UInt32) async throws -> [LedgerEntry] {
         try await read("statement") { client in
             let rows = try await client.query("""
-                SELECT movement_id, account, amount, kind, terminal_id, seq, booked_at FROM ledger
-                WHERE card_serial = \(Int64(cardSerial)) ORDER BY movement_id, id
+                SELECT id, CASE WHEN card_side = 0 THEN debit ELSE credit END,
+                       CASE WHEN card_side = 0 THEN -amount ELSE amount END, kind, terminal_id, seq, booked_at
+                FROM movements WHERE card_serial = \(Int64(cardSerial)) ORDER BY id
                 """, logger: self.logger)
             var entries: [LedgerEntry] = []
             for try await (movement, account, amount, kind, terminal, sequence, booked)

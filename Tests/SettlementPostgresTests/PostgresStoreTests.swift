@@ -2,7 +2,7 @@ import CampusCard
 import Foundation
 import PostgresNIO
 import SettlementCore
-import SettlementPostgres
+@testable import SettlementPostgres
 import Testing
 import TestSupport
 
@@ -16,7 +16,48 @@ import TestSupport
         }
         #expect(imbalance == 0)
         let database = String(url.split(separator: "/").last!)
-        #expect(try PostgresServer.shared().psql("SELECT version, name FROM schema_migrations", database: database) == "1|settlement schema")
+        #expect(try PostgresServer.shared().psql("SELECT version, name FROM schema_migrations ORDER BY version", database: database)
+            == "1|settlement schema\n2|one ledger row per movement")
+    }
+
+    /// A store written by the first schema (two ledger rows per movement) keeps its statements, daily totals and
+    /// ledger entries when the second turns its ledger into one row per movement.
+    @Test func theTwoRowLedgerBecomesOneRowPerMovementWithNothingLost() async throws {
+        let server = try PostgresServer.shared()
+        let url = try server.createDatabase()
+        let database = String(url.split(separator: "/").last!)
+        _ = try server.psql(Migrations.all[0].statements.joined(separator: ";\n") + """
+            ;
+            CREATE TABLE schema_migrations (version bigint PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now());
+            INSERT INTO schema_migrations (version, name) VALUES (1, 'settlement schema');
+            SELECT setval('movement_ids', 20);
+            INSERT INTO ledger (id, movement_id, account, amount, kind, terminal_id, seq, booked_at, card_serial, merchant, day) VALUES
+                (1, 11, 'purse:1001', -500, 'purse-debit', 7, 1, '2025-06-15 08:00:00+00', 1001, NULL, NULL),
+                (2, 11, 'merchant:canteen-1', 500, 'purse-debit', 7, 1, '2025-06-15 08:00:00+00', NULL, 'canteen-1', '2025-06-15'),
+                (3, 12, 'account:1', -2000, 'online-load', NULL, NULL, '2025-06-15 09:00:00+00', NULL, NULL, NULL),
+                (4, 12, 'purse:1001', 2000, 'online-load', NULL, NULL, '2025-06-15 09:00:00+00', 1001, NULL, '2025-06-15'),
+                (5, 13, 'cash', -300, 'cash-load', 7, 2, '2025-06-15 10:00:00+00', NULL, NULL, NULL),
+                (6, 13, 'pending-load', 300, 'cash-load', 7, 2, '2025-06-15 10:00:00+00', NULL, NULL, '2025-06-15')
+            """, database: database)
+        // (The first schema wrote the day on the credit entry only, the merchant on a sale's credit entry only.)
+        let before = try server.psql("SELECT movement_id, account, amount, kind, terminal_id, seq, booked_at, card_serial, merchant, day FROM ledger ORDER BY id", database: database)
+        try await PostgresSettlementStore.withStore(url: url, logger: testLogger) { store in
+            #expect(try await store.ledgerImbalance() == 0)
+            let statement = try await store.statement(cardSerial: 1001)
+            #expect(statement.map(\.movementID) == [11, 12])
+            #expect(statement.map(\.account) == ["purse:1001", "purse:1001"])
+            #expect(statement.map(\.amount) == [-500, 2000])
+            #expect(statement.map(\.kind) == ["purse-debit", "online-load"])
+            #expect(statement.map(\.terminalSequence) == [1, nil])
+            #expect(statement.map(\.bookedAt) == [Date(timeIntervalSince1970: 1_749_974_400), Date(timeIntervalSince1970: 1_749_978_000)])
+            let totals = try await store.dailyTotals(day: "2025-06-15")
+            #expect(totals.map(\.total) == [500, 500])
+            #expect(totals.map(\.terminalID) == [nil, 7])
+        }
+        #expect(try server.psql("SELECT movement_id, account, amount, kind, terminal_id, seq, booked_at, card_serial, merchant, day FROM ledger ORDER BY id", database: database) == before)
+        #expect(try server.psql("SELECT count(*) FROM movements", database: database) == "3")
+        // New movements draw ids after the old ones.
+        #expect(try server.psql("SELECT nextval('movement_ids')", database: database) == "21")
     }
 
     @Test func aBadURLIsATypedError() {
