@@ -126,30 +126,51 @@ extension PostgresSettlementStore {
         return books
     }
 
-    /// The books of `uids` that exist, locked, with their issued cards.
+    /// The books of `uids` that exist, locked, with their issued cards: one row of arrays (a batch touches hundreds of
+    /// cards, and decoding a row costs ~9 µs where an array element costs well under one). NULLs travel as sentinels:
+    /// -1 for a missing counter or card.
     private static func selectBooks(_ uids: [String], on connection: PostgresConnection, logger: Logger) async throws -> [String: CardBook] {
         let rows = try await connection.query("""
-            SELECT b.uid, b.purse_mirror, b.purse_counter, b.book, c.serial, c.account_id, c.status, c.issued_at
-            FROM card_books b LEFT JOIN cards c ON c.uid = b.uid
-            WHERE b.uid = ANY(\(uids)) ORDER BY b.uid FOR UPDATE OF b
+            WITH locked AS (
+                SELECT b.uid, b.purse_mirror, coalesce(b.purse_counter, -1) AS purse_counter, b.book,
+                       coalesce(c.serial, -1) AS serial, coalesce(c.account_id, -1) AS account_id,
+                       coalesce(c.status, '') AS status, coalesce(c.issued_at, 'epoch') AS issued_at
+                FROM card_books b LEFT JOIN cards c ON c.uid = b.uid
+                WHERE b.uid = ANY(\(uids)) ORDER BY b.uid FOR UPDATE OF b
+            )
+            SELECT coalesce(array_agg(uid), '{}'), coalesce(array_agg(purse_mirror), '{}'),
+                   coalesce(array_agg(purse_counter), '{}'), coalesce(array_agg(book), '{}'),
+                   coalesce(array_agg(serial), '{}'), coalesce(array_agg(account_id), '{}'),
+                   coalesce(array_agg(status), '{}'), coalesce(array_agg(issued_at), '{}')
+            FROM locked
             """, logger: logger)
         var books: [String: CardBook] = [:]
-        for try await (uid, mirror, counter, blob, serial, account, status, issued)
-            in rows.decode((String, Int64, Int64?, ByteBuffer, Int64?, Int64?, String?, Date?).self) {
-            var card: Card?
-            if let serial, let account, let status, let issued {
-                guard let status = CardStatus(rawValue: status) else {
-                    throw SettlementError(.storage, "card \(serial) has the unknown status \(status): the store was written by a newer version")
-                }
-                card = Card(serial: UInt32(truncatingIfNeeded: serial), uid: uid, accountID: account, status: status,
-                            purseMirror: Fen(Int(mirror)), purseCounter: counter.map { UInt16(truncatingIfNeeded: $0) },
-                            issuedAt: issued)
+        for try await (uids, mirrors, counters, blobs, serials, accounts, statuses, issued)
+            in rows.decode(([String], [Int64], [Int64], [ByteBuffer], [Int64], [Int64], [String], [Date]).self) {
+            guard [mirrors.count, counters.count, blobs.count, serials.count, accounts.count, statuses.count, issued.count]
+                .allSatisfy({ $0 == uids.count }) else {
+                throw SettlementError(.storage, "the card books came back with columns of different lengths: report this as a bug")
             }
-            let wallets = try CardBookCoding.decode(blob.getBytes(at: blob.readerIndex, length: blob.readableBytes) ?? [])
-            var book = CardBook(uid: uid, card: card)
-            book.purse = wallets.purse
-            book.water = wallets.water
-            books[uid] = book
+            books.reserveCapacity(uids.count)
+            for index in uids.indices {
+                let uid = uids[index]
+                var card: Card?
+                if serials[index] >= 0 {
+                    guard let status = CardStatus(rawValue: statuses[index]) else {
+                        throw SettlementError(.storage, "card \(serials[index]) has the unknown status \(statuses[index]): the store was written by a newer version")
+                    }
+                    card = Card(serial: UInt32(truncatingIfNeeded: serials[index]), uid: uid, accountID: accounts[index],
+                                status: status, purseMirror: Fen(Int(mirrors[index])),
+                                purseCounter: counters[index] >= 0 ? UInt16(truncatingIfNeeded: counters[index]) : nil,
+                                issuedAt: issued[index])
+                }
+                let blob = blobs[index]
+                let wallets = try CardBookCoding.decode(blob.getBytes(at: blob.readerIndex, length: blob.readableBytes) ?? [])
+                var book = CardBook(uid: uid, card: card)
+                book.purse = wallets.purse
+                book.water = wallets.water
+                books[uid] = book
+            }
         }
         return books
     }
