@@ -56,10 +56,13 @@ extension PostgresSettlementStore {
         }
 
         // 2. Keys stored before.
+        // The range bounds the index scan: with stale statistics the planner had used the index on the terminal alone
+        // and filtered every record the terminal ever uploaded (a batch's check grew to 12 ms at 40k records).
         let sequences = records.map { Int64($0.terminalSequence) }
         let storedRows = try await connection.query("""
             SELECT seq, digest, booking, flags, received_at FROM records
-            WHERE terminal_id = \(terminalKey) AND seq = ANY(\(sequences))
+            WHERE terminal_id = \(terminalKey) AND seq BETWEEN \(sequences.min() ?? 0) AND \(sequences.max() ?? 0)
+                AND seq = ANY(\(sequences))
             """, logger: logger)
         var stored: [UInt32: StoredAck] = [:]
         for try await (seq, digest, booking, flags, received) in storedRows.decode((Int64, String, String, String, Date).self) {
