@@ -231,7 +231,7 @@ public struct DaemonConfig: Hashable, Sendable {
                 throw ConfigError(.badValue, key: read.name("uplink.url"), "\"\(url)\" is not the settlement service's base URL: give e.g. \"https://settle.campus.example\" (no path)")
             }
             uplink = Uplink(url: url, secretFile: try read.path("uplink.secretFile") ?? "/etc/onecard/uplink.secret",
-                            batchSize: try read.int("uplink.batchSize", 1...1_000) ?? 200,
+                            batchSize: try read.int("uplink.batchSize", 1...1_000) ?? 500,
                             interval: TimeInterval(try read.int("uplink.intervalSeconds", 1...86_400) ?? 30),
                             timeout: TimeInterval(try read.int("uplink.timeoutSeconds", 1...600) ?? 30),
                             maxBackoff: TimeInterval(try read.int("uplink.maxBackoffSeconds", 1...86_400) ?? 300))

@@ -24,8 +24,8 @@ struct Upload: AsyncParsableCommand {
     @Option(help: "How many records in the backlog.")
     var records = 100_000
 
-    @Option(help: "Records per upload request (cardd's uplink.batchSize; its default is 200).")
-    var batch = 200
+    @Option(help: "Records per upload request (cardd's uplink.batchSize; its default is 500).")
+    var batch = 500
 
     @Option(help: "How many cards the records touch.")
     var cards = 2_000
