@@ -38,11 +38,11 @@ final class PostgresIngestBackend: IngestBackend, @unchecked Sendable {
         }
     }
 
-    func makeStore() async throws -> any SettlementStore {
+    func makeStore(connections: Int) async throws -> any SettlementStore {
         try await withClient(url) { client -> Void in
             try await client.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(database)"), logger: logger)
         }
-        let store = try PostgresSettlementStore(url: databaseURL, maximumConnections: 4, logger: logger)
+        let store = try PostgresSettlementStore(url: databaseURL, maximumConnections: connections, logger: logger)
         try await store.start()
         self.store = store
         return store
@@ -63,61 +63,57 @@ final class PostgresIngestBackend: IngestBackend, @unchecked Sendable {
             """), logger: logger)
     }
 
-    func plainInsert(_ batches: [[BenchRow]]) async throws -> Duration {
+    func plainInsert(_ lanes: [[[BenchRow]]]) async throws -> Duration {
         try await withClient(databaseURL) { client in
             try await createPlainTable(client, "plain_records")
             let received = Date()
             let none = Int64.min
-            return try await ContinuousClock().measure {
-                for batch in batches {
-                    let r = batch.map(\.record)
-                    try await client.withTransaction(logger: logger) { connection -> Void in
-                        try await connection.query("""
-                            INSERT INTO plain_records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before,
-                                counter_before, consumption, reference_before, settlement_reference, outcome, balance_after,
-                                counter_after, created_at, digest, received_at, booking, flags)
-                            SELECT t, s, k, u, NULLIF(cs, \(none)), a, bb, cb, NULLIF(co, \(none)), NULLIF(rb, \(none)),
-                                NULLIF(sr, \(none)), o, NULLIF(ba, \(none)), NULLIF(ca, \(none)), cr, d, \(received), 'booked', ''
-                            FROM unnest(\(r.map { Int64($0.terminalID.rawValue) }), \(r.map { Int64($0.terminalSequence) }),
-                                \(r.map(\.kind.rawValue)), \(r.map(\.cardUID)), \(r.map { $0.cardSerial.map(Int64.init) ?? none }),
-                                \(r.map { Int64($0.amount.rawValue) }), \(r.map { Int64($0.balanceBefore.rawValue) }),
-                                \(r.map { Int64($0.counterBefore) }), \(r.map { $0.consumption.map { Int64($0.rawValue) } ?? none }),
-                                \(r.map { $0.referenceBefore.map(Int64.init) ?? none }),
-                                \(r.map { $0.settlementReference.map(Int64.init) ?? none }), \(r.map(\.outcome.rawValue)),
-                                \(r.map { $0.balanceAfter.map { Int64($0.rawValue) } ?? none }),
-                                \(r.map { $0.counterAfter.map(Int64.init) ?? none }), \(r.map(\.createdAt)), \(batch.map(\.digest)))
-                                AS x(t, s, k, u, cs, a, bb, cb, co, rb, sr, o, ba, ca, cr, d)
-                            ON CONFLICT (terminal_id, seq) DO NOTHING
-                            """, logger: logger)
-                    }
+            return try await measureLanes(lanes) { batch in
+                let r = batch.map(\.record)
+                try await client.withTransaction(logger: self.logger) { connection -> Void in
+                    try await connection.query("""
+                        INSERT INTO plain_records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before,
+                            counter_before, consumption, reference_before, settlement_reference, outcome, balance_after,
+                            counter_after, created_at, digest, received_at, booking, flags)
+                        SELECT t, s, k, u, NULLIF(cs, \(none)), a, bb, cb, NULLIF(co, \(none)), NULLIF(rb, \(none)),
+                            NULLIF(sr, \(none)), o, NULLIF(ba, \(none)), NULLIF(ca, \(none)), cr, d, \(received), 'booked', ''
+                        FROM unnest(\(r.map { Int64($0.terminalID.rawValue) }), \(r.map { Int64($0.terminalSequence) }),
+                            \(r.map(\.kind.rawValue)), \(r.map(\.cardUID)), \(r.map { $0.cardSerial.map(Int64.init) ?? none }),
+                            \(r.map { Int64($0.amount.rawValue) }), \(r.map { Int64($0.balanceBefore.rawValue) }),
+                            \(r.map { Int64($0.counterBefore) }), \(r.map { $0.consumption.map { Int64($0.rawValue) } ?? none }),
+                            \(r.map { $0.referenceBefore.map(Int64.init) ?? none }),
+                            \(r.map { $0.settlementReference.map(Int64.init) ?? none }), \(r.map(\.outcome.rawValue)),
+                            \(r.map { $0.balanceAfter.map { Int64($0.rawValue) } ?? none }),
+                            \(r.map { $0.counterAfter.map(Int64.init) ?? none }), \(r.map(\.createdAt)), \(batch.map(\.digest)))
+                            AS x(t, s, k, u, cs, a, bb, cb, co, rb, sr, o, ba, ca, cr, d)
+                        ON CONFLICT (terminal_id, seq) DO NOTHING
+                        """, logger: self.logger)
                 }
             }
         }
     }
 
     /// COPY (text format, the only one postgres-nio streams) of the same rows, one COPY per batch.
-    func copyInsert(_ batches: [[BenchRow]]) async throws -> Duration? {
+    func copyInsert(_ lanes: [[[BenchRow]]]) async throws -> Duration? {
         try await withClient(databaseURL) { client in
             try await createPlainTable(client, "copy_records")
             let received = ISO8601DateFormatter().string(from: Date())
-            let formatter = ISO8601DateFormatter()
-            return try await ContinuousClock().measure {
-                for batch in batches {
-                    var text = ""
-                    for row in batch {
-                        let r = row.record
-                        func field<T>(_ value: T?) -> String { value.map { "\($0)" } ?? "\\N" }
-                        text += [
-                            "\(r.terminalID.rawValue)", "\(r.terminalSequence)", r.kind.rawValue, r.cardUID, field(r.cardSerial),
-                            "\(r.amount.rawValue)", "\(r.balanceBefore.rawValue)", "\(r.counterBefore)", field(r.consumption?.rawValue),
-                            field(r.referenceBefore), field(r.settlementReference), r.outcome.rawValue, field(r.balanceAfter?.rawValue),
-                            field(r.counterAfter), formatter.string(from: r.createdAt), row.digest, received, "booked", "",
-                        ].joined(separator: "\t") + "\n"
-                    }
-                    try await client.withConnection { connection in
-                        try await connection.copyFrom(table: "copy_records", columns: Self.columns, logger: logger) { writer in
-                            try await writer.write(ByteBuffer(string: text))
-                        }
+            return try await measureLanes(lanes) { batch in
+                let formatter = ISO8601DateFormatter()
+                var text = ""
+                for row in batch {
+                    let r = row.record
+                    func field<T>(_ value: T?) -> String { value.map { "\($0)" } ?? "\\N" }
+                    text += [
+                        "\(r.terminalID.rawValue)", "\(r.terminalSequence)", r.kind.rawValue, r.cardUID, field(r.cardSerial),
+                        "\(r.amount.rawValue)", "\(r.balanceBefore.rawValue)", "\(r.counterBefore)", field(r.consumption?.rawValue),
+                        field(r.referenceBefore), field(r.settlementReference), r.outcome.rawValue, field(r.balanceAfter?.rawValue),
+                        field(r.counterAfter), formatter.string(from: r.createdAt), row.digest, received, "booked", "",
+                    ].joined(separator: "\t") + "\n"
+                }
+                try await client.withConnection { connection in
+                    try await connection.copyFrom(table: "copy_records", columns: Self.columns, logger: self.logger) { writer in
+                        try await writer.write(ByteBuffer(string: text))
                     }
                 }
             }

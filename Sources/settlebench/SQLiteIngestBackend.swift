@@ -15,12 +15,12 @@ struct SQLiteIngestBackend: IngestBackend {
         for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: base + suffix) }
     }
 
-    func makeStore() async throws -> any SettlementStore {
+    func makeStore(connections: Int) async throws -> any SettlementStore {
         remove(path)
         return try SQLiteSettlementStore(path: path)
     }
 
-    func plainInsert(_ batches: [[BenchRow]]) async throws -> Duration {
+    func plainInsert(_ lanes: [[[BenchRow]]]) async throws -> Duration {
         remove(plainPath)
         let pool = try DatabasePool(path: plainPath)
         defer { try? pool.close() }
@@ -43,20 +43,18 @@ struct SQLiteIngestBackend: IngestBackend {
                 """)
         }
         let received = Date().timeIntervalSince1970
-        return try await ContinuousClock().measure {
-            for batch in batches {
-                try await pool.write { db in
-                    // At most 500 rows a statement, as the store writes them (SQLite's bound-parameter limit).
-                    for start in stride(from: 0, to: batch.count, by: 500) {
-                        let chunk = batch[start..<min(start + 500, batch.count)]
-                        var values: [DatabaseValue] = []
-                        values.reserveCapacity(chunk.count * 19)
-                        for row in chunk { Self.append(row, received: received, into: &values) }
-                        let sql = "INSERT INTO plain_records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before, counter_before, consumption, reference_before, settlement_reference, outcome, balance_after, counter_after, created_at, digest, booking, flags, received_at) VALUES "
-                            + repeatElement("(" + databaseQuestionMarks(count: 19) + ")", count: chunk.count).joined(separator: ",")
-                        let statement = try db.cachedStatement(sql: sql)
-                        try BulkStatement.execute(statement, values)
-                    }
+        return try await measureLanes(lanes) { batch in
+            try await pool.write { db in
+                // At most 500 rows a statement, as the store writes them (SQLite's bound-parameter limit).
+                for start in stride(from: 0, to: batch.count, by: 500) {
+                    let chunk = batch[start..<min(start + 500, batch.count)]
+                    var values: [DatabaseValue] = []
+                    values.reserveCapacity(chunk.count * 19)
+                    for row in chunk { Self.append(row, received: received, into: &values) }
+                    let sql = "INSERT INTO plain_records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before, counter_before, consumption, reference_before, settlement_reference, outcome, balance_after, counter_after, created_at, digest, booking, flags, received_at) VALUES "
+                        + repeatElement("(" + databaseQuestionMarks(count: 19) + ")", count: chunk.count).joined(separator: ",")
+                    let statement = try db.cachedStatement(sql: sql)
+                    try BulkStatement.execute(statement, values)
                 }
             }
         }

@@ -18,19 +18,32 @@ struct SettleBench: AsyncParsableCommand {
 protocol IngestBackend {
     /// e.g. `SQLite (WAL, synchronous=FULL)`.
     var name: String { get }
-    /// A fresh, empty store.
-    func makeStore() async throws -> any SettlementStore
+    /// A fresh, empty store that serves `connections` uploads at once.
+    func makeStore(connections: Int) async throws -> any SettlementStore
     /// Inserts the rows into a plain table with the record table's columns, one multi-row INSERT transaction per
-    /// batch (no rules, no other table). Returns the time spent.
-    func plainInsert(_ batches: [[BenchRow]]) async throws -> Duration
+    /// batch (no rules, no other table), the lanes at once and each lane's batches in order. Returns the time spent.
+    func plainInsert(_ lanes: [[[BenchRow]]]) async throws -> Duration
     /// The same rows through COPY into a plain table (one COPY per batch), where the database has it.
-    func copyInsert(_ batches: [[BenchRow]]) async throws -> Duration?
+    func copyInsert(_ lanes: [[[BenchRow]]]) async throws -> Duration?
     /// Removes what the run created.
     func cleanup() async throws
 }
 
 extension IngestBackend {
-    func copyInsert(_ batches: [[BenchRow]]) async throws -> Duration? { nil }
+    func copyInsert(_ lanes: [[[BenchRow]]]) async throws -> Duration? { nil }
+}
+
+/// Runs `body` over every batch, the lanes at once (one task each) and each lane's batches in order; returns the time
+/// from the first start to the last end.
+func measureLanes<Batch: Sendable>(_ lanes: [[Batch]], _ body: @escaping @Sendable (Batch) async throws -> Void) async throws -> Duration {
+    try await ContinuousClock().measure {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for lane in lanes {
+                group.addTask { for batch in lane { try await body(batch) } }
+            }
+            try await group.waitForAll()
+        }
+    }
 }
 
 /// One record as the plain INSERT writes it (its digest computed beforehand: the plain side does no work of its own).
@@ -64,13 +77,17 @@ struct Ingest: AsyncParsableCommand {
     @Option(help: "The random seed of the generated records.")
     var seed: UInt64 = 11
 
+    @Option(help: "How many uploads run at once (terminals take turns in lanes, each terminal's batches in order), on both sides.")
+    var concurrency = 1
+
     @Option(help: "How many times to run each side (a fresh database each time; the machine is shared, so look at the spread).")
     var rounds = 1
 
     func validate() throws {
         guard sqlite != nil || postgres != nil else { throw ValidationError("name a database: --sqlite PATH (or --postgres URL)") }
-        guard records > 0, batch > 0, cards > 0, (1...1000).contains(terminals), (1...20).contains(rounds) else {
-            throw ValidationError("--records, --batch and --cards must be positive, --terminals 1–1000 and --rounds 1–20")
+        guard records > 0, batch > 0, cards > 0, (1...1000).contains(terminals), (1...20).contains(rounds),
+              (1...terminals).contains(concurrency) else {
+            throw ValidationError("--records, --batch and --cards must be positive, --terminals 1–1000, --rounds 1–20 and --concurrency 1–terminals")
         }
     }
 
@@ -79,7 +96,7 @@ struct Ingest: AsyncParsableCommand {
         if let sqlite { backends.append(SQLiteIngestBackend(path: sqlite)) }
         if let postgres { backends.append(PostgresIngestBackend(url: postgres)) }
         let workload = Workload(records: records, batch: batch, cards: cards, terminals: terminals, seed: seed)
-        print("settlebench ingest: \(records) records in batches of \(batch) from \(terminals) terminals over \(cards) cards")
+        print("settlebench ingest: \(records) records in batches of \(batch) from \(terminals) terminals over \(cards) cards, \(concurrency) upload(s) at once")
         print("  mix: \(workload.mix)")
         print(String(repeating: "-", count: 96))
         print("backend".padding(toLength: 34, withPad: " ", startingAt: 0) + "ledger ingest rec/s   plain INSERT rows/s   ratio   booked  flagged  pending")
@@ -130,21 +147,20 @@ struct Ingest: AsyncParsableCommand {
     }
 
     func run(_ backend: any IngestBackend, _ workload: Workload) async throws -> Result {
-        let store = try await backend.makeStore()
+        let store = try await backend.makeStore(connections: max(4, concurrency))
         let start = Date(timeIntervalSince1970: 1_750_000_000)
         try await Self.prepare(store, workload, secret: Array(repeating: 7, count: 32))
-        let clock = ContinuousClock()
-        var counts: [RecordAck.Booking: Int] = [:]
-        let ledgerTime = try await clock.measure {
-            for batch in workload.batches {
-                let acks = try await store.ingest(batch, from: batch[0].terminalID, at: start.addingTimeInterval(3600))
-                for ack in acks { counts[ack.booking, default: 0] += 1 }
-            }
+        let lanes = workload.lanes(concurrency)
+        let tally = Tally()
+        let ledgerTime = try await measureLanes(lanes) { batch in
+            let acks = try await store.ingest(batch, from: batch[0].terminalID, at: start.addingTimeInterval(3600))
+            tally.add(acks)
         }
+        let counts = tally.counts
         let imbalance = try await store.ledgerImbalance()
         let day = Ledger.businessDay(of: workload.batches[0][0].createdAt)
         let daily = try await store.dailyTotals(day: day)
-        let rows = workload.batches.map { $0.map { BenchRow(record: $0, digest: $0.contentDigest) } }
+        let rows = lanes.map { $0.map { $0.map { BenchRow(record: $0, digest: $0.contentDigest) } } }
         let plainTime = try await backend.plainInsert(rows)
         let copyTime = try await backend.copyInsert(rows)
         func seconds(_ duration: Duration) -> Double {
@@ -155,6 +171,18 @@ struct Ingest: AsyncParsableCommand {
                       flagged: counts[.flagged, default: 0], pending: counts[.pending, default: 0], imbalance: imbalance,
                       dailyLines: daily.count, copyRate: copyTime.map { Double(workload.count) / seconds($0) })
     }
+}
+
+/// The bookings the lanes' acknowledgements gave, counted.
+final class Tally: @unchecked Sendable {
+    private let lock = NSLock()
+    private var byBooking: [RecordAck.Booking: Int] = [:]
+
+    func add(_ acks: [RecordAck]) {
+        lock.withLock { for ack in acks { byBooking[ack.booking, default: 0] += 1 } }
+    }
+
+    var counts: [RecordAck.Booking: Int] { lock.withLock { byBooking } }
 }
 
 /// The generated upload: cards used at terminals in time order, each card's counter and balance carried on, so the
@@ -238,6 +266,15 @@ struct Workload {
         mix = kinds.sorted { $0.value > $1.value }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
         // Reset the cards' figures: the store starts them fresh.
         for index in cardList.indices { cardList[index] = CardSpec(serial: cardList[index].serial, uid: cardList[index].uid) }
+    }
+}
+
+extension Workload {
+    /// The batches dealt into `count` lanes by terminal (a terminal's batches stay in one lane, in order).
+    func lanes(_ count: Int) -> [[[TerminalRecord]]] {
+        var lanes: [[[TerminalRecord]]] = Array(repeating: [], count: count)
+        for batch in batches { lanes[Int(batch[0].terminalID.rawValue) % count].append(batch) }
+        return lanes.filter { !$0.isEmpty }
     }
 }
 

@@ -76,7 +76,7 @@ struct Upload: AsyncParsableCommand {
     static let terminalSecret = Array(repeating: UInt8(7), count: 32)
 
     func measure(_ backend: any IngestBackend, _ workload: Workload, overHTTP: Bool) async throws -> Result {
-        let store = try await backend.makeStore()
+        let store = try await backend.makeStore(connections: 4)
         try await Ingest.prepare(store, workload, secret: Self.terminalSecret)
         let terminal = workload.terminalIDs[0]
         let clock = ContinuousClock()
