@@ -280,7 +280,7 @@ let package = Package(
         .testTarget(
             name: "SettlementServerTests",
             dependencies: [
-                "SettlementServer", "SettlementCore", "SettlementSQLite", "CampusCard", "TestSupport",
+                "SettlementServer", "SettlementClient", "SettlementCore", "SettlementSQLite", "CampusCard", "TestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -4,7 +4,7 @@ import Foundation
 /// service's answer) are the API's only large bodies, and Foundation's `JSONEncoder` costs ~10 µs a record here
 /// (settlebench upload: half of what HTTP added to a 1,000-record batch). The bytes are those of
 /// `SettlementJSON.encoder()` — keys sorted, absent optionals left out, dates as whole Unix seconds — which the tests
-/// check byte for byte. Parsing stays with Foundation's `JSONDecoder`.
+/// check byte for byte. Reading them: `WireJSONReader` below, with Foundation's `JSONDecoder` for anything unusual.
 public struct WireJSONWriter: Sendable {
     public private(set) var bytes: [UInt8] = []
     private var needsComma = false
@@ -102,5 +102,87 @@ extension TerminalRecord {
         writer.endArray()
         writer.endObject()
         return writer.bytes
+    }
+}
+
+/// The tokens of the JSON our own writers produce, read forward without allocating: the fast path of the two large
+/// bodies' readers (the service reading a batch, a terminal reading its acknowledgements), where Foundation's
+/// `JSONDecoder` cost ~20 µs a record. It accepts a strict subset of JSON — strings of printable ASCII without
+/// escapes, integers of at most 18 digits without fraction or exponent — and answers `nil` for anything else, so that
+/// its callers can leave that body to `JSONDecoder` (which then answers, or refuses it, as before). `bytes` must stay
+/// valid while the reader is used.
+public struct WireJSONReader {
+    private let bytes: UnsafeRawBufferPointer
+    private var index = 0
+
+    public init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
+
+    /// Skips white space and takes `byte` if it comes next.
+    public mutating func take(_ byte: UInt8) -> Bool {
+        skipSpace()
+        guard index < bytes.count, bytes[index] == byte else { return false }
+        index += 1
+        return true
+    }
+
+    /// Whether only white space is left.
+    public mutating func atEnd() -> Bool {
+        skipSpace()
+        return index == bytes.count
+    }
+
+    /// `"name":`, an object's next key.
+    public mutating func key() -> String? {
+        guard let name = string(), take(UInt8(ascii: ":")) else { return nil }
+        return name
+    }
+
+    /// A string of printable ASCII without escapes.
+    public mutating func string() -> String? {
+        guard take(UInt8(ascii: "\"")) else { return nil }
+        let start = index
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "\"") {
+                defer { index += 1 }
+                return String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
+            }
+            guard byte >= 0x20, byte < 0x7F, byte != UInt8(ascii: "\\") else { return nil }
+            index += 1
+        }
+        return nil
+    }
+
+    /// An integer of 1–18 digits, optionally negative, without leading zeros, fraction or exponent.
+    public mutating func integer() -> Int64? {
+        skipSpace()
+        let negative = index < bytes.count && bytes[index] == UInt8(ascii: "-")
+        if negative { index += 1 }
+        let start = index
+        var value: Int64 = 0
+        while index < bytes.count, bytes[index] >= UInt8(ascii: "0"), bytes[index] <= UInt8(ascii: "9") {
+            guard index - start < 18 else { return nil }
+            value = value * 10 + Int64(bytes[index] - UInt8(ascii: "0"))
+            index += 1
+        }
+        let digits = index - start
+        guard digits > 0, digits == 1 || bytes[start] != UInt8(ascii: "0") else { return nil }
+        // What follows must end the number: a fraction or an exponent is left to JSONDecoder.
+        if index < bytes.count {
+            switch bytes[index] {
+            case UInt8(ascii: ","), UInt8(ascii: "}"), UInt8(ascii: "]"), 0x20, 0x0A, 0x0D, 0x09: break
+            default: return nil
+            }
+        }
+        return negative ? -value : value
+    }
+
+    private mutating func skipSpace() {
+        while index < bytes.count {
+            switch bytes[index] {
+            case 0x20, 0x0A, 0x0D, 0x09: index += 1
+            default: return
+            }
+        }
     }
 }

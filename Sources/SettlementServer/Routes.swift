@@ -82,7 +82,7 @@ public struct SettlementServer: Sendable {
 
     private func upload(_ context: SettlementRequestContext) async throws -> Response {
         let terminal = try context.terminal
-        let records = try decodeBody(WireUpload.self, from: context.body).records(from: terminal)
+        let records = try WireUpload.decode(context.body).records(from: terminal)
         try await settleOnlineLoads(records, terminal)
         let acks = try await store.ingest(records, from: terminal, at: now())
         guard acks.count == records.count else {

@@ -199,7 +199,7 @@ func unixSeconds(_ date: Date) -> Int64 { Int64(date.timeIntervalSince1970.round
 // MARK: requests
 
 /// One uploaded record as sent; `record(index:)` checks every field.
-struct WireRecord: Decodable {
+struct WireRecord: Decodable, Equatable {
     var terminalID: Int64
     var terminalSequence: Int64
     var kind: String
@@ -216,9 +216,33 @@ struct WireRecord: Decodable {
     var counterAfter: Int64?
     var createdAt: Int64
 
-    enum CodingKeys: String, CodingKey {
+    enum CodingKeys: String, CodingKey, CaseIterable {
         case terminalID, terminalSequence, kind, cardUID, cardSerial, amount, balanceBefore, counterBefore, consumption,
              referenceBefore, settlementReference, outcome, balanceAfter, counterAfter, createdAt
+
+        /// The fields a record must carry (the others are optional).
+        static let required: [CodingKeys] = [.terminalID, .terminalSequence, .kind, .cardUID, .amount, .balanceBefore,
+                                             .counterBefore, .outcome, .createdAt]
+    }
+
+    init(terminalID: Int64, terminalSequence: Int64, kind: String, cardUID: String, cardSerial: Int64?, amount: Int64,
+         balanceBefore: Int64, counterBefore: Int64, consumption: Int64?, referenceBefore: Int64?,
+         settlementReference: Int64?, outcome: String, balanceAfter: Int64?, counterAfter: Int64?, createdAt: Int64) {
+        self.terminalID = terminalID
+        self.terminalSequence = terminalSequence
+        self.kind = kind
+        self.cardUID = cardUID
+        self.cardSerial = cardSerial
+        self.amount = amount
+        self.balanceBefore = balanceBefore
+        self.counterBefore = counterBefore
+        self.consumption = consumption
+        self.referenceBefore = referenceBefore
+        self.settlementReference = settlementReference
+        self.outcome = outcome
+        self.balanceAfter = balanceAfter
+        self.counterAfter = counterAfter
+        self.createdAt = createdAt
     }
 
     init(from decoder: any Decoder) throws {
@@ -279,8 +303,15 @@ struct WireRecord: Decodable {
     }
 }
 
-struct WireUpload: Decodable {
+struct WireUpload: Decodable, Equatable {
     var records: [WireRecord]
+
+    init(records: [WireRecord]) { self.records = records }
+
+    /// The body's upload: `UploadReader` for the usual shape, `JSONDecoder` for everything else (and its errors).
+    static func decode(_ body: ByteBuffer) throws -> WireUpload {
+        try UploadReader.read(body) ?? decodeBody(WireUpload.self, from: body)
+    }
 
     /// Checks the batch's size before its records are decoded one by one.
     init(from decoder: any Decoder) throws {
