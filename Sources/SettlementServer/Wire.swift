@@ -224,27 +224,10 @@ struct WireRecord: Decodable, Equatable {
         static let required: [CodingKeys] = [.terminalID, .terminalSequence, .kind, .cardUID, .amount, .balanceBefore,
                                              .counterBefore, .outcome, .createdAt]
     }
+}
 
-    init(terminalID: Int64, terminalSequence: Int64, kind: String, cardUID: String, cardSerial: Int64?, amount: Int64,
-         balanceBefore: Int64, counterBefore: Int64, consumption: Int64?, referenceBefore: Int64?,
-         settlementReference: Int64?, outcome: String, balanceAfter: Int64?, counterAfter: Int64?, createdAt: Int64) {
-        self.terminalID = terminalID
-        self.terminalSequence = terminalSequence
-        self.kind = kind
-        self.cardUID = cardUID
-        self.cardSerial = cardSerial
-        self.amount = amount
-        self.balanceBefore = balanceBefore
-        self.counterBefore = counterBefore
-        self.consumption = consumption
-        self.referenceBefore = referenceBefore
-        self.settlementReference = settlementReference
-        self.outcome = outcome
-        self.balanceAfter = balanceAfter
-        self.counterAfter = counterAfter
-        self.createdAt = createdAt
-    }
-
+// In an extension: the struct keeps its memberwise initializer (UploadReader's).
+extension WireRecord {
     init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         terminalID = try c.int(.terminalID)

@@ -6,6 +6,22 @@ import SettlementCore
 import Testing
 @testable import SettlementServer
 
+/// `bytes` with 1–3 random changes: a byte replaced (by JSON's punctuation, digits, white space, non-ASCII or NUL),
+/// dropped or doubled.
+func damaged(_ bytes: [UInt8]) -> [UInt8] {
+    let alphabet = Array(#"{}[],:"\ -.0123456789eEnul"#.utf8) + [0x09, 0xC3, 0xA9, 0x00]
+    var text = bytes
+    for _ in 0..<Int.random(in: 1...3) {
+        let at = Int.random(in: 0..<text.count)
+        switch Int.random(in: 0..<3) {
+        case 0: text[at] = alphabet.randomElement()!
+        case 1: text.remove(at: at)
+        default: text.insert(text[at], at: at)
+        }
+    }
+    return text
+}
+
 /// The upload body's fast reader against Foundation's `JSONDecoder`: whatever the reader accepts decodes to the same
 /// values through `JSONDecoder`, and everything else is left to `JSONDecoder` (the reader answers `nil`).
 @Suite struct UploadReaderTests {
@@ -105,19 +121,9 @@ import Testing
     /// JSONDecoder reads the same way. Most damaged bodies are refused by both; some stay valid JSON.
     @Test func damagedBodiesAreReadAsJSONDecoderReadsThemOrLeftToIt() {
         let body = TerminalRecord.uploadBody(Self.records(3))
-        var random = SystemRandomNumberGenerator()
-        let alphabet = Array(#"{}[],:"\ -.0123456789eEnul"#.utf8) + [0x09, 0xC3, 0xA9, 0x00]
         var accepted = 0
         for _ in 0..<4_000 {
-            var text = body
-            for _ in 0..<Int.random(in: 1...3, using: &random) {
-                let at = Int.random(in: 0..<text.count, using: &random)
-                switch Int.random(in: 0..<3, using: &random) {
-                case 0: text[at] = alphabet.randomElement(using: &random)!
-                case 1: text.remove(at: at)
-                default: text.insert(text[at], at: at)
-                }
-            }
+            let text = damaged(body)
             guard let fast = Self.read(text) else { continue }
             accepted += 1
             let foundation = Self.decodedByFoundation(text)
@@ -173,19 +179,9 @@ import Testing
     /// Random damage to an answer: whatever the reader still accepts, JSONDecoder reads the same way.
     @Test func damagedAnswersAreReadAsJSONDecoderReadsThemOrLeftToIt() {
         let bytes = Self.answer(3)
-        var random = SystemRandomNumberGenerator()
-        let alphabet = Array(#"{}[],:"\ -.0123456789eEnul"#.utf8) + [0x09, 0xC3, 0xA9, 0x00]
         var accepted = 0
         for _ in 0..<4_000 {
-            var text = bytes
-            for _ in 0..<Int.random(in: 1...3, using: &random) {
-                let at = Int.random(in: 0..<text.count, using: &random)
-                switch Int.random(in: 0..<3, using: &random) {
-                case 0: text[at] = alphabet.randomElement(using: &random)!
-                case 1: text.remove(at: at)
-                default: text.insert(text[at], at: at)
-                }
-            }
+            let text = damaged(bytes)
             guard let fast = AnswerReader.acks(Data(text)) else { continue }
             accepted += 1
             #expect(Self.decodedByFoundation(text) == fast, "the reader and JSONDecoder disagree on \(String(decoding: text, as: UTF8.self))")
