@@ -489,7 +489,11 @@ public final class SQLiteSettlementStore: SettlementStore {
 
     public func statement(cardSerial: UInt32) async throws -> [LedgerEntry] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM ledger WHERE card_serial = ? ORDER BY id", arguments: [Int64(cardSerial)]).map(Self.entry(from:))
+            try Row.fetchAll(db, sql: """
+                SELECT id AS movement_id, CASE WHEN card_side = 0 THEN debit ELSE credit END AS account,
+                       CASE WHEN card_side = 0 THEN -amount ELSE amount END AS amount, kind, terminal_id, seq, booked_at
+                FROM movements WHERE card_serial = ? ORDER BY id
+                """, arguments: [Int64(cardSerial)]).map(Self.entry(from:))
         }
     }
 
@@ -577,32 +581,35 @@ public final class SQLiteSettlementStore: SettlementStore {
         }
     }
 
-    /// Writes movements (two ledger rows each), the holders' account balances they move, and the daily totals.
+    /// Writes movements (one ledger row each: debit, credit, amount), the holders' account balances they move, and
+    /// the daily totals.
     static func post(_ movements: [Movement], db: Database, at now: Double) throws {
         guard !movements.isEmpty else { return }
-        var nextID = (try Int64.fetchOne(db, sql: "SELECT MAX(id) FROM ledger") ?? 0) + 1
         var accountDeltas: [Int64: Int] = [:]
         var totals: [DailyKey: (count: Int, total: Int)] = [:]
-        let perChunk = 250
+        let perChunk = 500
         for start in stride(from: 0, to: movements.count, by: perChunk) {
             let chunk = movements[start..<min(start + perChunk, movements.count)]
             var values: [DatabaseValue] = []
-            values.reserveCapacity(chunk.count * 18)
+            values.reserveCapacity(chunk.count * 9)
             for movement in chunk {
-                let movementID = nextID
-                for (account, amount, isCard) in [(movement.from, -movement.amount.rawValue, movement.cardSide == .from),
-                                                  (movement.to, movement.amount.rawValue, movement.cardSide == .to)] {
-                    values.append(nextID.databaseValue)
-                    values.append(movementID.databaseValue)
-                    values.append(account.databaseValue)
-                    values.append(Int64(amount).databaseValue)
-                    values.append(movement.kind.databaseValue)
-                    values.append(movement.terminalID.map { Int64($0.rawValue).databaseValue } ?? .null)
-                    values.append(movement.terminalSequence.map { Int64($0).databaseValue } ?? .null)
-                    values.append(now.databaseValue)
-                    values.append(isCard ? (movement.cardSerial.map { Int64($0).databaseValue } ?? .null) : .null)
-                    nextID += 1
-                    if account.hasPrefix("account:"), let id = Int64(account.dropFirst(8)) { accountDeltas[id, default: 0] += amount }
+                values.append(movement.from.databaseValue)
+                values.append(movement.to.databaseValue)
+                values.append(Int64(movement.amount.rawValue).databaseValue)
+                values.append(movement.kind.databaseValue)
+                values.append(movement.terminalID.map { Int64($0.rawValue).databaseValue } ?? .null)
+                values.append(movement.terminalSequence.map { Int64($0).databaseValue } ?? .null)
+                values.append(now.databaseValue)
+                let side: Int64? = switch movement.cardSide {
+                case .from: 0
+                case .to: 1
+                case .neither: nil
+                }
+                values.append(side == nil ? .null : (movement.cardSerial.map { Int64($0).databaseValue } ?? .null))
+                values.append(side.map(\.databaseValue) ?? .null)
+                for (account, amount) in [(movement.from, -movement.amount.rawValue), (movement.to, movement.amount.rawValue)]
+                where account.hasPrefix("account:") {
+                    if let id = Int64(account.dropFirst(8)) { accountDeltas[id, default: 0] += amount }
                 }
                 if let merchant = movement.merchant, let terminal = movement.terminalID {
                     let key = DailyKey(day: movement.day, merchant: merchant, terminal: terminal.rawValue)
@@ -610,8 +617,9 @@ public final class SQLiteSettlementStore: SettlementStore {
                     totals[key, default: (0, 0)].total += movement.amount.rawValue
                 }
             }
-            let sql = "INSERT INTO ledger (id, movement_id, account, amount, kind, terminal_id, seq, booked_at, card_serial) VALUES "
-                + repeatElement("(?,?,?,?,?,?,?,?,?)", count: chunk.count * 2).joined(separator: ",")
+            // The ids follow the highest (SQLite's rowid), in the movements' order.
+            let sql = "INSERT INTO movements (debit, credit, amount, kind, terminal_id, seq, booked_at, card_serial, card_side) VALUES "
+                + repeatElement("(?,?,?,?,?,?,?,?,?)", count: chunk.count).joined(separator: ",")
             let statement = try bulkStatement(db, sql: sql, cached: chunk.count == perChunk)
             try BulkStatement.execute(statement, values)
         }

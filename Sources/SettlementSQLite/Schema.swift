@@ -5,11 +5,12 @@ import GRDB
 /// NEVER EDIT A MIGRATION ONCE IT IS COMMITTED: stores in the field have run it, and the migrator runs each one only
 /// once. Change the schema with a new migration appended to `migrator`.
 enum Schema {
-    static let migrationNames = ["v1"]
+    static let migrationNames = ["v1", "v2"]
 
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1", migrate: v1)
+        migrator.registerMigration("v2", migrate: v2)
         return migrator
     }
 
@@ -135,7 +136,43 @@ enum Schema {
             """)
     }
 
+    /// The ledger as one row per movement (its debit and credit account, one amount: balanced by construction), half
+    /// the rows the two-row ledger wrote; `ledger` stays as a view with the entries' old shape (one row per side, the
+    /// movement's id as `movement_id`) for tools. A movement keeps the id of its first entry.
+    static func v2(_ db: Database) throws {
+        try db.execute(sql: """
+            CREATE TABLE movements (
+                id INTEGER PRIMARY KEY,
+                debit TEXT NOT NULL,
+                credit TEXT NOT NULL,
+                amount INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                terminal_id INTEGER,
+                seq INTEGER,
+                booked_at REAL NOT NULL,
+                -- The card the statement lists this movement under, and on which side (0 debit, 1 credit).
+                card_serial INTEGER,
+                card_side INTEGER
+            );
+            INSERT INTO movements (id, debit, credit, amount, kind, terminal_id, seq, booked_at, card_serial, card_side)
+            SELECT d.movement_id, d.account, c.account, c.amount, c.kind, c.terminal_id, c.seq, c.booked_at,
+                   COALESCE(d.card_serial, c.card_serial),
+                   CASE WHEN d.card_serial IS NOT NULL THEN 0 WHEN c.card_serial IS NOT NULL THEN 1 END
+            FROM ledger d JOIN ledger c ON c.movement_id = d.movement_id AND c.id > d.id;
+            DROP TABLE ledger;
+            CREATE INDEX movements_card ON movements(card_serial) WHERE card_serial IS NOT NULL;
+            CREATE VIEW ledger AS
+                SELECT id * 2 AS id, id AS movement_id, debit AS account, -amount AS amount, kind, terminal_id, seq,
+                       booked_at, CASE WHEN card_side = 0 THEN card_serial END AS card_serial
+                FROM movements
+                UNION ALL
+                SELECT id * 2 + 1, id, credit, amount, kind, terminal_id, seq, booked_at,
+                       CASE WHEN card_side = 1 THEN card_serial END
+                FROM movements;
+            """)
+    }
+
     /// The tables `rowCounts()` reports.
-    static let tables = ["terminals", "nonces", "accounts", "cards", "card_books", "records", "ledger", "daily_totals",
+    static let tables = ["terminals", "nonces", "accounts", "cards", "card_books", "records", "movements", "daily_totals",
                          "blacklist", "parameters", "loads", "flags"]
 }

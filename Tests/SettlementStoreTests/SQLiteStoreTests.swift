@@ -2,7 +2,7 @@ import CampusCard
 import Foundation
 import GRDB
 import SettlementCore
-import SettlementSQLite
+@testable import SettlementSQLite
 import Testing
 
 /// What only the SQLite backend promises (the conformance suite covers the contract).
@@ -20,6 +20,50 @@ import Testing
         let pragmas = try await store.writerPragmas()
         #expect(pragmas.journalMode == "wal" && pragmas.synchronous == 2)
         try store.close()
+    }
+
+    /// A store written by the first schema (two ledger rows per movement) keeps its statements and ledger entries
+    /// when the second turns its ledger into one row per movement; new movements are numbered after the old ones.
+    @Test func theTwoRowLedgerBecomesOneRowPerMovementWithNothingLost() async throws {
+        let (directory, path) = try temporaryPath()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let entries = "SELECT movement_id, account, amount, kind, terminal_id, seq, booked_at, card_serial FROM ledger ORDER BY id"
+        let before: [Row]
+        do {
+            let queue = try DatabaseQueue(path: path)
+            try Schema.migrator.migrate(queue, upTo: "v1")
+            before = try queue.write { db in
+                try db.execute(sql: """
+                    INSERT INTO ledger (id, movement_id, account, amount, kind, terminal_id, seq, booked_at, card_serial) VALUES
+                        (1, 1, 'purse:1001', -500, 'purse-debit', 7, 1, 1750000000, 1001),
+                        (2, 1, 'merchant:canteen-1', 500, 'purse-debit', 7, 1, 1750000000, NULL),
+                        (3, 3, 'account:1', -2000, 'online-load', NULL, NULL, 1750003600, NULL),
+                        (4, 3, 'purse:1001', 2000, 'online-load', NULL, NULL, 1750003600, 1001),
+                        (5, 5, 'cash', -300, 'cash-load', 7, 2, 1750007200, NULL),
+                        (6, 5, 'pending-load', 300, 'cash-load', 7, 2, 1750007200, NULL)
+                    """)
+                return try Row.fetchAll(db, sql: entries)
+            }
+            try queue.close()
+        }
+        let store = try SQLiteSettlementStore(path: path)
+        #expect(try await store.ledgerImbalance() == 0)
+        let statement = try await store.statement(cardSerial: 1001)
+        #expect(statement.map(\.movementID) == [1, 3])
+        #expect(statement.map(\.account) == ["purse:1001", "purse:1001"])
+        #expect(statement.map(\.amount) == [-500, 2000])
+        #expect(statement.map(\.terminalSequence) == [1, nil])
+        #expect(statement.map(\.bookedAt) == [Date(timeIntervalSince1970: 1_750_000_000), Date(timeIntervalSince1970: 1_750_003_600)])
+        #expect(try await store.rowCounts()["movements"] == 3)
+        try store.close()
+        let queue = try DatabaseQueue(path: path)
+        defer { try? queue.close() }
+        #expect(try queue.read { db in try Row.fetchAll(db, sql: entries) } == before)
+        let next = try await queue.write { db in
+            try db.execute(sql: "INSERT INTO movements (debit, credit, amount, kind, booked_at) VALUES ('cash', 'subsidy', 1, 'test', 0)")
+            return db.lastInsertedRowID
+        }
+        #expect(next == 6)
     }
 
     @Test func aReopenedStoreKeepsItsLedgerAndCardBooks() async throws {
