@@ -333,6 +333,10 @@ public enum Ledger {
     public static func purseAccount(_ serial: UInt32) -> String { "purse:\(serial)" }
     public static func waterAccount(_ serial: UInt32) -> String { "water:\(serial)" }
     public static func holderAccount(_ id: Int64) -> String { "account:\(id)" }
+    /// The holder's account id an `account:ID` name names (`nil` for any other account).
+    public static func holderAccountID(_ name: String) -> Int64? {
+        name.hasPrefix("account:") ? Int64(name.dropFirst("account:".count)) : nil
+    }
     public static func merchantAccount(_ name: String) -> String { "merchant:\(name)" }
     public static let suspense = "suspense"
     public static let cash = "cash"

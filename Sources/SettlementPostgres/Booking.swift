@@ -66,8 +66,8 @@ extension PostgresSettlementStore {
     static func moveAccountBalances(_ movements: [Movement], on connection: PostgresConnection, logger: Logger) async throws {
         var deltas: [Int64: Int64] = [:]
         for movement in movements {
-            if let id = accountID(movement.from) { deltas[id, default: 0] -= Int64(movement.amount.rawValue) }
-            if let id = accountID(movement.to) { deltas[id, default: 0] += Int64(movement.amount.rawValue) }
+            if let id = Ledger.holderAccountID(movement.from) { deltas[id, default: 0] -= Int64(movement.amount.rawValue) }
+            if let id = Ledger.holderAccountID(movement.to) { deltas[id, default: 0] += Int64(movement.amount.rawValue) }
         }
         let ids = deltas.keys.filter { deltas[$0] != 0 }.sorted()
         guard !ids.isEmpty else { return }
@@ -79,11 +79,6 @@ extension PostgresSettlementStore {
             """, logger: logger)
     }
 
-    /// `account:ID` → ID.
-    static func accountID(_ name: String) -> Int64? {
-        guard name.hasPrefix("account:") else { return nil }
-        return Int64(name.dropFirst("account:".count))
-    }
 
     static func raise(_ flags: [RaisedFlag], on connection: PostgresConnection, logger: Logger, at date: Date) async throws {
         guard !flags.isEmpty else { return }

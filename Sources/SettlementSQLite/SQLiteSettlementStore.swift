@@ -607,10 +607,8 @@ public final class SQLiteSettlementStore: SettlementStore {
                 }
                 values.append(side == nil ? .null : (movement.cardSerial.map { Int64($0).databaseValue } ?? .null))
                 values.append(side.map(\.databaseValue) ?? .null)
-                for (account, amount) in [(movement.from, -movement.amount.rawValue), (movement.to, movement.amount.rawValue)]
-                where account.hasPrefix("account:") {
-                    if let id = Int64(account.dropFirst(8)) { accountDeltas[id, default: 0] += amount }
-                }
+                if let id = Ledger.holderAccountID(movement.from) { accountDeltas[id, default: 0] -= movement.amount.rawValue }
+                if let id = Ledger.holderAccountID(movement.to) { accountDeltas[id, default: 0] += movement.amount.rawValue }
                 if let merchant = movement.merchant, let terminal = movement.terminalID {
                     let key = DailyKey(day: movement.day, merchant: merchant, terminal: terminal.rawValue)
                     totals[key, default: (0, 0)].count += 1
