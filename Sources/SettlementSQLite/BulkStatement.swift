@@ -11,6 +11,11 @@ public enum BulkStatement {
     /// Binds `values` to the statement's parameters in order and steps it to completion. Throws `DatabaseError`
     /// (a wrong value count is `SQLITE_RANGE`).
     public static func execute(_ statement: Statement, _ values: [DatabaseValue]) throws {
+        try execute(statement, values[...])
+    }
+
+    /// `execute` with the values of a part of an array.
+    public static func execute(_ statement: Statement, _ values: ArraySlice<DatabaseValue>) throws {
         let handle = statement.sqliteStatement
         let connection = sqlite3_db_handle(handle)
         func check(_ code: Int32) throws {
@@ -40,5 +45,26 @@ public enum BulkStatement {
             throw DatabaseError(resultCode: ResultCode(rawValue: reset == SQLITE_OK ? code : reset), message: String(cString: sqlite3_errmsg(connection)), sql: statement.sql)
         }
         sqlite3_clear_bindings(handle)
+    }
+
+    /// The row counts a multi-row statement is compiled for. A batch is written with the largest that fit, so each
+    /// table has at most five statements, each compiled once per connection (cached) whatever the batch sizes.
+    static let rowCounts = [500, 128, 32, 8, 1]
+
+    /// Writes `values` (`columns` per row, in row order) with `head` + "(?,…),(?,…)…" + `tail`, in statements of
+    /// `rowCounts` rows, compiled once each and then cached.
+    public static func insert(_ db: Database, _ head: String, columns: Int, tail: String = "", values: [DatabaseValue]) throws {
+        precondition(columns > 0 && values.count % columns == 0, "the values fill whole rows")
+        let row = "(" + repeatElement("?", count: columns).joined(separator: ",") + ")"
+        var start = 0
+        for count in rowCounts {
+            let width = count * columns
+            guard values.count - start >= width else { continue }
+            let statement = try db.cachedStatement(sql: head + repeatElement(row, count: count).joined(separator: ",") + tail)
+            while values.count - start >= width {
+                try execute(statement, values[start..<start + width])
+                start += width
+            }
+        }
     }
 }

@@ -94,26 +94,24 @@ struct IngestBatch {
         return acks
     }
 
-    /// The stored acknowledgements of the batch's sequences (one query per 500 keys).
+    /// The stored acknowledgements of the batch's sequences: one cached query, the keys as one JSON array.
     func storedAcks(_ sequences: Set<UInt32>) throws -> [UInt32: Stored] {
         var stored: [UInt32: Stored] = [:]
-        let list = Array(sequences)
-        for start in stride(from: 0, to: list.count, by: 500) {
-            let chunk = list[start..<min(start + 500, list.count)]
-            var arguments: [DatabaseValue] = [Int64(terminal.rawValue).databaseValue]
-            arguments += chunk.map { Int64($0).databaseValue }
-            let rows = try Row.fetchAll(db, sql: "SELECT seq, digest, booking, flags, received_at FROM records WHERE terminal_id = ? AND seq IN (\(databaseQuestionMarks(count: chunk.count)))",
-                                        arguments: StatementArguments(arguments))
-            for row in rows {
-                let sequence = UInt32(row["seq"] as Int64)
-                let booking: String = row["booking"]
-                let flags: String = row["flags"]
-                stored[sequence] = Stored(digest: row["digest"],
-                                          ack: RecordAck(terminalSequence: sequence, status: .accepted,
-                                                         booking: RecordAck.Booking(rawValue: booking) ?? .flagged,
-                                                         flags: flags.isEmpty ? [] : flags.split(separator: ",").map(String.init),
-                                                         receivedAt: Date(timeIntervalSince1970: row["received_at"])))
-            }
+        let statement = try db.cachedStatement(sql: """
+            SELECT seq, digest, booking, flags, received_at FROM records
+            WHERE terminal_id = ? AND seq IN (SELECT value FROM json_each(?))
+            """)
+        let keys = "[" + sequences.map(String.init).joined(separator: ",") + "]"
+        let rows = try Row.fetchCursor(statement, arguments: [Int64(terminal.rawValue), keys])
+        while let row = try rows.next() {
+            let sequence = UInt32(truncatingIfNeeded: row[0] as Int64)
+            let booking: String = row[2]
+            let flags: String = row[3]
+            stored[sequence] = Stored(digest: row[1],
+                                      ack: RecordAck(terminalSequence: sequence, status: .accepted,
+                                                     booking: RecordAck.Booking(rawValue: booking) ?? .flagged,
+                                                     flags: flags.isEmpty ? [] : flags.split(separator: ",").map(String.init),
+                                                     receivedAt: Date(timeIntervalSince1970: row[4])))
         }
         return stored
     }
@@ -130,25 +128,19 @@ struct IngestBatch {
     static let recordColumns = 19
 
     func insertRecords(_ rows: [(record: TerminalRecord, digest: String, ack: RecordAck)]) throws {
-        let perChunk = 500
-        for start in stride(from: 0, to: rows.count, by: perChunk) {
-            let chunk = rows[start..<min(start + perChunk, rows.count)]
-            var values: [DatabaseValue] = []
-            values.reserveCapacity(chunk.count * Self.recordColumns)
-            for (record, digest, ack) in chunk {
-                Self.appendRecordValues(record, into: &values)
-                values.append(digest.databaseValue)
-                values.append(ack.booking.rawValue.databaseValue)
-                values.append(ack.flags.joined(separator: ",").databaseValue)
-                values.append(now.databaseValue)
-            }
-            let sql = """
-                INSERT INTO records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before, counter_before, consumption,
-                reference_before, settlement_reference, outcome, balance_after, counter_after, created_at, digest, booking, flags, received_at) VALUES
-                """ + repeatElement("(" + databaseQuestionMarks(count: Self.recordColumns) + ")", count: chunk.count).joined(separator: ",")
-            let statement = try SQLiteSettlementStore.bulkStatement(db, sql: sql, cached: chunk.count == perChunk)
-            try BulkStatement.execute(statement, values)
+        var values: [DatabaseValue] = []
+        values.reserveCapacity(rows.count * Self.recordColumns)
+        for (record, digest, ack) in rows {
+            Self.appendRecordValues(record, into: &values)
+            values.append(digest.databaseValue)
+            values.append(ack.booking.rawValue.databaseValue)
+            values.append(ack.flags.joined(separator: ",").databaseValue)
+            values.append(now.databaseValue)
         }
+        try BulkStatement.insert(db, """
+            INSERT INTO records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before, counter_before, consumption,
+            reference_before, settlement_reference, outcome, balance_after, counter_after, created_at, digest, booking, flags, received_at) VALUES
+            """, columns: Self.recordColumns, values: values)
     }
 
     /// The record's own 15 columns (shared with the benchmark's plain INSERT).

@@ -22,6 +22,17 @@ import Testing
         try store.close()
     }
 
+    /// The books and stored keys are looked up through `json_each` over one JSON array: whatever the text, SQLite
+    /// reads back exactly the strings that went in (quotes, backslashes, control characters, non-ASCII).
+    @Test func theLookupArraysReadBackEveryStringAsWritten() throws {
+        let texts = ["04A1B2C3", "", "say \"hi\"", #"back\slash"#, "tab\tand\nnewline\u{01}", "一卡通", "end"]
+        let queue = try DatabaseQueue()
+        let read = try queue.read { db in
+            try String.fetchAll(db, sql: "SELECT value FROM json_each(?) ORDER BY key", arguments: [SQLiteSettlementStore.jsonArray(of: texts)])
+        }
+        #expect(read == texts)
+    }
+
     /// A store written by the first schema (two ledger rows per movement) keeps its statements and ledger entries
     /// when the second turns its ledger into one row per movement; new movements are numbered after the old ones.
     @Test func theTwoRowLedgerBecomesOneRowPerMovementWithNothingLost() async throws {
