@@ -171,7 +171,7 @@ extension PostgresSettlementStore {
 
         // The conflicts' flags, and the later decisions of earlier undetermined records (after the INSERT above: the
         // record decided may be one of this batch).
-        try await raiseConflicts(conflicts, on: connection, logger: logger, at: date)
+        try await raiseConflicts(conflicts, terminal: terminal, on: connection, logger: logger, at: date)
         if !decided.isEmpty {
             try await connection.query("""
                 UPDATE records SET decided = u.decided
@@ -217,12 +217,17 @@ extension PostgresSettlementStore {
             """
     }
 
+    /// The messages of the content-conflict flags raised for a terminal's sequences (index `flags_conflicts`).
+    static let conflictLookup = "SELECT message FROM flags WHERE code = 'content-conflict' AND terminal_id = $1 AND seq = ANY($2)"
+
     /// A conflicting upload raises its flag once per differing content (a terminal retrying must not flood the list).
-    static func raiseConflicts(_ flags: [RaisedFlag], on connection: PostgresConnection, logger: Logger, at date: Date) async throws {
+    static func raiseConflicts(_ flags: [RaisedFlag], terminal: TerminalID, on connection: PostgresConnection, logger: Logger,
+                               at date: Date) async throws {
         guard !flags.isEmpty else { return }
-        let rows = try await connection.query("""
-            SELECT message FROM flags WHERE code = 'content-conflict' AND message = ANY(\(flags.map(\.message)))
-            """, logger: logger)
+        var binds = PostgresBindings()
+        binds.append(Int64(terminal.rawValue))
+        binds.append(flags.compactMap { $0.terminalSequence.map(Int64.init) })
+        let rows = try await connection.query(PostgresQuery(unsafeSQL: conflictLookup, binds: binds), logger: logger)
         var seen = Set<String>()
         for try await message in rows.decode(String.self) { seen.insert(message) }
         var fresh: [RaisedFlag] = []

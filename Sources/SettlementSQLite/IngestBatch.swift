@@ -119,11 +119,14 @@ struct IngestBatch {
     /// A conflicting upload raises its flag once per differing content (a terminal retrying must not flood the list).
     func raiseConflicts(_ flags: [RaisedFlag]) throws {
         for flag in flags {
-            let seen = try Int.fetchOne(db, sql: "SELECT 1 FROM flags WHERE code = 'content-conflict' AND terminal_id = ? AND seq = ? AND message = ?",
+            let seen = try Int.fetchOne(db.cachedStatement(sql: Self.conflictLookup),
                                         arguments: [Int64(terminal.rawValue), flag.terminalSequence.map { Int64($0) }, flag.message])
             if seen == nil { try SQLiteSettlementStore.raise([flag], db: db, at: now) }
         }
     }
+
+    /// Whether a content-conflict flag with this message was raised for the key (index `flags_conflicts`).
+    static let conflictLookup = "SELECT 1 FROM flags WHERE code = 'content-conflict' AND terminal_id = ? AND seq = ? AND message = ?"
 
     static let recordColumns = 19
 

@@ -17,7 +17,19 @@ import TestSupport
         #expect(imbalance == 0)
         let database = String(url.split(separator: "/").last!)
         #expect(try PostgresServer.shared().psql("SELECT version, name FROM schema_migrations ORDER BY version", database: database)
-            == "1|settlement schema\n2|one ledger row per movement")
+            == "1|settlement schema\n2|one ledger row per movement\n3|content-conflict flags by key")
+    }
+
+    /// An upload that conflicts looks earlier content-conflict flags up by key: with sequential scans priced out, the
+    /// lookup's plan uses the partial index (without it, the planner has nothing but a scan of every flag).
+    @Test func theConflictLookupUsesItsIndex() async throws {
+        let url = try PostgresServer.shared().createDatabase()
+        try await PostgresSettlementStore.withStore(url: url, logger: testLogger) { _ in }
+        let database = String(url.split(separator: "/").last!)
+        let lookup = PostgresSettlementStore.conflictLookup
+            .replacingOccurrences(of: "$1", with: "5").replacingOccurrences(of: "$2", with: "'{1,2,3}'::bigint[]")
+        let plan = try PostgresServer.shared().psql("SET enable_seqscan = off; EXPLAIN \(lookup)", database: database)
+        #expect(plan.contains("flags_conflicts"), "\(plan)")
     }
 
     /// A store written by the first schema (two ledger rows per movement) keeps its statements, daily totals and

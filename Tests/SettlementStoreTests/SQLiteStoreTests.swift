@@ -22,6 +22,20 @@ import Testing
         try store.close()
     }
 
+    /// An upload that conflicts looks earlier content-conflict flags up by key (the partial index), not by scanning
+    /// every flag ever raised.
+    @Test func theConflictLookupUsesItsIndex() async throws {
+        let (directory, path) = try temporaryPath()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try SQLiteSettlementStore(path: path).close()
+        let queue = try DatabaseQueue(path: path)
+        defer { try? queue.close() }
+        let plan = try await queue.read { db in
+            try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + IngestBatch.conflictLookup, arguments: [5, 1, "m"]).map { $0["detail"] as String }
+        }
+        #expect(plan.contains { $0.contains("USING INDEX flags_conflicts") }, "\(plan)")
+    }
+
     /// The books and stored keys are looked up through `json_each` over one JSON array: whatever the text, SQLite
     /// reads back exactly the strings that went in (quotes, backslashes, control characters, non-ASCII).
     @Test func theLookupArraysReadBackEveryStringAsWritten() throws {
