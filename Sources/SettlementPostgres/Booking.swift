@@ -73,10 +73,19 @@ extension PostgresSettlementStore {
         guard !ids.isEmpty else { return }
         try await connection.query(
             "SELECT 1 FROM accounts WHERE id = ANY(\(ids)) ORDER BY id FOR UPDATE", logger: logger)
-        try await connection.query("""
-            UPDATE accounts SET balance = balance + u.delta
-            FROM unnest(\(ids), \(ids.map { deltas[$0] ?? 0 })) AS u(id, delta) WHERE accounts.id = u.id
-            """, logger: logger)
+        try await connection.query(accountsUpdate(ids: ids, deltas: ids.map { deltas[$0] ?? 0 }), logger: logger)
+    }
+
+    // The keys of a batch's UPDATEs and SELECTs are given to the table as `= ANY(keys)` as well as joined from
+    // unnest: the planner then probes the index for them. With the join alone, it hashes a scan of the whole table
+    // (30,000 card books: 12 ms a batch, growing with every card issued), pricing a few hundred index probes above it.
+
+    /// The UPDATE moving the accounts `ids` by `deltas`.
+    static func accountsUpdate(ids: [Int64], deltas: [Int64]) -> PostgresQuery {
+        """
+        UPDATE accounts SET balance = balance + u.delta
+        FROM unnest(\(ids), \(deltas)) AS u(id, delta) WHERE accounts.id = u.id AND accounts.id = ANY(\(ids))
+        """
     }
 
 
@@ -125,20 +134,7 @@ extension PostgresSettlementStore {
     /// cards, and decoding a row costs ~9 µs where an array element costs well under one). NULLs travel as sentinels:
     /// -1 for a missing counter or card.
     private static func selectBooks(_ uids: [String], on connection: PostgresConnection, logger: Logger) async throws -> [String: CardBook] {
-        let rows = try await connection.query("""
-            WITH locked AS (
-                SELECT b.uid, b.purse_mirror, coalesce(b.purse_counter, -1) AS purse_counter, b.book,
-                       coalesce(c.serial, -1) AS serial, coalesce(c.account_id, -1) AS account_id,
-                       coalesce(c.status, '') AS status, coalesce(c.issued_at, 'epoch') AS issued_at
-                FROM card_books b LEFT JOIN cards c ON c.uid = b.uid
-                WHERE b.uid = ANY(\(uids)) ORDER BY b.uid FOR UPDATE OF b
-            )
-            SELECT coalesce(array_agg(uid), '{}'), coalesce(array_agg(purse_mirror), '{}'),
-                   coalesce(array_agg(purse_counter), '{}'), coalesce(array_agg(book), '{}'),
-                   coalesce(array_agg(serial), '{}'), coalesce(array_agg(account_id), '{}'),
-                   coalesce(array_agg(status), '{}'), coalesce(array_agg(issued_at), '{}')
-            FROM locked
-            """, logger: logger)
+        let rows = try await connection.query(booksSelect(uids), logger: logger)
         var books: [String: CardBook] = [:]
         for try await (uids, mirrors, counters, blobs, serials, accounts, statuses, issued)
             in rows.decode(([String], [Int64], [Int64], [ByteBuffer], [Int64], [Int64], [String], [Date]).self) {
@@ -170,6 +166,26 @@ extension PostgresSettlementStore {
         return books
     }
 
+    /// The SELECT … FOR UPDATE of the books of `uids` with their cards, as one row of arrays.
+    static func booksSelect(_ uids: [String]) -> PostgresQuery {
+        var binds = PostgresBindings()
+        binds.append(uids)
+        return PostgresQuery(unsafeSQL: """
+            WITH locked AS (
+                SELECT b.uid, b.purse_mirror, coalesce(b.purse_counter, -1) AS purse_counter, b.book,
+                       coalesce(c.serial, -1) AS serial, coalesce(c.account_id, -1) AS account_id,
+                       coalesce(c.status, '') AS status, coalesce(c.issued_at, 'epoch') AS issued_at
+                FROM card_books b LEFT JOIN cards c ON c.uid = b.uid AND c.uid = ANY($1)
+                WHERE b.uid = ANY($1) ORDER BY b.uid FOR UPDATE OF b
+            )
+            SELECT coalesce(array_agg(uid), '{}'), coalesce(array_agg(purse_mirror), '{}'),
+                   coalesce(array_agg(purse_counter), '{}'), coalesce(array_agg(book), '{}'),
+                   coalesce(array_agg(serial), '{}'), coalesce(array_agg(account_id), '{}'),
+                   coalesce(array_agg(status), '{}'), coalesce(array_agg(issued_at), '{}')
+            FROM locked
+            """, binds: binds)
+    }
+
     /// Writes books back (their rows are locked by `lockBooks`), one statement.
     static func saveBooks(_ books: [CardBook], on connection: PostgresConnection, logger: Logger) async throws {
         guard !books.isEmpty else { return }
@@ -180,15 +196,16 @@ extension PostgresSettlementStore {
 
     /// The UPDATE of books (with the purse mirrors).
     static func booksUpdate(_ books: [CardBook], into statement: inout CompositeStatement) -> String {
-        """
+        let uids = statement.bind(books.map(\.uid))
+        return """
         UPDATE card_books SET purse_mirror = u.mirror, purse_counter = NULLIF(u.counter, \(statement.bind(nullInteger))),
             book = u.book
-        FROM unnest(\(statement.bind(books.map(\.uid)))::text[],
+        FROM unnest(\(uids)::text[],
                     \(statement.bind(books.map { Int64($0.card?.purseMirror.rawValue ?? 0) }))::bigint[],
                     \(statement.bind(books.map { $0.card?.purseCounter.map(Int64.init).orNullSentinel ?? nullInteger }))::bigint[],
                     \(statement.bind(books.map { ByteBuffer(bytes: CardBookCoding.encode(purse: $0.purse, water: $0.water)) }))::bytea[])
             AS u(uid, mirror, counter, book)
-        WHERE card_books.uid = u.uid
+        WHERE card_books.uid = u.uid AND card_books.uid = ANY(\(uids)::text[])
         """
     }
 }

@@ -173,15 +173,21 @@ extension PostgresSettlementStore {
         // record decided may be one of this batch).
         try await raiseConflicts(conflicts, terminal: terminal, on: connection, logger: logger, at: date)
         if !decided.isEmpty {
-            try await connection.query("""
-                UPDATE records SET decided = u.decided
-                FROM unnest(\(decided.map { Int64($0.terminalID.rawValue) }), \(decided.map { Int64($0.terminalSequence) }),
-                            \(decided.map { $0.booking.rawValue + ($0.flags.isEmpty ? "" : ":" + $0.flags.joined(separator: ",")) }))
-                    AS u(t, s, decided)
-                WHERE records.terminal_id = u.t AND records.seq = u.s
-                """, logger: logger)
+            try await connection.query(decisionsUpdate(decided), logger: logger)
         }
         return acks
+    }
+
+    /// The UPDATE writing the later decisions of earlier undetermined records. (No `= ANY` here: on the two-column
+    /// key, the arrays' cross product priced the probes above a scan of every record.)
+    static func decisionsUpdate(_ decided: [PendingDecision]) -> PostgresQuery {
+        """
+            UPDATE records SET decided = u.decided
+            FROM unnest(\(decided.map { Int64($0.terminalID.rawValue) }), \(decided.map { Int64($0.terminalSequence) }),
+                        \(decided.map { $0.booking.rawValue + ($0.flags.isEmpty ? "" : ":" + $0.flags.joined(separator: ",")) }))
+                AS u(t, s, decided)
+            WHERE records.terminal_id = u.t AND records.seq = u.s
+            """
     }
 
     /// The INSERT of new records with their acknowledgement (`ON CONFLICT DO NOTHING`: the caller counts the rows).
