@@ -120,6 +120,71 @@ final class PostgresIngestBackend: IngestBackend, @unchecked Sendable {
         }
     }
 
+    func ledgerRowsInsert(_ lanes: [[[BenchRow]]]) async throws -> Duration {
+        try await withClient(databaseURL) { client in
+            try await createPlainTable(client, "rows_records")
+            // The store's movements and card books, as its migrations leave them.
+            for statement in [
+                "CREATE SEQUENCE rows_movement_ids",
+                """
+                CREATE TABLE rows_movements (
+                    id bigint PRIMARY KEY DEFAULT nextval('rows_movement_ids'), debit text NOT NULL, credit text NOT NULL,
+                    amount bigint NOT NULL, kind text NOT NULL, terminal_id bigint, seq bigint, booked_at timestamptz NOT NULL,
+                    card_serial bigint, card_side smallint, merchant text, day text)
+                """,
+                "CREATE INDEX rows_movements_card ON rows_movements (card_serial) WHERE card_serial IS NOT NULL",
+                "CREATE INDEX rows_movements_merchant_day ON rows_movements (day, merchant) WHERE merchant IS NOT NULL",
+                """
+                CREATE TABLE rows_books (uid text PRIMARY KEY, purse_mirror bigint NOT NULL, purse_counter bigint,
+                    book bytea NOT NULL) WITH (fillfactor = 50)
+                """,
+            ] {
+                try await client.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+            }
+            let book = ByteBuffer(bytes: BenchRow.typicalBook)
+            let uids = Array(Set(lanes.joined().joined().map(\.record.cardUID))).sorted()
+            try await client.query("INSERT INTO rows_books SELECT u, 0, NULL, \(book) FROM unnest(\(uids)) AS u", logger: logger)
+            let received = Date()
+            let none = Int64.min
+            return try await measureLanes(lanes) { batch in
+                let r = batch.map(\.record)
+                let touched = Array(Set(r.map(\.cardUID))).sorted()
+                try await client.withTransaction(logger: self.logger) { connection -> Void in
+                    try await connection.query("""
+                        WITH inserted AS (
+                            INSERT INTO rows_records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before,
+                                counter_before, consumption, reference_before, settlement_reference, outcome, balance_after,
+                                counter_after, created_at, digest, received_at, booking, flags)
+                            SELECT t, s, k, u, NULLIF(cs, \(none)), a, bb, cb, NULLIF(co, \(none)), NULLIF(rb, \(none)),
+                                NULLIF(sr, \(none)), o, NULLIF(ba, \(none)), NULLIF(ca, \(none)), cr, d, \(received), 'booked', ''
+                            FROM unnest(\(r.map { Int64($0.terminalID.rawValue) }), \(r.map { Int64($0.terminalSequence) }),
+                                \(r.map(\.kind.rawValue)), \(r.map(\.cardUID)), \(r.map { $0.cardSerial.map(Int64.init) ?? none }),
+                                \(r.map { Int64($0.amount.rawValue) }), \(r.map { Int64($0.balanceBefore.rawValue) }),
+                                \(r.map { Int64($0.counterBefore) }), \(r.map { $0.consumption.map { Int64($0.rawValue) } ?? none }),
+                                \(r.map { $0.referenceBefore.map(Int64.init) ?? none }),
+                                \(r.map { $0.settlementReference.map(Int64.init) ?? none }), \(r.map(\.outcome.rawValue)),
+                                \(r.map { $0.balanceAfter.map { Int64($0.rawValue) } ?? none }),
+                                \(r.map { $0.counterAfter.map(Int64.init) ?? none }), \(r.map(\.createdAt)), \(batch.map(\.digest)))
+                                AS x(t, s, k, u, cs, a, bb, cb, co, rb, sr, o, ba, ca, cr, d)
+                            ON CONFLICT (terminal_id, seq) DO NOTHING),
+                        posted AS (
+                            INSERT INTO rows_movements (debit, credit, amount, kind, terminal_id, seq, booked_at, card_serial,
+                                card_side, merchant, day)
+                            SELECT f, c, a, k, t, s, \(received), cs, CASE WHEN me = '' THEN 0 ELSE 1 END, NULLIF(me, ''), dy
+                            FROM unnest(\(batch.map(\.debit)), \(batch.map(\.credit)), \(r.map { Int64($0.amount.rawValue) }),
+                                \(r.map(\.kind.rawValue)), \(r.map { Int64($0.terminalID.rawValue) }), \(r.map { Int64($0.terminalSequence) }),
+                                \(r.map { Int64($0.cardSerial ?? 0) }), \(batch.map { $0.merchant ?? "" }), \(batch.map(\.day)))
+                                AS x(f, c, a, k, t, s, cs, me, dy)),
+                        saved AS (
+                            UPDATE rows_books SET purse_mirror = purse_mirror + 1, book = \(book)
+                            FROM unnest(\(touched)) AS x(u) WHERE rows_books.uid = x.u AND rows_books.uid = ANY(\(touched)))
+                        SELECT 1
+                        """, logger: self.logger)
+                }
+            }
+        }
+    }
+
     func cleanup() async throws {
         await store?.shutdown()
         store = nil

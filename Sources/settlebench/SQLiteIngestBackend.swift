@@ -21,15 +21,8 @@ struct SQLiteIngestBackend: IngestBackend {
     }
 
     func plainInsert(_ lanes: [[[BenchRow]]]) async throws -> Duration {
-        remove(plainPath)
-        let pool = try DatabasePool(path: plainPath)
+        let pool = try await openPlain(plainPath)
         defer { try? pool.close() }
-        let synchronous = try await pool.writeWithoutTransaction { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-            try db.execute(sql: "PRAGMA wal_autocheckpoint = \(SQLiteSettlementStore.walAutocheckpointPages)")
-            return try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1
-        }
-        guard synchronous == 2 else { throw SettlementError(.storage, "the plain database did not accept synchronous=FULL") }
         // The records table's columns and key, nothing else.
         try await pool.write { db in
             try db.execute(sql: """
@@ -83,7 +76,77 @@ struct SQLiteIngestBackend: IngestBackend {
         values.append(received.databaseValue)
     }
 
+    var rowsPath: String { path + "-rows" }
+
+    /// Opens `path` afresh as the store opens its file (WAL, synchronous=FULL, the store's wal_autocheckpoint).
+    func openPlain(_ path: String) async throws -> DatabasePool {
+        remove(path)
+        let pool = try DatabasePool(path: path)
+        let synchronous = try await pool.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = \(SQLiteSettlementStore.walAutocheckpointPages)")
+            return try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1
+        }
+        guard synchronous == 2 else { throw SettlementError(.storage, "the plain database did not accept synchronous=FULL") }
+        return pool
+    }
+
+    func ledgerRowsInsert(_ lanes: [[[BenchRow]]]) async throws -> Duration {
+        let pool = try await openPlain(rowsPath)
+        defer { try? pool.close() }
+        // The store's records, movements and card books, as its migrations leave them.
+        let uids = Array(Set(lanes.joined().joined().map(\.record.cardUID))).sorted()
+        let book = Data(BenchRow.typicalBook)
+        try await pool.write { db in
+            try db.execute(sql: """
+                CREATE TABLE records (
+                    terminal_id INTEGER NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, card_uid TEXT NOT NULL, card_serial INTEGER,
+                    amount INTEGER NOT NULL, balance_before INTEGER NOT NULL, counter_before INTEGER NOT NULL, consumption INTEGER,
+                    reference_before INTEGER, settlement_reference INTEGER, outcome TEXT NOT NULL, balance_after INTEGER,
+                    counter_after INTEGER, created_at REAL NOT NULL, digest TEXT NOT NULL, booking TEXT NOT NULL, flags TEXT NOT NULL,
+                    received_at REAL NOT NULL, decided TEXT, PRIMARY KEY (terminal_id, seq)
+                ) WITHOUT ROWID;
+                CREATE TABLE movements (
+                    id INTEGER PRIMARY KEY, debit TEXT NOT NULL, credit TEXT NOT NULL, amount INTEGER NOT NULL, kind TEXT NOT NULL,
+                    terminal_id INTEGER, seq INTEGER, booked_at REAL NOT NULL, card_serial INTEGER, card_side INTEGER);
+                CREATE INDEX movements_card ON movements(card_serial) WHERE card_serial IS NOT NULL;
+                CREATE TABLE card_books (uid TEXT PRIMARY KEY, purse_mirror INTEGER NOT NULL, purse_counter INTEGER, book BLOB NOT NULL) WITHOUT ROWID;
+                """)
+            for uid in uids {
+                try db.execute(sql: "INSERT INTO card_books VALUES (?, 0, NULL, ?)", arguments: [uid, book])
+            }
+        }
+        let received = Date().timeIntervalSince1970
+        return try await measureLanes(lanes) { batch in
+            try await pool.write { db in
+                var values: [DatabaseValue] = []
+                values.reserveCapacity(batch.count * 19)
+                for row in batch { Self.append(row, received: received, into: &values) }
+                try BulkStatement.insert(db, "INSERT INTO records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before, counter_before, consumption, reference_before, settlement_reference, outcome, balance_after, counter_after, created_at, digest, booking, flags, received_at) VALUES ",
+                                         columns: 19, values: values)
+                values.removeAll(keepingCapacity: true)
+                for row in batch {
+                    let r = row.record
+                    values += [row.debit.databaseValue, row.credit.databaseValue, Int64(r.amount.rawValue).databaseValue,
+                               r.kind.rawValue.databaseValue, Int64(r.terminalID.rawValue).databaseValue,
+                               Int64(r.terminalSequence).databaseValue, received.databaseValue,
+                               Int64(r.cardSerial ?? 0).databaseValue, (row.isSale ? 0 : 1).databaseValue]
+                }
+                try BulkStatement.insert(db, "INSERT INTO movements (debit, credit, amount, kind, terminal_id, seq, booked_at, card_serial, card_side) VALUES ",
+                                         columns: 9, values: values)
+                values.removeAll(keepingCapacity: true)
+                for uid in Set(batch.map(\.record.cardUID)) {
+                    values += [uid.databaseValue, 1.databaseValue, DatabaseValue.null, book.databaseValue]
+                }
+                try BulkStatement.insert(db, "INSERT INTO card_books (uid, purse_mirror, purse_counter, book) VALUES ", columns: 4,
+                                         tail: " ON CONFLICT (uid) DO UPDATE SET purse_mirror = excluded.purse_mirror, purse_counter = excluded.purse_counter, book = excluded.book",
+                                         values: values)
+            }
+        }
+    }
+
     func cleanup() async throws {
         remove(plainPath)
+        remove(rowsPath)
     }
 }
