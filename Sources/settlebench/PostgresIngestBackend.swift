@@ -67,30 +67,35 @@ final class PostgresIngestBackend: IngestBackend, @unchecked Sendable {
         try await withClient(databaseURL) { client in
             try await createPlainTable(client, "plain_records")
             let received = Date()
-            let none = Int64.min
             return try await measureLanes(lanes) { batch in
-                let r = batch.map(\.record)
                 try await client.withTransaction(logger: self.logger) { connection -> Void in
-                    try await connection.query("""
-                        INSERT INTO plain_records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before,
-                            counter_before, consumption, reference_before, settlement_reference, outcome, balance_after,
-                            counter_after, created_at, digest, received_at, booking, flags)
-                        SELECT t, s, k, u, NULLIF(cs, \(none)), a, bb, cb, NULLIF(co, \(none)), NULLIF(rb, \(none)),
-                            NULLIF(sr, \(none)), o, NULLIF(ba, \(none)), NULLIF(ca, \(none)), cr, d, \(received), 'booked', ''
-                        FROM unnest(\(r.map { Int64($0.terminalID.rawValue) }), \(r.map { Int64($0.terminalSequence) }),
-                            \(r.map(\.kind.rawValue)), \(r.map(\.cardUID)), \(r.map { $0.cardSerial.map(Int64.init) ?? none }),
-                            \(r.map { Int64($0.amount.rawValue) }), \(r.map { Int64($0.balanceBefore.rawValue) }),
-                            \(r.map { Int64($0.counterBefore) }), \(r.map { $0.consumption.map { Int64($0.rawValue) } ?? none }),
-                            \(r.map { $0.referenceBefore.map(Int64.init) ?? none }),
-                            \(r.map { $0.settlementReference.map(Int64.init) ?? none }), \(r.map(\.outcome.rawValue)),
-                            \(r.map { $0.balanceAfter.map { Int64($0.rawValue) } ?? none }),
-                            \(r.map { $0.counterAfter.map(Int64.init) ?? none }), \(r.map(\.createdAt)), \(batch.map(\.digest)))
-                            AS x(t, s, k, u, cs, a, bb, cb, co, rb, sr, o, ba, ca, cr, d)
-                        ON CONFLICT (terminal_id, seq) DO NOTHING
-                        """, logger: self.logger)
+                    try await connection.query(Self.recordsInsert(into: "plain_records", batch, received: received), logger: self.logger)
                 }
             }
         }
+    }
+
+    /// The batch's records by one INSERT … SELECT FROM unnest, as the store writes them.
+    static func recordsInsert(into table: String, _ batch: [BenchRow], received: Date) -> PostgresQuery {
+        let r = batch.map(\.record)
+        let none = Int64.min
+        return """
+            INSERT INTO \(unescaped: table) (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before,
+                counter_before, consumption, reference_before, settlement_reference, outcome, balance_after,
+                counter_after, created_at, digest, received_at, booking, flags)
+            SELECT t, s, k, u, NULLIF(cs, \(none)), a, bb, cb, NULLIF(co, \(none)), NULLIF(rb, \(none)),
+                NULLIF(sr, \(none)), o, NULLIF(ba, \(none)), NULLIF(ca, \(none)), cr, d, \(received), 'booked', ''
+            FROM unnest(\(r.map { Int64($0.terminalID.rawValue) }), \(r.map { Int64($0.terminalSequence) }),
+                \(r.map(\.kind.rawValue)), \(r.map(\.cardUID)), \(r.map { $0.cardSerial.map(Int64.init) ?? none }),
+                \(r.map { Int64($0.amount.rawValue) }), \(r.map { Int64($0.balanceBefore.rawValue) }),
+                \(r.map { Int64($0.counterBefore) }), \(r.map { $0.consumption.map { Int64($0.rawValue) } ?? none }),
+                \(r.map { $0.referenceBefore.map(Int64.init) ?? none }),
+                \(r.map { $0.settlementReference.map(Int64.init) ?? none }), \(r.map(\.outcome.rawValue)),
+                \(r.map { $0.balanceAfter.map { Int64($0.rawValue) } ?? none }),
+                \(r.map { $0.counterAfter.map(Int64.init) ?? none }), \(r.map(\.createdAt)), \(batch.map(\.digest)))
+                AS x(t, s, k, u, cs, a, bb, cb, co, rb, sr, o, ba, ca, cr, d)
+            ON CONFLICT (terminal_id, seq) DO NOTHING
+            """
     }
 
     /// COPY (text format, the only one postgres-nio streams) of the same rows, one COPY per batch.
@@ -145,40 +150,23 @@ final class PostgresIngestBackend: IngestBackend, @unchecked Sendable {
             let uids = Array(Set(lanes.joined().joined().map(\.record.cardUID))).sorted()
             try await client.query("INSERT INTO rows_books SELECT u, 0, NULL, \(book) FROM unnest(\(uids)) AS u", logger: logger)
             let received = Date()
-            let none = Int64.min
             return try await measureLanes(lanes) { batch in
                 let r = batch.map(\.record)
                 let touched = Array(Set(r.map(\.cardUID))).sorted()
                 try await client.withTransaction(logger: self.logger) { connection -> Void in
+                    // Two statements where the store sends one: the records' INSERT is the plain one's.
+                    try await connection.query(Self.recordsInsert(into: "rows_records", batch, received: received), logger: self.logger)
                     try await connection.query("""
-                        WITH inserted AS (
-                            INSERT INTO rows_records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before,
-                                counter_before, consumption, reference_before, settlement_reference, outcome, balance_after,
-                                counter_after, created_at, digest, received_at, booking, flags)
-                            SELECT t, s, k, u, NULLIF(cs, \(none)), a, bb, cb, NULLIF(co, \(none)), NULLIF(rb, \(none)),
-                                NULLIF(sr, \(none)), o, NULLIF(ba, \(none)), NULLIF(ca, \(none)), cr, d, \(received), 'booked', ''
-                            FROM unnest(\(r.map { Int64($0.terminalID.rawValue) }), \(r.map { Int64($0.terminalSequence) }),
-                                \(r.map(\.kind.rawValue)), \(r.map(\.cardUID)), \(r.map { $0.cardSerial.map(Int64.init) ?? none }),
-                                \(r.map { Int64($0.amount.rawValue) }), \(r.map { Int64($0.balanceBefore.rawValue) }),
-                                \(r.map { Int64($0.counterBefore) }), \(r.map { $0.consumption.map { Int64($0.rawValue) } ?? none }),
-                                \(r.map { $0.referenceBefore.map(Int64.init) ?? none }),
-                                \(r.map { $0.settlementReference.map(Int64.init) ?? none }), \(r.map(\.outcome.rawValue)),
-                                \(r.map { $0.balanceAfter.map { Int64($0.rawValue) } ?? none }),
-                                \(r.map { $0.counterAfter.map(Int64.init) ?? none }), \(r.map(\.createdAt)), \(batch.map(\.digest)))
-                                AS x(t, s, k, u, cs, a, bb, cb, co, rb, sr, o, ba, ca, cr, d)
-                            ON CONFLICT (terminal_id, seq) DO NOTHING),
-                        posted AS (
+                        WITH posted AS (
                             INSERT INTO rows_movements (debit, credit, amount, kind, terminal_id, seq, booked_at, card_serial,
                                 card_side, merchant, day)
-                            SELECT f, c, a, k, t, s, \(received), cs, CASE WHEN me = '' THEN 0 ELSE 1 END, NULLIF(me, ''), dy
+                            SELECT f, c, a, k, t, s, \(received), cs, CASE WHEN me = '' THEN 1 ELSE 0 END, NULLIF(me, ''), dy
                             FROM unnest(\(batch.map(\.debit)), \(batch.map(\.credit)), \(r.map { Int64($0.amount.rawValue) }),
                                 \(r.map(\.kind.rawValue)), \(r.map { Int64($0.terminalID.rawValue) }), \(r.map { Int64($0.terminalSequence) }),
                                 \(r.map { Int64($0.cardSerial ?? 0) }), \(batch.map { $0.merchant ?? "" }), \(batch.map(\.day)))
-                                AS x(f, c, a, k, t, s, cs, me, dy)),
-                        saved AS (
-                            UPDATE rows_books SET purse_mirror = purse_mirror + 1, book = \(book)
-                            FROM unnest(\(touched)) AS x(u) WHERE rows_books.uid = x.u AND rows_books.uid = ANY(\(touched)))
-                        SELECT 1
+                                AS x(f, c, a, k, t, s, cs, me, dy))
+                        UPDATE rows_books SET purse_mirror = purse_mirror + 1, book = \(book)
+                        FROM unnest(\(touched)) AS x(u) WHERE rows_books.uid = x.u AND rows_books.uid = ANY(\(touched))
                         """, logger: self.logger)
                 }
             }

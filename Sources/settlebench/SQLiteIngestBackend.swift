@@ -24,33 +24,31 @@ struct SQLiteIngestBackend: IngestBackend {
         let pool = try await openPlain(plainPath)
         defer { try? pool.close() }
         // The records table's columns and key, nothing else.
-        try await pool.write { db in
-            try db.execute(sql: """
-                CREATE TABLE plain_records (
-                    terminal_id INTEGER NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, card_uid TEXT NOT NULL, card_serial INTEGER,
-                    amount INTEGER NOT NULL, balance_before INTEGER NOT NULL, counter_before INTEGER NOT NULL, consumption INTEGER,
-                    reference_before INTEGER, settlement_reference INTEGER, outcome TEXT NOT NULL, balance_after INTEGER,
-                    counter_after INTEGER, created_at REAL NOT NULL, digest TEXT NOT NULL, booking TEXT NOT NULL, flags TEXT NOT NULL,
-                    received_at REAL NOT NULL, decided TEXT, PRIMARY KEY (terminal_id, seq)
-                ) WITHOUT ROWID
-                """)
-        }
+        try await pool.write { db in try db.execute(sql: Self.recordsTable) }
         let received = Date().timeIntervalSince1970
         return try await measureLanes(lanes) { batch in
-            try await pool.write { db in
-                // At most 500 rows a statement, as the store writes them (SQLite's bound-parameter limit).
-                for start in stride(from: 0, to: batch.count, by: 500) {
-                    let chunk = batch[start..<min(start + 500, batch.count)]
-                    var values: [DatabaseValue] = []
-                    values.reserveCapacity(chunk.count * 19)
-                    for row in chunk { Self.append(row, received: received, into: &values) }
-                    let sql = "INSERT INTO plain_records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before, counter_before, consumption, reference_before, settlement_reference, outcome, balance_after, counter_after, created_at, digest, booking, flags, received_at) VALUES "
-                        + repeatElement("(" + databaseQuestionMarks(count: 19) + ")", count: chunk.count).joined(separator: ",")
-                    let statement = try db.cachedStatement(sql: sql)
-                    try BulkStatement.execute(statement, values)
-                }
-            }
+            try await pool.write { db in try Self.insertRecords(batch, received: received, db) }
         }
+    }
+
+    /// The store's records table (columns and key).
+    static let recordsTable = """
+        CREATE TABLE records (
+            terminal_id INTEGER NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, card_uid TEXT NOT NULL, card_serial INTEGER,
+            amount INTEGER NOT NULL, balance_before INTEGER NOT NULL, counter_before INTEGER NOT NULL, consumption INTEGER,
+            reference_before INTEGER, settlement_reference INTEGER, outcome TEXT NOT NULL, balance_after INTEGER,
+            counter_after INTEGER, created_at REAL NOT NULL, digest TEXT NOT NULL, booking TEXT NOT NULL, flags TEXT NOT NULL,
+            received_at REAL NOT NULL, decided TEXT, PRIMARY KEY (terminal_id, seq)
+        ) WITHOUT ROWID
+        """
+
+    /// The batch's records, by the store's multi-row statements.
+    static func insertRecords(_ batch: [BenchRow], received: Double, _ db: Database) throws {
+        var values: [DatabaseValue] = []
+        values.reserveCapacity(batch.count * 19)
+        for row in batch { append(row, received: received, into: &values) }
+        try BulkStatement.insert(db, "INSERT INTO records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before, counter_before, consumption, reference_before, settlement_reference, outcome, balance_after, counter_after, created_at, digest, booking, flags, received_at) VALUES ",
+                                 columns: 19, values: values)
     }
 
     static func append(_ row: BenchRow, received: Double, into values: inout [DatabaseValue]) {
@@ -98,14 +96,8 @@ struct SQLiteIngestBackend: IngestBackend {
         let uids = Array(Set(lanes.joined().joined().map(\.record.cardUID))).sorted()
         let book = Data(BenchRow.typicalBook)
         try await pool.write { db in
+            try db.execute(sql: Self.recordsTable)
             try db.execute(sql: """
-                CREATE TABLE records (
-                    terminal_id INTEGER NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, card_uid TEXT NOT NULL, card_serial INTEGER,
-                    amount INTEGER NOT NULL, balance_before INTEGER NOT NULL, counter_before INTEGER NOT NULL, consumption INTEGER,
-                    reference_before INTEGER, settlement_reference INTEGER, outcome TEXT NOT NULL, balance_after INTEGER,
-                    counter_after INTEGER, created_at REAL NOT NULL, digest TEXT NOT NULL, booking TEXT NOT NULL, flags TEXT NOT NULL,
-                    received_at REAL NOT NULL, decided TEXT, PRIMARY KEY (terminal_id, seq)
-                ) WITHOUT ROWID;
                 CREATE TABLE movements (
                     id INTEGER PRIMARY KEY, debit TEXT NOT NULL, credit TEXT NOT NULL, amount INTEGER NOT NULL, kind TEXT NOT NULL,
                     terminal_id INTEGER, seq INTEGER, booked_at REAL NOT NULL, card_serial INTEGER, card_side INTEGER);
@@ -119,12 +111,9 @@ struct SQLiteIngestBackend: IngestBackend {
         let received = Date().timeIntervalSince1970
         return try await measureLanes(lanes) { batch in
             try await pool.write { db in
+                try Self.insertRecords(batch, received: received, db)
                 var values: [DatabaseValue] = []
-                values.reserveCapacity(batch.count * 19)
-                for row in batch { Self.append(row, received: received, into: &values) }
-                try BulkStatement.insert(db, "INSERT INTO records (terminal_id, seq, kind, card_uid, card_serial, amount, balance_before, counter_before, consumption, reference_before, settlement_reference, outcome, balance_after, counter_after, created_at, digest, booking, flags, received_at) VALUES ",
-                                         columns: 19, values: values)
-                values.removeAll(keepingCapacity: true)
+                values.reserveCapacity(batch.count * 9)
                 for row in batch {
                     let r = row.record
                     values += [row.debit.databaseValue, row.credit.databaseValue, Int64(r.amount.rawValue).databaseValue,
