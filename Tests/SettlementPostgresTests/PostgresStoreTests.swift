@@ -44,7 +44,8 @@ import TestSupport
         var update = CompositeStatement()
         let books = uids.map { CardBook(uid: $0, card: nil) }
         let booksSQL = PostgresSettlementStore.booksUpdate(books, into: &update)
-        let decisions = keys.map { PendingDecision(terminalID: TerminalID(UInt16(1 + $0 % 20)), terminalSequence: UInt32($0), booking: .booked, flags: []) }
+        // A batch decides a few earlier records (the card's next record decides each), not hundreds.
+        let decisions = keys.prefix(20).map { PendingDecision(terminalID: TerminalID(UInt16(1 + $0 % 20)), terminalSequence: UInt32($0), booking: .booked, flags: []) }
         let statements: [(String, PostgresQuery)] = [
             ("books and cards", PostgresSettlementStore.booksSelect(uids)),
             ("books update", update.query(booksSQL)),
