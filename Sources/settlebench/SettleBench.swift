@@ -55,18 +55,23 @@ struct BenchRow: Sendable {
     var record: TerminalRecord
     var digest: String
 
-    /// The movement the ledger books for the record (the ledger-rows baseline): a sale from the card's wallet to the
-    /// terminal's merchant (as `prepare` registers it, kept for the daily totals), anything else from cash to the card.
-    var wallet: String { Wallet(record.kind) == .purse ? Ledger.purseAccount(record.cardSerial ?? 0) : Ledger.waterAccount(record.cardSerial ?? 0) }
-    var isSale: Bool { record.kind == .purseDebit || record.kind == .waterDebit }
-    var debit: String { isSale ? wallet : Ledger.cash }
-    var credit: String { isSale ? Ledger.merchantAccount(Ingest.merchant(of: record.terminalID)) : wallet }
-    var merchant: String? { isSale ? Ingest.merchant(of: record.terminalID) : nil }
+    /// The movement the ledger books for the record (the ledger-rows baseline), made before the clock starts: a sale
+    /// from the card's wallet to the terminal's merchant (as `prepare` registers it, kept for the daily totals),
+    /// anything else from cash to the card.
+    var isSale: Bool
+    var debit: String
+    var credit: String
+    var merchant: String?
     var day: String
 
     init(record: TerminalRecord) {
         self.record = record
         digest = record.contentDigest
+        let wallet = Wallet(record.kind) == .purse ? Ledger.purseAccount(record.cardSerial ?? 0) : Ledger.waterAccount(record.cardSerial ?? 0)
+        isSale = record.kind == .purseDebit || record.kind == .waterDebit
+        merchant = isSale ? Ingest.merchant(of: record.terminalID) : nil
+        debit = isSale ? wallet : Ledger.cash
+        credit = merchant.map(Ledger.merchantAccount) ?? wallet
         day = Ledger.businessDay(of: record.createdAt)
     }
 
