@@ -324,8 +324,11 @@ public enum Ledger {
     /// The movement that settles a confirmed online load's hold: out of `pending-load` into the card's purse, or, when
     /// an uploaded purse-load record of that counter booked the money already (`linked`), into the account that record
     /// took it from (the card side is then neither: the record moved the card).
-    public static func loadConfirmation(_ load: LoadState, serial: UInt32, to account: String, linked: Bool, at date: Date) -> Movement {
-        Movement(from: pendingLoad, to: account, amount: load.amount, kind: linked ? "online-load-linked" : "online-load",
+    /// `settled`: the card office settled the disputed load so (the kinds end in `-settled`).
+    public static func loadConfirmation(_ load: LoadState, serial: UInt32, to account: String, linked: Bool, settled: Bool = false,
+                                        at date: Date) -> Movement {
+        Movement(from: pendingLoad, to: account, amount: load.amount,
+                 kind: (linked ? "online-load-linked" : "online-load") + (settled ? "-settled" : ""),
                  terminalID: load.terminalID, terminalSequence: nil, day: businessDay(of: date),
                  cardSerial: serial, cardSide: linked ? .neither : .to, merchant: nil)
     }
@@ -563,7 +566,7 @@ public enum Ledger {
         let reference = OnlineLoadReference.of(terminal: record.terminalID, sequence: record.terminalSequence)
         let next = switch phase {
         case .prepared: "a confirmation that comes later moves the hold from pending-load to suspense; else settle it by hand"
-        case .disputed: "its hold stays in pending-load: compare the card with the load-mismatch flag and settle both by hand"
+        case .disputed: "its hold stays in pending-load until the card office settles the load (cardctl office load-settle \(OnlineLoadReference.named(terminal: record.terminalID, sequence: record.terminalSequence)) --credited)"
         case .reversed: "its hold went back to the account though the card carries the money: recover it from the holder or write it off"
         case .confirmed: "the confirmation booked another counter or amount: compare the card's log with the load"
         }
@@ -589,7 +592,42 @@ public enum Ledger {
     public static func loadMismatchFlag(_ load: LoadState, accountID: Int64, balanceAfter: Fen, counterAfter: UInt16) -> RaisedFlag {
         let record = OnlineLoadReference.record(named: load.reference)
         return RaisedFlag(code: "load-mismatch", terminalID: load.terminalID, terminalSequence: record?.sequence, cardSerial: load.cardSerial,
-                          message: "online load \(load.reference) on card \(load.cardSerial): prepared at balance \(load.balanceBefore) + \(load.amount) = \(load.balanceBefore + load.amount) (counter \(load.counterBefore)), but the card shows \(balanceAfter) at counter \(counterAfter): not confirmed, the \(load.amount) stays held in pending-load from account \(accountID); read the card at the office and settle the load by hand")
+                          message: "online load \(load.reference) on card \(load.cardSerial): prepared at balance \(load.balanceBefore) + \(load.amount) = \(load.balanceBefore + load.amount) (counter \(load.counterBefore)), but the card shows \(balanceAfter) at counter \(counterAfter): not confirmed, the \(load.amount) stays held in pending-load from account \(accountID); read the card at the office and settle the load: cardctl office load-settle \(load.reference) --credited or --not-credited")
+    }
+
+    /// The movement that gives a load's hold back to the holder's account: the station's reversal (`load-release`), or
+    /// the card office's settlement of a disputed load the card does not carry (`load-release-settled`).
+    public static func loadRelease(_ load: LoadState, accountID: Int64, settled: Bool, at date: Date) -> Movement {
+        Movement(from: pendingLoad, to: holderAccount(accountID), amount: load.amount, kind: settled ? "load-release-settled" : "load-release",
+                 terminalID: load.terminalID, terminalSequence: nil, day: businessDay(of: date), cardSerial: nil,
+                 cardSide: .neither, merchant: nil)
+    }
+
+    /// The `load-settled` flag: the card office's decision on a disputed load, and why (the operators' record of it).
+    public static func loadSettledFlag(_ load: LoadState, credited: Bool, to account: String, reason: String) -> RaisedFlag {
+        let record = OnlineLoadReference.record(named: load.reference)
+        return RaisedFlag(code: "load-settled", terminalID: load.terminalID, terminalSequence: record?.sequence, cardSerial: load.cardSerial,
+                          message: "online load \(load.reference) on card \(load.cardSerial) (\(load.amount)) settled by the card office as \(credited ? "credited to the card" : "not on the card"): its hold went from pending-load to \(account); reason: \(reason)")
+    }
+
+    /// Why a disputed load cannot be given back to the account: its own record says the card carries it.
+    public static func ownRecordCarriesLoad(_ load: LoadState) -> String {
+        let record = OnlineLoadReference.record(named: load.reference)
+        return "load \(load.reference)'s own record (terminal \(load.terminalID), sequence \(record.map { "\($0.sequence)" } ?? "?")) was uploaded as done: the card carries the money; settle the load as credited"
+    }
+
+    /// The refusals of a settlement that does not apply to the load's phase, or `nil` when it settles (disputed) or is
+    /// answered as it stands (already decided the same way).
+    public static func settlementRefusal(_ load: LoadState, credited: Bool) -> SettlementError? {
+        switch (load.phase, credited) {
+        case (.disputed, _), (.confirmed, true), (.reversed, false): nil
+        case (.prepared, _):
+            SettlementError(.conflict, "load \(load.reference) is not disputed (it is prepared): its terminal confirms or reverses it; nothing was settled")
+        case (.confirmed, false):
+            SettlementError(.conflict, "load \(load.reference) was confirmed: the card carries it; it cannot be given back to the account")
+        case (.reversed, true):
+            SettlementError(.conflict, "load \(load.reference) was reversed: its hold went back to the account; it cannot be credited now (prepare a new load)")
+        }
     }
 
     /// A confirmed online load moves the card's purse: the window, the mirror, and the link that makes the uploaded

@@ -48,6 +48,13 @@ public protocol SettlementStore: Sendable {
     func confirmLoad(reference: String, balanceAfter: Fen, counterAfter: UInt16, at date: Date) async throws -> LoadState
     /// The card write failed: releases the hold. Idempotent; refused after a confirmation or a dispute.
     func reverseLoad(reference: String, at date: Date) async throws -> LoadState
+    /// The card office settles a disputed load after reading the card (`reason` says what it found). `credited`: the
+    /// card carries the load, booked as a confirmation at the figures the disputed one showed (the hold goes to the
+    /// purse, or to `suspense` where the load's own uploaded record booked it from there); not `credited`: the hold
+    /// goes back to the holder's account, refused when the load's own record was uploaded as done (the card's own
+    /// record says it carries the money). One `load-settled` flag records the decision. Idempotent: a load already
+    /// standing as decided is answered as it is; refused for a load that is not disputed and was not settled so.
+    func settleDisputedLoad(reference: String, credited: Bool, reason: String, at date: Date) async throws -> LoadState
     /// Which of `references` name an online load (in any phase), in one query: an upload settles only those, and a
     /// batch with office loads costs no per-record lookup.
     func loadReferences(among references: [String]) async throws -> Set<String>

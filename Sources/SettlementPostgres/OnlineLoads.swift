@@ -92,30 +92,8 @@ extension PostgresSettlementStore {
                     """, logger: self.logger)
                 return .refused(SettlementError(.conflict, "load \(reference): the card shows \(balanceAfter), not \(load.balanceBefore) + \(load.amount): the load is disputed and an operator was flagged; the hold stays until the card office settles it"))
             }
-            let uids = try await connection.query("SELECT uid FROM cards WHERE serial = \(Int64(load.cardSerial))", logger: self.logger)
-            var uid: String?
-            for try await value in uids.decode(String.self) { uid = value }
-            guard let uid else {
-                throw SettlementError(.storage, "load \(reference)'s card \(load.cardSerial) vanished from the store")
-            }
-            // The card's book under the same lock ingest takes: the window, the mirror and the link move together.
-            var books = try await Self.lockBooks([uid], on: connection, logger: self.logger)
-            guard var book = books[uid], let card = book.card else {
-                throw SettlementError(.storage, "load \(reference)'s card \(load.cardSerial) has no book")
-            }
-            let already = Ledger.confirmOnlineLoad(reference: reference, amount: load.amount, balanceAfter: balanceAfter,
-                                                   counterAfter: counterAfter, in: &book)
-            books[uid] = book
-            try await Self.saveBooks([book], on: connection, logger: self.logger)
-            // An uploaded purse-load record of this counter booked it already: take the hold to where that record
-            // took the money from (suspense for the load's own record, cash for an office load), never to the purse.
-            let to = already ? try await Self.linkedSource(reference, on: connection, logger: self.logger) : Ledger.purseAccount(card.serial)
-            try await Self.post([Ledger.loadConfirmation(load, serial: card.serial, to: to, linked: already, at: date)],
-                                on: connection, logger: self.logger, at: date)
-            try await connection.query("""
-                UPDATE loads SET phase = 'confirmed', balance_after = \(Int64(balanceAfter.rawValue)),
-                    counter_after = \(Int64(counterAfter)), updated_at = \(date) WHERE reference = \(reference)
-                """, logger: self.logger)
+            _ = try await Self.bookCarriedLoad(load, balanceAfter: balanceAfter, counterAfter: counterAfter, settled: false,
+                                               on: connection, logger: self.logger, at: date)
             load.phase = .confirmed
             load.updatedAt = date
             return .done(load)
@@ -123,6 +101,75 @@ extension PostgresSettlementStore {
         switch outcome {
         case let .done(load): return load
         case let .refused(error): throw error
+        }
+    }
+
+    /// Books a load the card carries, showing `balanceAfter` at `counterAfter`: the card book's link, window and mirror
+    /// (under the lock ingest takes), the hold out of `pending-load`, the phase `confirmed`. Returns the account the
+    /// hold went to.
+    static func bookCarriedLoad(_ load: LoadState, balanceAfter: Fen, counterAfter: UInt16, settled: Bool,
+                                on connection: PostgresConnection, logger: Logger, at date: Date) async throws -> String {
+        let reference = load.reference
+        let uids = try await connection.query("SELECT uid FROM cards WHERE serial = \(Int64(load.cardSerial))", logger: logger)
+        var uid: String?
+        for try await value in uids.decode(String.self) { uid = value }
+        guard let uid else {
+            throw SettlementError(.storage, "load \(reference)'s card \(load.cardSerial) vanished from the store")
+        }
+        var books = try await lockBooks([uid], on: connection, logger: logger)
+        guard var book = books[uid], let card = book.card else {
+            throw SettlementError(.storage, "load \(reference)'s card \(load.cardSerial) has no book")
+        }
+        let already = Ledger.confirmOnlineLoad(reference: reference, amount: load.amount, balanceAfter: balanceAfter,
+                                               counterAfter: counterAfter, in: &book)
+        books[uid] = book
+        try await saveBooks([book], on: connection, logger: logger)
+        // An uploaded purse-load record of this counter booked it already: take the hold to where that record took
+        // the money from (suspense for the load's own record, cash for an office load), never to the purse. A
+        // settlement also follows the load's own record booked from suspense at another counter (the dispute's).
+        let source = already || settled ? try await linkedSource(reference, on: connection, logger: logger) : Ledger.cash
+        let linked = already || (settled && source == Ledger.suspense)
+        let to = linked ? source : Ledger.purseAccount(card.serial)
+        try await post([Ledger.loadConfirmation(load, serial: card.serial, to: to, linked: linked, settled: settled, at: date)],
+                       on: connection, logger: logger, at: date)
+        try await connection.query("""
+            UPDATE loads SET phase = 'confirmed', balance_after = \(Int64(balanceAfter.rawValue)),
+                counter_after = \(Int64(counterAfter)), updated_at = \(date) WHERE reference = \(reference)
+            """, logger: logger)
+        return to
+    }
+
+    public func settleDisputedLoad(reference: String, credited: Bool, reason: String, at date: Date) async throws -> LoadState {
+        try await transaction("settle load") { connection in
+            guard let found = try await Self.load(reference, on: connection, logger: self.logger) else {
+                throw SettlementError(.notFound, "load \(reference) was never prepared: copy the reference from its load-mismatch flag")
+            }
+            var load = found.state
+            if let refusal = Ledger.settlementRefusal(load, credited: credited) { throw refusal }
+            guard load.phase == .disputed else { return load }
+            let to: String
+            if credited {
+                guard let after = found.balanceAfter, let counter = found.counterAfter else {
+                    throw SettlementError(.storage, "disputed load \(reference) has no figures of its confirmation")
+                }
+                to = try await Self.bookCarriedLoad(load, balanceAfter: Fen(Int(after)), counterAfter: UInt16(truncatingIfNeeded: counter),
+                                                    settled: true, on: connection, logger: self.logger, at: date)
+                load.phase = .confirmed
+            } else {
+                if try await Self.linkedSource(reference, on: connection, logger: self.logger) == Ledger.suspense {
+                    throw SettlementError(.conflict, Ledger.ownRecordCarriesLoad(load))
+                }
+                to = Ledger.holderAccount(found.accountID)
+                try await Self.post([Ledger.loadRelease(load, accountID: found.accountID, settled: true, at: date)],
+                                    on: connection, logger: self.logger, at: date)
+                try await connection.query(
+                    "UPDATE loads SET phase = 'reversed', updated_at = \(date) WHERE reference = \(reference)", logger: self.logger)
+                load.phase = .reversed
+            }
+            try await Self.raise([Ledger.loadSettledFlag(load, credited: credited, to: to, reason: reason)],
+                                 on: connection, logger: self.logger, at: date)
+            load.updatedAt = date
+            return load
         }
     }
 
@@ -180,9 +227,7 @@ extension PostgresSettlementStore {
             case .reversed: return load
             case .prepared: break
             }
-            try await Self.post([Movement(from: Ledger.pendingLoad, to: Ledger.holderAccount(found.accountID), amount: load.amount,
-                                          kind: "load-release", terminalID: load.terminalID, terminalSequence: nil,
-                                          day: Ledger.businessDay(of: date), cardSerial: nil, cardSide: .neither, merchant: nil)],
+            try await Self.post([Ledger.loadRelease(load, accountID: found.accountID, settled: false, at: date)],
                                 on: connection, logger: self.logger, at: date)
             try await connection.query(
                 "UPDATE loads SET phase = 'reversed', updated_at = \(date) WHERE reference = \(reference)", logger: self.logger)

@@ -366,26 +366,70 @@ public final class SQLiteSettlementStore: SettlementStore {
                                arguments: [balanceAfter.rawValue, Int64(counterAfter), now, reference])
                 return .refused(SettlementError(.conflict, "load \(reference): the card shows \(balanceAfter), not \(load.balanceBefore) + \(load.amount): the load is disputed and an operator was flagged; the hold stays until the card office settles it"))
             }
-            guard let card = try Self.fetchCard(db, whereSQL: "c.serial = ?", Int64(load.cardSerial)) else {
-                throw SettlementError(.storage, "load \(reference)'s card \(load.cardSerial) vanished from the store")
-            }
-            var books = try Self.loadBooks(db, uids: [card.uid])
-            var book = books[card.uid] ?? CardBook(uid: card.uid, card: card)
-            let already = Ledger.confirmOnlineLoad(reference: reference, amount: load.amount, balanceAfter: balanceAfter,
-                                                   counterAfter: counterAfter, in: &book)
-            books[card.uid] = book
-            try Self.saveBooks(db, books.values)
-            // An uploaded purse-load record of this counter booked it already: take the hold to where that record
-            // took the money from (suspense for the load's own record, cash for an office load), never to the purse.
-            let to = already ? try Self.linkedSource(db, reference) : Ledger.purseAccount(card.serial)
-            try Self.post([Ledger.loadConfirmation(load, serial: card.serial, to: to, linked: already, at: date)], db: db, at: now)
-            try db.execute(sql: "UPDATE loads SET phase = 'confirmed', balance_after = ?, counter_after = ?, updated_at = ? WHERE reference = ?",
-                           arguments: [balanceAfter.rawValue, Int64(counterAfter), now, reference])
+            _ = try Self.bookCarriedLoad(db, load, balanceAfter: balanceAfter, counterAfter: counterAfter, settled: false, date: date)
             return .done(try Self.fetchLoad(db, reference)!)
         }
         switch outcome {
         case let .done(load): return load
         case let .refused(error): throw error
+        }
+    }
+
+    /// Books a load the card carries, showing `balanceAfter` at `counterAfter`: the card book's link, window and mirror,
+    /// the hold out of `pending-load`, the phase `confirmed`. Returns the account the hold went to.
+    static func bookCarriedLoad(_ db: Database, _ load: LoadState, balanceAfter: Fen, counterAfter: UInt16, settled: Bool,
+                                date: Date) throws -> String {
+        let reference = load.reference
+        guard let card = try fetchCard(db, whereSQL: "c.serial = ?", Int64(load.cardSerial)) else {
+            throw SettlementError(.storage, "load \(reference)'s card \(load.cardSerial) vanished from the store")
+        }
+        var books = try loadBooks(db, uids: [card.uid])
+        var book = books[card.uid] ?? CardBook(uid: card.uid, card: card)
+        let already = Ledger.confirmOnlineLoad(reference: reference, amount: load.amount, balanceAfter: balanceAfter,
+                                               counterAfter: counterAfter, in: &book)
+        books[card.uid] = book
+        try saveBooks(db, books.values)
+        // An uploaded purse-load record of this counter booked it already: take the hold to where that record took
+        // the money from (suspense for the load's own record, cash for an office load), never to the purse. A
+        // settlement also follows the load's own record booked from suspense at another counter (the dispute's).
+        let source = already || settled ? try linkedSource(db, reference) : Ledger.cash
+        let linked = already || (settled && source == Ledger.suspense)
+        let to = linked ? source : Ledger.purseAccount(card.serial)
+        let now = seconds(date)
+        try post([Ledger.loadConfirmation(load, serial: card.serial, to: to, linked: linked, settled: settled, at: date)], db: db, at: now)
+        try db.execute(sql: "UPDATE loads SET phase = 'confirmed', balance_after = ?, counter_after = ?, updated_at = ? WHERE reference = ?",
+                       arguments: [balanceAfter.rawValue, Int64(counterAfter), now, reference])
+        return to
+    }
+
+    public func settleDisputedLoad(reference: String, credited: Bool, reason: String, at date: Date) async throws -> LoadState {
+        try await write { db in
+            guard let load = try Self.fetchLoad(db, reference),
+                  let row = try Row.fetchOne(db, sql: "SELECT account_id, balance_after, counter_after FROM loads WHERE reference = ?",
+                                             arguments: [reference]) else {
+                throw SettlementError(.notFound, "load \(reference) was never prepared: copy the reference from its load-mismatch flag")
+            }
+            if let refusal = Ledger.settlementRefusal(load, credited: credited) { throw refusal }
+            guard load.phase == .disputed else { return load }
+            let accountID: Int64 = row["account_id"]
+            let to: String
+            if credited {
+                guard let after = row["balance_after"] as Int64?, let counter = row["counter_after"] as Int64? else {
+                    throw SettlementError(.storage, "disputed load \(reference) has no figures of its confirmation")
+                }
+                to = try Self.bookCarriedLoad(db, load, balanceAfter: Fen(Int(after)), counterAfter: UInt16(truncatingIfNeeded: counter),
+                                              settled: true, date: date)
+            } else {
+                if try Self.linkedSource(db, reference) == Ledger.suspense {
+                    throw SettlementError(.conflict, Ledger.ownRecordCarriesLoad(load))
+                }
+                to = Ledger.holderAccount(accountID)
+                try Self.post([Ledger.loadRelease(load, accountID: accountID, settled: true, at: date)], db: db, at: Self.seconds(date))
+                try db.execute(sql: "UPDATE loads SET phase = 'reversed', updated_at = ? WHERE reference = ?",
+                               arguments: [Self.seconds(date), reference])
+            }
+            try Self.raise([Ledger.loadSettledFlag(load, credited: credited, to: to, reason: reason)], db: db, at: Self.seconds(date))
+            return try Self.fetchLoad(db, reference)!
         }
     }
 
@@ -444,9 +488,7 @@ public final class SQLiteSettlementStore: SettlementStore {
             case .reversed: return load
             case .prepared: break
             }
-            try Self.post([Movement(from: Ledger.pendingLoad, to: Ledger.holderAccount(accountID), amount: load.amount, kind: "load-release",
-                                    terminalID: load.terminalID, terminalSequence: nil, day: Ledger.businessDay(of: date), cardSerial: nil,
-                                    cardSide: .neither, merchant: nil)], db: db, at: now)
+            try Self.post([Ledger.loadRelease(load, accountID: accountID, settled: false, at: date)], db: db, at: now)
             try db.execute(sql: "UPDATE loads SET phase = 'reversed', updated_at = ? WHERE reference = ?", arguments: [now, reference])
             return try Self.fetchLoad(db, reference)!
         }

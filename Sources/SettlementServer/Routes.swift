@@ -52,6 +52,7 @@ public struct SettlementServer: Sendable {
         for (action, status) in [("lost", CardStatus.lost), ("found", .active), ("freeze", .frozen), ("cancel", .cancelled)] {
             admin.post("cards/:serial/\(action)") { _, context in try await changeStatus(context, to: status, action: action) }
         }
+        admin.post("loads/:reference/settle") { _, context in try await settleLoad(context) }
         admin.post("terminals") { _, context in try await registerTerminal(context) }
         admin.get("terminals/:id") { _, context in jsonResponse(WireTerminal(try await existingTerminal(context))) }
         admin.post("terminals/:id/disable") { _, context in try await setEnabled(context, false) }
@@ -221,6 +222,15 @@ public struct SettlementServer: Sendable {
         }
         let (changed, version) = try await store.setCardStatus(serial: card.serial, to: status, reason: reason, at: now())
         return jsonResponse(WireCardStatusChange(card: WireCard(changed), blacklistVersion: version))
+    }
+
+    /// The card office's decision on a disputed load, named as its `load-mismatch` flag names it (`T<terminal>-<reference>`).
+    private func settleLoad(_ context: SettlementRequestContext) async throws -> Response {
+        let reference = try Check.storedLoadReference(context.parameters.get("reference") ?? "", "reference")
+        let wire = try decodeBody(WireLoadSettle.self, from: context.body)
+        let reason = try Check.text(wire.reason, "reason", max: 200)
+        let load = try await store.settleDisputedLoad(reference: reference, credited: wire.credited, reason: reason, at: now())
+        return jsonResponse(WireLoad(load, reference: reference))
     }
 
     private func registerTerminal(_ context: SettlementRequestContext) async throws -> Response {

@@ -169,6 +169,16 @@ enum Check {
         return value
     }
 
+    /// A load as the service stores it and its flags name it: `T<terminal>-<the terminal's reference>`.
+    static func storedLoadReference(_ value: String, _ field: String) throws -> String {
+        let parts = value.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2, parts[0].first == "T", let terminal = UInt16(parts[0].dropFirst()), terminal > 0,
+              "T\(terminal)" == parts[0], (try? loadReference(String(parts[1]), field)) != nil else {
+            throw APIError.badRequest("\(field) must be a load as its flags name it: T<terminal>-<reference> (reference 8–48 of [0-9A-Za-z_-])")
+        }
+        return value
+    }
+
     /// A decimal integer from a path or query (digits only: no sign, no spaces).
     static func integer(_ text: String?, _ field: String, _ bounds: ClosedRange<Int64>) throws -> Int64 {
         guard let text, (1...19).contains(text.utf8.count), text.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
@@ -351,6 +361,19 @@ struct WireLoadConfirm: Decodable {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         balanceAfter = try c.int(.balanceAfter)
         counterAfter = try c.int(.counterAfter)
+    }
+}
+
+struct WireLoadSettle: Decodable {
+    var credited: Bool
+    var reason: String
+
+    enum CodingKeys: String, CodingKey { case credited, reason }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        credited = try c.decode(Bool.self, forKey: .credited)
+        reason = try c.string(.reason)
     }
 }
 

@@ -63,8 +63,9 @@ struct NoBody: Codable {}
 struct OfficeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "office",
-        abstract: "The card office at the settlement service: terminals, accounts, cards (lost, found, freeze, cancel), reports.",
-        subcommands: [TerminalAdd.self, AccountOpen.self, AccountShow.self, CardIssue.self, CardStatusChange.self, Daily.self, Statement.self, Flags.self])
+        abstract: "The card office at the settlement service: terminals, accounts, cards (lost, found, freeze, cancel), disputed loads, reports.",
+        subcommands: [TerminalAdd.self, AccountOpen.self, AccountShow.self, CardIssue.self, CardStatusChange.self, LoadSettle.self, Daily.self,
+                      Statement.self, Flags.self])
 
     struct TerminalAdd: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -154,6 +155,50 @@ struct OfficeCommand: AsyncParsableCommand {
             try await reportingFailures {
                 try await office.call("POST", "/v1/admin/cards/\(serial)/\(change.rawValue)", body: Request(reason: reason)) { (answer: Answer) in
                     print("card \(answer.card.serial): \(answer.card.status.rawValue) (blacklist version \(answer.blacklistVersion))")
+                }
+            }
+        }
+    }
+
+    struct LoadSettle: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "load-settle",
+            abstract: "Settle a disputed online load (its load-mismatch flag) after reading the card: --credited or --not-credited.",
+            discussion: """
+                --credited: the card carries the load; the hold goes to the card's purse and the load is confirmed. \
+                --not-credited: the card does not carry it; the hold goes back to the holder's account (refused when the \
+                load's own record was uploaded as done). A load-settled flag keeps the decision and the reason.
+                """)
+        enum Decision: String, EnumerableFlag { case credited, notCredited }
+        @OptionGroup var office: OfficeOptions
+        @Argument(help: "The load, as its load-mismatch flag names it: T<terminal>-<reference>.") var reference: String
+        @Flag(help: "Whether the card carries the load.") var decision: Decision
+        @Option(help: "What the office found on the card (kept with the decision).") var reason: String
+
+        struct Request: Codable { var credited: Bool; var reason: String }
+        struct Answer: Codable {
+            var reference: String
+            var terminalID: UInt16
+            var cardSerial: UInt32
+            var amount: Int
+            var balanceBefore: Int
+            var counterBefore: UInt16
+            var phase: String
+            var updatedAt: Int64
+        }
+
+        func validate() throws {
+            // The reference goes into the request's path: nothing there may change the path.
+            guard !reference.isEmpty, reference.unicodeScalars.allSatisfy({ $0 == "-" || $0 == "_" || ($0.isASCII && $0.properties.isAlphabetic) || ("0"..."9").contains($0) }) else {
+                throw ValidationError("the reference is T<terminal>-<reference> (letters, digits, - and _), as the load-mismatch flag shows it")
+            }
+        }
+
+        func run() async throws {
+            try await reportingFailures {
+                try await office.call("POST", "/v1/admin/loads/\(reference)/settle",
+                                      body: Request(credited: decision == .credited, reason: reason)) { (answer: Answer) in
+                    print("load \(answer.reference) on card \(answer.cardSerial), \(Fen(answer.amount).yuan): \(answer.phase)")
                 }
             }
         }

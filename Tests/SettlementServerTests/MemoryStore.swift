@@ -99,6 +99,12 @@ actor MemoryStore: SettlementStore {
         try move(reference, to: .confirmed, refusedAfter: .reversed, at: date)
     }
 
+    func settleDisputedLoad(reference: String, credited: Bool, reason: String, at date: Date) throws -> LoadState {
+        guard let load = loads[reference] else { throw SettlementError(.notFound, "no load \(reference)") }
+        if let refusal = Ledger.settlementRefusal(load, credited: credited) { throw refusal }
+        return try move(reference, to: credited ? .confirmed : .reversed, refusedAfter: credited ? .reversed : .confirmed, at: date)
+    }
+
     func loadReferences(among references: [String]) -> Set<String> { Set(references.filter { loads[$0] != nil }) }
 
     func reverseLoad(reference: String, at date: Date) throws -> LoadState {

@@ -347,12 +347,31 @@ struct SettlementServerTests {
             #expect(try await flagCodes() == ["load-unconfirmed", "load-mismatch"])
             // The hold stays out of the holder's account until the card office settles the load.
             #expect(try await server.admin(.GET, "/v1/admin/accounts/\(accountID)").json["balance"] as? Int == 40_000)
+            // The card office reads the card and settles the load, named as its flag names it; the terminal may not.
+            let stored = OnlineLoadReference.stored(reference, terminal: terminalID)
+            let decision: [String: Any] = ["credited": true, "reason": "the card shows 103.00 and its log the load"]
+            #expect(try await server.terminal(.POST, "/v1/admin/loads/\(stored)/settle", json: decision).status == 403)
+            for (path, body) in [("/v1/admin/loads/\(reference)/settle", decision), ("/v1/admin/loads/T0-\(reference)/settle", decision),
+                                 ("/v1/admin/loads/\(stored)/settle", ["credited": "yes", "reason": "x"]),
+                                 ("/v1/admin/loads/\(stored)/settle", ["credited": true]),
+                                 ("/v1/admin/loads/\(stored)/settle", ["credited": false, "reason": "line\nbreak"])] as [(String, [String: Any])] {
+                let refused = try await server.admin(.POST, path, json: body)
+                #expect(refused.status == 400 && refused.code == "bad-request", "\(path) \(body): \(refused.status) \(refused.message)")
+            }
+            #expect(try await server.admin(.POST, "/v1/admin/loads/T9-\(reference)/settle", json: decision).status == 404)
+            #expect(try await flagCodes() == ["load-unconfirmed", "load-mismatch"])
+            let settled = try await server.admin(.POST, "/v1/admin/loads/\(stored)/settle", json: decision)
+            #expect(settled.status == 200 && settled.json["phase"] as? String == "confirmed" && settled.json["reference"] as? String == stored,
+                    "\(settled.status) \(settled.message)")
+            #expect(try await flagCodes() == ["load-settled", "load-unconfirmed", "load-mismatch"])
+            // The hold cleared the suspense the record was booked from: the account stays where the prepare left it.
+            #expect(try await server.admin(.GET, "/v1/admin/accounts/\(accountID)").json["balance"] as? Int == 40_000)
 
             // A load whose confirmation was lost is confirmed from its uploaded record, which then books nothing.
             _ = try await load(6, amount: 100, before: 10_300, counter: 5)
             let lost = try await server.terminal(.POST, "/v1/transactions", json: ["records": [loadRecord(6, amount: 100, before: 10_300, counter: 5)]])
             #expect((lost.json["acks"] as? [[String: Any]])?.first?["booking"] as? String == "nothing")
-            #expect(try await flagCodes().count == 2)
+            #expect(try await flagCodes().count == 3)
             #expect(try await server.admin(.GET, "/v1/admin/accounts/\(accountID)").json["balance"] as? Int == 39_900)
             let card = try await server.admin(.GET, "/v1/admin/cards/2001")
             #expect(card.json["purseMirror"] as? Int == 10_400 && card.json["purseCounter"] as? Int == 6, "\(card.json)")

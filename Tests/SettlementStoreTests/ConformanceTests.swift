@@ -475,6 +475,125 @@ import Testing
         }
     }
 
+    // MARK: the card office settles a disputed load
+
+    /// A load of 5.00 on card 1001 (balance 1.00, counter 3) under the station's own reference (terminal `office`,
+    /// sequence 7), disputed: the card showed 6.50 at `counter`.
+    func disputedLoad(_ store: any SettlementStore, _ f: Fixture, counter: UInt16 = 4) async throws -> String {
+        let reference = OnlineLoadReference.named(terminal: f.office, sequence: 7)
+        _ = try await store.prepareLoad(reference: reference, terminal: f.office, cardSerial: 1001, amount: 500, balanceBefore: 100,
+                                        counterBefore: 3, at: t0)
+        try await confirmRefused(store, reference, balanceAfter: 650, counterAfter: counter)
+        return reference
+    }
+
+    /// The station's own record of the load: done, 1.00 + 5.00 = 6.00 at counter 4.
+    func ownRecord(_ f: Fixture) -> TerminalRecord { record(.purseLoad, 500, before: 100, counter: 3, sequence: 7, terminal: f.office) }
+
+    @Test(arguments: Backends.all)
+    func aDisputedLoadSettledAsCreditedGoesToThePurseOnce(backend: Backend) async throws {
+        try await withStore(backend) { store, f in
+            let reference = try await disputedLoad(store, f)
+            let settled = try await store.settleDisputedLoad(reference: reference, credited: true, reason: "the card shows 6.50", at: t0)
+            #expect(settled.phase == .confirmed && settled.reference == reference && settled.amount == 500)
+            var balances = try await f.balances()
+            #expect(balances["purse:1001"] == 500 && balances[Ledger.pendingLoad] == 0 && balances[Ledger.suspense, default: 0] == 0)
+            #expect(try await store.account(f.account.id)?.balance == 9500)
+            #expect(try await store.statement(cardSerial: 1001).map(\.kind) == ["online-load-settled"])
+            let flag = try #require(try await store.flags(limit: 1).first)
+            #expect(flag.code == "load-settled" && flag.cardSerial == 1001 && flag.terminalID == f.office && flag.terminalSequence == 7)
+            #expect(flag.message.contains(reference) && flag.message.contains("the card shows 6.50") && flag.message.contains("purse:1001"))
+            #expect(!flag.message.contains("\n"))
+            // Asked again (the answer was lost): the same load, nothing written; the other way: refused, nothing written.
+            let counts = try await store.rowCounts()
+            #expect(try await store.settleDisputedLoad(reference: reference, credited: true, reason: "again", at: t0.addingTimeInterval(9)).phase == .confirmed)
+            try await expectRefused(.conflict, by: store) {
+                _ = try await store.settleDisputedLoad(reference: reference, credited: false, reason: "changed my mind", at: t0)
+            }
+            try await expectRefused(.conflict, by: store) { _ = try await store.reverseLoad(reference: reference, at: t0) }
+            #expect(try await store.rowCounts() == counts)
+            // The station's record of the load, uploaded after, is the same money: it books nothing.
+            #expect(try await store.ingest([ownRecord(f)], from: f.office, at: t0).map(\.booking) == [.nothing])
+            balances = try await f.balances()
+            #expect(balances["purse:1001"] == 500 && balances[Ledger.suspense, default: 0] == 0 && balances[Ledger.cash, default: 0] == -10_000)
+        }
+    }
+
+    @Test(arguments: Backends.all, [UInt16(4), 9])
+    func aDisputedLoadSettledAsCreditedAfterItsRecordClearsTheSuspense(backend: Backend, counter: UInt16) async throws {
+        try await withStore(backend) { store, f in
+            let reference = try await disputedLoad(store, f, counter: counter)
+            #expect(try await store.ingest([ownRecord(f)], from: f.office, at: t0).map(\.booking) == [.suspense])
+            _ = try await store.settleDisputedLoad(reference: reference, credited: true, reason: "the card's log shows the load", at: t0)
+            let balances = try await f.balances()
+            #expect(balances["purse:1001"] == 500 && balances[Ledger.suspense] == 0 && balances[Ledger.pendingLoad] == 0)
+            #expect(balances[Ledger.cash, default: 0] == -10_000)
+            #expect(try await store.account(f.account.id)?.balance == 9500)
+            #expect(try await store.statement(cardSerial: 1001).map(\.amount) == [500])
+        }
+    }
+
+    @Test(arguments: Backends.all)
+    func aDisputedLoadSettledAsNotCreditedGoesBackToTheAccount(backend: Backend) async throws {
+        try await withStore(backend) { store, f in
+            let reference = try await disputedLoad(store, f)
+            let settled = try await store.settleDisputedLoad(reference: reference, credited: false, reason: "the card shows 1.00", at: t0)
+            #expect(settled.phase == .reversed)
+            let balances = try await f.balances()
+            #expect(balances[Ledger.pendingLoad] == 0 && balances["purse:1001", default: 0] == 0)
+            #expect(try await store.account(f.account.id)?.balance == 10_000)
+            #expect(try await store.statement(cardSerial: 1001).isEmpty)
+            let flag = try #require(try await store.flags(limit: 1).first)
+            #expect(flag.code == "load-settled" && flag.message.contains("account:\(f.account.id)") && flag.message.contains("the card shows 1.00"))
+            let counts = try await store.rowCounts()
+            #expect(try await store.settleDisputedLoad(reference: reference, credited: false, reason: "again", at: t0).phase == .reversed)
+            try await expectRefused(.conflict, by: store) {
+                _ = try await store.settleDisputedLoad(reference: reference, credited: true, reason: "changed my mind", at: t0)
+            }
+            try await expectRefused(.conflict, by: store) {
+                _ = try await store.confirmLoad(reference: reference, balanceAfter: 600, counterAfter: 4, at: t0)
+            }
+            #expect(try await store.rowCounts() == counts)
+        }
+    }
+
+    @Test(arguments: Backends.all)
+    func aDisputedLoadWhoseOwnRecordWasBookedIsNotGivenBack(backend: Backend) async throws {
+        try await withStore(backend) { store, f in
+            let reference = try await disputedLoad(store, f)
+            _ = try await store.ingest([ownRecord(f)], from: f.office, at: t0)
+            let counts = try await store.rowCounts()
+            do {
+                _ = try await store.settleDisputedLoad(reference: reference, credited: false, reason: "the card shows 1.00", at: t0)
+                Issue.record("the hold went back to the account though the card's own record carries the load")
+            } catch let error as SettlementError {
+                #expect(error.code == .conflict && error.message.contains("credited") && error.message.contains("sequence 7"))
+            }
+            #expect(try await store.rowCounts() == counts)
+            #expect(try await store.account(f.account.id)?.balance == 9500)
+        }
+    }
+
+    @Test(arguments: Backends.all)
+    func onlyADisputedLoadIsSettled(backend: Backend) async throws {
+        try await withStore(backend) { store, f in
+            try await expectRefused(.notFound, by: store) {
+                _ = try await store.settleDisputedLoad(reference: "T4-nothing-here", credited: true, reason: "x", at: t0)
+            }
+            _ = try await store.prepareLoad(reference: "L-6", terminal: f.office, cardSerial: 1001, amount: 300, balanceBefore: 0, counterBefore: 0, at: t0)
+            for credited in [true, false] {
+                try await expectRefused(.conflict, by: store) {
+                    _ = try await store.settleDisputedLoad(reference: "L-6", credited: credited, reason: "x", at: t0)
+                }
+            }
+            // A load its station confirmed stands credited; asked so, it is answered as it is.
+            let confirmed = try await store.confirmLoad(reference: "L-6", balanceAfter: 300, counterAfter: 1, at: t0)
+            let counts = try await store.rowCounts()
+            #expect(try await store.settleDisputedLoad(reference: "L-6", credited: true, reason: "x", at: t0.addingTimeInterval(5)) == confirmed)
+            #expect(try await store.rowCounts() == counts)
+        }
+    }
+
     enum UnconfirmedPhase: String, CaseIterable, Sendable { case prepared, disputed, reversed }
 
     @Test(arguments: Backends.all, UnconfirmedPhase.allCases)
