@@ -118,11 +118,28 @@ public struct DaemonConfig: Hashable, Sendable {
         return try parse(data, environment: environment, source: path)
     }
 
+    /// What is wrong with JSON text, and where (line and column): `JSONDecoder` says only that it is not JSON.
+    static func jsonProblem(in data: Data) -> String {
+        do {
+            _ = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
+            return "not a JSON value"
+        } catch {
+            var detail = ((error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String) ?? "unreadable"
+            if detail.hasSuffix(".") { detail.removeLast() }
+            guard let range = detail.range(of: #" around character [0-9]+"#, options: .regularExpression),
+                  let offset = Int(detail[range].split(separator: " ").last ?? "") else { return detail }
+            let before = data.prefix(offset)
+            let line = before.filter { $0 == 0x0A }.count + 1
+            let column = offset - (before.lastIndex(of: 0x0A).map { $0 - data.startIndex + 1 } ?? 0) + 1
+            return detail.replacingCharacters(in: range, with: "") + " at line \(line), column \(column)"
+        }
+    }
+
     /// Parses a configuration file's contents with the overrides from `environment`.
     public static func parse(_ data: Data, environment: [String: String] = [:], source: String = "the configuration") throws(ConfigError) -> DaemonConfig {
         let root: JSONValue
         do { root = try JSONDecoder().decode(JSONValue.self, from: data) } catch {
-            throw ConfigError(.malformed, key: nil, "\(source) is not valid JSON (\(error)): fix it against systemd/cardd.example.json")
+            throw ConfigError(.malformed, key: nil, "\(source) is not valid JSON (\(jsonProblem(in: data))): fix it against systemd/cardd.example.json")
         }
         guard case .object(let object) = root else {
             throw ConfigError(.malformed, key: nil, "\(source) must hold one JSON object {…}: see systemd/cardd.example.json")

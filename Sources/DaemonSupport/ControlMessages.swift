@@ -40,6 +40,10 @@ public struct ControlRequest: Sendable {
             throw ControlErrorBody(code: .badArguments, message: "\(command): the field \"\(field)\" has the wrong type: \(context.debugDescription)")
         } catch let DecodingError.dataCorrupted(context) {
             let field = context.codingPath.map(\.stringValue).joined(separator: ".")
+            guard !field.isEmpty else {
+                // Foundation names no field for a number that does not fit (1.5 where a whole number goes).
+                throw ControlErrorBody(code: .badArguments, message: "\(command): an argument does not fit its type (counts and amounts in fen are whole numbers; docs/control-api.md)")
+            }
             throw ControlErrorBody(code: .badArguments, message: "\(command): the field \"\(field)\" is not valid: \(context.debugDescription)")
         } catch {
             throw ControlErrorBody(code: .badArguments, message: "\(command): the arguments do not fit: \(error)")

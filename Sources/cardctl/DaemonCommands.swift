@@ -16,7 +16,7 @@ struct SocketOptions: ParsableArguments {
         do {
             return try ControlSocketClient(path: path)
         } catch {
-            throw CLIError(.noReader, "cannot reach cardd at \(path) (\(error)): is it running? (`systemctl status cardd`; or give --socket)")
+            throw CLIError(.noReader, "cannot reach cardd: \(error) If it listens elsewhere, give its socket with --socket.")
         }
     }
 }
@@ -108,6 +108,10 @@ struct DaemonCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print the daemon's events as they happen (JSON lines), until interrupted.")
         @OptionGroup var socket: SocketOptions
         @Option(help: "Stop after this many events.") var count: Int?
+
+        func validate() throws {
+            if let count, count < 1 { throw ValidationError("--count must be 1 or more (leave it out to follow the events until interrupted)") }
+        }
 
         func run() throws {
             try reportingFailuresSync {

@@ -101,19 +101,29 @@ extension CardImage {
 
 /// Reading and writing dump files.
 enum DumpFile {
+    /// The JSON dump; `keysMasked` (for the screen) shows every key byte as "••", as `read` does: not zeros, which
+    /// are a real key, and a masked dump cannot be restored by mistake (its trailers are not hex).
     static func json(_ image: CardImage, keysMasked: Bool) throws -> [UInt8] {
-        var image = image
-        if keysMasked {
-            for sector in 0..<image.size.sectorCount {
-                let trailer = image.size.trailerBlock(ofSector: sector)
-                var block = image.block(trailer)
-                for i in Array(0..<6) + Array(10..<16) { block[i] = 0 }
-                image.setBlock(trailer, block)
-            }
-        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return Array(try encoder.encode(image))
+        var bytes = Array(try encoder.encode(image))
+        guard keysMasked else { return bytes }
+        guard var object = try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
+              var blocks = object["blocks"] as? [String], var sectors = object["sectors"] as? [[String: Any]],
+              blocks.count == image.size.blockCount, sectors.count == image.size.sectorCount else {
+            throw CLIError(.failed, "the dump's JSON came out in an unexpected shape: report this as a bug")
+        }
+        let maskedKey = String(repeating: "••", count: 6)
+        for sector in 0..<image.size.sectorCount {
+            let trailer = image.size.trailerBlock(ofSector: sector)
+            blocks[trailer] = maskedKey + Hex.encode(Array(image.block(trailer)[6..<10])) + maskedKey
+            sectors[sector]["keyA"] = maskedKey
+            sectors[sector]["keyB"] = maskedKey
+        }
+        object["blocks"] = blocks
+        object["sectors"] = sectors
+        bytes = Array(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]))
+        return bytes
     }
 
     /// Writes atomically (temp file + rename), mode 0600: a dump holds the card's keys.

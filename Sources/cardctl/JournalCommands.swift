@@ -153,6 +153,9 @@ struct JournalCommand: ParsableCommand {
                 if !report.conflicts.isEmpty {
                     throw CLIError(.failed, "\(report.conflicts.count) lines of \(file) were refused (their sequence is in the store with different content); the rest was imported: compare them with the card office")
                 }
+                if !report.unreadable.isEmpty {
+                    throw CLIError(.failed, "\(report.unreadable.count) lines of \(file) are not journal lines and were skipped (the first: line \(report.unreadable[0].line)); the rest was imported: is it a cardctl journal?")
+                }
             }
         }
     }

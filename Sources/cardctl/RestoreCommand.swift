@@ -53,7 +53,12 @@ struct Restore: AsyncParsableCommand {
                 }
                 return written
             }
-            print("wrote \(written) blocks from \(file)")
+            if reader.json {
+                struct Written: Encodable { var file: String; var blocksWritten: Int }
+                try printJSON(Written(file: file, blocksWritten: written))
+            } else {
+                print("wrote \(written) blocks from \(file)")
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ import TerminalStore
 struct Cardd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cardd",
-        abstract: "The campus card terminal daemon: POS, water controller or settlement station.",
+        abstract: "The campus card terminal daemon: POS, water controller, settlement station or load station.",
         discussion: """
             Exit status: 0 stopped cleanly, 1 failed at run time, 70 the terminal store is corrupt or unusable, \
             78 the configuration is wrong (the message names the key).
@@ -22,7 +22,7 @@ struct Cardd: AsyncParsableCommand {
         version: BuildInfo.versionLine
     )
 
-    @Option(help: "The configuration file.") var config = DaemonConfig.defaultPath
+    @Option(help: "The configuration file (default: $ONECARD_CONFIG, else \(DaemonConfig.defaultPath)).") var config: String?
     @Flag(help: "Check the configuration, the keystore and the store, print what would run, and exit.") var checkConfig = false
 
     static func main() async {
@@ -36,6 +36,7 @@ struct Cardd: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "cardd")
+        let config = self.config ?? ProcessInfo.processInfo.environment["ONECARD_CONFIG"] ?? DaemonConfig.defaultPath
         let settings: DaemonConfig
         do { settings = try DaemonConfig.load(path: config) } catch {
             printError("cardd: configuration \(config): \(error)")
@@ -52,15 +53,33 @@ struct Cardd: AsyncParsableCommand {
             printError("cardd: configuration \(config): keystore: \(settings.keystorePath) holds no loader master, which a \(settings.mode == .load ? "load station (mode load)" : "settlement station (mode settle)") needs: export it with `cardctl keystore export OFFICE DEST --roles terminal,loader,mac`")
             throw ExitCode(78)
         }
+        if checkConfig {
+            // A check changes nothing: a store not there yet is not created, only its place checked.
+            let storeNote: String
+            if FileManager.default.fileExists(atPath: settings.storePath) {
+                do { try TerminalStore(path: settings.storePath, options: .init(createIfMissing: false)).close() } catch {
+                    printError("cardd: \(error)")
+                    throw ExitCode(70)
+                }
+                storeNote = "store \(settings.storePath)"
+            } else {
+                var directory = (settings.storePath as NSString).deletingLastPathComponent
+                while !directory.isEmpty, directory != "/", !FileManager.default.fileExists(atPath: directory) {
+                    directory = (directory as NSString).deletingLastPathComponent
+                }
+                guard access(directory.isEmpty ? "." : directory, W_OK) == 0 else {
+                    printError("cardd: configuration \(config): store.path: cannot create the terminal store \(settings.storePath): \(directory) is not writable by this user; create the directory for the daemon's user, or choose another path")
+                    throw ExitCode(78)
+                }
+                storeNote = "store \(settings.storePath) (new: created when cardd starts)"
+            }
+            print("cardd \(BuildInfo.versionLine): terminal \(settings.terminalID), mode \(settings.mode.rawValue), \(storeNote), keystore \(settings.keystorePath) (version \(keystore.currentVersion)), control socket \(settings.controlSocketPath)")
+            return
+        }
         let store: TerminalStore
         do { store = try TerminalStore(path: settings.storePath) } catch {
             printError("cardd: \(error)")
             throw ExitCode(70)
-        }
-        if checkConfig {
-            print("cardd \(BuildInfo.versionLine): terminal \(settings.terminalID), mode \(settings.mode.rawValue), store \(settings.storePath), keystore \(settings.keystorePath) (version \(keystore.currentVersion)), control socket \(settings.controlSocketPath)")
-            try? store.close()
-            return
         }
         let runtime = try Runtime(config: settings, store: store, keystore: keystore, logger: logger)
         try await runtime.run()

@@ -113,7 +113,7 @@ struct ControlAPI: Sendable {
                 await daemon.clearFault()
                 return .single(ControlResponseLine(Ack(message: "fault cleared")))
             default:
-                throw ControlErrorBody(code: .unknownCommand, message: "unknown command \"\(request.command)\": use status, version, events, arm, charge, cancel, pin, water-pulses, clear-fault or sync (docs/control-api.md)")
+                throw ControlErrorBody(code: .unknownCommand, message: "unknown command \"\(request.command)\": use status, version, events, arm, charge, load, cancel, pin, water-pulses, clear-fault or sync (docs/control-api.md)")
             }
         } catch {
             return .single(ControlResponseLine(error: error))

@@ -86,7 +86,7 @@ actor Uplink {
     static func readSecret(_ path: String) throws -> [UInt8] {
         var info = stat()
         guard stat(path, &info) == 0, let data = FileManager.default.contents(atPath: path) else {
-            throw UplinkSetupError("uplink.secretFile: cannot read \(path): put this terminal's secret there (settlementd terminal add prints it), mode 0640 root:cardd")
+            throw UplinkSetupError("uplink.secretFile: cannot read \(path): put this terminal's secret there (`cardctl office terminal-add` prints it once), mode 0640 root:onecard")
         }
         guard info.st_mode & 0o007 == 0 else {
             throw UplinkSetupError("uplink.secretFile: \(path) is readable by others (mode \(String(info.st_mode & 0o777, radix: 8))): chmod 0640 it, and have the office issue a new secret if it leaked")

@@ -71,6 +71,10 @@ import Testing
         #expect(error(#"{"terminalID": 7, "mode": "pos", "water": 5}"#)?.key == "water")
         #expect(error(#"[1]"#)?.code == .malformed)
         #expect(error(#"{"terminalID": 7,"#)?.code == .malformed)
+        // Where the JSON breaks, by line and column, and no decoder's debug text.
+        let broken = error("{\"terminalID\": 7,\n  \"mode\": pos\n}")
+        #expect(broken?.code == .malformed && broken?.message.contains("line 2, column 11") == true, "\(broken?.message ?? "")")
+        #expect(broken?.message.contains("DecodingError") == false)
     }
 
     @Test func amountsAreYuanStringsNeverNumbers() {

@@ -78,6 +78,19 @@ import Glibc
         #expect(!example.stderr.contains("unknown-key"), "\(example.stderr)")
     }
 
+    /// `--check-config` reads `ONECARD_CONFIG` when no `--config` is given, and changes nothing: a store that is not
+    /// there yet is not created (nor its directories), only its place checked.
+    @Test func theCheckReadsONECARD_CONFIGAndCreatesNothing() throws {
+        let elsewhere = NSTemporaryDirectory() + "cardd-check-\(UUID().uuidString.prefix(8))"
+        let box = try DaemonHarness(overrides: ["store": ["path": elsewhere + "/deeper/cardd.sqlite"]])
+        defer { box.cleanUp() }
+        let check = try runCardd(["--check-config"], environment: ["ONECARD_CONFIG": box.configPath])
+        #expect(check.status == 0 && check.stdout.contains("terminal 21") && check.stdout.contains(elsewhere), "\(check.status) \(check.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: elsewhere), "the check created \(elsewhere)")
+        let missing = try runCardd(["--check-config"], environment: ["ONECARD_CONFIG": box.work + "/nothing.json"])
+        #expect(missing.status == 78 && missing.stderr.contains(box.work + "/nothing.json"), "\(missing.stderr)")
+    }
+
     /// sd_notify through a real datagram socket: READY=1 only once status answers, STATUS= names the mode,
     /// WATCHDOG=1 about every second (WATCHDOG_USEC 2 s), STOPPING=1 at SIGTERM.
     @Test func systemdIsToldReadyWatchdogAndStopping() throws {

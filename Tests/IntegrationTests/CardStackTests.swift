@@ -125,6 +125,13 @@ import TestSupport
             #expect(read.status == 0, "\(read.stderr)")
             #expect(read.stdout.contains("••") && !read.stdout.contains(SampleCards.sector1KeyB.hexForTests), "\(read.stdout)")
         }
+        // dump --json on the screen: the same mask, never zeros (a real key), and every block's length kept.
+        let dump = try cardctl(["dump", "--json", "--key", SampleCards.sector1KeyA.hexForTests, "--key-b", SampleCards.sector1KeyB.hexForTests])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(dump.stdout.utf8)) as? [String: Any], "\(dump.stdout)")
+        let blocks = try #require(object["blocks"] as? [String])
+        #expect(blocks.count == 64 && blocks[7].hasPrefix("••••••••••••") && blocks[7].hasSuffix("••••••••••••"), "\(blocks[7])")
+        #expect(!dump.stdout.contains(SampleCards.sector1KeyA.hexForTests) && !dump.stdout.contains(SampleCards.sector1KeyB.hexForTests))
+        #expect((object["sectors"] as? [[String: Any]])?.allSatisfy { $0["keyA"] as? String == "••••••••••••" } == true)
     }
 
     @Test func refusalsAreOneLineWithTheirExitStatus() throws {

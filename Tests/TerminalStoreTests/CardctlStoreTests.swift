@@ -25,6 +25,11 @@ import TestSupport
         #expect(imported.status == 0 && imported.stdout.contains("imported 2 intents and 1 outcomes"), "\(imported)")
         let again = try cardctl("journal", "import", legacy, "--journal", directory.store)
         #expect(again.stdout.contains("imported 0 intents and 0 outcomes") && again.stdout.contains("3 already there"), "\(again)")
+        // A file of other lines: each skipped, and the exit status says so (1), naming the first.
+        let other = directory.path + "/not-a-journal.jsonl"
+        try "{\"hello\": 1}\nplain text\n".write(toFile: other, atomically: true, encoding: .utf8)
+        let refused = try cardctl("journal", "import", other, "--journal", directory.store)
+        #expect(refused.status == 1 && refused.stderr.contains("2 lines") && refused.stderr.contains("line 1"), "\(refused)")
 
         let check = try cardctl("journal", "check", "--journal", directory.store, "--json")
         #expect(check.status == 0, "\(check)")
