@@ -53,6 +53,23 @@ public final class ControlSocketServer: @unchecked Sendable {
             self.mode = mode
             self.group = group
         }
+
+        /// What `start()` would refuse in the configuration itself, checked without touching anything: a path
+        /// `sockaddr_un` cannot hold, a group that does not exist.
+        public func check() throws(ControlSocketError) {
+            _ = try UnixSocket.withAddress(path) { _, _ in () }
+            if let group { _ = try ControlSocketServer.groupID(named: group) }
+        }
+
+        /// Whether a `start()` failure is the configuration's (a restart cannot cure it) rather than the moment's (a
+        /// daemon already answering there).
+        public static func isConfigurationProblem(_ error: ControlSocketError) -> Bool {
+            switch error.code {
+            case .pathTooLong, .unknownGroup, .notASocket: true
+            case .systemCall: [ENOENT, ENOTDIR, EACCES, EPERM, EROFS].contains(error.errno ?? 0)
+            default: false
+            }
+        }
     }
 
     public let configuration: Configuration

@@ -73,6 +73,15 @@ struct Cardd: AsyncParsableCommand {
                 }
                 storeNote = "store \(settings.storePath) (new: created when cardd starts)"
             }
+            do { try ControlSocketServer.Configuration(path: settings.controlSocketPath, group: settings.controlSocketGroup).check() } catch {
+                printError("cardd: configuration \(config): control: \(error.message)")
+                throw ExitCode(78)
+            }
+            if settings.mode == .water, settings.water.backend == .gpio, let gpio = settings.water.gpio,
+               !FileManager.default.fileExists(atPath: gpio.chip) {
+                printError("cardd: configuration \(config): water.gpio.chip: \(gpio.chip) does not exist on this machine: see `ls /dev/gpiochip*` (and udev/60-onecard-gpio.rules)")
+                throw ExitCode(78)
+            }
             print("cardd \(BuildInfo.versionLine): terminal \(settings.terminalID), mode \(settings.mode.rawValue), \(storeNote), keystore \(settings.keystorePath) (version \(keystore.currentVersion)), control socket \(settings.controlSocketPath)")
             return
         }

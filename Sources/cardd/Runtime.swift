@@ -58,7 +58,8 @@ struct Runtime {
         do { try server.start() } catch {
             printError("cardd: control socket \(config.controlSocketPath): \(error)")
             await daemon.stop()
-            throw ExitCode(1)
+            // 78 (configuration) tells systemd not to restart into the same refusal (RestartPreventExitStatus).
+            throw ExitCode(ControlSocketServer.Configuration.isConfigurationProblem(error) ? 78 : 1)
         }
 
         let health = Health()
@@ -143,7 +144,8 @@ struct Runtime {
                 return (valve, meter)
             } catch {
                 printError("cardd: GPIO \(gpio.chip): \(error)")
-                throw ExitCode(1)
+                // A chip that is not there is the configuration's (78: no restart); a busy line may free up (1).
+                throw ExitCode(FileManager.default.fileExists(atPath: gpio.chip) ? 1 : 78)
             }
         }
     }

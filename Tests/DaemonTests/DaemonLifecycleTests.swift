@@ -91,6 +91,22 @@ import Glibc
         #expect(missing.status == 78 && missing.stderr.contains(box.work + "/nothing.json"), "\(missing.stderr)")
     }
 
+    /// What the control socket cannot be (a path longer than `sockaddr_un` holds, a group that does not exist) is
+    /// the configuration's: `--check-config` finds it, and a start refused for it exits 78 (systemd does not restart).
+    @Test(arguments: [
+        ["socket": NSTemporaryDirectory() + String(repeating: "s", count: 120) + ".sock"],
+        ["group": "no-such-group-\(UUID().uuidString.prefix(6))"],
+    ])
+    func aControlSocketItCannotMakeIsAConfigurationError(_ control: [String: String]) throws {
+        let box = try DaemonHarness(overrides: ["control": control])
+        defer { box.cleanUp() }
+        for arguments in [["--config", box.configPath, "--check-config"], ["--config", box.configPath]] {
+            let result = try runCardd(arguments)
+            #expect(result.status == 78, "\(arguments): \(result.status) \(result.stderr)")
+            #expect(result.stderr.contains("control"), "\(result.stderr)")
+        }
+    }
+
     /// sd_notify through a real datagram socket: READY=1 only once status answers, STATUS= names the mode,
     /// WATCHDOG=1 about every second (WATCHDOG_USEC 2 s), STOPPING=1 at SIGTERM.
     @Test func systemdIsToldReadyWatchdogAndStopping() throws {
