@@ -31,6 +31,29 @@ import Testing
         #expect(identity.status == .lost)
     }
 
+    /// A load or a water settlement needs key B: on a POS keystore it is refused before its intent is journalled
+    /// (a not-done record would otherwise be queued for upload) and before the card is touched.
+    @Test func aPosKeystoreLoadsNothingAndJournalsNothing() throws {
+        let bench = try CardBench()
+        try bench.issueAndLoad(100, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))
+        let before = try bench.operations().readPurse()
+        let journal = InMemoryTerminalJournal()
+        let terminal = Terminal(id: 9, journal: journal)
+        let pos = try posKeystore(bench)
+        for attempt in [{ _ = try bench.operations(keystore: pos).load(Fen(500), terminal: terminal) },
+                        { _ = try bench.operations(keystore: pos).waterSettle(terminal: terminal) }] as [() throws -> Void] {
+            do {
+                try attempt()
+                Issue.record("a POS keystore wrote with key B")
+            } catch let error as CardOperationError {
+                #expect(error.code == .unknownKeyVersion && error.message.contains("loader master"), "\(error.message)")
+            }
+        }
+        #expect(journal.entries.isEmpty)
+        let after = try bench.operations().readPurse()
+        #expect(after.balance == before.balance && after.record.counter == before.record.counter)
+    }
+
     @Test func aTerminalCannotUnlock() throws {
         let bench = try CardBench()
         try bench.issueAndLoad(100, terminal: Terminal(id: 1, journal: InMemoryTerminalJournal()))

@@ -87,6 +87,14 @@ extension CampusCardOperations {
         }
     }
 
+    /// Refuses an operation that writes with key B on a keystore without the loader master (a POS's), before anything
+    /// is recorded or written: its intent would otherwise be journalled, and queued for upload, as not done.
+    func requireLoader(_ operation: String) throws {
+        guard keystore.roles(version: keystore.currentVersion).contains(.loader) else {
+            throw CardOperationError(.unknownKeyVersion, "this keystore holds no loader master, which \(operation) needs (key B): run it at the card office's loading station or a load station; nothing was recorded or written")
+        }
+    }
+
     /// Loads money onto the purse (account top-up 圈存 or subsidy 补助) with key B.
     @discardableResult
     public func load(_ amount: Fen, terminal: Terminal, kind: TransactionIntent.Kind = .purseLoad) throws -> PurseState {
@@ -94,6 +102,7 @@ extension CampusCardOperations {
             throw CardOperationError(.overLimit, "a purse load is a load or a subsidy, not \(kind.rawValue)")
         }
         try Self.checkLoggable(amount, "load")
+        try requireLoader(kind == .purseSubsidy ? "a subsidy" : "a load")
         let identity = try readIdentity()
         try checkValidity(identity)
         let state = try readPurse(terminal: terminal)

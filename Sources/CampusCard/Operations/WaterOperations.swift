@@ -166,6 +166,7 @@ extension CampusCardOperations {
     /// settlement reference and after-refill balance in the record (the commit) and in block 6 (after it).
     private func settleWallet(identity: Identity, terminal: Terminal, reference: UInt32?, kind: TransactionIntent.Kind,
                               change: (WaterState) -> Fen) throws -> WaterSettlementResult {
+        try requireLoader(kind == .waterRefund ? "emptying the water wallet" : "a water settlement")
         if let reference, reference >= Self.terminalReferences {
             throw CardOperationError(.overLimit, "settlement reference \(reference) is in the range terminals number their own settlements in (from \(Self.terminalReferences)): use the settlement service's reference, or none")
         }
