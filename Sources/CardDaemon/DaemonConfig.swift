@@ -267,11 +267,17 @@ public struct DaemonConfig: Hashable, Sendable {
         func limit<T>(_ path: String, _ fallback: T?, _ parse: (String) throws(ConfigError) -> T?) throws(ConfigError) -> T? {
             read.values[path] == nil ? fallback : read.isNull(path) ? nil : try parse(path)
         }
+        // A money limit of 0.00 would refuse every sale: off is null.
+        func positiveYuan(_ path: String) throws(ConfigError) -> Fen? {
+            let value = try read.yuan(path)
+            if let value, value <= .zero { throw read.bad(path, "must be more than 0.00 yuan (null switches the limit off)") }
+            return value
+        }
         let defaults = OfflinePolicy.defaults
         offline = OfflinePolicy(
-            maxDebit: try limit("offline.maxDebit", defaults.maxDebit, read.yuan),
+            maxDebit: try limit("offline.maxDebit", defaults.maxDebit, positiveYuan),
             maxUnsentCount: try limit("offline.maxUnsentCount", defaults.maxUnsentCount) { path throws(ConfigError) in try read.int(path, 1...10_000_000) },
-            maxUnsentTotal: try limit("offline.maxUnsentTotal", defaults.maxUnsentTotal, read.yuan),
+            maxUnsentTotal: try limit("offline.maxUnsentTotal", defaults.maxUnsentTotal, positiveYuan),
             maxUnsentAge: try limit("offline.maxUnsentAgeHours", defaults.maxUnsentAge) { path throws(ConfigError) in
                 try read.int(path, 1...87_600).map { TimeInterval($0) * 3_600 }
             },

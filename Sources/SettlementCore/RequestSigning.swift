@@ -14,6 +14,10 @@ public enum RequestSigning {
     public static let signatureHeader = "X-OneCard-Signature"
     /// How far a request's timestamp may be from the service's clock, either way (seconds).
     public static let window: Int64 = 300
+    /// How long a store remembers a nonce: a request stamped `window` ahead of the server's clock is accepted until
+    /// `window` after its stamp, 2 × window after it was first seen; a minute more covers the whole seconds the
+    /// stamps are written in (at exactly 2 × window a replay signed a window ahead got through).
+    public static let nonceRetention = TimeInterval(2 * window + 60)
 
     /// Who signs: a terminal by its id, or an admin client by its name.
     public enum Key: Sendable, Hashable, CustomStringConvertible {

@@ -175,7 +175,7 @@ public final class PostgresSettlementStore: SettlementStore, Service {
     }
 
     /// Nonces are kept twice the signing window: a replay older than that fails the timestamp check anyway.
-    static let nonceRetention = TimeInterval(2 * RequestSigning.window)
+    static let nonceRetention = RequestSigning.nonceRetention
 
     public func rememberNonce(terminal: TerminalID, nonce: String, at date: Date) async throws -> Bool {
         try await transaction("remember nonce") { connection in

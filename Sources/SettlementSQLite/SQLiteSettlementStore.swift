@@ -24,6 +24,10 @@ public final class SQLiteSettlementStore: SettlementStore {
         configuration.label = "SettlementSQLite"
         configuration.foreignKeysEnabled = true
         configuration.busyMode = .timeout(10)
+        // The store holds every terminal's signing secret: a new file is its owner's alone (0600; SQLite gives the
+        // -wal and -shm files the same mode).
+        let created = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        if created >= 0 { _ = Glibc.close(created) }
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
         } catch {
@@ -112,7 +116,7 @@ public final class SQLiteSettlementStore: SettlementStore {
         let now = Self.seconds(date)
         return try await write { db in
             // Kept twice the signing window: a replay older than that fails the timestamp check anyway.
-            try db.execute(sql: "DELETE FROM nonces WHERE seen_at < ?", arguments: [now - Double(2 * RequestSigning.window)])
+            try db.execute(sql: "DELETE FROM nonces WHERE seen_at < ?", arguments: [now - RequestSigning.nonceRetention])
             try db.execute(sql: "INSERT OR IGNORE INTO nonces (terminal_id, nonce, seen_at) VALUES (?, ?, ?)",
                            arguments: [Int64(terminal.rawValue), nonce, now])
             return db.changesCount == 1

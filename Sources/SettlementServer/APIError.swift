@@ -123,7 +123,15 @@ struct MethodMiddleware: RouterMiddleware {
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let segments = request.uri.path.split(separator: "/")
+        let path = request.uri.path
+        let written = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        // One spelling per endpoint: the router skips empty segments, so `//v1/admin/…` would reach a route that a
+        // check on the path's text does not recognise.
+        guard path.hasPrefix("/"), !written.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) || path == "/" else {
+            return APIError(.notFound, code: "not-found",
+                            "\(path) is not a path of the API (an empty, . or .. segment, or a trailing slash): see docs/settlement-api.yaml").response()
+        }
+        let segments = path.split(separator: "/")
         let matching = routes.filter { route in
             route.segments.count == segments.count
                 && zip(route.segments, segments).allSatisfy { template, segment in

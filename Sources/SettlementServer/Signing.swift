@@ -119,8 +119,11 @@ struct SigningMiddleware: RouterMiddleware {
         method == .get && path == "/v1/time"
     }
 
+    /// By segments, as the router matches them (it skips empty ones: `//v1/admin/…` is an admin route too).
+    /// `MethodMiddleware` refuses such paths before this runs; this holds even without it.
     static func isAdmin(path: String) -> Bool {
-        path == "/v1/admin" || path.hasPrefix("/v1/admin/")
+        let segments = path.split(separator: "/")
+        return segments.count >= 2 && segments[0] == "v1" && segments[1] == "admin"
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {

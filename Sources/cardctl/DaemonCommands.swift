@@ -1,4 +1,5 @@
 import ArgumentParser
+import CampusCard
 import DaemonSupport
 import Foundation
 
@@ -136,7 +137,7 @@ struct PosCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pos",
         abstract: "Charge a sale on the POS daemon (cardd in pos mode), or load a card at a load station (mode load): the next card tapped pays it or is loaded.",
-        discussion: "Exit status: 0 paid, 5 refused (the reason is printed), 7 undetermined (tap the card again: the daemon decides it), 3 timed out or cancelled (nothing debited), 2 no daemon.",
+        discussion: "Exit status: 0 paid, 5 refused (the reason is printed), 7 undetermined (tap the card again: the daemon decides it), 3 timed out or cancelled (nothing debited), 2 no daemon, 6 a bad amount or request.",
         subcommands: [Charge.self, Load.self, PIN.self, Cancel.self])
 
     struct Charge: ParsableCommand {
@@ -169,6 +170,8 @@ struct PosCommand: ParsableCommand {
     static func armAndWait(command: String, socket: SocketOptions, amount: String, saleID: String?, timeout: Int?) throws {
         let isLoad = command == "load"
         try reportingFailuresSync {
+            // A typing error is told at once, not after the daemon is reached (which checks it again).
+            do { _ = try Fen(yuan: amount) } catch { throw CLIError(.badInput, "\(error)") }
             let client = try socket.connect()
             try client.send(ChargeRequest(command: command, amount: amount, saleID: saleID, timeoutSeconds: timeout))
             var final: [String: Any]?

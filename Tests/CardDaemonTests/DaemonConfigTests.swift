@@ -82,6 +82,9 @@ import Testing
         #expect(error(#"{"terminalID": 7, "mode": "water", "water": {"unitPrice": "0.055", "backend": "simulated"}}"#)?.message.contains("two decimals") == true)
         #expect(error(#"{"terminalID": 7, "mode": "water", "water": {"unitPrice": "0", "backend": "simulated"}}"#)?.key == "water.unitPrice")
         #expect(error(#"{"terminalID": 7, "mode": "pos", "offline": {"maxDebit": 100}}"#)?.key == "offline.maxDebit")
+        // A limit of nothing would refuse every sale: off is null.
+        #expect(error(#"{"terminalID": 7, "mode": "pos", "offline": {"maxDebit": "0.00"}}"#)?.key == "offline.maxDebit")
+        #expect(error(#"{"terminalID": 7, "mode": "pos", "offline": {"maxUnsentTotal": "0"}}"#)?.key == "offline.maxUnsentTotal")
     }
 
     @Test func windowsAreChecked() {

@@ -97,6 +97,16 @@ struct SettlementServerTests {
             let asAdmin = try await server.admin(.POST, "/v1/transactions", json: ["records": [record(sequence: 1)]])
             #expect(asAdmin.status == 403)
             #expect(try await server.store.account(1) == nil)
+            // Other spellings of an admin path (the router skips empty segments) are no path at all, for either key.
+            for path in ["//v1/admin/accounts", "/v1//admin/accounts", "///v1///admin///accounts", "/v1/admin/accounts/",
+                         "/v1/./admin/accounts", "/v1/x/../admin/accounts"] {
+                let sneaked = try await server.terminal(.POST, path, json: ["name": "Mallory", "initialBalance": 1_000_000])
+                #expect(sneaked.status == 404 && sneaked.code == "not-found", "\(path): \(sneaked.status) \(sneaked.message)")
+                #expect(try await server.admin(.POST, path, json: ["name": "Li Lei"]).status == 404, "\(path)")
+            }
+            #expect(try await server.terminal(.POST, "/v1//transactions", json: ["records": [record(sequence: 1)]]).status == 404)
+            let records = try await server.store.rowCounts()["records"] ?? 0
+            #expect(try await server.store.account(1) == nil && records == 0)
             let upload = try await server.terminal(.POST, "/v1/transactions", json: ["records": [record(sequence: 1)]])
             #expect((upload.json["acks"] as? [[String: Any]])?.first?["status"] as? String == "accepted")
         }

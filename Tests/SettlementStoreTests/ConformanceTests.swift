@@ -326,10 +326,11 @@ import Testing
             #expect(try await store.rememberNonce(terminal: f.terminal, nonce: nonce, at: t0))
             #expect(try await store.rememberNonce(terminal: f.terminal, nonce: nonce, at: t0.addingTimeInterval(10)) == false)
             #expect(try await store.rememberNonce(terminal: f.office, nonce: nonce, at: t0.addingTimeInterval(10)))
-            // Kept twice the signing window, then forgotten.
+            // Kept past twice the signing window (a request stamped a window ahead is valid until then), then forgotten.
             let window = TimeInterval(RequestSigning.window)
-            #expect(try await store.rememberNonce(terminal: f.terminal, nonce: nonce, at: t0.addingTimeInterval(2 * window - 1)) == false)
-            #expect(try await store.rememberNonce(terminal: f.terminal, nonce: nonce, at: t0.addingTimeInterval(2 * window + 1)))
+            #expect(try await store.rememberNonce(terminal: f.terminal, nonce: nonce, at: t0.addingTimeInterval(2 * window + 1)) == false)
+            #expect(try await store.rememberNonce(terminal: f.terminal, nonce: nonce, at: t0.addingTimeInterval(2 * window + 30)) == false)
+            #expect(try await store.rememberNonce(terminal: f.terminal, nonce: nonce, at: t0.addingTimeInterval(RequestSigning.nonceRetention + 1)))
         }
     }
 

@@ -19,6 +19,12 @@ import Testing
         let store = try SQLiteSettlementStore(path: path)
         let pragmas = try await store.writerPragmas()
         #expect(pragmas.journalMode == "wal" && pragmas.synchronous == 2)
+        // It holds the terminals' secrets: the file and its WAL are the owner's alone, whatever the umask.
+        try await store.putTerminal(TerminalInfo(id: 5, merchant: "m", secret: Array(repeating: 7, count: 32)))
+        for file in [path, path + "-wal"] {
+            let mode = try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int
+            #expect(mode == 0o600, "\(file): \(String(mode ?? 0, radix: 8))")
+        }
         try store.close()
     }
 
