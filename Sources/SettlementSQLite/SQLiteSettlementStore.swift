@@ -115,7 +115,7 @@ public final class SQLiteSettlementStore: SettlementStore {
     public func rememberNonce(terminal: TerminalID, nonce: String, at date: Date) async throws -> Bool {
         let now = Self.seconds(date)
         return try await write { db in
-            // Kept twice the signing window: a replay older than that fails the timestamp check anyway.
+            // Kept as long as a request stamped with it can pass the timestamp check (RequestSigning.nonceRetention).
             try db.execute(sql: "DELETE FROM nonces WHERE seen_at < ?", arguments: [now - RequestSigning.nonceRetention])
             try db.execute(sql: "INSERT OR IGNORE INTO nonces (terminal_id, nonce, seen_at) VALUES (?, ?, ?)",
                            arguments: [Int64(terminal.rawValue), nonce, now])

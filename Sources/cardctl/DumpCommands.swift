@@ -106,7 +106,7 @@ enum DumpFile {
     static func json(_ image: CardImage, keysMasked: Bool) throws -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        var bytes = Array(try encoder.encode(image))
+        let bytes = Array(try encoder.encode(image))
         guard keysMasked else { return bytes }
         guard var object = try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
               var blocks = object["blocks"] as? [String], var sectors = object["sectors"] as? [[String: Any]],
@@ -122,8 +122,7 @@ enum DumpFile {
         }
         object["blocks"] = blocks
         object["sectors"] = sectors
-        bytes = Array(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]))
-        return bytes
+        return Array(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]))
     }
 
     /// Writes atomically (temp file + rename), mode 0600: a dump holds the card's keys.

@@ -176,16 +176,6 @@ struct OfficeCommand: AsyncParsableCommand {
         @Option(help: "What the office found on the card (kept with the decision).") var reason: String
 
         struct Request: Codable { var credited: Bool; var reason: String }
-        struct Answer: Codable {
-            var reference: String
-            var terminalID: UInt16
-            var cardSerial: UInt32
-            var amount: Int
-            var balanceBefore: Int
-            var counterBefore: UInt16
-            var phase: String
-            var updatedAt: Int64
-        }
 
         func validate() throws {
             // The reference goes into the request's path: nothing there may change the path.
@@ -197,8 +187,8 @@ struct OfficeCommand: AsyncParsableCommand {
         func run() async throws {
             try await reportingFailures {
                 try await office.call("POST", "/v1/admin/loads/\(reference)/settle",
-                                      body: Request(credited: decision == .credited, reason: reason)) { (answer: Answer) in
-                    print("load \(answer.reference) on card \(answer.cardSerial), \(Fen(answer.amount).yuan): \(answer.phase)")
+                                      body: Request(credited: decision == .credited, reason: reason)) { (answer: LoadState) in
+                    print("load \(answer.reference) on card \(answer.cardSerial), \(answer.amount.yuan): \(answer.phase.rawValue)")
                 }
             }
         }

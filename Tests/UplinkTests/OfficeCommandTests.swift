@@ -1,0 +1,57 @@
+import CampusCard
+import Foundation
+import SettlementClient
+import SettlementCore
+import TestSupport
+import Testing
+
+/// The card office's `cardctl office` against a real settlementd: a disputed online load settled from the command
+/// line, as an operator would after reading the card.
+@Suite(.serialized) struct OfficeCommandTests {
+    struct Prepare: Codable { var reference: String; var cardSerial: UInt32; var amount: Int; var balanceBefore: Int; var counterBefore: Int }
+    struct Confirm: Codable { var balanceAfter: Int; var counterAfter: Int }
+
+    func cardctl(_ settlement: SettlementProcess, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        run(try BuiltExecutable.path("cardctl"), ["office"] + arguments + ["--server", settlement.url, "--admin-key", settlement.adminKeyFile])
+    }
+
+    @Test func aDisputedLoadIsSettledWithLoadSettle() async throws {
+        let settlement = try SettlementProcess()
+        let office = try Office(settlement)
+        defer { settlement.cleanUp(); office.close() }
+        let secretHex = try await office.registerTerminal(31, merchant: "office")
+        let account = try await office.openAccount("Wang Fang", balance: 20_000)
+        _ = try await office.issueCard(serial: 3101, uid: "04C1C2C3", account: account.id)
+        let secret = stride(from: 0, to: secretHex.count, by: 2).compactMap {
+            UInt8(secretHex.dropFirst($0).prefix(2), radix: 16)
+        }
+        let station = try SettlementClient(baseURL: settlement.url, key: .terminal(31), secret: secret)
+        do {
+            let _: LoadState = try await station.call("POST", "/v1/loads", body: Prepare(reference: "load-t31-s5", cardSerial: 3101, amount: 5_000,
+                                                                                         balanceBefore: 100, counterBefore: 2))
+            // The card shows another balance: the confirmation is refused and the load disputed.
+            let _: LoadState = try await station.call("POST", "/v1/loads/load-t31-s5/confirm", body: Confirm(balanceAfter: 5_099, counterAfter: 3))
+            Issue.record("a confirmation with other figures was taken")
+        } catch {
+            #expect(error.status == 409, "\(error.message)")
+        }
+        await station.shutdown()
+        #expect(try await office.account(account.id).balance == 15_000)
+
+        let flags = try cardctl(settlement, ["flags"])
+        #expect(flags.status == 0 && flags.stdout.contains("load-mismatch") && flags.stdout.contains("T31-load-t31-s5"), "\(flags)")
+        // A reference that would change the request's path is refused before anything is sent.
+        #expect(try cardctl(settlement, ["load-settle", "T31-load/../x", "--credited", "--reason", "x"]).status == 64)
+        let settled = try cardctl(settlement, ["load-settle", "T31-load-t31-s5", "--not-credited", "--reason", "the card shows 1.00"])
+        #expect(settled.status == 0 && settled.stdout.contains("reversed"), "\(settled)")
+        #expect(try await office.account(account.id).balance == 20_000)
+        // The other decision now: refused (5), nothing moved; the same again: answered as it stands.
+        let other = try cardctl(settlement, ["load-settle", "T31-load-t31-s5", "--credited", "--reason", "changed my mind"])
+        #expect(other.status == 5 && other.stderr.split(separator: "\n").count == 1, "\(other)")
+        let again = try cardctl(settlement, ["load-settle", "T31-load-t31-s5", "--not-credited", "--reason", "again", "--json"])
+        let answer = try JSONSerialization.jsonObject(with: Data(again.stdout.utf8)) as? [String: Any]
+        #expect(again.status == 0 && answer?["phase"] as? String == "reversed", "\(again)")
+        #expect(try await office.account(account.id).balance == 20_000)
+        #expect(try cardctl(settlement, ["flags"]).stdout.contains("load-settled"))
+    }
+}
