@@ -10,7 +10,11 @@ import Foundation
 /// PostgreSQL database keep the uniqueness and counter rules.
 public protocol SettlementStore: Sendable {
     // MARK: terminals
+    /// Registers or replaces a terminal.
     func putTerminal(_ terminal: TerminalInfo) async throws
+    /// Registers a new terminal; refused (`conflict`) when its id is registered already, in the same statement (two
+    /// registrations at once cannot both be told a secret).
+    func addTerminal(_ terminal: TerminalInfo) async throws
     func terminal(_ id: TerminalID) async throws -> TerminalInfo?
     /// Records a request nonce; `false` when it was already seen inside the replay window (a replay).
     func rememberNonce(terminal: TerminalID, nonce: String, at date: Date) async throws -> Bool

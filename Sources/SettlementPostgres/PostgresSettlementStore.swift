@@ -146,7 +146,11 @@ public final class PostgresSettlementStore: SettlementStore, Service {
 
     // MARK: terminals
 
-    public func putTerminal(_ terminal: TerminalInfo) async throws {
+    public func putTerminal(_ terminal: TerminalInfo) async throws { try await saveTerminal(terminal, replacing: true) }
+
+    public func addTerminal(_ terminal: TerminalInfo) async throws { try await saveTerminal(terminal, replacing: false) }
+
+    private func saveTerminal(_ terminal: TerminalInfo, replacing: Bool) async throws {
         guard terminal.id != .none else { throw SettlementError(.badRequest, "terminal id 0 is not a terminal: use 1–65535") }
         guard !terminal.merchant.isEmpty else {
             throw SettlementError(.badRequest, "terminal \(terminal.id) has no merchant: name who its sales are booked to")
@@ -154,13 +158,18 @@ public final class PostgresSettlementStore: SettlementStore, Service {
         guard terminal.secret.count >= 16 else {
             throw SettlementError(.badRequest, "terminal \(terminal.id)'s secret is shorter than 16 bytes: generate a longer one")
         }
-        try await transaction("put terminal") { connection -> Void in
-            try await connection.query("""
+        let saved = try await transaction("put terminal") { connection -> Bool in
+            let rows = try await connection.query("""
                 INSERT INTO terminals (id, merchant, secret, enabled)
                 VALUES (\(Int64(terminal.id.rawValue)), \(terminal.merchant), \(Self.bytes(terminal.secret)), \(terminal.enabled))
-                ON CONFLICT (id) DO UPDATE SET merchant = excluded.merchant, secret = excluded.secret, enabled = excluded.enabled
+                ON CONFLICT (id) DO \(unescaped: replacing ? "UPDATE SET merchant = excluded.merchant, secret = excluded.secret, enabled = excluded.enabled" : "NOTHING")
+                RETURNING id
                 """, logger: self.logger)
+            var saved = false
+            for try await _ in rows { saved = true }
+            return saved
         }
+        guard saved else { throw SettlementError(.conflict, "terminal \(terminal.id) is already registered: its secret is shown only once; register another id") }
     }
 
     public func terminal(_ id: TerminalID) async throws -> TerminalInfo? {

@@ -28,6 +28,13 @@ public final class SQLiteSettlementStore: SettlementStore {
         // -wal and -shm files the same mode).
         let created = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         if created >= 0 { _ = Glibc.close(created) }
+        // SQLite opens a file it may not write read-only, and every call would then fail: refuse it now. The
+        // directory too: the -wal and -shm files are made beside it.
+        let directory = (path as NSString).deletingLastPathComponent
+        for (place, what) in [(path, "the file"), (directory.isEmpty ? "." : directory, "its directory")]
+        where FileManager.default.fileExists(atPath: place) && access(place, W_OK) != 0 {
+            throw SettlementError(.storage, "cannot write the settlement store \(path) (\(what): \(String(cString: strerror(errno)))): run settlementd as the file's owner, or fix the permissions")
+        }
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
         } catch {
@@ -90,16 +97,22 @@ public final class SQLiteSettlementStore: SettlementStore {
 
     // MARK: terminals
 
-    public func putTerminal(_ terminal: TerminalInfo) async throws {
+    public func putTerminal(_ terminal: TerminalInfo) async throws { try await saveTerminal(terminal, replacing: true) }
+
+    public func addTerminal(_ terminal: TerminalInfo) async throws { try await saveTerminal(terminal, replacing: false) }
+
+    private func saveTerminal(_ terminal: TerminalInfo, replacing: Bool) async throws {
         guard terminal.id != .none else { throw SettlementError(.badRequest, "terminal id 0 is not a terminal: use 1–65535") }
         guard !terminal.merchant.isEmpty else { throw SettlementError(.badRequest, "terminal \(terminal.id) has no merchant: name who its sales are booked to") }
         guard terminal.secret.count >= 16 else { throw SettlementError(.badRequest, "terminal \(terminal.id)'s secret is shorter than 16 bytes: generate a longer one") }
-        try await write { db in
+        let saved = try await write { db in
             try db.execute(sql: """
                 INSERT INTO terminals (id, merchant, secret, enabled) VALUES (?, ?, ?, ?)
-                ON CONFLICT (id) DO UPDATE SET merchant = excluded.merchant, secret = excluded.secret, enabled = excluded.enabled
+                ON CONFLICT (id) DO \(replacing ? "UPDATE SET merchant = excluded.merchant, secret = excluded.secret, enabled = excluded.enabled" : "NOTHING")
                 """, arguments: [Int64(terminal.id.rawValue), terminal.merchant, Data(terminal.secret), terminal.enabled])
+            return db.changesCount == 1
         }
+        guard saved else { throw SettlementError(.conflict, "terminal \(terminal.id) is already registered: its secret is shown only once; register another id") }
     }
 
     public func terminal(_ id: TerminalID) async throws -> TerminalInfo? {

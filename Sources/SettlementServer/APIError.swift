@@ -82,6 +82,11 @@ struct ErrorMiddleware: RouterMiddleware {
             response = try await next(request, context)
         } catch let error as APIError {
             response = error.response()
+        } catch let error as SettlementError where error.code == .storage {
+            // What failed names files, tables and the database's own words: the log's, not the caller's.
+            context.logger.error("storage failed", metadata: ["http.path": "\(request.uri.path)", "error": "\(error.message)"])
+            response = APIError(.internalServerError, code: error.code.rawValue,
+                                "the settlement store failed (the cause is in settlementd's log): retry later; an upload may be sent again as it was").response()
         } catch let error as SettlementError {
             response = APIError(error).response()
         } catch let error as any HTTPResponseError {

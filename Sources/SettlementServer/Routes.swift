@@ -237,13 +237,10 @@ public struct SettlementServer: Sendable {
         let wire = try decodeBody(WireTerminalRegister.self, from: context.body)
         let id = try Check.terminalID(wire.id, "id")
         let merchant = try Check.name(wire.merchant, "merchant")
-        if try await store.terminal(id) != nil {
-            throw APIError.conflict("terminal \(id) is already registered: its secret is shown only once; register another id")
-        }
         var generator = SystemRandomNumberGenerator()
         let secret = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
         let terminal = TerminalInfo(id: id, merchant: merchant, secret: secret, enabled: true)
-        try await store.putTerminal(terminal)
+        try await store.addTerminal(terminal)
         return jsonResponse(WireTerminal(terminal, showingSecret: true), status: .created)
     }
 

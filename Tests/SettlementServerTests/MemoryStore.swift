@@ -16,6 +16,10 @@ actor MemoryStore: SettlementStore {
     private var parametersByTerminal: [TerminalID: TerminalParameters] = [:]
 
     func putTerminal(_ terminal: TerminalInfo) { terminals[terminal.id] = terminal }
+    func addTerminal(_ terminal: TerminalInfo) throws {
+        guard terminals[terminal.id] == nil else { throw SettlementError(.conflict, "terminal \(terminal.id) is already registered") }
+        terminals[terminal.id] = terminal
+    }
     func terminal(_ id: TerminalID) -> TerminalInfo? { terminals[id] }
     func rememberNonce(terminal: TerminalID, nonce: String, at date: Date) -> Bool { nonces.insert("\(terminal):\(nonce)").inserted }
 

@@ -4,6 +4,7 @@ import NIOHTTP1
 import CampusCard
 import Foundation
 import SettlementCore
+import SettlementSQLite
 import Testing
 @testable import SettlementServer
 
@@ -109,6 +110,22 @@ struct SettlementServerTests {
             #expect(try await server.store.account(1) == nil && records == 0)
             let upload = try await server.terminal(.POST, "/v1/transactions", json: ["records": [record(sequence: 1)]])
             #expect((upload.json["acks"] as? [[String: Any]])?.first?["status"] as? String == "accepted")
+        }
+    }
+
+    @Test("a store that fails answers 500 storage without its internals (the path, the database's words)")
+    func storageFailure() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("settle-fail-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try SQLiteSettlementStore(path: directory.appendingPathComponent("settlement.sqlite").path)
+        try await withServer(store: store) { server in
+            try store.close()
+            for reply in [try await server.admin(.GET, "/v1/admin/reports/flags"),
+                          try await server.terminal(.POST, "/v1/transactions", json: ["records": [record(sequence: 1)]])] {
+                #expect(reply.status == 500 && reply.code == "storage", "\(reply.status) \(reply.message)")
+                #expect(reply.message.contains("retry later") && !reply.message.contains(directory.path), "\(reply.message)")
+            }
         }
     }
 

@@ -322,6 +322,21 @@ import Testing
                 _ = try await store.ingest([record(.purseDebit, 300, before: 5000, counter: 10, sequence: 1)], from: f.terminal, at: t0)
             }
             try await expectRefused(.badRequest, by: store) { try await store.putTerminal(TerminalInfo(id: 8, merchant: "x", secret: [1, 2])) }
+            // A registration never replaces: of ten at once for one id, one is taken and its secret is the stored one.
+            try await expectRefused(.conflict, by: store) {
+                try await store.addTerminal(TerminalInfo(id: f.office, merchant: "x", secret: Array(repeating: 9, count: 32)))
+            }
+            let taken = await withTaskGroup(of: UInt8?.self) { group in
+                for byte in UInt8(1)...10 {
+                    group.addTask {
+                        do { try await store.addTerminal(TerminalInfo(id: 9, merchant: "m", secret: Array(repeating: byte, count: 32))) } catch { return nil }
+                        return byte
+                    }
+                }
+                return await group.compactMap { $0 }.reduce(into: [UInt8]()) { $0.append($1) }
+            }
+            #expect(taken.count == 1)
+            #expect(try await store.terminal(9)?.secret == taken.first.map { Array(repeating: $0, count: 32) })
             let nonce = "0123456789abcdef0123"
             #expect(try await store.rememberNonce(terminal: f.terminal, nonce: nonce, at: t0))
             #expect(try await store.rememberNonce(terminal: f.terminal, nonce: nonce, at: t0.addingTimeInterval(10)) == false)
