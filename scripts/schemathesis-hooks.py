@@ -52,7 +52,7 @@ def setup(base: str) -> None:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
-    registered = call("POST", "/v1/admin/terminals", {"id": 1, "merchant": "canteen-1"})
+    registered = call("POST", "/v1/admin/terminals", {"id": 1, "merchant": "canteen-1", "loads": True})
     account = call("POST", "/v1/admin/accounts", {"name": "Schemathesis", "initialBalance": 1000000})
     call("POST", "/v1/admin/cards", {"serial": 1, "uid": "00000000", "accountID": account["id"]})
     print(registered["secret"])

@@ -308,6 +308,9 @@ public struct LedgerDecision: Sendable, Hashable {
 ///    not booked; newer than highest + 1 → `counter-gap`, booked; inside the window unseen → booked (late upload).
 /// 6. Booked: the kind's movement; an unknown UID or a cancelled card puts `suspense` in place of the card's
 ///    account (booking `suspense`, flag `unknown-card` / `cancelled-card`). water-reset also raises `water-reset`.
+///    A purse load or subsidy comes from `cash` / `subsidy` only when its terminal is a load station
+///    (`TerminalInfo.loads`); any other terminal's is booked from `suspense` (flag `load-not-permitted`): the card
+///    carries the money, but a terminal's secret alone must not mint it.
 /// 7. The card's purse mirror moves only forward (a newer counterAfter). A booked water-reset starts the water
 ///    window afresh (the water record was rebuilt).
 public enum Ledger {
@@ -357,16 +360,17 @@ public enum Ledger {
     }
 
     /// Applies one new record to its card's book. `merchant` is the uploading terminal's merchant; `loads` the phases
-    /// of the online loads the batch's purse-load records (and the book's pending ones) name.
+    /// of the online loads the batch's purse-load records (and the book's pending ones) name; `loaders` the load
+    /// stations among the terminals `loaderCandidates` names.
     public static func apply(_ record: TerminalRecord, merchant: String, to book: inout CardBook,
-                             loads: OnlineLoadPhases = [:]) -> LedgerDecision {
+                             loads: OnlineLoadPhases = [:], loaders: Set<TerminalID> = []) -> LedgerDecision {
         let wallet = Wallet(record.kind)
         var decision = LedgerDecision(booking: .nothing)
         let read = CardRead(counterBefore: record.counterBefore, balanceBefore: record.balanceBefore)
         let figuresAgree = record.outcome != .done || self.figuresAgree(record)
         // 1. The read decides earlier undetermined records (not a read whose own figures disagree).
         if figuresAgree {
-            decide(wallet: wallet, by: read, in: &book, into: &decision, loads: loads)
+            decide(wallet: wallet, by: read, in: &book, into: &decision, loads: loads, loaders: loaders)
         }
         switch record.outcome {
         case .notDone:
@@ -378,7 +382,7 @@ public enum Ledger {
             if let outcome = verdict(for: pending, reads: book[wallet].reads) {
                 if outcome {
                     let done = bookDone(pending.asDone, merchant: merchant, book: &book, raised: &decision.raised, movements: &decision.movements,
-                                        loads: loads)
+                                        loads: loads, loaders: loaders)
                     decision.booking = done.booking
                     decision.flags = done.flags
                 } else {
@@ -404,7 +408,7 @@ public enum Ledger {
                                                   message: "a done \(record.kind.rawValue) record's figures do not agree (\(figures)): not booked; check the terminal's journal"))
             } else {
                 let done = bookDone(record, merchant: merchant, book: &book, raised: &decision.raised, movements: &decision.movements,
-                                    loads: loads)
+                                    loads: loads, loaders: loaders)
                 decision.booking = done.booking
                 decision.flags = done.flags
             }
@@ -440,7 +444,7 @@ public enum Ledger {
 
     /// Lets a new read decide the wallet's pending records.
     static func decide(wallet: Wallet, by read: CardRead, in book: inout CardBook, into decision: inout LedgerDecision,
-                       loads: OnlineLoadPhases) {
+                       loads: OnlineLoadPhases, loaders: Set<TerminalID>) {
         guard !book[wallet].pending.isEmpty else { return }
         var still: [PendingRecord] = []
         for var pending in book[wallet].pending {
@@ -456,7 +460,7 @@ public enum Ledger {
                 // Booked as the done record it was (its own counter rules apply).
                 var movements: [Movement] = []
                 let done = bookDone(pending.asDone, merchant: pending.merchant, book: &book, raised: &decision.raised, movements: &movements,
-                                    loads: loads)
+                                    loads: loads, loaders: loaders)
                 decision.movements += movements
                 decision.decided.append(PendingDecision(terminalID: pending.terminalID, terminalSequence: pending.terminalSequence,
                                                         booking: done.booking, flags: done.flags))
@@ -470,7 +474,7 @@ public enum Ledger {
 
     /// Books a done record whose figures agree: counter rules, then the movement.
     static func bookDone(_ record: TerminalRecord, merchant: String, book: inout CardBook, raised: inout [RaisedFlag],
-                         movements: inout [Movement], loads: OnlineLoadPhases) -> (booking: RecordAck.Booking, flags: [String]) {
+                         movements: inout [Movement], loads: OnlineLoadPhases, loaders: Set<TerminalID>) -> (booking: RecordAck.Booking, flags: [String]) {
         let wallet = Wallet(record.kind)
         guard let counterAfter = record.counterAfter, let balanceAfter = record.balanceAfter else { return (.flagged, ["amount-mismatch"]) }
         let serial = book.card?.serial
@@ -520,6 +524,13 @@ public enum Ledger {
         let holder = book.card.map { holderAccount($0.accountID) } ?? suspense
         let route: (from: String, to: String, side: Movement.CardSide)
         var merchantName: String?
+        /// A load or subsidy from a terminal that is not a load station: the card carries it; suspense paid it.
+        func notALoadStation() -> (from: String, to: String, side: Movement.CardSide) {
+            booking = .suspense
+            flags.append("load-not-permitted")
+            flag("load-not-permitted", notALoadStationMessage(record, card: serial.map { "\($0)" } ?? book.uid))
+            return (suspense, cardAccount, .to)
+        }
         switch record.kind {
         case .purseDebit, .waterDebit:
             route = (cardAccount, merchantAccount(merchant), .from)
@@ -530,10 +541,12 @@ public enum Ledger {
                 booking = .suspense
                 flags.append("load-unconfirmed")
                 flag("load-unconfirmed", unconfirmedLoadMessage(record, phase: phase, card: serial.map { "\($0)" } ?? book.uid))
-            } else {
+            } else if loaders.contains(record.terminalID) {
                 route = (cash, cardAccount, .to)
+            } else {
+                route = notALoadStation()
             }
-        case .purseSubsidy: route = (subsidy, cardAccount, .to)
+        case .purseSubsidy: route = loaders.contains(record.terminalID) ? (subsidy, cardAccount, .to) : notALoadStation()
         case .waterSettle: route = (holder, cardAccount, .to)
         case .waterRefund: route = (cardAccount, holder, .from)
         case .waterReset:
@@ -571,6 +584,26 @@ public enum Ledger {
         case .confirmed: "the confirmation booked another counter or amount: compare the card's log with the load"
         }
         return "card \(card)'s purse load of \(record.amount) (counter \(record.counterAfter.map { "\($0)" } ?? "none")) is online load \(reference), which is \(phase.rawValue), not confirmed with it: booked from suspense, not cash; \(next)"
+    }
+
+    /// The `load-not-permitted` flag's message: a load or subsidy uploaded by a terminal that is not a load station.
+    static func notALoadStationMessage(_ record: TerminalRecord, card: String) -> String {
+        "terminal \(record.terminalID) is not a load station, yet uploaded card \(card)'s \(record.kind.rawValue) of \(record.amount) (sequence \(record.terminalSequence)): booked from suspense, not \(record.kind == .purseSubsidy ? "subsidy" : "cash"); if it is the office's counter, make it one (cardctl office terminal \(record.terminalID) --allow-loads) and clear the suspense by hand, else disable it and treat its secret as stolen"
+    }
+
+    /// The terminals whose role decides a booking in `records` and the books' pending records (their purse loads and
+    /// subsidies): the store looks up which are load stations before `apply`.
+    public static func loaderCandidates(of records: some Sequence<TerminalRecord>, books: some Sequence<CardBook>) -> [TerminalID] {
+        var terminals = Set<TerminalID>()
+        for record in records where (record.kind == .purseLoad || record.kind == .purseSubsidy) && record.outcome != .notDone {
+            terminals.insert(record.terminalID)
+        }
+        for book in books {
+            for pending in book.purse.pending where pending.kind == .purseLoad || pending.kind == .purseSubsidy {
+                terminals.insert(pending.terminalID)
+            }
+        }
+        return terminals.sorted()
     }
 
     /// The stored references of the online loads `records` (purse loads) and the books' pending purse loads may name:

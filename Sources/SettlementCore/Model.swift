@@ -59,12 +59,17 @@ public struct TerminalInfo: Sendable, Hashable, Codable {
     /// The terminal's HMAC secret (never printed, never in logs).
     public var secret: [UInt8]
     public var enabled: Bool
+    /// A load station (the card office's counter, a top-up machine): its purse loads are booked from `cash`, its
+    /// subsidies from `subsidy`, and it may prepare online loads. Any other terminal's loads and subsidies are booked
+    /// from `suspense` and flagged: a terminal's secret alone must not mint money.
+    public var loads: Bool
 
-    public init(id: TerminalID, merchant: String, secret: [UInt8], enabled: Bool = true) {
+    public init(id: TerminalID, merchant: String, secret: [UInt8], enabled: Bool = true, loads: Bool = false) {
         self.id = id
         self.merchant = merchant
         self.secret = secret
         self.enabled = enabled
+        self.loads = loads
     }
 }
 

@@ -95,6 +95,8 @@ extension PostgresSettlementStore {
         // The online loads the purse loads name, read after the books' lock: a confirmation of one of them holds the
         // same lock, so this sees it committed or not started (none for a batch without purse loads: no query).
         let loads = try await loadPhases(Ledger.loadReferences(of: fresh, books: books.values), on: connection, logger: logger)
+        // The load stations among the terminals of its loads and subsidies (none: no query).
+        let loaders = try await loaders(among: Ledger.loaderCandidates(of: fresh, books: books.values), on: connection, logger: logger)
 
         // 4. Decide.
         var bookings: [RecordAck.Booking] = []
@@ -107,7 +109,7 @@ extension PostgresSettlementStore {
         for record in fresh {
             let uid = record.cardUID.uppercased()
             var book = books[uid] ?? CardBook(uid: uid, card: nil)
-            let decision = Ledger.apply(record, merchant: merchant, to: &book, loads: loads)
+            let decision = Ledger.apply(record, merchant: merchant, to: &book, loads: loads, loaders: loaders)
             books[uid] = book
             bookings.append(decision.booking)
             flagLists.append(decision.flags)

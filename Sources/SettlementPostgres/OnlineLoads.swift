@@ -202,6 +202,17 @@ extension PostgresSettlementStore {
         return phases
     }
 
+    /// The load stations among `terminals` (`TerminalInfo.loads`), in one query.
+    static func loaders(among terminals: [TerminalID], on connection: PostgresConnection, logger: Logger) async throws -> Set<TerminalID> {
+        guard !terminals.isEmpty else { return [] }
+        var loaders = Set<TerminalID>()
+        let ids = terminals.map { Int64($0.rawValue) }
+        for try await id in try await connection.query("SELECT id FROM terminals WHERE loads AND id = ANY(\(ids))", logger: logger).decode(Int64.self) {
+            loaders.insert(TerminalID(UInt16(truncatingIfNeeded: id)))
+        }
+        return loaders
+    }
+
     public func loadReferences(among references: [String]) async throws -> Set<String> {
         guard !references.isEmpty else { return [] }
         return try await read("load references") { client in

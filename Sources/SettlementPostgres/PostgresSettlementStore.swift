@@ -160,9 +160,9 @@ public final class PostgresSettlementStore: SettlementStore, Service {
         }
         let saved = try await transaction("put terminal") { connection -> Bool in
             let rows = try await connection.query("""
-                INSERT INTO terminals (id, merchant, secret, enabled)
-                VALUES (\(Int64(terminal.id.rawValue)), \(terminal.merchant), \(Self.bytes(terminal.secret)), \(terminal.enabled))
-                ON CONFLICT (id) DO \(unescaped: replacing ? "UPDATE SET merchant = excluded.merchant, secret = excluded.secret, enabled = excluded.enabled" : "NOTHING")
+                INSERT INTO terminals (id, merchant, secret, enabled, loads)
+                VALUES (\(Int64(terminal.id.rawValue)), \(terminal.merchant), \(Self.bytes(terminal.secret)), \(terminal.enabled), \(terminal.loads))
+                ON CONFLICT (id) DO \(unescaped: replacing ? "UPDATE SET merchant = excluded.merchant, secret = excluded.secret, enabled = excluded.enabled, loads = excluded.loads" : "NOTHING")
                 RETURNING id
                 """, logger: self.logger)
             var saved = false
@@ -175,9 +175,9 @@ public final class PostgresSettlementStore: SettlementStore, Service {
     public func terminal(_ id: TerminalID) async throws -> TerminalInfo? {
         try await read("terminal") { client in
             let rows = try await client.query(
-                "SELECT merchant, secret, enabled FROM terminals WHERE id = \(Int64(id.rawValue))", logger: self.logger)
-            for try await (merchant, secret, enabled) in rows.decode((String, ByteBuffer, Bool).self) {
-                return TerminalInfo(id: id, merchant: merchant, secret: Array(buffer: secret), enabled: enabled)
+                "SELECT merchant, secret, enabled, loads FROM terminals WHERE id = \(Int64(id.rawValue))", logger: self.logger)
+            for try await (merchant, secret, enabled, loads) in rows.decode((String, ByteBuffer, Bool, Bool).self) {
+                return TerminalInfo(id: id, merchant: merchant, secret: Array(buffer: secret), enabled: enabled, loads: loads)
             }
             return nil
         }

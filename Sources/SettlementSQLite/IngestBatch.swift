@@ -52,6 +52,8 @@ struct IngestBatch {
         // The online loads the purse loads name (none for a batch without purse loads: no query).
         let references = Ledger.loadReferences(of: fresh.lazy.map(\.record), books: books.values)
         let loads = references.isEmpty ? [:] : try SQLiteSettlementStore.loadPhases(db, references)
+        // The load stations among the terminals of its loads and subsidies (none: no query).
+        let loaders = try SQLiteSettlementStore.loaders(db, among: Ledger.loaderCandidates(of: fresh.lazy.map(\.record), books: books.values))
         var touched = Set<String>()
         var movements: [Movement] = []
         var raised: [RaisedFlag] = []
@@ -61,7 +63,7 @@ struct IngestBatch {
         for (record, digest, index) in fresh {
             let uid = record.cardUID.uppercased()
             var book = books[uid] ?? CardBook(uid: uid, card: nil)
-            let decision = Ledger.apply(record, merchant: merchant, to: &book, loads: loads)
+            let decision = Ledger.apply(record, merchant: merchant, to: &book, loads: loads, loaders: loaders)
             books[uid] = book
             touched.insert(uid)
             movements += decision.movements

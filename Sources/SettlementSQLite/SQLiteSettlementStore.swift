@@ -107,9 +107,9 @@ public final class SQLiteSettlementStore: SettlementStore {
         guard terminal.secret.count >= 16 else { throw SettlementError(.badRequest, "terminal \(terminal.id)'s secret is shorter than 16 bytes: generate a longer one") }
         let saved = try await write { db in
             try db.execute(sql: """
-                INSERT INTO terminals (id, merchant, secret, enabled) VALUES (?, ?, ?, ?)
-                ON CONFLICT (id) DO \(replacing ? "UPDATE SET merchant = excluded.merchant, secret = excluded.secret, enabled = excluded.enabled" : "NOTHING")
-                """, arguments: [Int64(terminal.id.rawValue), terminal.merchant, Data(terminal.secret), terminal.enabled])
+                INSERT INTO terminals (id, merchant, secret, enabled, loads) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (id) DO \(replacing ? "UPDATE SET merchant = excluded.merchant, secret = excluded.secret, enabled = excluded.enabled, loads = excluded.loads" : "NOTHING")
+                """, arguments: [Int64(terminal.id.rawValue), terminal.merchant, Data(terminal.secret), terminal.enabled, terminal.loads])
             return db.changesCount == 1
         }
         guard saved else { throw SettlementError(.conflict, "terminal \(terminal.id) is already registered: its secret is shown only once; register another id") }
@@ -120,9 +120,22 @@ public final class SQLiteSettlementStore: SettlementStore {
     }
 
     static func fetchTerminal(_ db: Database, _ id: TerminalID) throws -> TerminalInfo? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT merchant, secret, enabled FROM terminals WHERE id = ?", arguments: [Int64(id.rawValue)]) else { return nil }
+        guard let row = try Row.fetchOne(db, sql: "SELECT merchant, secret, enabled, loads FROM terminals WHERE id = ?", arguments: [Int64(id.rawValue)]) else { return nil }
         let secret: Data = row["secret"]
-        return TerminalInfo(id: id, merchant: row["merchant"], secret: Array(secret), enabled: row["enabled"])
+        return TerminalInfo(id: id, merchant: row["merchant"], secret: Array(secret), enabled: row["enabled"], loads: row["loads"])
+    }
+
+    /// The load stations among `terminals` (`TerminalInfo.loads`; one query per 500).
+    static func loaders(_ db: Database, among terminals: [TerminalID]) throws -> Set<TerminalID> {
+        var loaders = Set<TerminalID>()
+        for start in stride(from: 0, to: terminals.count, by: 500) {
+            let chunk = terminals[start..<min(start + 500, terminals.count)]
+            for id in try Int64.fetchAll(db, sql: "SELECT id FROM terminals WHERE loads AND id IN (\(databaseQuestionMarks(count: chunk.count)))",
+                                         arguments: StatementArguments(chunk.map { Int64($0.rawValue) })) {
+                loaders.insert(TerminalID(UInt16(truncatingIfNeeded: id)))
+            }
+        }
+        return loaders
     }
 
     public func rememberNonce(terminal: TerminalID, nonce: String, at date: Date) async throws -> Bool {

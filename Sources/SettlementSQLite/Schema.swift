@@ -5,13 +5,14 @@ import GRDB
 /// NEVER EDIT A MIGRATION ONCE IT IS COMMITTED: stores in the field have run it, and the migrator runs each one only
 /// once. Change the schema with a new migration appended to `migrator`.
 enum Schema {
-    static let migrationNames = ["v1", "v2", "v3"]
+    static let migrationNames = ["v1", "v2", "v3", "v4"]
 
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1", migrate: v1)
         migrator.registerMigration("v2", migrate: v2)
         migrator.registerMigration("v3", migrate: v3)
+        migrator.registerMigration("v4", migrate: v4)
         return migrator
     }
 
@@ -177,6 +178,12 @@ enum Schema {
     /// every flag ever raised (a counter gap alone raises one for every fifth record or so).
     static func v3(_ db: Database) throws {
         try db.execute(sql: "CREATE INDEX flags_conflicts ON flags(terminal_id, seq) WHERE code = 'content-conflict'")
+    }
+
+    /// Terminal roles: which terminals are load stations (`TerminalInfo.loads`). None is at first, the card office's
+    /// counters included: the operator names them (`cardctl office terminal ID --allow-loads`).
+    static func v4(_ db: Database) throws {
+        try db.execute(sql: "ALTER TABLE terminals ADD COLUMN loads INTEGER NOT NULL DEFAULT 0")
     }
 
     /// The tables `rowCounts()` reports.

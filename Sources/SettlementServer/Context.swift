@@ -11,6 +11,8 @@ public struct SettlementRequestContext: RequestContext {
     public var caller: RequestSigning.Key?
     /// The request body, collected under `SettlementLimits.maxBodyBytes`.
     public var body = ByteBuffer()
+    /// Whether the signing terminal is a load station (`TerminalInfo.loads`).
+    public var isLoadStation = false
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)

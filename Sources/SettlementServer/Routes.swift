@@ -55,8 +55,10 @@ public struct SettlementServer: Sendable {
         admin.post("loads/:reference/settle") { _, context in try await settleLoad(context) }
         admin.post("terminals") { _, context in try await registerTerminal(context) }
         admin.get("terminals/:id") { _, context in jsonResponse(WireTerminal(try await existingTerminal(context))) }
-        admin.post("terminals/:id/disable") { _, context in try await setEnabled(context, false) }
-        admin.post("terminals/:id/enable") { _, context in try await setEnabled(context, true) }
+        admin.post("terminals/:id/disable") { _, context in try await changeTerminal(context) { $0.enabled = false } }
+        admin.post("terminals/:id/enable") { _, context in try await changeTerminal(context) { $0.enabled = true } }
+        admin.post("terminals/:id/allow-loads") { _, context in try await changeTerminal(context) { $0.loads = true } }
+        admin.post("terminals/:id/deny-loads") { _, context in try await changeTerminal(context) { $0.loads = false } }
         admin.get("reports/daily") { request, _ in try await dailyReport(request) }
         admin.get("reports/cards/:serial/statement") { _, context in try await statement(context) }
         admin.get("reports/flags") { request, _ in try await flags(request) }
@@ -141,6 +143,9 @@ public struct SettlementServer: Sendable {
 
     private func prepareLoad(_ context: SettlementRequestContext) async throws -> Response {
         let terminal = try context.terminal
+        guard context.isLoadStation else {
+            throw APIError.forbidden("terminal \(terminal) is not a load station: online loads are prepared only at one; the card office makes it one (cardctl office terminal \(terminal) --allow-loads)")
+        }
         let wire = try decodeBody(WireLoadPrepare.self, from: context.body)
         let reference = try Check.loadReference(wire.reference, "reference")
         let load = try await store.prepareLoad(
@@ -239,7 +244,7 @@ public struct SettlementServer: Sendable {
         let merchant = try Check.name(wire.merchant, "merchant")
         var generator = SystemRandomNumberGenerator()
         let secret = (0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        let terminal = TerminalInfo(id: id, merchant: merchant, secret: secret, enabled: true)
+        let terminal = TerminalInfo(id: id, merchant: merchant, secret: secret, enabled: true, loads: wire.loads ?? false)
         try await store.addTerminal(terminal)
         return jsonResponse(WireTerminal(terminal, showingSecret: true), status: .created)
     }
@@ -253,9 +258,9 @@ public struct SettlementServer: Sendable {
         return terminal
     }
 
-    private func setEnabled(_ context: SettlementRequestContext, _ enabled: Bool) async throws -> Response {
+    private func changeTerminal(_ context: SettlementRequestContext, _ change: (inout TerminalInfo) -> Void) async throws -> Response {
         var terminal = try await existingTerminal(context)
-        terminal.enabled = enabled
+        change(&terminal)
         try await store.putTerminal(terminal)
         return jsonResponse(WireTerminal(terminal))
     }

@@ -421,13 +421,16 @@ struct WireStatusChange: Decodable {
 struct WireTerminalRegister: Decodable {
     var id: Int64
     var merchant: String
+    /// A load station (`TerminalInfo.loads`); absent: not one.
+    var loads: Bool?
 
-    enum CodingKeys: String, CodingKey { case id, merchant }
+    enum CodingKeys: String, CodingKey { case id, merchant, loads }
 
     init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         id = try c.int(.id)
         merchant = try c.string(.merchant)
+        loads = try c.optional(Bool.self, .loads)
     }
 }
 
@@ -595,6 +598,7 @@ struct WireTerminal: Encodable {
     var id: UInt16
     var merchant: String
     var enabled: Bool
+    var loads: Bool
     /// Only in the registration's response.
     var secret: String?
 
@@ -602,6 +606,7 @@ struct WireTerminal: Encodable {
         id = t.id.rawValue
         merchant = t.merchant
         enabled = t.enabled
+        loads = t.loads
         secret = showingSecret ? Hex.string(t.secret) : nil
     }
 }

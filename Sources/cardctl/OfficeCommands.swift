@@ -64,7 +64,7 @@ struct OfficeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "office",
         abstract: "The card office at the settlement service: terminals, accounts, cards (lost, found, freeze, cancel), disputed loads, reports.",
-        subcommands: [TerminalAdd.self, AccountOpen.self, AccountShow.self, CardIssue.self, CardStatusChange.self, LoadSettle.self, Daily.self,
+        subcommands: [TerminalAdd.self, TerminalShow.self, AccountOpen.self, AccountShow.self, CardIssue.self, CardStatusChange.self, LoadSettle.self, Daily.self,
                       Statement.self, Flags.self])
 
     struct TerminalAdd: AsyncParsableCommand {
@@ -74,15 +74,47 @@ struct OfficeCommand: AsyncParsableCommand {
         @OptionGroup var office: OfficeOptions
         @Argument(help: "The terminal's id (1-65535, its config's terminalID).") var id: Int
         @Option(help: "The merchant its sales are booked to.") var merchant: String
+        @Flag(help: "A load station (the office's counter, a top-up machine): its loads are booked as cash paid in, and it may do online loads.")
+        var loads = false
 
-        struct Request: Codable { var id: Int; var merchant: String }
-        struct Answer: Codable { var id: Int; var merchant: String; var enabled: Bool; var secret: String? }
+        struct Request: Codable { var id: Int; var merchant: String; var loads: Bool }
 
         func run() async throws {
             try await reportingFailures {
-                try await office.call("POST", "/v1/admin/terminals", body: Request(id: id, merchant: merchant)) { (answer: Answer) in
+                try await office.call("POST", "/v1/admin/terminals", body: Request(id: id, merchant: merchant, loads: loads)) { (answer: TerminalShow.Answer) in
                     print(answer.secret ?? "")
-                    printError("cardctl: terminal \(answer.id) registered for \(answer.merchant): its secret is printed once; store it as the box's uplink.secretFile (mode 0600)")
+                    printError("cardctl: terminal \(answer.id) registered for \(answer.merchant)\(answer.loads ? " as a load station" : ""): its secret is printed once; store it as the box's uplink.secretFile (mode 0600)")
+                }
+            }
+        }
+    }
+
+    struct TerminalShow: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "terminal",
+            abstract: "Show a terminal, or change it: --disable / --enable, --allow-loads / --deny-loads (a load station's loads are booked as cash paid in).")
+        enum Change: String, EnumerableFlag { case disable, enable, allowLoads, denyLoads }
+        @OptionGroup var office: OfficeOptions
+        @Argument(help: "The terminal's id (1-65535).") var id: UInt16
+        @Flag(help: "What to change (nothing: show it).") var change: Change?
+
+        struct Answer: Codable { var id: Int; var merchant: String; var enabled: Bool; var loads: Bool; var secret: String? }
+
+        func run() async throws {
+            try await reportingFailures {
+                let show = { (answer: Answer) in
+                    print("terminal \(answer.id): \(answer.merchant), \(answer.enabled ? "enabled" : "disabled"), \(answer.loads ? "a load station" : "not a load station")")
+                }
+                if let change {
+                    let action = switch change {
+                    case .disable: "disable"
+                    case .enable: "enable"
+                    case .allowLoads: "allow-loads"
+                    case .denyLoads: "deny-loads"
+                    }
+                    try await office.call("POST", "/v1/admin/terminals/\(id)/\(action)", body: NoBody(), show: show)
+                } else {
+                    try await office.call("GET", "/v1/admin/terminals/\(id)", body: NoBody?.none, show: show)
                 }
             }
         }

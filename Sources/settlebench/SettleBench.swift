@@ -145,11 +145,12 @@ struct Ingest: AsyncParsableCommand {
         }
     }
 
-    /// The workload's terminals (all with `secret`) and cards, each card on an account of its own.
+    /// The workload's terminals (all with `secret`, all load stations: the mix gives each terminal loads and
+    /// subsidies, booked from cash and subsidy after the role lookup) and cards, each card on an account of its own.
     static func prepare(_ store: any SettlementStore, _ workload: Workload, secret: [UInt8]) async throws {
         let start = Date(timeIntervalSince1970: 1_750_000_000)
         for terminal in workload.terminalIDs {
-            try await store.putTerminal(TerminalInfo(id: terminal, merchant: merchant(of: terminal), secret: secret))
+            try await store.putTerminal(TerminalInfo(id: terminal, merchant: merchant(of: terminal), secret: secret, loads: true))
         }
         for card in workload.cardList {
             let account = try await store.openAccount(name: "holder \(card.serial)", initialBalance: 100_000, at: start)

@@ -95,7 +95,7 @@ func book(status: CardStatus = .active, issued: Bool = true) -> CardBook {
     ])
     func eachKindBooksItsPair(kind: TransactionIntent.Kind, from: String, to: String) {
         var card = book()
-        let decision = Ledger.apply(record(kind, amount: 300, before: 500, counter: 0), merchant: "canteen", to: &card)
+        let decision = Ledger.apply(record(kind, amount: 300, before: 500, counter: 0), merchant: "canteen", to: &card, loaders: [3])
         #expect(decision.booking == .booked)
         #expect(decision.movements.map { [$0.from, $0.to] } == [[from, to]])
         #expect(decision.movements.first?.amount == 300)
@@ -157,7 +157,7 @@ func book(status: CardStatus = .active, issued: Bool = true) -> CardBook {
         #expect(decision.booking == .suspense && decision.flags == ["unknown-card"])
         #expect(decision.movements.map { [$0.from, $0.to] } == [["suspense", "merchant:m"]])
         var cancelled = book(status: .cancelled)
-        let load = Ledger.apply(record(.purseLoad, amount: 300, before: 1000, counter: 1), merchant: "m", to: &cancelled)
+        let load = Ledger.apply(record(.purseLoad, amount: 300, before: 1000, counter: 1), merchant: "m", to: &cancelled, loaders: [3])
         #expect(load.booking == .suspense && load.flags == ["cancelled-card"])
         #expect(load.movements.map { [$0.from, $0.to] } == [["cash", "suspense"]])
         #expect(load.movements.first?.cardSerial == 1001)
@@ -274,7 +274,7 @@ func book(status: CardStatus = .active, issued: Bool = true) -> CardBook {
         }
         // No online load under its reference: an office load, from cash.
         var office = book()
-        #expect(Ledger.apply(load, merchant: "office", to: &office, loads: [:]).movements.map(\.from) == [Ledger.cash])
+        #expect(Ledger.apply(load, merchant: "office", to: &office, loads: [:], loaders: [4]).movements.map(\.from) == [Ledger.cash])
         // Confirmed with it (the link): nothing, whatever the phase map says.
         var linked = book()
         _ = Ledger.confirmOnlineLoad(reference: reference, amount: 500, balanceAfter: 600, counterAfter: 4, in: &linked)
@@ -290,6 +290,40 @@ func book(status: CardStatus = .active, issued: Bool = true) -> CardBook {
         let decided = Ledger.apply(next, merchant: "m", to: &torn, loads: [reference: .prepared])
         #expect(decided.decided.map(\.booking) == [.suspense])
         #expect(decided.movements.map(\.from) == [Ledger.suspense, "purse:1001"])
+    }
+
+    @Test(arguments: [(TransactionIntent.Kind.purseLoad, "cash"), (.purseSubsidy, "subsidy")])
+    func aLoadFromATerminalThatIsNoLoadStationIsBookedFromSuspense(kind: TransactionIntent.Kind, source: String) {
+        let load = record(kind, amount: 2_000_000, before: 100, counter: 3, sequence: 9, terminal: 5)
+        var card = book()
+        let decision = Ledger.apply(load, merchant: "canteen", to: &card, loaders: [3, 4])
+        #expect(decision.booking == .suspense && decision.flags == ["load-not-permitted"])
+        #expect(decision.movements.map { [$0.from, $0.to] } == [[Ledger.suspense, "purse:1001"]])
+        let flag = decision.raised.first
+        #expect(decision.raised.count == 1 && flag?.code == "load-not-permitted" && flag?.terminalID == 5 && flag?.terminalSequence == 9)
+        #expect(flag?.message.contains("terminal 5 is not a load station") == true && flag?.message.contains("not \(source)") == true)
+        // The card carries it: the counter rules and the mirror move as for any done record.
+        #expect(card.card?.purseMirror == 2_000_100 && card.card?.purseCounter == 4)
+        // A load station's: from cash / subsidy.
+        var station = book()
+        #expect(Ledger.apply(load, merchant: "office", to: &station, loaders: [5]).movements.map { [$0.from, $0.to] } == [[source, "purse:1001"]])
+        // Neither a debit's terminal nor a not-done load's is asked about.
+        let others = [record(.purseDebit, amount: 5, before: 600, counter: 4, terminal: 6),
+                      record(kind, amount: 5, before: 600, counter: 4, outcome: .notDone, terminal: 7)]
+        #expect(Ledger.loaderCandidates(of: [load] + others, books: []) == [5])
+    }
+
+    @Test func aTornLoadDecidedByAnotherTerminalsReadIsBookedByItsOwnTerminalsRole() {
+        let torn = record(.purseLoad, amount: 500, before: 100, counter: 3, outcome: .undetermined, sequence: 7, terminal: 4)
+        let read = record(.purseDebit, amount: 5, before: 600, counter: 4, terminal: 3)
+        for (loaders, from, flags) in [([TerminalID(4)], Ledger.cash, [String]()), ([3], Ledger.suspense, ["load-not-permitted"])] {
+            var card = book()
+            #expect(Ledger.apply(torn, merchant: "office", to: &card, loaders: Set(loaders)).booking == .pending)
+            #expect(Ledger.loaderCandidates(of: [read], books: [card]) == [4])
+            let decision = Ledger.apply(read, merchant: "canteen", to: &card, loaders: Set(loaders))
+            #expect(decision.decided.map(\.booking) == [flags.isEmpty ? .booked : .suspense] && decision.decided.first?.flags == flags)
+            #expect(decision.movements.map { [$0.from, $0.to] } == [[from, "purse:1001"], ["purse:1001", "merchant:canteen"]])
+        }
     }
 
     @Test func aLoadMismatchFlagIsOneLineNamingTheLoad() {

@@ -63,10 +63,10 @@ struct TestServer {
         return Reply(status: Int(response.status.code), body: Data(bytes.readableBytesView))
     }
 
-    func send(_ method: HTTPMethod, _ pathAndQuery: String, json: Any, key: RequestSigning.Key?, now: Date = Date(),
+    func send(_ method: HTTPMethod, _ pathAndQuery: String, json: Any, key: RequestSigning.Key?, secret: [UInt8]? = nil, now: Date = Date(),
               nonce: String? = nil) async throws -> Reply {
         let body = try JSONSerialization.data(withJSONObject: json)
-        return try await send(method, pathAndQuery, body: Array(body), key: key, now: now, nonce: nonce)
+        return try await send(method, pathAndQuery, body: Array(body), key: key, secret: secret, now: now, nonce: nonce)
     }
 
     func admin(_ method: HTTPMethod, _ path: String, json: Any? = nil) async throws -> Reply {
@@ -85,7 +85,7 @@ func withServer<T: Sendable>(store: (any SettlementStore)? = nil, now: @escaping
                              _ body: @Sendable (TestServer) async throws -> T) async throws -> T {
     let backing: any SettlementStore
     if let store { backing = store } else { backing = try await makeTestStore() }
-    try await backing.putTerminal(TerminalInfo(id: terminalID, merchant: "canteen-1", secret: terminalSecret))
+    try await backing.putTerminal(TerminalInfo(id: terminalID, merchant: "canteen-1", secret: terminalSecret, loads: true))
     var logger = Logger(label: "settlementd-test")
     logger.logLevel = .warning
     let (ports, continuation) = AsyncStream<Int>.makeStream()

@@ -297,6 +297,42 @@ struct SettlementServerTests {
         }
     }
 
+    @Test("terminal roles: only a load station prepares online loads; the role is set at registration or later")
+    func loadStations() async throws {
+        try await withServer { server in
+            let account = try await server.admin(.POST, "/v1/admin/accounts", json: ["name": "Wei", "initialBalance": 50_000])
+            let accountID = try #require(account.json["id"] as? Int)
+            #expect(try await server.admin(.POST, "/v1/admin/cards", json: ["serial": 2001, "uid": "0badf00d", "accountID": accountID]).status == 201)
+            let pos = try await server.admin(.POST, "/v1/admin/terminals", json: ["id": 31, "merchant": "canteen-2"])
+            #expect(pos.status == 201 && pos.json["loads"] as? Bool == false)
+            let station = try await server.admin(.POST, "/v1/admin/terminals", json: ["id": 32, "merchant": "office", "loads": true])
+            #expect(station.status == 201 && station.json["loads"] as? Bool == true)
+            #expect(try await server.admin(.POST, "/v1/admin/terminals", json: ["id": 33, "merchant": "x", "loads": "yes"]).status == 400)
+            let secretHex = try #require(pos.json["secret"] as? String)
+            let secret = try #require(Hex.bytes(secretHex))
+            let prepare: [String: Any] = ["reference": "load-0001", "cardSerial": 2001, "amount": 10_000, "balanceBefore": 300, "counterBefore": 4]
+            let refused = try await server.send(.POST, "/v1/loads", json: prepare, key: .terminal(31), secret: secret)
+            #expect(refused.status == 403 && refused.message.contains("not a load station") && !refused.message.contains("\n"), "\(refused.message)")
+            #expect(try await server.store.loadReferences(among: ["T31-load-0001"]).isEmpty)
+            #expect(try await server.store.account(Int64(accountID))?.balance == 50_000)
+
+            #expect(try await server.admin(.POST, "/v1/admin/terminals/31/allow-loads").json["loads"] as? Bool == true)
+            #expect(try await server.admin(.GET, "/v1/admin/terminals/31").json["loads"] as? Bool == true)
+            #expect(try await server.send(.POST, "/v1/loads", json: prepare, key: .terminal(31), secret: secret).status == 200)
+            #expect(try await server.store.account(Int64(accountID))?.balance == 40_000)
+            // Denied again: a new load is refused; the one in flight can still be finished.
+            #expect(try await server.admin(.POST, "/v1/admin/terminals/31/deny-loads").json["loads"] as? Bool == false)
+            var second = prepare
+            second["reference"] = "load-0002"
+            #expect(try await server.send(.POST, "/v1/loads", json: second, key: .terminal(31), secret: secret).status == 403)
+            let reversed = try await server.send(.POST, "/v1/loads/load-0001/reverse", key: .terminal(31), secret: secret)
+            #expect(reversed.status == 200 && reversed.json["phase"] as? String == "reversed")
+            #expect(try await server.store.account(Int64(accountID))?.balance == 50_000)
+            #expect(try await server.admin(.POST, "/v1/admin/terminals/99/allow-loads").status == 404)
+            #expect(try await server.terminal(.POST, "/v1/admin/terminals/31/allow-loads").status == 403)
+        }
+    }
+
     @Test("online load: prepare (idempotent), confirm (idempotent), reverse refused after confirm; references are per terminal")
     func loads() async throws {
         try await withServer { server in

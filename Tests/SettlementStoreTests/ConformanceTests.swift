@@ -127,6 +127,41 @@ import Testing
     }
 
     @Test(arguments: Backends.all)
+    func onlyALoadStationsLoadsAreCashPaidIn(backend: Backend) async throws {
+        try await withStore(backend) { store, f in
+            #expect(try await store.terminal(f.office)?.loads == true)
+            #expect(try await store.terminal(f.terminal)?.loads == false)
+            // The canteen's POS uploads a load and a subsidy: the card carries them, suspense paid them, flagged.
+            let acks = try await store.ingest([
+                record(.purseLoad, 1_000_000, before: 5000, counter: 10, sequence: 1),
+                record(.purseSubsidy, 200, before: 1_005_000, counter: 11, sequence: 2),
+            ], from: f.terminal, at: t0)
+            #expect(acks.map(\.booking) == [.suspense, .suspense])
+            #expect(acks.map(\.flags) == [["load-not-permitted"], ["load-not-permitted"]])
+            #expect(try await store.flagCodes() == ["load-not-permitted", "load-not-permitted"])
+            var balances = try await f.balances()
+            #expect(balances["purse:1001"] == 1_000_200 && balances[Ledger.suspense] == -1_000_200)
+            #expect(balances[Ledger.cash] == -10_000 && balances[Ledger.subsidy, default: 0] == 0)
+            #expect(try await store.card(serial: 1001)?.purseMirror == 1_005_200)
+            // A station's torn load, decided by the POS's next read, is booked by the station's role: from cash.
+            let torn = try await store.ingest([record(.purseLoad, 500, before: 1_005_200, counter: 12, outcome: .undetermined, sequence: 1, terminal: f.office)],
+                                              from: f.office, at: t0)
+            #expect(torn.map(\.booking) == [.pending])
+            _ = try await store.ingest([record(.purseDebit, 100, before: 1_005_700, counter: 13, sequence: 3)], from: f.terminal, at: t0)
+            balances = try await f.balances()
+            #expect(balances[Ledger.cash] == -10_500 && balances[Ledger.suspense] == -1_000_200)
+            // Made a load station (putTerminal keeps the role): its next load is cash paid in.
+            var pos = try #require(try await store.terminal(f.terminal))
+            pos.loads = true
+            try await store.putTerminal(pos)
+            #expect(try await store.terminal(f.terminal)?.loads == true)
+            let allowed = try await store.ingest([record(.purseLoad, 300, before: 1_005_600, counter: 14, sequence: 4)], from: f.terminal, at: t0)
+            #expect(allowed.map(\.booking) == [.booked] && allowed[0].flags.isEmpty)
+            #expect(try await f.balances()[Ledger.cash] == -10_800)
+        }
+    }
+
+    @Test(arguments: Backends.all)
     func figuresThatDoNotAgreeAreFlaggedAndNotBooked(backend: Backend) async throws {
         try await withStore(backend) { store, f in
             var wrong = record(.purseDebit, 300, before: 5000, counter: 10, sequence: 1)

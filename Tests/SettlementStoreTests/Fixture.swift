@@ -3,7 +3,7 @@ import Foundation
 import SettlementCore
 import Testing
 
-/// A store with one merchant terminal (3, "canteen"), one office terminal (4, "office"), one account (balance
+/// A store with one merchant terminal (3, "canteen"), one office terminal (4, "office", a load station), one account (balance
 /// 100.00) and its card 1001 (UID A1B2C3D4). Runs `body`, then checks the ledger balances and removes the store.
 func withStore(_ backend: Backend, _ body: (any SettlementStore, Fixture) async throws -> Void) async throws {
     let under = try await backend.make()
@@ -30,7 +30,7 @@ struct Fixture: Sendable {
 
     static func set(up store: any SettlementStore) async throws -> Fixture {
         try await store.putTerminal(TerminalInfo(id: 3, merchant: "canteen", secret: Array(repeating: 1, count: 32)))
-        try await store.putTerminal(TerminalInfo(id: 4, merchant: "office", secret: Array(repeating: 2, count: 32)))
+        try await store.putTerminal(TerminalInfo(id: 4, merchant: "office", secret: Array(repeating: 2, count: 32), loads: true))
         let account = try await store.openAccount(name: "Li Lei", initialBalance: 10_000, at: t0)
         let card = try await store.issueCard(serial: 1001, uid: "a1b2c3d4", accountID: account.id, at: t0)
         return Fixture(account: account, card: card)

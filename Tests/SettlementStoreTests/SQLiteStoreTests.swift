@@ -71,7 +71,8 @@ import Testing
                         (3, 3, 'account:1', -2000, 'online-load', NULL, NULL, 1750003600, NULL),
                         (4, 3, 'purse:1001', 2000, 'online-load', NULL, NULL, 1750003600, 1001),
                         (5, 5, 'cash', -300, 'cash-load', 7, 2, 1750007200, NULL),
-                        (6, 5, 'pending-load', 300, 'cash-load', 7, 2, 1750007200, NULL)
+                        (6, 5, 'pending-load', 300, 'cash-load', 7, 2, 1750007200, NULL);
+                    INSERT INTO terminals (id, merchant, secret, enabled) VALUES (7, 'canteen-1', zeroblob(32), 1)
                     """)
                 return try Row.fetchAll(db, sql: entries)
             }
@@ -79,6 +80,8 @@ import Testing
         }
         let store = try SQLiteSettlementStore(path: path)
         #expect(try await store.ledgerImbalance() == 0)
+        // v4's roles: an existing terminal is kept, and is no load station until an operator makes it one.
+        #expect(try await store.terminal(7) == TerminalInfo(id: 7, merchant: "canteen-1", secret: Array(repeating: 0, count: 32), loads: false))
         let statement = try await store.statement(cardSerial: 1001)
         #expect(statement.map(\.movementID) == [1, 3])
         #expect(statement.map(\.account) == ["purse:1001", "purse:1001"])
@@ -126,7 +129,7 @@ import Testing
         defer { try? FileManager.default.removeItem(at: directory) }
         let t0 = Date(timeIntervalSince1970: 1_750_000_000)
         let store = try SQLiteSettlementStore(path: path)
-        try await store.putTerminal(TerminalInfo(id: 4, merchant: "office", secret: Array(repeating: 2, count: 32)))
+        try await store.putTerminal(TerminalInfo(id: 4, merchant: "office", secret: Array(repeating: 2, count: 32), loads: true))
         let account = try await store.openAccount(name: "Li Lei", initialBalance: 10_000, at: t0)
         _ = try await store.issueCard(serial: 1001, uid: "A1B2C3D4", accountID: account.id, at: t0)
         let holder = "account:\(account.id)"

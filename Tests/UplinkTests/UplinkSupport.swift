@@ -21,8 +21,8 @@ struct Office {
         Task { await client.shutdown() }
     }
 
-    struct TerminalRegister: Codable { var id: Int64; var merchant: String }
-    struct RegisteredTerminal: Codable { var id: UInt16; var merchant: String; var enabled: Bool; var secret: String? }
+    struct TerminalRegister: Codable { var id: Int64; var merchant: String; var loads: Bool }
+    struct RegisteredTerminal: Codable { var id: UInt16; var merchant: String; var enabled: Bool; var loads: Bool; var secret: String? }
     struct AccountOpen: Codable { var name: String; var initialBalance: Int }
     struct CardIssue: Codable { var serial: UInt32; var uid: String; var accountID: Int64 }
     struct StatusChange: Codable { var reason: String? }
@@ -30,9 +30,10 @@ struct Office {
     struct Statement: Codable { var serial: UInt32; var entries: [LedgerEntry] }
     struct Daily: Codable { var day: String; var totals: [DailyTotal] }
 
-    /// Registers a terminal; returns its secret (hex), shown only now.
-    func registerTerminal(_ id: UInt16, merchant: String) async throws -> String {
-        let registered: RegisteredTerminal = try await client.call("POST", "/v1/admin/terminals", body: TerminalRegister(id: Int64(id), merchant: merchant))
+    /// Registers a terminal (`loads`: a load station); returns its secret (hex), shown only now.
+    func registerTerminal(_ id: UInt16, merchant: String, loads: Bool = false) async throws -> String {
+        let registered: RegisteredTerminal = try await client.call("POST", "/v1/admin/terminals",
+                                                                   body: TerminalRegister(id: Int64(id), merchant: merchant, loads: loads))
         guard let secret = registered.secret else { throw TestSetupError("the terminal registration showed no secret") }
         return secret
     }

@@ -17,7 +17,7 @@ import Testing
         let office = try Office(settlement)
         var box: DaemonHarness?
         do {
-            let secret = try await office.registerTerminal(21, merchant: "canteen-1")
+            let secret = try await office.registerTerminal(21, merchant: "canteen-1", loads: mode == "load")
             let account = try await office.openAccount("Li Hua", balance: balance)
             _ = try await office.issueCard(serial: Self.serial, uid: "04A1B2C3", account: account.id)
             box = try DaemonHarness.online(url: settlement.url, secret: secret, mode: mode)
