@@ -17,7 +17,7 @@ import TestSupport
         #expect(imbalance == 0)
         let database = String(url.split(separator: "/").last!)
         #expect(try PostgresServer.shared().psql("SELECT version, name FROM schema_migrations ORDER BY version", database: database)
-            == "1|settlement schema\n2|one ledger row per movement\n3|content-conflict flags by key")
+            == "1|settlement schema\n2|one ledger row per movement\n3|content-conflict flags by key\n4|terminal roles")
     }
 
     /// On a store the size of a campus, a batch's reads and writes of books, cards, accounts and records probe the
