@@ -88,10 +88,27 @@ public enum RequestSigning {
         }
     }
 
-    /// Checks a signed request's headers (not the nonce's novelty: the store remembers nonces). Returns the key and
-    /// nonce; throws `Refusal`. `secret` looks the caller's secret up (`nil`: unknown caller, refused as a bad signature).
-    public static func verify(header: (String) -> String?, method: String, pathAndQuery: String, body: some DataProtocol,
-                              now: Date, secret: (Key) async throws -> [UInt8]?) async throws -> (key: Key, nonce: String) {
+    /// A request's signing headers, checked for form and freshness (not yet against the body: `check`).
+    public struct Signed: Sendable {
+        public var key: Key
+        public var timestamp: Int64
+        public var nonce: String
+        var signature: String
+
+        /// Checks the signature over the request under the caller's `secret`; throws `Refusal.badSignature`.
+        public func check(secret: [UInt8], method: String, pathAndQuery: String, body: some DataProtocol) throws {
+            let expected = RequestSigning.signature(secret: secret, method: method, pathAndQuery: pathAndQuery, timestamp: timestamp,
+                                                    nonce: nonce, body: body)
+            // Constant time over the whole string.
+            var difference: UInt8 = 0
+            for (a, b) in zip(Array(expected.utf8), Array(signature.lowercased().utf8)) { difference |= a ^ b }
+            guard difference == 0 else { throw Refusal.badSignature }
+        }
+    }
+
+    /// Reads and checks a request's signing headers: present, well formed, the timestamp inside the window. A
+    /// server runs this before it reads the body, so a request that cannot be valid is refused without buffering it.
+    public static func signed(header: (String) -> String?, now: Date) throws -> Signed {
         func required(_ name: String) throws -> String {
             guard let value = header(name) else { throw Refusal.missingHeader(name) }
             return value
@@ -106,12 +123,16 @@ public enum RequestSigning {
         guard given.hasPrefix("v1="), given.count == 67 else { throw Refusal.malformed("signature") }
         let skew = timestamp - Int64(now.timeIntervalSince1970)
         guard abs(skew) <= window else { throw Refusal.staleTimestamp(skew: skew) }
-        guard let secret = try await secret(key) else { throw Refusal.badSignature }
-        let expected = signature(secret: secret, method: method, pathAndQuery: pathAndQuery, timestamp: timestamp, nonce: nonce, body: body)
-        // Constant time over the whole string.
-        var difference: UInt8 = 0
-        for (a, b) in zip(Array(expected.utf8), Array(given.lowercased().utf8)) { difference |= a ^ b }
-        guard difference == 0 else { throw Refusal.badSignature }
-        return (key, nonce)
+        return Signed(key: key, timestamp: timestamp, nonce: nonce, signature: given)
+    }
+
+    /// Checks a signed request's headers (not the nonce's novelty: the store remembers nonces). Returns the key and
+    /// nonce; throws `Refusal`. `secret` looks the caller's secret up (`nil`: unknown caller, refused as a bad signature).
+    public static func verify(header: (String) -> String?, method: String, pathAndQuery: String, body: some DataProtocol,
+                              now: Date, secret: (Key) async throws -> [UInt8]?) async throws -> (key: Key, nonce: String) {
+        let signed = try signed(header: header, now: now)
+        guard let secret = try await secret(signed.key) else { throw Refusal.badSignature }
+        try signed.check(secret: secret, method: method, pathAndQuery: pathAndQuery, body: body)
+        return (signed.key, signed.nonce)
     }
 }

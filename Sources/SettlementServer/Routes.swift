@@ -2,6 +2,7 @@ import CampusCard
 import Foundation
 import Hummingbird
 import Logging
+import NIOConcurrencyHelpers
 import ServiceLifecycle
 import SettlementCore
 
@@ -12,11 +13,20 @@ public struct SettlementServer: Sendable {
     public let admins: AdminCredentials
     /// The service's clock (tests move it).
     public let now: @Sendable () -> Date
+    public let limits: ServerLimits
+    /// The bytes of the request bodies held now (`ServerLimits.bodyBudget`) and the connections open.
+    let bodies: SharedCount
+    let connections: SharedCount
+    let refusingConnections = NIOLockedValueBox(false)
 
-    public init(store: any SettlementStore, admins: AdminCredentials, now: @escaping @Sendable () -> Date = { Date() }) {
+    public init(store: any SettlementStore, admins: AdminCredentials, limits: ServerLimits = .init(),
+                now: @escaping @Sendable () -> Date = { Date() }) {
         self.store = store
         self.admins = admins
         self.now = now
+        self.limits = limits
+        bodies = SharedCount(limit: limits.bodyBudget)
+        connections = SharedCount(limit: limits.maxConnections)
     }
 
     /// The router: error middleware outermost, then the method check, the body cap and request signing, then the
@@ -29,7 +39,7 @@ public struct SettlementServer: Sendable {
         let router = Router(context: SettlementRequestContext.self)
         router.add(middleware: ErrorMiddleware())
         router.add(middleware: MethodMiddleware(routes: table.routes.map { ($0.method, $0.path.description) }))
-        router.add(middleware: SigningMiddleware(store: store, admins: admins, now: now))
+        router.add(middleware: SigningMiddleware(store: store, admins: admins, bodies: bodies, now: now))
         addRoutes(to: router)
         return router
     }
@@ -72,6 +82,9 @@ public struct SettlementServer: Sendable {
                             onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
         var app = Application(
             router: router(),
+            server: .http1(configuration: .init(
+                additionalChannelHandlers: [ConnectionCap(open: connections, full: refusingConnections, logger: logger)],
+                idleTimeout: limits.idleTimeout)),
             configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: "settlementd"),
             services: services,
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },

@@ -104,14 +104,16 @@ enum Hex {
     }
 }
 
-/// Reads the body under the cap, then checks the request's signature (RequestSigning), the caller's kind against the
-/// endpoint (admin endpoints take admin keys only, terminal endpoints terminal keys only) and the nonce's novelty.
-/// A refused request writes nothing: the nonce is remembered only once everything else passed.
+/// Checks the signing headers (form, timestamp window, a known key) before a byte of the body is read; reads the body
+/// under the cap and inside the shared body budget; then checks the request's signature (RequestSigning), the
+/// caller's kind against the endpoint (admin endpoints take admin keys only, terminal endpoints terminal keys only)
+/// and the nonce's novelty. A refused request writes nothing: the nonce is remembered only once everything else passed.
 struct SigningMiddleware: RouterMiddleware {
     typealias Context = SettlementRequestContext
 
     let store: any SettlementStore
     let admins: AdminCredentials
+    let bodies: SharedCount
     let now: @Sendable () -> Date
 
     /// The endpoints nobody signs.
@@ -130,41 +132,56 @@ struct SigningMiddleware: RouterMiddleware {
         var request = request
         var context = context
         // The cap comes first: a declared length over it is refused before a byte of the body is read.
-        if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > SettlementLimits.maxBodyBytes {
+        let declared = request.headers[.contentLength].flatMap { Int($0) }
+        if let declared, declared > SettlementLimits.maxBodyBytes {
             throw APIError.tooLarge(limit: SettlementLimits.maxBodyBytes)
         }
-        let body: ByteBuffer
+        let path = request.uri.path
+        let unsigned = Self.isUnsigned(method: request.method, path: path)
+
+        // The headers before the body: a request that cannot be valid (no or malformed signing headers, a stale
+        // timestamp, an unknown key) is refused without reading its body.
+        let headers = request.headers
+        var terminalInfo: TerminalInfo?
+        var signed: (request: RequestSigning.Signed, secret: [UInt8])?
+        if !unsigned {
+            do {
+                let request = try RequestSigning.signed(header: { name in HTTPField.Name(name).flatMap { headers[$0] } }, now: now())
+                let secret: [UInt8]?
+                switch request.key {
+                case let .terminal(id):
+                    terminalInfo = try await store.terminal(TerminalID(id))
+                    secret = terminalInfo?.secret
+                case let .admin(name):
+                    secret = admins.secrets[name]
+                }
+                guard let secret else { throw RequestSigning.Refusal.badSignature }
+                signed = (request, secret)
+            } catch let refusal as RequestSigning.Refusal {
+                throw APIError.unauthorized(refusal.description)
+            }
+        }
+
+        // The body, inside the budget every request's body shares, held until the answer.
+        let reserved = min(declared ?? SettlementLimits.maxBodyBytes, SettlementLimits.maxBodyBytes)
+        guard bodies.take(reserved) else {
+            throw APIError(.serviceUnavailable, code: "busy",
+                           "settlementd holds \(bodies.limit / (1024 * 1024)) MiB of request bodies already (its budget): retry in a few seconds")
+        }
+        defer { bodies.give(reserved) }
         do {
-            body = try await request.collectBody(upTo: SettlementLimits.maxBodyBytes)
+            context.body = try await request.collectBody(upTo: SettlementLimits.maxBodyBytes)
         } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
             throw APIError.tooLarge(limit: SettlementLimits.maxBodyBytes)
         }
-        context.body = body
-        let path = request.uri.path
-        if Self.isUnsigned(method: request.method, path: path) {
-            return try await next(request, context)
-        }
-
-        let headers = request.headers
-        let pathAndQuery = request.head.path ?? path
-        var terminalInfo: TerminalInfo?
-        let verified: (key: RequestSigning.Key, nonce: String)
+        guard let signed else { return try await next(request, context) }
         do {
-            verified = try await RequestSigning.verify(
-                header: { name in HTTPField.Name(name).flatMap { headers[$0] } },
-                method: request.method.rawValue, pathAndQuery: pathAndQuery, body: Array(body.readableBytesView), now: now()
-            ) { key in
-                switch key {
-                case let .terminal(id):
-                    terminalInfo = try await store.terminal(TerminalID(id))
-                    return terminalInfo?.secret
-                case let .admin(name):
-                    return admins.secrets[name]
-                }
-            }
+            try signed.request.check(secret: signed.secret, method: request.method.rawValue, pathAndQuery: request.head.path ?? path,
+                                     body: context.body.readableBytesView)
         } catch let refusal as RequestSigning.Refusal {
             throw APIError.unauthorized(refusal.description)
         }
+        let verified = (key: signed.request.key, nonce: signed.request.nonce)
         switch (verified.key, Self.isAdmin(path: path)) {
         case (.terminal, true):
             throw APIError.forbidden("admin endpoints refuse terminal keys: sign with an admin key (settlementd --admin-key-file)")

@@ -3,6 +3,7 @@ import BuildInfo
 import Foundation
 import Hummingbird
 import Logging
+import NIOCore
 import ServiceLifecycle
 import SettlementCore
 import SettlementServer
@@ -16,7 +17,8 @@ struct Settlementd: AsyncParsableCommand {
         discussion: """
             Listens on loopback by default; put a TLS reverse proxy in front of it (docs/settlement.md, "TLS"). \
             Stops gracefully on SIGTERM or SIGINT. Exit status: 0 stopped cleanly, 1 failed at run time, \
-            70 the store cannot be opened, 78 the configuration is wrong (the message says which).
+            69 the store or the address is unavailable (PostgreSQL down, the port in use), 70 the store cannot be \
+            opened, 78 the configuration is wrong (the message says which).
             """,
         version: BuildInfo.versionLine
     )
@@ -27,12 +29,18 @@ struct Settlementd: AsyncParsableCommand {
     var requestTimeout = 30
     @Option(help: "HOST:PORT to listen on (port 0: any free port; the chosen one is printed).") var listen = "127.0.0.1:8780"
     @Option(help: "The admin clients' secrets, one NAME:HEX line each; must not be readable by other users.") var adminKeyFile: String
+    @Option(help: "Connections served at once; more are closed at once (keep it under the process's open-file limit).")
+    var maxConnections = ServerLimits().maxConnections
+    @Option(help: "Seconds before a connection with nothing in flight is closed (over 60: clients keep idle connections 60 s).")
+    var idleTimeout = 75
 
     func validate() throws {
         if db != nil, postgres != nil { throw ValidationError("give --db PATH or --postgres URL, not both") }
         if db == nil, postgres == nil { throw ValidationError("give --db PATH (SQLite) or --postgres URL") }
         if !(1...600).contains(requestTimeout) { throw ValidationError("--request-timeout must be 1–600 seconds") }
         _ = try ListenAddress(listen)
+        if !(1...1_000_000).contains(maxConnections) { throw ValidationError("--max-connections must be 1–1000000") }
+        if !(5...3600).contains(idleTimeout) { throw ValidationError("--idle-timeout must be 5–3600 seconds") }
     }
 
     func run() async throws {
@@ -55,7 +63,8 @@ struct Settlementd: AsyncParsableCommand {
             printError("settlementd: \(error)")
             throw ExitCode(70)
         }
-        let server = SettlementServer(store: opened.store, admins: admins)
+        let limits = ServerLimits(maxConnections: maxConnections, idleTimeout: .seconds(Int64(idleTimeout)))
+        let server = SettlementServer(store: opened.store, admins: admins, limits: limits)
         let app = server.application(host: address.host, port: address.port, logger: logger, services: opened.services,
                                      prepare: opened.prepare, onServerRunning: { port in
             // One line on stdout for scripts that started us on port 0.
@@ -67,6 +76,12 @@ struct Settlementd: AsyncParsableCommand {
             // The store failed before the server took requests (PostgreSQL unreachable, a migration refused).
             printError("settlementd: \(opened.description): \(error.message)")
             throw ExitCode(error.code == .unavailable ? 69 : 70)
+        } catch let error as IOError where error.errnoCode == EADDRINUSE {
+            printError("settlementd: --listen \(listen): the address is in use (another settlementd, or another service): stop it or listen on another port")
+            throw ExitCode(69)
+        } catch let error as IOError where [EADDRNOTAVAIL, EACCES].contains(error.errnoCode) {
+            printError("settlementd: --listen \(listen): \(error.errnoCode == EACCES ? "ports under 1024 need root" : "no interface of this machine has that address"): listen on another address or port")
+            throw ExitCode(78)
         }
     }
 }

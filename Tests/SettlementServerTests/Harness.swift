@@ -81,7 +81,7 @@ struct TestServer {
 }
 
 /// Runs `body` against a fresh server on loopback (the store is made by `makeStore`), then stops the server.
-func withServer<T: Sendable>(store: (any SettlementStore)? = nil, now: @escaping @Sendable () -> Date = { Date() },
+func withServer<T: Sendable>(store: (any SettlementStore)? = nil, limits: ServerLimits = .init(), now: @escaping @Sendable () -> Date = { Date() },
                              _ body: @Sendable (TestServer) async throws -> T) async throws -> T {
     let backing: any SettlementStore
     if let store { backing = store } else { backing = try await makeTestStore() }
@@ -89,7 +89,7 @@ func withServer<T: Sendable>(store: (any SettlementStore)? = nil, now: @escaping
     var logger = Logger(label: "settlementd-test")
     logger.logLevel = .warning
     let (ports, continuation) = AsyncStream<Int>.makeStream()
-    let app = SettlementServer(store: backing, admins: AdminCredentials([adminName: adminSecret]), now: now)
+    let app = SettlementServer(store: backing, admins: AdminCredentials([adminName: adminSecret]), limits: limits, now: now)
         .application(host: "127.0.0.1", port: 0, logger: logger, onServerRunning: { port in continuation.yield(port) })
     // Stopped the way settlementd stops on SIGTERM: a graceful shutdown of its service group.
     let services = ServiceGroup(configuration: .init(services: [app], logger: logger))

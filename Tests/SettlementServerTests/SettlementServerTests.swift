@@ -137,18 +137,23 @@ struct SettlementServerTests {
             #expect(declared.status == 413)
             #expect(declared.code == "too-large")
 
-            // Chunked, no Content-Length: refused once the cap is passed while reading.
+            // Chunked, no Content-Length, with signing headers that pass the checks made before the body (form,
+            // window, a known key): refused once the cap is passed while reading.
             var request = HTTPClientRequest(url: server.base + "/v1/transactions")
             request.method = .POST
+            for (name, value) in RequestSigning.headers(key: .terminal(terminalID.rawValue), secret: terminalSecret, method: "POST",
+                                                        pathAndQuery: "/v1/transactions", body: [UInt8]()) {
+                request.headers.add(name: name, value: value)
+            }
             let chunk = ByteBuffer(repeating: UInt8(ascii: " "), count: 64 * 1024)
             let chunks = Array(repeating: chunk, count: 40)
             request.body = .stream(chunks.async, length: .unknown)
             let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
             #expect(response.status.code == 413)
-            // Just under the cap is read (and then refused for its signature, not its size).
+            // Just under the cap is read, and then refused for its signature, not its size.
             let under = [UInt8](repeating: UInt8(ascii: " "), count: SettlementLimits.maxBodyBytes)
-            let fits = try await server.send(.POST, "/v1/transactions", body: under, key: nil)
-            #expect(fits.status == 401)
+            let fits = try await server.send(.POST, "/v1/transactions", body: under, key: .terminal(terminalID.rawValue), tamper: true)
+            #expect(fits.status == 401 && fits.message.contains("signature does not match"), "\(fits.message)")
         }
     }
 
