@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Hummingbird
 import SettlementCore
 
@@ -95,8 +96,13 @@ struct ErrorMiddleware: RouterMiddleware {
             context.logger.error("request failed", metadata: ["http.path": "\(request.uri.path)", "error": "\(error)"])
             response = APIError(.internalServerError, code: "internal", "the server failed to handle the request: see settlementd's log").response()
         }
+        // The verified caller; for a refused request the key it claimed (parsed, so no header text reaches the log).
+        let caller = context.loggedCaller.withLockedValue { $0 }.map { "\($0)" }
+            ?? HTTPField.Name(RequestSigning.keyHeader).flatMap { request.headers[$0] }.flatMap(RequestSigning.Key.init(header:)).map { "\($0) (unverified)" }
+            ?? "-"
         context.logger.info("request", metadata: [
             "http.method": "\(request.method)", "http.path": "\(request.uri.path)", "http.status": "\(response.status.code)",
+            "caller": "\(caller)",
         ])
         return response
     }

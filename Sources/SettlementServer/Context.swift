@@ -1,5 +1,6 @@
 import CampusCard
 import Hummingbird
+import NIOConcurrencyHelpers
 import NIOCore
 import SettlementCore
 
@@ -13,6 +14,9 @@ public struct SettlementRequestContext: RequestContext {
     public var body = ByteBuffer()
     /// Whether the signing terminal is a load station (`TerminalInfo.loads`).
     public var isLoadStation = false
+    /// The verified caller, for the request's log line: the outer middleware that writes it sees only its own copy
+    /// of the context, so the signing middleware leaves the caller here too.
+    let loggedCaller = NIOLockedValueBox<RequestSigning.Key?>(nil)
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)

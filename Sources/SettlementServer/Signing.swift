@@ -199,6 +199,7 @@ struct SigningMiddleware: RouterMiddleware {
             throw APIError.unauthorized("the request's nonce was used before (a replay): sign every request with a fresh nonce")
         }
         context.caller = verified.key
+        context.loggedCaller.withLockedValue { $0 = verified.key }
         context.isLoadStation = terminalInfo?.loads == true
         context.logger[metadataKey: "caller"] = "\(verified.key)"
         return try await next(request, context)

@@ -79,5 +79,17 @@ import Testing
         #expect(try cardctl(settlement, ["terminal", "70000"]).status == 64)
         let unknown = try cardctl(settlement, ["terminal", "33"])
         #expect(unknown.status == 6 && unknown.stderr.split(separator: "\n").count == 1 && unknown.stderr.contains("no terminal 33"), "\(unknown)")
+        // Each request's log line names its caller: verified, or the key a refused one claimed.
+        let impostor = try SettlementClient(baseURL: settlement.url, key: .terminal(32), secret: Array(repeating: 7, count: 32))
+        do {
+            let _: LoadState = try await impostor.call("GET", "/v1/parameters", body: nil as Prepare?)
+            Issue.record("a wrong secret was taken")
+        } catch {
+            #expect(error.status == 401)
+        }
+        await impostor.shutdown()
+        let lines = settlement.log.split(separator: "\n")
+        #expect(lines.contains { $0.contains("http.path=/v1/admin/terminals/32") && $0.contains("caller=admin:office") }, "\(settlement.log)")
+        #expect(lines.contains { $0.contains("http.path=/v1/parameters") && $0.contains("http.status=401") && $0.contains("caller=terminal:32 (unverified)") })
     }
 }
