@@ -41,7 +41,8 @@ private func describe(_ error: DecodingError) -> String {
         let field = pathText(context.codingPath + [key])
         return "\(field) is missing: it is required (docs/settlement-api.yaml)"
     case let .valueNotFound(_, context):
-        return "\(pathText(context.codingPath)) is null: give a value or leave the field out"
+        let path = pathText(context.codingPath)
+        return path.isEmpty ? "the body is null, not a JSON object: send one (docs/settlement-api.yaml)" : "\(path) is null: give a value or leave the field out"
     case let .typeMismatch(type, context):
         let path = pathText(context.codingPath)
         let expected = type == String.self ? "a string" : (type == Bool.self ? "a boolean" : (type is any BinaryInteger.Type ? "an integer" : "a JSON object or array as documented"))

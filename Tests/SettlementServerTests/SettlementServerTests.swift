@@ -210,6 +210,13 @@ struct SettlementServerTests {
             #expect(notJSON.message.contains("not valid JSON"))
             let array = try await server.send(.POST, "/v1/transactions", body: Array("[1,2]".utf8), key: .terminal(terminalID.rawValue))
             #expect(array.status == 400)
+            // A null body, where an object is expected, is named as the body (not as a field without a name).
+            for path in ["/v1/transactions", "/v1/loads"] {
+                let null = try await server.send(.POST, path, body: Array("null".utf8), key: .terminal(terminalID.rawValue))
+                #expect(null.status == 400 && null.message.hasPrefix("the body is "), "\(path): \(null.message)")
+            }
+            let adminNull = try await server.send(.POST, "/v1/admin/accounts", body: Array("null".utf8), key: .admin(adminName))
+            #expect(adminNull.status == 400 && adminNull.message.hasPrefix("the body is "), "\(adminNull.message)")
             // Queries and paths too.
             for path in ["/v1/blacklist?after=-1", "/v1/blacklist?limit=0", "/v1/blacklist?limit=1001", "/v1/blacklist?after=1e3"] {
                 let reply = try await server.terminal(.GET, path)
