@@ -4,6 +4,25 @@ import SmartCard
 import Testing
 
 @Suite struct WaterWalletTests {
+    /// A blank card (or another system's) is `not-campus-card` at every water operation, as at the POS: the first
+    /// sector each opens (identity or water wallet) does not open with our keys.
+    @Test func aBlankCardIsNotACampusCardAtTheWaterController() throws {
+        let bench = try CardBench()
+        let terminal = Terminal(id: 9, journal: InMemoryTerminalJournal())
+        let calls: [(String, (CampusCardOperations) throws -> Void)] = [
+            ("identity", { _ = try $0.readIdentity() }),
+            ("tap", { _ = try $0.waterTap(terminal: terminal) }),
+            ("debit", { _ = try $0.waterDebit(Fen(5), terminal: terminal) }),
+            ("settle", { _ = try $0.waterSettle(terminal: terminal) }),
+            ("purse debit", { _ = try $0.debit(Fen(5), terminal: terminal) }),
+        ]
+        for (name, call) in calls {
+            let error = #expect(throws: CardOperationError.self, "\(name)") { try call(bench.operations()) }
+            #expect(error?.code == .notCampusCard, "\(name): \(String(describing: error))")
+        }
+        #expect(try terminal.journal.openIntents(cardUID: bench.uidHex).isEmpty)
+    }
+
     @Test func settleRefillDebitAndSettleAgain() throws {
         let bench = try CardBench()
         let station = Terminal(id: 3, journal: InMemoryTerminalJournal())

@@ -537,7 +537,11 @@ extension CampusCardOperations {
     /// terminal with the loader master. `uid`: the card's, when already read this session (saves an APDU).
     public func readIdentity(uid known: [UInt8]? = nil, repairing: Bool = true) throws -> Identity {
         let uid = try known ?? session.uid()
-        try authenticate(sector: 1, role: .terminal, uid: uid, version: keystore.currentVersion)
+        do {
+            try authenticate(sector: 1, role: .terminal, uid: uid, version: keystore.currentVersion)
+        } catch let error as MifareError where error.code == .authenticationFailed {
+            throw CardOperationError(.notCampusCard, "the card's identity sector does not open with this keystore's keys: not a campus card, a blank card (issue it first), issued by another system, or a key version this keystore lacks")
+        }
         let blocks = try session.read(blocks: [Identity.blocks.first, Identity.blocks.second])
         let (first, second) = (blocks[0], blocks[1])
         let version = try Identity.versions(of: first).key
