@@ -116,5 +116,16 @@ import Testing
         #expect(answer.status == 5, "\(answer)")
         #expect(try box.cardShown().contains("150.00"))
         #expect(try await office.account(account.id).balance == 15_000)
+
+        // No longer a load station: the service refuses the prepare, the box says why, the card is not written.
+        struct Terminal: Codable { var loads: Bool }
+        let denied: Terminal = try await office.client.call("POST", "/v1/admin/terminals/21/deny-loads", body: nil as Terminal?)
+        #expect(!denied.loads)
+        async let notStation = onThread { try box.daemonCommand(["pos", "load", "10.00"], timeout: 60) }
+        try await onThread { try Self.waitForArmedSale(box); try box.tap() }
+        let refusal = try await notStation
+        #expect(refusal.status == 5 && (refusal.stdout + refusal.stderr).contains("not a load station"), "\(refusal)")
+        #expect(try box.cardShown().contains("150.00"))
+        #expect(try await office.account(account.id).balance == 15_000)
     }
 }
