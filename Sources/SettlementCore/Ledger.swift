@@ -308,9 +308,11 @@ public struct LedgerDecision: Sendable, Hashable {
 ///    not booked; newer than highest + 1 → `counter-gap`, booked; inside the window unseen → booked (late upload).
 /// 6. Booked: the kind's movement; an unknown UID or a cancelled card puts `suspense` in place of the card's
 ///    account (booking `suspense`, flag `unknown-card` / `cancelled-card`). water-reset also raises `water-reset`.
-///    A purse load or subsidy comes from `cash` / `subsidy` only when its terminal is a load station
-///    (`TerminalInfo.loads`); any other terminal's is booked from `suspense` (flag `load-not-permitted`): the card
-///    carries the money, but a terminal's secret alone must not mint it.
+///    A credit — a purse load or subsidy, a water settlement, refund or reset — is booked from `cash`, `subsidy`,
+///    `water-reset` or to and from the holder's account only when its terminal is a station (`TerminalInfo.loads`:
+///    the card office's counters, load and water settlement stations, which hold the loader master); any other
+///    terminal's is booked against `suspense` instead (flag `credit-not-permitted`): the card's side moved, but a
+///    terminal's secret alone must neither mint money nor move a holder's.
 /// 7. The card's purse mirror moves only forward (a newer counterAfter). A booked water-reset starts the water
 ///    window afresh (the water record was rebuilt).
 public enum Ledger {
@@ -524,12 +526,13 @@ public enum Ledger {
         let holder = book.card.map { holderAccount($0.accountID) } ?? suspense
         let route: (from: String, to: String, side: Movement.CardSide)
         var merchantName: String?
-        /// A load or subsidy from a terminal that is not a load station: the card carries it; suspense paid it.
-        func notALoadStation() -> (from: String, to: String, side: Movement.CardSide) {
+        /// A credit from a terminal that is no station: the card's side moved; suspense stands in for the other.
+        let station = loaders.contains(record.terminalID)
+        func notAStation(_ side: Movement.CardSide) -> (from: String, to: String, side: Movement.CardSide) {
             booking = .suspense
-            flags.append("load-not-permitted")
-            flag("load-not-permitted", notALoadStationMessage(record, card: serial.map { "\($0)" } ?? book.uid))
-            return (suspense, cardAccount, .to)
+            flags.append("credit-not-permitted")
+            flag("credit-not-permitted", notAStationMessage(record, card: serial.map { "\($0)" } ?? book.uid))
+            return side == .to ? (suspense, cardAccount, .to) : (cardAccount, suspense, .from)
         }
         switch record.kind {
         case .purseDebit, .waterDebit:
@@ -541,16 +544,16 @@ public enum Ledger {
                 booking = .suspense
                 flags.append("load-unconfirmed")
                 flag("load-unconfirmed", unconfirmedLoadMessage(record, phase: phase, card: serial.map { "\($0)" } ?? book.uid))
-            } else if loaders.contains(record.terminalID) {
+            } else if station {
                 route = (cash, cardAccount, .to)
             } else {
-                route = notALoadStation()
+                route = notAStation(.to)
             }
-        case .purseSubsidy: route = loaders.contains(record.terminalID) ? (subsidy, cardAccount, .to) : notALoadStation()
-        case .waterSettle: route = (holder, cardAccount, .to)
-        case .waterRefund: route = (cardAccount, holder, .from)
+        case .purseSubsidy: route = station ? (subsidy, cardAccount, .to) : notAStation(.to)
+        case .waterSettle: route = station ? (holder, cardAccount, .to) : notAStation(.to)
+        case .waterRefund: route = station ? (cardAccount, holder, .from) : notAStation(.from)
         case .waterReset:
-            route = (waterReset, cardAccount, .to)
+            route = station ? (waterReset, cardAccount, .to) : notAStation(.to)
             flags.append("water-reset")
             flag("water-reset", "card \(book.uid)'s water wallet was reset to \(record.amount) (the balance found, \(record.balanceBefore), was unverified): reconcile it with the water controllers' uploads")
         }
@@ -586,20 +589,35 @@ public enum Ledger {
         return "card \(card)'s purse load of \(record.amount) (counter \(record.counterAfter.map { "\($0)" } ?? "none")) is online load \(reference), which is \(phase.rawValue), not confirmed with it: booked from suspense, not cash; \(next)"
     }
 
-    /// The `load-not-permitted` flag's message: a load or subsidy uploaded by a terminal that is not a load station.
-    static func notALoadStationMessage(_ record: TerminalRecord, card: String) -> String {
-        "terminal \(record.terminalID) is not a load station, yet uploaded card \(card)'s \(record.kind.rawValue) of \(record.amount) (sequence \(record.terminalSequence)): booked from suspense, not \(record.kind == .purseSubsidy ? "subsidy" : "cash"); if it is the office's counter, make it one (cardctl office terminal \(record.terminalID) --allow-loads) and clear the suspense by hand, else disable it and treat its secret as stolen"
+    /// The `credit-not-permitted` flag's message: a credit uploaded by a terminal that is no station.
+    static func notAStationMessage(_ record: TerminalRecord, card: String) -> String {
+        let instead = switch record.kind {
+        case .purseLoad: "booked from suspense, not cash"
+        case .purseSubsidy: "booked from suspense, not subsidy"
+        case .waterSettle: "booked from suspense, not the holder's account"
+        case .waterRefund: "booked to suspense, not the holder's account"
+        default: "booked from suspense"
+        }
+        return "terminal \(record.terminalID) is no station (it may not credit cards), yet uploaded card \(card)'s \(record.kind.rawValue) of \(record.amount) (sequence \(record.terminalSequence)): \(instead); if it is a station of the card office, make it one (cardctl office terminal \(record.terminalID) --allow-loads) and clear the suspense by hand, else disable it and treat its secret as stolen"
     }
 
-    /// The terminals whose role decides a booking in `records` and the books' pending records (their purse loads and
-    /// subsidies): the store looks up which are load stations before `apply`.
+    /// Whether a record of `kind` credits a card or moves a holder's money (a station's only).
+    public static func isCredit(_ kind: TransactionIntent.Kind) -> Bool {
+        switch kind {
+        case .purseLoad, .purseSubsidy, .waterSettle, .waterRefund, .waterReset: true
+        case .purseDebit, .waterDebit: false
+        }
+    }
+
+    /// The terminals whose role decides a booking in `records` and the books' pending records (their credits): the
+    /// store looks up which are stations before `apply`.
     public static func loaderCandidates(of records: some Sequence<TerminalRecord>, books: some Sequence<CardBook>) -> [TerminalID] {
         var terminals = Set<TerminalID>()
-        for record in records where (record.kind == .purseLoad || record.kind == .purseSubsidy) && record.outcome != .notDone {
+        for record in records where isCredit(record.kind) && record.outcome != .notDone {
             terminals.insert(record.terminalID)
         }
         for book in books {
-            for pending in book.purse.pending where pending.kind == .purseLoad || pending.kind == .purseSubsidy {
+            for pending in book.purse.pending + book.water.pending where isCredit(pending.kind) {
                 terminals.insert(pending.terminalID)
             }
         }

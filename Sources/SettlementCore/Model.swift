@@ -59,9 +59,11 @@ public struct TerminalInfo: Sendable, Hashable, Codable {
     /// The terminal's HMAC secret (never printed, never in logs).
     public var secret: [UInt8]
     public var enabled: Bool
-    /// A load station (the card office's counter, a top-up machine): its purse loads are booked from `cash`, its
-    /// subsidies from `subsidy`, and it may prepare online loads. Any other terminal's loads and subsidies are booked
-    /// from `suspense` and flagged: a terminal's secret alone must not mint money.
+    /// A station (the card office's counters, load and water settlement stations: the boxes with the loader master):
+    /// its credits are booked as what they are — purse loads from `cash`, subsidies from `subsidy`, water settlements
+    /// and refunds from and to the holder's account, water resets from `water-reset` — and it may prepare online
+    /// loads. Any other terminal's credits are booked against `suspense` and flagged `credit-not-permitted`: a
+    /// terminal's secret alone must neither mint money nor move a holder's.
     public var loads: Bool
 
     public init(id: TerminalID, merchant: String, secret: [UInt8], enabled: Bool = true, loads: Bool = false) {

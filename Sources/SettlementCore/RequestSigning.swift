@@ -125,14 +125,4 @@ public enum RequestSigning {
         guard abs(skew) <= window else { throw Refusal.staleTimestamp(skew: skew) }
         return Signed(key: key, timestamp: timestamp, nonce: nonce, signature: given)
     }
-
-    /// Checks a signed request's headers (not the nonce's novelty: the store remembers nonces). Returns the key and
-    /// nonce; throws `Refusal`. `secret` looks the caller's secret up (`nil`: unknown caller, refused as a bad signature).
-    public static func verify(header: (String) -> String?, method: String, pathAndQuery: String, body: some DataProtocol,
-                              now: Date, secret: (Key) async throws -> [UInt8]?) async throws -> (key: Key, nonce: String) {
-        let signed = try signed(header: header, now: now)
-        guard let secret = try await secret(signed.key) else { throw Refusal.badSignature }
-        try signed.check(secret: secret, method: method, pathAndQuery: pathAndQuery, body: body)
-        return (signed.key, signed.nonce)
-    }
 }

@@ -95,7 +95,7 @@ extension PostgresSettlementStore {
         // The online loads the purse loads name, read after the books' lock: a confirmation of one of them holds the
         // same lock, so this sees it committed or not started (none for a batch without purse loads: no query).
         let loads = try await loadPhases(Ledger.loadReferences(of: fresh, books: books.values), on: connection, logger: logger)
-        // The load stations among the terminals of its loads and subsidies (none: no query).
+        // The stations among the terminals of its credits (none: no query).
         let loaders = try await loaders(among: Ledger.loaderCandidates(of: fresh, books: books.values), on: connection, logger: logger)
 
         // 4. Decide.

@@ -206,7 +206,7 @@ enum Migrations {
         Migration(version: 3, name: "content-conflict flags by key", statements: [
             "CREATE INDEX flags_conflicts ON flags (terminal_id, seq) WHERE code = 'content-conflict'",
         ]),
-        // Terminal roles: which terminals are load stations (`TerminalInfo.loads`). None is at first, the card office's
+        // Terminal roles: which terminals are stations (`TerminalInfo.loads`). None is at first, the card office's
         // counters included: the operator names them (`cardctl office terminal ID --allow-loads`).
         Migration(version: 4, name: "terminal roles", statements: [
             "ALTER TABLE terminals ADD COLUMN loads boolean NOT NULL DEFAULT false",

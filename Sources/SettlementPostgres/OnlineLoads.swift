@@ -202,7 +202,7 @@ extension PostgresSettlementStore {
         return phases
     }
 
-    /// The load stations among `terminals` (`TerminalInfo.loads`), in one query.
+    /// The stations among `terminals` (`TerminalInfo.loads`), in one query.
     static func loaders(among terminals: [TerminalID], on connection: PostgresConnection, logger: Logger) async throws -> Set<TerminalID> {
         guard !terminals.isEmpty else { return [] }
         var loaders = Set<TerminalID>()

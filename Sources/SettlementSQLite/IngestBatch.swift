@@ -52,7 +52,7 @@ struct IngestBatch {
         // The online loads the purse loads name (none for a batch without purse loads: no query).
         let references = Ledger.loadReferences(of: fresh.lazy.map(\.record), books: books.values)
         let loads = references.isEmpty ? [:] : try SQLiteSettlementStore.loadPhases(db, references)
-        // The load stations among the terminals of its loads and subsidies (none: no query).
+        // The stations among the terminals of its credits (none: no query).
         let loaders = try SQLiteSettlementStore.loaders(db, among: Ledger.loaderCandidates(of: fresh.lazy.map(\.record), books: books.values))
         var touched = Set<String>()
         var movements: [Movement] = []

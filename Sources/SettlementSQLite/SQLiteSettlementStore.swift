@@ -125,7 +125,7 @@ public final class SQLiteSettlementStore: SettlementStore {
         return TerminalInfo(id: id, merchant: row["merchant"], secret: Array(secret), enabled: row["enabled"], loads: row["loads"])
     }
 
-    /// The load stations among `terminals` (`TerminalInfo.loads`; one query per 500).
+    /// The stations among `terminals` (`TerminalInfo.loads`; one query per 500).
     static func loaders(_ db: Database, among terminals: [TerminalID]) throws -> Set<TerminalID> {
         var loaders = Set<TerminalID>()
         for start in stride(from: 0, to: terminals.count, by: 500) {

@@ -180,7 +180,7 @@ enum Schema {
         try db.execute(sql: "CREATE INDEX flags_conflicts ON flags(terminal_id, seq) WHERE code = 'content-conflict'")
     }
 
-    /// Terminal roles: which terminals are load stations (`TerminalInfo.loads`). None is at first, the card office's
+    /// Terminal roles: which terminals are stations (`TerminalInfo.loads`). None is at first, the card office's
     /// counters included: the operator names them (`cardctl office terminal ID --allow-loads`).
     static func v4(_ db: Database) throws {
         try db.execute(sql: "ALTER TABLE terminals ADD COLUMN loads INTEGER NOT NULL DEFAULT 0")

@@ -12,7 +12,7 @@ public struct SettlementRequestContext: RequestContext {
     public var caller: RequestSigning.Key?
     /// The request body, collected under `SettlementLimits.maxBodyBytes`.
     public var body = ByteBuffer()
-    /// Whether the signing terminal is a load station (`TerminalInfo.loads`).
+    /// Whether the signing terminal is a station (`TerminalInfo.loads`).
     public var isLoadStation = false
     /// The verified caller, for the request's log line: the outer middleware that writes it sees only its own copy
     /// of the context, so the signing middleware leaves the caller here too.

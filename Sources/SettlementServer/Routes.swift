@@ -157,7 +157,7 @@ public struct SettlementServer: Sendable {
     private func prepareLoad(_ context: SettlementRequestContext) async throws -> Response {
         let terminal = try context.terminal
         guard context.isLoadStation else {
-            throw APIError.forbidden("terminal \(terminal) is not a load station: online loads are prepared only at one; the card office makes it one (cardctl office terminal \(terminal) --allow-loads)")
+            throw APIError.forbidden("terminal \(terminal) is no station: online loads are prepared only at a station; the card office makes it one (cardctl office terminal \(terminal) --allow-loads)")
         }
         let wire = try decodeBody(WireLoadPrepare.self, from: context.body)
         let reference = try Check.loadReference(wire.reference, "reference")

@@ -422,7 +422,7 @@ struct WireStatusChange: Decodable {
 struct WireTerminalRegister: Decodable {
     var id: Int64
     var merchant: String
-    /// A load station (`TerminalInfo.loads`); absent: not one.
+    /// A station (`TerminalInfo.loads`); absent: not one.
     var loads: Bool?
 
     enum CodingKeys: String, CodingKey { case id, merchant, loads }

@@ -74,7 +74,7 @@ struct OfficeCommand: AsyncParsableCommand {
         @OptionGroup var office: OfficeOptions
         @Argument(help: "The terminal's id (1-65535, its config's terminalID).") var id: Int
         @Option(help: "The merchant its sales are booked to.") var merchant: String
-        @Flag(help: "A load station (the office's counter, a top-up machine): its loads are booked as cash paid in, and it may do online loads.")
+        @Flag(help: "A station (the office's counter, a load or water settlement station: a box with the loader master): its loads, subsidies and water settlements are booked as such, and it may do online loads.")
         var loads = false
 
         struct Request: Codable { var id: Int; var merchant: String; var loads: Bool }
@@ -83,7 +83,7 @@ struct OfficeCommand: AsyncParsableCommand {
             try await reportingFailures {
                 try await office.call("POST", "/v1/admin/terminals", body: Request(id: id, merchant: merchant, loads: loads)) { (answer: TerminalShow.Answer) in
                     print(answer.secret ?? "")
-                    printError("cardctl: terminal \(answer.id) registered for \(answer.merchant)\(answer.loads ? " as a load station" : ""): its secret is printed once; store it as the box's uplink.secretFile (mode 0600)")
+                    printError("cardctl: terminal \(answer.id) registered for \(answer.merchant)\(answer.loads ? " as a station" : ""): its secret is printed once; store it as the box's uplink.secretFile (mode 0600)")
                 }
             }
         }
@@ -92,7 +92,7 @@ struct OfficeCommand: AsyncParsableCommand {
     struct TerminalShow: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "terminal",
-            abstract: "Show a terminal, or change it: --disable / --enable, --allow-loads / --deny-loads (a load station's loads are booked as cash paid in).")
+            abstract: "Show a terminal, or change it: --disable / --enable, --allow-loads / --deny-loads (a station's loads and other credits are booked as such).")
         enum Change: String, EnumerableFlag { case disable, enable, allowLoads, denyLoads }
         @OptionGroup var office: OfficeOptions
         @Argument(help: "The terminal's id (1-65535).") var id: UInt16
@@ -103,7 +103,7 @@ struct OfficeCommand: AsyncParsableCommand {
         func run() async throws {
             try await reportingFailures {
                 let show = { (answer: Answer) in
-                    print("terminal \(answer.id): \(answer.merchant), \(answer.enabled ? "enabled" : "disabled"), \(answer.loads ? "a load station" : "not a load station")")
+                    print("terminal \(answer.id): \(answer.merchant), \(answer.enabled ? "enabled" : "disabled"), \(answer.loads ? "a station" : "not a station")")
                 }
                 if let change {
                     let action = switch change {

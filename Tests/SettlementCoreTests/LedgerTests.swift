@@ -292,31 +292,56 @@ func book(status: CardStatus = .active, issued: Bool = true) -> CardBook {
         #expect(decided.movements.map(\.from) == [Ledger.suspense, "purse:1001"])
     }
 
-    @Test(arguments: [(TransactionIntent.Kind.purseLoad, "cash"), (.purseSubsidy, "subsidy")])
-    func aLoadFromATerminalThatIsNoLoadStationIsBookedFromSuspense(kind: TransactionIntent.Kind, source: String) {
-        let load = record(kind, amount: 2_000_000, before: 100, counter: 3, sequence: 9, terminal: 5)
+    /// Each credit: its station's pair, and the pair a terminal that is no station gets (suspense for the side that
+    /// is not the card's), with the text its flag must carry.
+    static let credits: [(TransactionIntent.Kind, station: [String], other: [String], says: String)] = [
+        (.purseLoad, ["cash", "purse:1001"], ["suspense", "purse:1001"], "not cash"),
+        (.purseSubsidy, ["subsidy", "purse:1001"], ["suspense", "purse:1001"], "not subsidy"),
+        (.waterSettle, ["account:7", "water:1001"], ["suspense", "water:1001"], "not the holder's account"),
+        (.waterRefund, ["water:1001", "account:7"], ["water:1001", "suspense"], "to suspense, not the holder's account"),
+        (.waterReset, ["water-reset", "water:1001"], ["suspense", "water:1001"], "from suspense"),
+    ]
+
+    @Test(arguments: LedgerTests.credits)
+    func aCreditFromATerminalThatIsNoStationIsBookedAgainstSuspense(credit: (TransactionIntent.Kind, station: [String], other: [String], says: String)) {
+        let kind = credit.0
+        let amount: Fen = kind == .waterRefund ? 50 : 2_000_000
+        let load = record(kind, amount: amount, before: 100, counter: 3, sequence: 9, terminal: 5)
         var card = book()
         let decision = Ledger.apply(load, merchant: "canteen", to: &card, loaders: [3, 4])
-        #expect(decision.booking == .suspense && decision.flags == ["load-not-permitted"])
-        #expect(decision.movements.map { [$0.from, $0.to] } == [[Ledger.suspense, "purse:1001"]])
+        let extra = kind == .waterReset ? ["water-reset"] : []
+        #expect(decision.booking == .suspense && decision.flags == ["credit-not-permitted"] + extra)
+        #expect(decision.movements.map { [$0.from, $0.to] } == [credit.other])
         let flag = decision.raised.first
-        #expect(decision.raised.count == 1 && flag?.code == "load-not-permitted" && flag?.terminalID == 5 && flag?.terminalSequence == 9)
-        #expect(flag?.message.contains("terminal 5 is not a load station") == true && flag?.message.contains("not \(source)") == true)
-        // The card carries it: the counter rules and the mirror move as for any done record.
-        #expect(card.card?.purseMirror == 2_000_100 && card.card?.purseCounter == 4)
-        // A load station's: from cash / subsidy.
+        #expect(decision.raised.map(\.code) == ["credit-not-permitted"] + extra && flag?.terminalID == 5 && flag?.terminalSequence == 9)
+        #expect(flag?.message.contains("terminal 5 is no station") == true && flag?.message.contains(credit.says) == true, "\(flag?.message ?? "")")
+        // The card's side moved: the counter rules and the mirror move as for any done record.
+        if kind == .purseLoad || kind == .purseSubsidy { #expect(card.card?.purseMirror == 2_000_100 && card.card?.purseCounter == 4) }
+        // A station's: the kind's own pair.
         var station = book()
-        #expect(Ledger.apply(load, merchant: "office", to: &station, loaders: [5]).movements.map { [$0.from, $0.to] } == [[source, "purse:1001"]])
-        // Neither a debit's terminal nor a not-done load's is asked about.
+        #expect(Ledger.apply(load, merchant: "office", to: &station, loaders: [5]).movements.map { [$0.from, $0.to] } == [credit.station])
+        // Neither a debit's terminal nor a not-done credit's is asked about.
         let others = [record(.purseDebit, amount: 5, before: 600, counter: 4, terminal: 6),
+                      record(.waterDebit, amount: 5, before: 600, counter: 4, terminal: 8),
                       record(kind, amount: 5, before: 600, counter: 4, outcome: .notDone, terminal: 7)]
         #expect(Ledger.loaderCandidates(of: [load] + others, books: []) == [5])
+    }
+
+    @Test func aTornWaterSettlementDecidedByAControllersReadIsBookedByItsStationsRole() {
+        let torn = record(.waterSettle, amount: 500, before: 100, counter: 3, outcome: .undetermined, sequence: 7, terminal: 4)
+        let read = record(.waterDebit, amount: 5, before: 600, counter: 4, terminal: 3)
+        var card = book()
+        #expect(Ledger.apply(torn, merchant: "office", to: &card, loaders: [4]).booking == .pending)
+        #expect(Ledger.loaderCandidates(of: [read], books: [card]) == [4])
+        let decision = Ledger.apply(read, merchant: "canteen", to: &card, loaders: [4])
+        #expect(decision.decided.map(\.booking) == [.booked] && decision.decided.first?.flags == [])
+        #expect(decision.movements.map { [$0.from, $0.to] } == [["account:7", "water:1001"], ["water:1001", "merchant:canteen"]])
     }
 
     @Test func aTornLoadDecidedByAnotherTerminalsReadIsBookedByItsOwnTerminalsRole() {
         let torn = record(.purseLoad, amount: 500, before: 100, counter: 3, outcome: .undetermined, sequence: 7, terminal: 4)
         let read = record(.purseDebit, amount: 5, before: 600, counter: 4, terminal: 3)
-        for (loaders, from, flags) in [([TerminalID(4)], Ledger.cash, [String]()), ([3], Ledger.suspense, ["load-not-permitted"])] {
+        for (loaders, from, flags) in [([TerminalID(4)], Ledger.cash, [String]()), ([3], Ledger.suspense, ["credit-not-permitted"])] {
             var card = book()
             #expect(Ledger.apply(torn, merchant: "office", to: &card, loaders: Set(loaders)).booking == .pending)
             #expect(Ledger.loaderCandidates(of: [read], books: [card]) == [4])
@@ -350,7 +375,7 @@ func book(status: CardStatus = .active, issued: Bool = true) -> CardBook {
     @Test func waterResetStartsTheWaterWindowAfresh() {
         var card = book()
         _ = Ledger.apply(record(.waterDebit, amount: 5, before: 500, counter: 40), merchant: "m", to: &card)
-        let reset = Ledger.apply(record(.waterReset, amount: 1000, before: 77, counter: 0, sequence: 2), merchant: "m", to: &card)
+        let reset = Ledger.apply(record(.waterReset, amount: 1000, before: 77, counter: 0, sequence: 2), merchant: "m", to: &card, loaders: [3])
         #expect(reset.booking == .booked && reset.flags == ["water-reset"])
         #expect(card.water.window.highest == 1)
         let next = Ledger.apply(record(.waterDebit, amount: 5, before: 1000, counter: 1, sequence: 3), merchant: "m", to: &card)

@@ -14,9 +14,12 @@ import Testing
 
     func verify(_ headers: [String: String], method: String = "POST", path: String = "/v1/terminals/12/records", body: Data? = nil,
                 now: Date? = nil) async throws -> (key: RequestSigning.Key, nonce: String) {
-        try await RequestSigning.verify(header: { headers[$0] }, method: method, pathAndQuery: path, body: body ?? self.body, now: now ?? self.now) { key in
-            key == .terminal(12) ? secret : nil
-        }
+        // As settlementd does: the headers first, then the caller's secret (terminal 12 is the only one known), then
+        // the signature over the body.
+        let request = try RequestSigning.signed(header: { headers[$0] }, now: now ?? self.now)
+        guard request.key == .terminal(12) else { throw RequestSigning.Refusal.badSignature }
+        try request.check(secret: secret, method: method, pathAndQuery: path, body: body ?? self.body)
+        return (request.key, request.nonce)
     }
 
     @Test func aSignedRequestVerifies() async throws {

@@ -137,19 +137,28 @@ import Testing
                 record(.purseSubsidy, 200, before: 1_005_000, counter: 11, sequence: 2),
             ], from: f.terminal, at: t0)
             #expect(acks.map(\.booking) == [.suspense, .suspense])
-            #expect(acks.map(\.flags) == [["load-not-permitted"], ["load-not-permitted"]])
-            #expect(try await store.flagCodes() == ["load-not-permitted", "load-not-permitted"])
+            #expect(acks.map(\.flags) == [["credit-not-permitted"], ["credit-not-permitted"]])
+            #expect(try await store.flagCodes() == ["credit-not-permitted", "credit-not-permitted"])
             var balances = try await f.balances()
             #expect(balances["purse:1001"] == 1_000_200 && balances[Ledger.suspense] == -1_000_200)
             #expect(balances[Ledger.cash] == -10_000 && balances[Ledger.subsidy, default: 0] == 0)
             #expect(try await store.card(serial: 1001)?.purseMirror == 1_005_200)
+            // Its water refund and water settlement move no holder's money: suspense takes the other side.
+            let water = try await store.ingest([
+                record(.waterRefund, 300_000, before: 300_000, counter: 20, sequence: 5),
+                record(.waterSettle, 50_000, before: 0, counter: 21, sequence: 6),
+            ], from: f.terminal, at: t0)
+            #expect(water.map(\.booking) == [.suspense, .suspense] && water.map(\.flags) == [["credit-not-permitted"], ["credit-not-permitted"]])
+            #expect(try await store.account(f.account.id)?.balance == 10_000)
+            balances = try await f.balances()
+            #expect(balances["water:1001"] == -250_000 && balances[Ledger.suspense] == -1_000_200 + 300_000 - 50_000)
             // A station's torn load, decided by the POS's next read, is booked by the station's role: from cash.
             let torn = try await store.ingest([record(.purseLoad, 500, before: 1_005_200, counter: 12, outcome: .undetermined, sequence: 1, terminal: f.office)],
                                               from: f.office, at: t0)
             #expect(torn.map(\.booking) == [.pending])
             _ = try await store.ingest([record(.purseDebit, 100, before: 1_005_700, counter: 13, sequence: 3)], from: f.terminal, at: t0)
             balances = try await f.balances()
-            #expect(balances[Ledger.cash] == -10_500 && balances[Ledger.suspense] == -1_000_200)
+            #expect(balances[Ledger.cash] == -10_500 && balances[Ledger.suspense] == -1_000_200 + 250_000)
             // Made a load station (putTerminal keeps the role): its next load is cash paid in.
             var pos = try #require(try await store.terminal(f.terminal))
             pos.loads = true

@@ -21,7 +21,7 @@ import Testing
         defer { settlement.cleanUp(); office.close() }
         // Registered as a load station from the command line: the secret is stdout's one line.
         let added = try cardctl(settlement, ["terminal-add", "31", "--merchant", "office", "--loads"])
-        #expect(added.status == 0 && added.stderr.contains("as a load station"), "\(added)")
+        #expect(added.status == 0 && added.stderr.contains("as a station"), "\(added)")
         let secretHex = added.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(secretHex.count == 64)
         let account = try await office.openAccount("Wang Fang", balance: 20_000)
@@ -64,16 +64,16 @@ import Testing
         let office = try Office(settlement)
         defer { settlement.cleanUp(); office.close() }
         let added = try cardctl(settlement, ["terminal-add", "32", "--merchant", "canteen-3"])
-        #expect(added.status == 0 && !added.stderr.contains("load station"), "\(added)")
+        #expect(added.status == 0 && !added.stderr.contains("station"), "\(added)")
         let shown = try cardctl(settlement, ["terminal", "32"])
-        #expect(shown.status == 0 && shown.stdout == "terminal 32: canteen-3, enabled, not a load station\n", "\(shown)")
+        #expect(shown.status == 0 && shown.stdout == "terminal 32: canteen-3, enabled, not a station\n", "\(shown)")
         let allowed = try cardctl(settlement, ["terminal", "32", "--allow-loads"])
-        #expect(allowed.status == 0 && allowed.stdout.contains("enabled, a load station"), "\(allowed)")
+        #expect(allowed.status == 0 && allowed.stdout.contains("enabled, a station"), "\(allowed)")
         let json = try cardctl(settlement, ["terminal", "32", "--json"])
         let answer = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
         #expect(answer?["loads"] as? Bool == true && answer?["secret"] == nil, "\(json)")
-        #expect(try cardctl(settlement, ["terminal", "32", "--deny-loads"]).stdout.contains("not a load station"))
-        #expect(try cardctl(settlement, ["terminal", "32", "--disable"]).stdout.contains("disabled, not a load station"))
+        #expect(try cardctl(settlement, ["terminal", "32", "--deny-loads"]).stdout.contains("not a station"))
+        #expect(try cardctl(settlement, ["terminal", "32", "--disable"]).stdout.contains("disabled, not a station"))
         // Two changes at once, an id out of range, an unknown terminal.
         #expect(try cardctl(settlement, ["terminal", "32", "--enable", "--allow-loads"]).status == 64)
         #expect(try cardctl(settlement, ["terminal", "70000"]).status == 64)

@@ -124,7 +124,7 @@ import Testing
         async let notStation = onThread { try box.daemonCommand(["pos", "load", "10.00"], timeout: 60) }
         try await onThread { try Self.waitForArmedSale(box); try box.tap() }
         let refusal = try await notStation
-        #expect(refusal.status == 5 && (refusal.stdout + refusal.stderr).contains("not a load station"), "\(refusal)")
+        #expect(refusal.status == 5 && (refusal.stdout + refusal.stderr).contains("no station"), "\(refusal)")
         #expect(try box.cardShown().contains("150.00"))
         #expect(try await office.account(account.id).balance == 15_000)
     }
