@@ -15,7 +15,7 @@ public struct SettlementServer: Sendable {
     public let now: @Sendable () -> Date
     public let limits: ServerLimits
     /// The bytes of the request bodies held now (`ServerLimits.bodyBudget`) and the connections open.
-    let bodies: SharedCount
+    let bodies: BodyBudget
     let connections: SharedCount
     let refusingConnections = NIOLockedValueBox(false)
 
@@ -25,7 +25,7 @@ public struct SettlementServer: Sendable {
         self.admins = admins
         self.now = now
         self.limits = limits
-        bodies = SharedCount(limit: limits.bodyBudget)
+        bodies = BodyBudget(limit: limits.bodyBudget, perCaller: limits.bodyBudgetPerCaller)
         connections = SharedCount(limit: limits.maxConnections)
     }
 
@@ -39,7 +39,7 @@ public struct SettlementServer: Sendable {
         let router = Router(context: SettlementRequestContext.self)
         router.add(middleware: ErrorMiddleware())
         router.add(middleware: MethodMiddleware(routes: table.routes.map { ($0.method, $0.path.description) }))
-        router.add(middleware: SigningMiddleware(store: store, admins: admins, bodies: bodies, now: now))
+        router.add(middleware: SigningMiddleware(store: store, admins: admins, bodies: bodies, bodyDeadline: limits.bodyDeadline, now: now))
         addRoutes(to: router)
         return router
     }

@@ -2,8 +2,10 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// What one settlementd holds for its callers at once. An unsigned caller costs at most a connection until the idle
-/// timeout, and a request body counts against the shared budget from before it is read until its answer.
+/// What one settlementd holds for its callers at once. A caller that cannot sign costs at most a connection until the
+/// idle timeout (its requests are refused before their bodies are read); a signed-looking request's body counts
+/// against the budget from before it is read until its answer, and must arrive within `bodyDeadline`.
+/// A buffering reverse proxy in front (nginx's default `proxy_request_buffering on`) keeps slow clients off it.
 public struct ServerLimits: Sendable {
     /// Connections served at once; one more is closed at once (logged once until the count falls under the cap).
     public var maxConnections: Int
@@ -13,12 +15,19 @@ public struct ServerLimits: Sendable {
     /// Request body bytes held at once, summed over every request from its declared length (the largest body when it
     /// declares none) until it is answered; a request over the budget gets 503 `busy` before its body is read.
     public var bodyBudget: Int
+    /// The share of the budget one caller (one key) may hold: a caller alone cannot take the whole budget.
+    public var bodyBudgetPerCaller: Int
+    /// A body not read whole this long after its head is a 408, and its share of the budget is given back.
+    public var bodyDeadline: Duration
 
     public init(maxConnections: Int = 4096, idleTimeout: TimeAmount = .seconds(75),
-                bodyBudget: Int = 32 * SettlementLimits.maxBodyBytes) {
+                bodyBudget: Int = 32 * SettlementLimits.maxBodyBytes, bodyBudgetPerCaller: Int = 2 * SettlementLimits.maxBodyBytes,
+                bodyDeadline: Duration = .seconds(30)) {
         self.maxConnections = maxConnections
         self.idleTimeout = idleTimeout
         self.bodyBudget = bodyBudget
+        self.bodyBudgetPerCaller = bodyBudgetPerCaller
+        self.bodyDeadline = bodyDeadline
     }
 }
 
@@ -41,6 +50,37 @@ final class SharedCount: Sendable {
     func give(_ amount: Int) { value.withLockedValue { $0 -= amount } }
 
     var current: Int { value.withLockedValue { $0 } }
+}
+
+/// The request body bytes held, in all and per caller (`ServerLimits.bodyBudget`, `bodyBudgetPerCaller`).
+final class BodyBudget: Sendable {
+    private let held = NIOLockedValueBox((total: 0, byCaller: [String: Int]()))
+    let limit: Int
+    let perCaller: Int
+
+    init(limit: Int, perCaller: Int) {
+        self.limit = limit
+        self.perCaller = perCaller
+    }
+
+    /// Takes `amount` for `caller` when both the total and the caller's share stay within their limits.
+    func take(_ amount: Int, for caller: String) -> Bool {
+        held.withLockedValue { held in
+            let callers = held.byCaller[caller, default: 0]
+            guard held.total + amount <= limit, callers + amount <= perCaller else { return false }
+            held.total += amount
+            held.byCaller[caller] = callers + amount
+            return true
+        }
+    }
+
+    func give(_ amount: Int, for caller: String) {
+        held.withLockedValue { held in
+            held.total -= amount
+            let left = held.byCaller[caller, default: 0] - amount
+            held.byCaller[caller] = left > 0 ? left : nil
+        }
+    }
 }
 
 /// Counts the connections of one server: a connection over the cap is closed before a byte of it is read.

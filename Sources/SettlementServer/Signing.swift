@@ -113,7 +113,8 @@ struct SigningMiddleware: RouterMiddleware {
 
     let store: any SettlementStore
     let admins: AdminCredentials
-    let bodies: SharedCount
+    let bodies: BodyBudget
+    let bodyDeadline: Duration
     let now: @Sendable () -> Date
 
     /// The endpoints nobody signs.
@@ -129,7 +130,6 @@ struct SigningMiddleware: RouterMiddleware {
     }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        var request = request
         var context = context
         // The cap comes first: a declared length over it is refused before a byte of the body is read.
         let declared = request.headers[.contentLength].flatMap { Int($0) }
@@ -138,6 +138,11 @@ struct SigningMiddleware: RouterMiddleware {
         }
         let path = request.uri.path
         let unsigned = Self.isUnsigned(method: request.method, path: path)
+        // Only POSTs carry a body here: another method's is refused before a byte of it is read.
+        let hasBody = (declared ?? 0) > 0 || request.headers[.transferEncoding] != nil
+        if request.method != .post, hasBody {
+            throw APIError.badRequest("\(request.method.rawValue) takes no body: send the request without one")
+        }
 
         // The headers before the body: a request that cannot be valid (no or malformed signing headers, a stale
         // timestamp, an unknown key) is refused without reading its body.
@@ -162,19 +167,52 @@ struct SigningMiddleware: RouterMiddleware {
             }
         }
 
-        // The body, inside the budget every request's body shares, held until the answer.
-        let reserved = min(declared ?? SettlementLimits.maxBodyBytes, SettlementLimits.maxBodyBytes)
-        guard bodies.take(reserved) else {
-            throw APIError(.serviceUnavailable, code: "busy",
-                           "settlementd holds \(bodies.limit / (1024 * 1024)) MiB of request bodies already (its budget): retry in a few seconds")
-        }
-        defer { bodies.give(reserved) }
-        do {
-            context.body = try await request.collectBody(upTo: SettlementLimits.maxBodyBytes)
-        } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
-            throw APIError.tooLarge(limit: SettlementLimits.maxBodyBytes)
-        }
         guard let signed else { return try await next(request, context) }
+        if hasBody {
+            // The body, inside the budget the requests' bodies share and the caller's share of it, held until the
+            // answer; it must arrive within the deadline.
+            let caller = "\(signed.request.key)"
+            let reserved = min(declared ?? SettlementLimits.maxBodyBytes, SettlementLimits.maxBodyBytes)
+            guard bodies.take(reserved, for: caller) else {
+                throw APIError(.serviceUnavailable, code: "busy",
+                               "settlementd holds as many request bodies as it takes at once (from \(caller) or from all callers): retry in a few seconds")
+            }
+            defer { bodies.give(reserved, for: caller) }
+            context.body = try await Self.collect(request, within: bodyDeadline)
+            return try await checked(request, context: context, signed: signed, terminalInfo: terminalInfo, next: next)
+        }
+        return try await checked(request, context: context, signed: signed, terminalInfo: terminalInfo, next: next)
+    }
+
+    /// The body whole, under the cap, within `deadline` (a 408 past it).
+    static func collect(_ request: Request, within deadline: Duration) async throws -> ByteBuffer {
+        try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask {
+                var request = request
+                do {
+                    return try await request.collectBody(upTo: SettlementLimits.maxBodyBytes)
+                } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
+                    throw APIError.tooLarge(limit: SettlementLimits.maxBodyBytes)
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: deadline)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let body = try await group.next() ?? nil else {
+                throw APIError(.requestTimeout, code: "timeout",
+                               "the request's body did not arrive whole within \(deadline.components.seconds) s: send it at once, as the terminals do")
+            }
+            return body
+        }
+    }
+
+    /// The signature over the body, the caller's kind, the nonce; then the route.
+    private func checked(_ request: Request, context: Context, signed: (request: RequestSigning.Signed, secret: [UInt8]),
+                         terminalInfo: TerminalInfo?, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var context = context
+        let path = request.uri.path
         do {
             try signed.request.check(secret: signed.secret, method: request.method.rawValue, pathAndQuery: request.head.path ?? path,
                                      body: context.body.readableBytesView)

@@ -152,4 +152,48 @@ final class RawConnection: @unchecked Sendable {
             #expect(served.status == 201, "\(served.status) \(served.message)")
         }
     }
+
+    @Test func oneCallerTakesOnlyItsShareOfTheBudget() async throws {
+        try await withServer(limits: ServerLimits(bodyBudgetPerCaller: SettlementLimits.maxBodyBytes + 10)) { server in
+            let big = Array(repeating: UInt8(ascii: " "), count: SettlementLimits.maxBodyBytes)
+            let holder = try RawConnection(port: server.port)
+            holder.send(signedHead("POST", "/v1/admin/accounts", body: big))
+            var busy = try await server.admin(.POST, "/v1/admin/accounts", json: ["name": "Wei", "initialBalance": 100])
+            for _ in 0..<100 where busy.status != 503 {
+                try await Task.sleep(for: .milliseconds(100))
+                busy = try await server.admin(.POST, "/v1/admin/accounts", json: ["name": "Wei", "initialBalance": 100])
+            }
+            #expect(busy.status == 503 && busy.message.contains("admin:office"), "\(busy.status) \(busy.message)")
+            // Another caller is served meanwhile.
+            let upload = try await server.terminal(.POST, "/v1/transactions", json: ["records": [record(sequence: 1)]])
+            #expect(upload.status == 200, "\(upload.status) \(upload.message)")
+            withExtendedLifetime(holder) {}
+        }
+    }
+
+    @Test func aBodyThatDoesNotArriveInTimeIsRefusedAndItsShareGivenBack() async throws {
+        try await withServer(limits: ServerLimits(bodyBudgetPerCaller: SettlementLimits.maxBodyBytes + 10, bodyDeadline: .seconds(1))) { server in
+            let big = Array(repeating: UInt8(ascii: " "), count: SettlementLimits.maxBodyBytes)
+            let slow = try RawConnection(port: server.port)
+            slow.send(signedHead("POST", "/v1/admin/accounts", body: big))
+            slow.send("   ")
+            let answer = try await slow.read(for: 30) { $0.contains("\r\n\r\n") }
+            #expect(answer.text.hasPrefix("HTTP/1.1 408"), "\(answer.text.prefix(300))")
+            // Its share is free again: the same caller is served.
+            let served = try await server.admin(.POST, "/v1/admin/accounts", json: ["name": "Wei", "initialBalance": 100])
+            #expect(served.status == 201, "\(served.status) \(served.message)")
+        }
+    }
+
+    @Test func aBodyOnAGetIsRefusedBeforeItIsRead() async throws {
+        try await withServer { server in
+            for head in ["GET /v1/time HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n",
+                         signedHead("GET", "/v1/admin/reports/flags", body: Array(repeating: 32, count: 2_097_152))] {
+                let connection = try RawConnection(port: server.port)
+                connection.send(head)
+                let answer = try await connection.read(for: 10) { $0.contains("\r\n\r\n") }
+                #expect(answer.text.hasPrefix("HTTP/1.1 400"), "\(answer.text.prefix(300))")
+            }
+        }
+    }
 }
