@@ -306,7 +306,9 @@ public struct LedgerDecision: Sendable, Hashable {
 ///    record's booking); the confirmation first → the link, and the record books nothing.
 /// 5. Counter continuity in the wallet's window: repeat → `counter-repeat`, stale → `counter-stale`, both flagged and
 ///    not booked; newer than highest + 1 → `counter-gap`, booked; inside the window unseen → booked (late upload).
-/// 6. Booked: the kind's movement; an unknown UID or a cancelled card puts `suspense` in place of the card's
+/// 6. A purse record whose counterBefore is the newest booked counter must start from the balance booked there (the
+///    card's mirror); one that does not is booked as uploaded and flagged `balance-mismatch` (an altered card, a forged
+///    record). Booked: the kind's movement; an unknown UID or a cancelled card puts `suspense` in place of the card's
 ///    account (booking `suspense`, flag `unknown-card` / `cancelled-card`). water-reset also raises `water-reset`.
 ///    A credit — a purse load or subsidy, a water settlement, refund or reset — is booked from `cash`, `subsidy`,
 ///    `water-reset` or to and from the holder's account only when its terminal is a station (`TerminalInfo.loads`:
@@ -508,6 +510,11 @@ public enum Ledger {
             }
         case .lateUnseen:
             break
+        }
+        // 6a. The purse's balance continuity: the record next to the newest booked one starts from its balance.
+        if wallet == .purse, let card = book.card, card.purseCounter == record.counterBefore, card.purseMirror != record.balanceBefore {
+            flags.append("balance-mismatch")
+            flag("balance-mismatch", "card \(card.serial)'s purse showed \(record.balanceBefore) at counter \(record.counterBefore), where the service last booked \(card.purseMirror): the card was altered or the record is forged (booked as uploaded); read the card at the office and freeze it if it was altered (cardctl office card freeze \(card.serial)), and check terminal \(record.terminalID)")
         }
         // 6. The movement; suspense stands in for the card's account when the card is unknown or cancelled.
         var booking = RecordAck.Booking.booked

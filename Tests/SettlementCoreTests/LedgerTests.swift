@@ -327,6 +327,25 @@ func book(status: CardStatus = .active, issued: Bool = true) -> CardBook {
         #expect(Ledger.loaderCandidates(of: [load] + others, books: []) == [5])
     }
 
+    @Test func aPurseRecordThatDoesNotStartFromTheBookedBalanceIsFlagged() {
+        var card = book()
+        _ = Ledger.apply(record(.purseDebit, amount: 100, before: 5000, counter: 10, sequence: 1), merchant: "m", to: &card)
+        #expect(card.card?.purseMirror == 4900 && card.card?.purseCounter == 11)
+        // The next counter from the booked balance: nothing to say.
+        let next = Ledger.apply(record(.purseDebit, amount: 100, before: 4900, counter: 11, sequence: 2), merchant: "m", to: &card)
+        #expect(next.booking == .booked && next.flags.isEmpty)
+        // The next counter from a balance the service never booked (a raised card, a forged record): booked, flagged.
+        let raised = Ledger.apply(record(.purseDebit, amount: 800_000, before: 900_000, counter: 12, sequence: 3), merchant: "m", to: &card)
+        #expect(raised.booking == .booked && raised.flags == ["balance-mismatch"])
+        #expect(raised.raised.map(\.code) == ["balance-mismatch"] && raised.raised.first?.message.contains("showed ¥9000.00 at counter 12, where the service last booked ¥48.00") == true,
+                "\(raised.raised.first?.message ?? "")")
+        // A late record (an older counter) or one after a gap cannot be checked against the mirror: no flag.
+        let late = Ledger.apply(record(.purseDebit, amount: 1, before: 77, counter: 9, sequence: 4), merchant: "m", to: &card)
+        #expect(!late.flags.contains("balance-mismatch"))
+        let afterGap = Ledger.apply(record(.purseDebit, amount: 1, before: 77, counter: 40, sequence: 5), merchant: "m", to: &card)
+        #expect(afterGap.flags == ["counter-gap"])
+    }
+
     @Test func aTornWaterSettlementDecidedByAControllersReadIsBookedByItsStationsRole() {
         let torn = record(.waterSettle, amount: 500, before: 100, counter: 3, outcome: .undetermined, sequence: 7, terminal: 4)
         let read = record(.waterDebit, amount: 5, before: 600, counter: 4, terminal: 3)

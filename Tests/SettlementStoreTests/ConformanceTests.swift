@@ -171,6 +171,18 @@ import Testing
     }
 
     @Test(arguments: Backends.all)
+    func aDebitFromABalanceTheServiceNeverBookedIsFlagged(backend: Backend) async throws {
+        try await withStore(backend) { store, f in
+            _ = try await store.ingest([record(.purseDebit, 300, before: 5000, counter: 10, sequence: 1)], from: f.terminal, at: t0)
+            // A POS claims the card held 9,000.00 at the next counter.
+            let acks = try await store.ingest([record(.purseDebit, 800_000, before: 900_000, counter: 11, sequence: 2)], from: f.terminal, at: t0)
+            #expect(acks.map(\.booking) == [.booked] && acks.map(\.flags) == [["balance-mismatch"]])
+            let flags = try await store.flags(limit: 10)
+            #expect(flags.map(\.code) == ["balance-mismatch"] && flags.first?.cardSerial == 1001 && flags.first?.terminalID == f.terminal)
+        }
+    }
+
+    @Test(arguments: Backends.all)
     func figuresThatDoNotAgreeAreFlaggedAndNotBooked(backend: Backend) async throws {
         try await withStore(backend) { store, f in
             var wrong = record(.purseDebit, 300, before: 5000, counter: 10, sequence: 1)
