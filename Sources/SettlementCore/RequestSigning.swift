@@ -25,7 +25,9 @@ public enum RequestSigning {
         case admin(String)
 
         public init?(header: String) {
-            if header.hasPrefix("terminal:"), let id = UInt16(header.dropFirst(9)), id > 0 {
+            // One spelling per key: digits only, no sign, no leading zero (`terminal:02` is not `terminal:2`).
+            let digits = header.dropFirst(9)
+            if header.hasPrefix("terminal:"), digits.allSatisfy({ ("0"..."9").contains($0) }), digits.first != "0", let id = UInt16(digits), id > 0 {
                 self = .terminal(id)
             } else if header.hasPrefix("admin:") {
                 let name = header.dropFirst(6)

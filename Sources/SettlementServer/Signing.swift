@@ -193,6 +193,11 @@ struct SigningMiddleware: RouterMiddleware {
                     return try await request.collectBody(upTo: SettlementLimits.maxBodyBytes)
                 } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
                     throw APIError.tooLarge(limit: SettlementLimits.maxBodyBytes)
+                } catch is CancellationError {
+                    throw CancellationError()
+                } catch {
+                    // The client went away mid-body: its fault, not the server's (logged as a 400, not a 500).
+                    throw APIError.badRequest("the request ended before its body was whole: send it again")
                 }
             }
             group.addTask {

@@ -115,5 +115,9 @@ import Testing
         #expect(RequestSigning.Key(header: "admin:ops-1") == .admin("ops-1"))
         #expect(RequestSigning.Key(header: "terminal:65535") == .terminal(65_535))
         #expect(RequestSigning.Key(header: "admin:ops-1")?.description == "admin:ops-1")
+        // One spelling per key.
+        for other in ["terminal:02", "terminal:+2", "terminal: 2", "terminal:2 ", "terminal:0", "terminal:65536", "terminal:", "admin:", "Terminal:2"] {
+            #expect(RequestSigning.Key(header: other) == nil, "\(other)")
+        }
     }
 }
