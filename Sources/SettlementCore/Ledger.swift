@@ -646,6 +646,12 @@ public enum Ledger {
         return references.sorted()
     }
 
+    /// Why a load is not prepared at a card counter another load (prepared, confirmed or disputed) holds: a second one
+    /// there would be confirmed against the counter the first booked, and the holder charged twice.
+    public static func anotherLoadAtCounter(cardSerial: UInt32, counter: UInt16) -> String {
+        "card \(cardSerial) has another load at counter \(counter) (prepared, confirmed or disputed): a card counter carries one load; finish or reverse that one, read the card again, then prepare (nothing was held)"
+    }
+
     /// The `load-mismatch` flag of a confirmation whose card balance disagrees with the prepared load.
     public static func loadMismatchFlag(_ load: LoadState, accountID: Int64, balanceAfter: Fen, counterAfter: UInt16) -> RaisedFlag {
         let record = OnlineLoadReference.record(named: load.reference)

@@ -42,6 +42,14 @@ extension PostgresSettlementStore {
                 "SELECT balance FROM accounts WHERE id = \(card.accountID) FOR UPDATE", logger: self.logger)
             var balance: Int64 = 0
             for try await value in accounts.decode(Int64.self) { balance = value }
+            // After the account's lock: a concurrent prepare for the same card waits there, then sees this one.
+            let others = try await connection.query("""
+                SELECT reference FROM loads
+                WHERE card_serial = \(Int64(cardSerial)) AND counter_before = \(Int64(counterBefore)) AND phase <> 'reversed' LIMIT 1
+                """, logger: self.logger)
+            for try await _ in others.decode(String.self) {
+                throw SettlementError(.conflict, Ledger.anotherLoadAtCounter(cardSerial: cardSerial, counter: counterBefore))
+            }
             guard balance >= Int64(amount.rawValue) else {
                 throw SettlementError(.conflict, "account \(card.accountID) holds \(Fen(Int(balance))), less than the load of \(amount): top the account up first")
             }

@@ -349,6 +349,10 @@ public final class SQLiteSettlementStore: SettlementStore {
             }
             guard card.status == .active else { throw SettlementError(.conflict, "card \(cardSerial) is \(card.status.rawValue): no load; send the holder to the card office") }
             let balance = try Int64.fetchOne(db, sql: "SELECT balance FROM accounts WHERE id = ?", arguments: [card.accountID]) ?? 0
+            guard try Bool.fetchOne(db, sql: "SELECT 1 FROM loads WHERE card_serial = ? AND counter_before = ? AND phase <> 'reversed'",
+                                    arguments: [Int64(cardSerial), Int64(counterBefore)]) == nil else {
+                throw SettlementError(.conflict, Ledger.anotherLoadAtCounter(cardSerial: cardSerial, counter: counterBefore))
+            }
             guard Int(balance) >= amount.rawValue else {
                 throw SettlementError(.conflict, "account \(card.accountID) holds \(Fen(Int(balance))), less than the load of \(amount): top the account up first")
             }

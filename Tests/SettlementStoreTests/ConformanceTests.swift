@@ -708,6 +708,30 @@ import Testing
         }
     }
 
+    /// Two loads at one card counter: the second would be confirmed from its record against the counter the first
+    /// booked, the hold sent to cash, the holder charged twice (an attacker's walk-through). One counter, one load.
+    @Test(arguments: Backends.all)
+    func aCardCounterCarriesOneLoad(backend: Backend) async throws {
+        try await withStore(backend) { store, f in
+            _ = try await store.prepareLoad(reference: "T4-a", terminal: f.office, cardSerial: 1001, amount: 1000, balanceBefore: 100,
+                                            counterBefore: 4, at: t0)
+            for phase in ["prepared", "confirmed"] {
+                try await expectRefused(.conflict, by: store) {
+                    _ = try await store.prepareLoad(reference: "T4-b", terminal: f.office, cardSerial: 1001, amount: 1000, balanceBefore: 100,
+                                                    counterBefore: 4, at: t0)
+                }
+                if phase == "prepared" { _ = try await store.confirmLoad(reference: "T4-a", balanceAfter: 1100, counterAfter: 5, at: t0) }
+            }
+            #expect(try await store.account(f.account.id)?.balance == 9000)
+            // A reversed load leaves its counter free.
+            _ = try await store.prepareLoad(reference: "T4-c", terminal: f.office, cardSerial: 1001, amount: 500, balanceBefore: 1100,
+                                            counterBefore: 5, at: t0)
+            _ = try await store.reverseLoad(reference: "T4-c", at: t0)
+            #expect(try await store.prepareLoad(reference: "T4-d", terminal: f.office, cardSerial: 1001, amount: 500, balanceBefore: 1100,
+                                                counterBefore: 5, at: t0).phase == .prepared)
+        }
+    }
+
     @Test(arguments: Backends.all)
     func aRecordOfAConfirmedOnlineLoadBooksNothing(backend: Backend) async throws {
         try await withStore(backend) { store, f in

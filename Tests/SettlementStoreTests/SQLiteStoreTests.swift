@@ -134,7 +134,11 @@ import Testing
         _ = try await store.issueCard(serial: 1001, uid: "A1B2C3D4", accountID: account.id, at: t0)
         let holder = "account:\(account.id)"
         _ = try await store.prepareLoad(reference: "L-1", terminal: 4, cardSerial: 1001, amount: 2000, balanceBefore: 5000, counterBefore: 10, at: t0)
-        _ = try await store.prepareLoad(reference: "L-2", terminal: 4, cardSerial: 1001, amount: 500, balanceBefore: 5000, counterBefore: 10, at: t0)
+        // A second load at the same card counter is refused while the first stands (a counter carries one load).
+        await #expect(throws: SettlementError.self) {
+            _ = try await store.prepareLoad(reference: "L-2", terminal: 4, cardSerial: 1001, amount: 500, balanceBefore: 5000, counterBefore: 10, at: t0)
+        }
+        _ = try await store.prepareLoad(reference: "L-2", terminal: 4, cardSerial: 1001, amount: 500, balanceBefore: 7000, counterBefore: 11, at: t0)
         // Held: out of the holder's account, not yet on the card nor in cash.
         #expect(try sqliteLedgerBalances(path) == ["cash": -10_000, holder: 7500, "pending-load": 2500])
         _ = try await store.confirmLoad(reference: "L-1", balanceAfter: 7000, counterAfter: 11, at: t0)
