@@ -152,6 +152,13 @@ public final class ChaosProxy: @unchecked Sendable {
     /// Stops the proxy; returns its "cuts request=N response=M connections=K" line.
     public func stop() -> String {
         guard process.isRunning else { return "" }
+        // The report first (SIGUSR1), while it still serves: a proxy busy closing its connections after SIGTERM may
+        // miss the grace period below and be killed before it prints.
+        Glibc.kill(process.processIdentifier, SIGUSR1)
+        let reported = Date().addingTimeInterval(5)
+        while Date() < reported, !((try? String(contentsOfFile: reportPath, encoding: .utf8)) ?? "").contains("cuts ") {
+            Thread.sleep(forTimeInterval: 0.02)
+        }
         process.terminate()
         let deadline = Date().addingTimeInterval(5)
         while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
@@ -159,7 +166,7 @@ public final class ChaosProxy: @unchecked Sendable {
         process.waitUntilExit()
         let text = (try? String(contentsOfFile: reportPath, encoding: .utf8)) ?? ""
         try? FileManager.default.removeItem(atPath: reportPath)
-        return text.split(separator: "\n").last.map(String.init) ?? ""
+        return text.split(separator: "\n").last { $0.hasPrefix("cuts ") }.map(String.init) ?? ""
     }
 
     deinit { if process.isRunning { process.terminate(); process.waitUntilExit() } }

@@ -44,7 +44,7 @@ import Testing
         for card in 0..<Self.cards {
             _ = try await office.issueCard(serial: UInt32(30_000_000 + card), uid: String(format: "%08X", 0x5000_0000 + card), account: account.id)
         }
-        let proxy = try ChaosProxy(target: settlement.port, cutRequest: 0.05, cutResponse: 0.05, seed: 20_261_130)
+        let proxy = try ChaosProxy(target: settlement.port, cutRequest: 0.15, cutResponse: 0.15, seed: 20_261_130)
         let box = try DaemonHarness.online(url: proxy.url, secret: secret, extra: ["batchSize": 200])
         defer { box.cleanUp() }
         do {
@@ -92,5 +92,8 @@ import Testing
         #expect(!flags.contains { $0.code == "counter-repeat" || $0.code == "content-conflict" }, "\(flags.prefix(5))")
         #expect(restarts == Self.restarts)
         #expect(restartsWhileQueued > 0, "the upload finished before the first restart: the test proved nothing about restarts")
+        // The proxy did cut requests and responses (its report: "cuts request=N response=M connections=K").
+        let counts = cuts.split(separator: " ").compactMap { part -> Int? in part.split(separator: "=").last.flatMap { Int($0) } }
+        #expect(counts.count == 3 && counts[0] > 0 && counts[1] > 0, "the proxy cut nothing: \(cuts)")
     }
 }
