@@ -96,7 +96,9 @@ let package = Package(
         // The GPIO character device's uAPI v2 structs and ioctl numbers (<linux/gpio.h>): only CardDaemon imports it.
         .target(name: "CGPIO"),
         // cardd's pure core: mode state machines, offline policy, config, valve and flow meter backends.
-        .target(name: "CardDaemon", dependencies: ["CampusCard", "CGPIO"], swiftSettings: strictSwift),
+        .target(name: "CardDaemon", dependencies: ["CampusCard", "CGPIO", "StrictJSON"], swiftSettings: strictSwift),
+        // What JSONDecoder lets through and our bodies and files must not carry (a key twice, `1e3` for a count).
+        .target(name: "StrictJSON", swiftSettings: strictSwift),
         // The terminal's durable store (SQLite through GRDB): journal, upload queue, blacklist.
         .target(
             name: "TerminalStore",
@@ -259,7 +261,7 @@ let package = Package(
         .target(
             name: "SettlementServer",
             dependencies: [
-                "SettlementCore", "CampusCard",
+                "SettlementCore", "CampusCard", "StrictJSON",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -283,7 +285,7 @@ let package = Package(
         .testTarget(
             name: "SettlementServerTests",
             dependencies: [
-                "SettlementServer", "SettlementClient", "SettlementCore", "SettlementSQLite", "CampusCard", "TestSupport",
+                "SettlementServer", "SettlementClient", "SettlementCore", "SettlementSQLite", "CampusCard", "TestSupport", "StrictJSON",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

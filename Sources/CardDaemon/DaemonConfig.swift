@@ -1,5 +1,6 @@
 import CampusCard
 import Foundation
+import StrictJSON
 
 /// A configuration that cannot be used: which key, and one line (what, why, what to do).
 public struct ConfigError: Error, Hashable, Sendable, CustomStringConvertible {
@@ -140,6 +141,9 @@ public struct DaemonConfig: Hashable, Sendable {
         let root: JSONValue
         do { root = try JSONDecoder().decode(JSONValue.self, from: data) } catch {
             throw ConfigError(.malformed, key: nil, "\(source) is not valid JSON (\(jsonProblem(in: data))): fix it against systemd/cardd.example.json")
+        }
+        if let problem = StrictJSON.problem(in: data, wholeNumbersOnly: false) {
+            throw ConfigError(.malformed, key: nil, "\(source): \(problem) (docs/cardd-config.md)")
         }
         guard case .object(let object) = root else {
             throw ConfigError(.malformed, key: nil, "\(source) must hold one JSON object {…}: see systemd/cardd.example.json")

@@ -2,6 +2,7 @@ import CampusCard
 import Foundation
 import NIOCore
 import SettlementCore
+import StrictJSON
 
 // The JSON the API speaks (docs/settlement-api.yaml): money in integer fen, times in Unix seconds. Requests are
 // decoded into loose wire values, then every field is checked here, by hand, with a one-line message naming it.
@@ -11,6 +12,10 @@ func decodeBody<T: Decodable>(_ type: T.Type, from body: ByteBuffer, emptyIs emp
     if body.readableBytes == 0 {
         if let empty { return empty }
         throw APIError.badRequest("the request has no body: send a JSON object (docs/settlement-api.yaml)")
+    }
+    // Before the decoder: it takes a key given twice (one of them) and `1e3` for a count without a word.
+    if let problem = StrictJSON.problem(in: body.readableBytesView, wholeNumbersOnly: true) {
+        throw APIError.badRequest(problem)
     }
     do {
         return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))

@@ -75,6 +75,10 @@ import Testing
         let broken = error("{\"terminalID\": 7,\n  \"mode\": pos\n}")
         #expect(broken?.code == .malformed && broken?.message.contains("line 2, column 11") == true, "\(broken?.message ?? "")")
         #expect(broken?.message.contains("DecodingError") == false)
+        // A key twice is refused, whichever spelling: decoders disagree on which one wins.
+        let twice = error(#"{"terminalID": 7, "mode": "pos", "offline": {"maxDebit": "1.00", "m\u0061xDebit": "900.00"}}"#)
+        #expect(twice?.code == .malformed && twice?.message.contains("offline.maxDebit is given twice") == true, "\(twice?.message ?? "")")
+        #expect(error(#"{"terminalID": 7, "mode": "pos", "mode": "water"}"#)?.message.contains("mode is given twice") == true)
     }
 
     @Test func amountsAreYuanStringsNeverNumbers() {

@@ -235,6 +235,42 @@ struct SettlementServerTests {
         }
     }
 
+    @Test("a body that readers could read differently (a key twice, 1e3 for a count) or nested past reason is a 400 naming where; nothing written")
+    func ambiguousBodies() async throws {
+        try await withServer { server in
+            let clean = try JSONSerialization.data(withJSONObject: ["records": [record(sequence: 100)]], options: .sortedKeys)
+            let text = String(decoding: clean, as: UTF8.self)
+            #expect(text.contains(#""amount":250,"#))
+            func amount(_ spelled: String) -> String { text.replacingOccurrences(of: #""amount":250,"#, with: spelled) }
+            let cases: [(String, String)] = [
+                ("records[0].amount is given twice", amount(#""amount":250,"amount":99999,"#)),
+                ("records[0].amount is given twice", amount(#""amount":250,"\u0061mount":99999,"#)),
+                ("records is given twice", text.replacingOccurrences(of: #"{"records":"#, with: #"{"records":[],"records":"#)),
+                ("records[0].amount is 2.5e2", amount(#""amount":2.5e2,"#)),
+                ("records[0].amount is 250.0", amount(#""amount":250.0,"#)),
+                ("records[0].amount is 25E1", amount(#""amount":25E1,"#)),
+                ("deeper than", #"{"records":"# + String(repeating: "[", count: 200_000) + String(repeating: "]", count: 200_000) + "}"),
+            ]
+            for (expected, body) in cases {
+                let reply = try await server.send(.POST, "/v1/transactions", body: Array(body.utf8), key: .terminal(terminalID.rawValue))
+                #expect(reply.status == 400 && reply.code == "bad-request" && reply.message.contains(expected),
+                        "\(expected): \(reply.status) \(reply.message)")
+                #expect(!reply.message.contains("\n"))
+            }
+            let account = try await server.send(.POST, "/v1/admin/accounts", body: Array(#"{"name":"Wei","initialBalance":100,"initialBalance":900000}"#.utf8),
+                                                 key: .admin(adminName))
+            #expect(account.status == 400 && account.message.contains("initialBalance is given twice"), "\(account.message)")
+            let load = try await server.send(.POST, "/v1/loads", body: Array(#"{"reference":"load-0001","cardSerial":7,"amount":1e4,"balanceBefore":0,"counterBefore":1}"#.utf8),
+                                              key: .terminal(terminalID.rawValue))
+            #expect(load.status == 400 && load.message.contains("amount is 1e4"), "\(load.message)")
+            // Nothing of it was stored: the record is new, and no account was opened.
+            let upload = try await server.send(.POST, "/v1/transactions", body: Array(clean), key: .terminal(terminalID.rawValue))
+            #expect((upload.json["acks"] as? [[String: Any]])?.first?["status"] as? String == "accepted", "\(upload.message)")
+            let none = try await server.admin(.GET, "/v1/admin/accounts/1")
+            #expect(none.status == 404, "\(none.status) \(none.message)")
+        }
+    }
+
     @Test("admin: open an account, issue a card, report it lost (a blacklist row with a new version), found (a remove row)")
     func adminFlows() async throws {
         try await withServer { server in
