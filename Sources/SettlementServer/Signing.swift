@@ -24,7 +24,10 @@ public struct AdminCredentials: Sendable {
                   let secret = Hex.bytes(parts[1]), secret.count >= 16 else {
                 throw SettlementError(.badRequest, "admin key file line \(index + 1) is not NAME:HEX (NAME of [A-Za-z0-9_-], HEX at least 32 hex digits): fix the line")
             }
-            secrets[parts[0]] = secret
+            // A name twice would leave one of two secrets working, unseen: the file must say which keys sign.
+            guard secrets.updateValue(secret, forKey: parts[0]) == nil else {
+                throw SettlementError(.badRequest, "admin key file line \(index + 1) names \(parts[0]) again: give each key one line")
+            }
         }
         guard !secrets.isEmpty else {
             throw SettlementError(.badRequest, "the admin key file holds no NAME:HEX line: add one (e.g. office:$(openssl rand -hex 32))")

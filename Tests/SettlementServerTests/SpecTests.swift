@@ -84,6 +84,11 @@ struct SpecTests {
         try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path)
         let credentials = try AdminCredentials(contentsOf: path)
         #expect(credentials.secrets["office"] == Array(repeating: 0xab, count: 32))
+        let twice = "office:\(secretHex)\naudit:\(secretHex)\noffice:\(String(repeating: "cd", count: 32))"
+        #expect(throws: SettlementError.self) { try AdminCredentials(parsing: twice) }
+        do { _ = try AdminCredentials(parsing: twice) } catch let error as SettlementError {
+            #expect(error.message == "admin key file line 3 names office again: give each key one line", "\(error.message)")
+        }
         for bad in ["office", "office:abc", "of fice:\(secretHex)", "office:\(String(repeating: "zz", count: 32))", "# nothing"] {
             #expect(throws: SettlementError.self, "\(bad)") { try AdminCredentials(parsing: bad) }
             do { _ = try AdminCredentials(parsing: bad) } catch let error as SettlementError {
