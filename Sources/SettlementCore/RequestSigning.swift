@@ -123,8 +123,12 @@ public enum RequestSigning {
         }
         let given = try required(signatureHeader)
         guard given.hasPrefix("v1="), given.count == 67 else { throw Refusal.malformed("signature") }
-        let skew = timestamp - Int64(now.timeIntervalSince1970)
-        guard abs(skew) <= window else { throw Refusal.staleTimestamp(skew: skew) }
+        // Near Int64's ends the difference overflows (a trap that took the whole service down, unsigned): such a
+        // timestamp is as stale as any other outside the window.
+        let (skew, overflow) = timestamp.subtractingReportingOverflow(Int64(now.timeIntervalSince1970))
+        guard !overflow, (-window...window).contains(skew) else {
+            throw Refusal.staleTimestamp(skew: overflow ? (timestamp < 0 ? .min : .max) : skew)
+        }
         return Signed(key: key, timestamp: timestamp, nonce: nonce, signature: given)
     }
 }

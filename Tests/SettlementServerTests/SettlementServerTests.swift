@@ -64,6 +64,14 @@ struct SettlementServerTests {
             // accepted it (the window's own edges are RequestSigningTests').
             cases.append(("stale timestamp", try await server.send(.POST, "/v1/transactions", body: body, key: me, now: Date().addingTimeInterval(-400))))
             cases.append(("future timestamp", try await server.send(.POST, "/v1/transactions", body: body, key: me, now: Date().addingTimeInterval(400))))
+            // Timestamps at Int64's ends: the skew must not overflow (the trap took the whole service down, unsigned).
+            for stamp in ["-9223372036854775808", "-9223372036854775000", "9223372036854775807", "99999999999999"] {
+                let headers = [(RequestSigning.keyHeader, "admin:nobody"), (RequestSigning.timestampHeader, stamp),
+                               (RequestSigning.nonceHeader, "abcdefghijklmnop"), (RequestSigning.signatureHeader, "v1=" + String(repeating: "0", count: 64))]
+                cases.append(("timestamp \(stamp)", try await server.send(.GET, "/v1/parameters", key: nil, extraHeaders: headers)))
+                cases.append(("terminal, timestamp \(stamp)", try await server.send(.POST, "/v1/transactions", body: body, key: nil,
+                                                                                    extraHeaders: headers.map { $0.0 == RequestSigning.keyHeader ? ($0.0, me.description) : $0 })))
+            }
             cases.append(("malformed nonce", try await server.send(.POST, "/v1/transactions", body: body, key: me, nonce: "short")))
             cases.append(("unknown admin", try await server.send(.GET, "/v1/admin/reports/flags", key: .admin("nobody"), secret: adminSecret)))
             // A replay: the same signed request twice; the first is refused for its content (400), the second for its nonce.
