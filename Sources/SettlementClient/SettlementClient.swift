@@ -104,6 +104,10 @@ public final class SettlementClient: Sendable {
     /// The service's clock.
     public func time() async throws(SettlementClientError) -> Date {
         let answer: TimeAnswer = try await call("GET", "/v1/time", body: nil as Empty?)
+        // The answer is unsigned: a time no service has (before 2020, after 2100) is refused, not used in arithmetic.
+        guard (1_577_836_800...4_102_444_800).contains(answer.unixTime) else {
+            throw SettlementClientError(.badAnswer, "the service's time is \(answer.unixTime), not a time of this century: check the service's clock and that the uplink URL is the settlement service")
+        }
         return Date(timeIntervalSince1970: TimeInterval(answer.unixTime))
     }
 
