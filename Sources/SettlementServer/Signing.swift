@@ -49,8 +49,8 @@ public struct AdminCredentials: Sendable {
         guard status.st_mode & S_IFMT == S_IFREG else {
             throw SettlementError(.badRequest, "the admin key file \(path) is not a regular file")
         }
-        guard status.st_mode & 0o007 == 0 else {
-            throw SettlementError(.badRequest, "the admin key file \(path) is readable by other users (mode \(String(status.st_mode & 0o777, radix: 8))): chmod 600 it")
+        guard status.st_mode & 0o077 == 0 else {
+            throw SettlementError(.badRequest, "the admin key file \(path) is open to its group or other users (mode \(String(status.st_mode & 0o777, radix: 8))): chmod 600 it")
         }
         var data = Data()
         var buffer = [UInt8](repeating: 0, count: 4096)

@@ -28,7 +28,7 @@ struct Settlementd: AsyncParsableCommand {
     @Option(help: "With --postgres: seconds one database request may take, waiting for a connection included, before it fails (503; at start: exit 69).")
     var requestTimeout = 30
     @Option(help: "HOST:PORT to listen on (port 0: any free port; the chosen one is printed).") var listen = "127.0.0.1:8780"
-    @Option(help: "The admin clients' secrets, one NAME:HEX line each; must not be readable by other users.") var adminKeyFile: String
+    @Option(help: "The admin clients' secrets, one NAME:HEX line each; must be open to its owner only (0600).") var adminKeyFile: String
     @Option(help: "Connections served at once; more are closed at once (keep it under the process's open-file limit).")
     var maxConnections = ServerLimits().maxConnections
     @Option(help: "Seconds before a connection with nothing in flight is closed (over 60: clients keep idle connections 60 s).")

@@ -81,6 +81,9 @@ struct SpecTests {
             #expect(error.message.contains("chmod 600"))
             #expect(!error.message.contains(secretHex))
         }
+        // Its group may not read it either (a group that can read admin secrets can sign as the office).
+        try FileManager.default.setAttributes([.posixPermissions: 0o640], ofItemAtPath: path)
+        #expect(throws: SettlementError.self) { try AdminCredentials(contentsOf: path) }
         try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path)
         let credentials = try AdminCredentials(contentsOf: path)
         #expect(credentials.secrets["office"] == Array(repeating: 0xab, count: 32))
