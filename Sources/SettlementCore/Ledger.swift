@@ -145,6 +145,11 @@ public struct WalletBook: Sendable, Hashable, Codable {
     public static let readsKept = 8
     /// How many online-load links are kept.
     public static let linksKept = 16
+    /// How many undetermined records a wallet holds waiting for a read to decide them. A card has one at a time in
+    /// practice (a tear, then its next tap decides it); every record of a batch walks the list, and a terminal
+    /// uploading thousands stalled the whole service (an attacker's walk-through), so one past this is listed
+    /// `undetermined-over-limit` for an operator instead.
+    public static let pendingKept = 64
 
     public var window: CounterWindow
     /// The latest reads, oldest first (at most `readsKept`).
@@ -295,7 +300,8 @@ public struct LedgerDecision: Sendable, Hashable {
 ///    with counterAfter r.counterBefore + 1); counterBefore == r.counterBefore with r's balanceBefore → r was not done;
 ///    a counter past r.counterBefore + 1 deciding neither → `undetermined-unresolved` (once; a late upload may still
 ///    decide r).
-/// 2. not-done → `nothing`. undetermined → decided at once by the reads already seen, else `pending`.
+/// 2. not-done → `nothing`. undetermined → decided at once by the reads already seen, else `pending` (past
+///    `WalletBook.pendingKept` waiting on the wallet: `undetermined-over-limit`, flagged, for an operator).
 /// 3. done: figures must agree (debit: before − amount == after; load: before + amount == after; water-reset: after ==
 ///    amount), else `amount-mismatch`, flagged, not booked.
 /// 4. A purse-load whose counterAfter a confirmed online load already booked (same amount) → `nothing` (linked).
@@ -392,6 +398,12 @@ public enum Ledger {
                 } else {
                     decision.booking = .nothing
                 }
+            } else if book[wallet].pending.count >= WalletBook.pendingKept {
+                decision.booking = .flagged
+                decision.flags = ["undetermined-over-limit"]
+                decision.raised.append(RaisedFlag(code: "undetermined-over-limit", terminalID: record.terminalID, terminalSequence: record.terminalSequence,
+                                                  cardSerial: book.card?.serial,
+                                                  message: "an undetermined \(record.kind.rawValue) at card counter \(record.counterBefore) arrived while the card already has \(WalletBook.pendingKept) waiting: not booked, not decided by later reads; read the card's log at the office and check the terminal (a sound one leaves one at a time)"))
             } else {
                 var pending = pending
                 if passed(pending, reads: book[wallet].reads) {

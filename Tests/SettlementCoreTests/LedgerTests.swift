@@ -222,6 +222,28 @@ func book(status: CardStatus = .active, issued: Bool = true) -> CardBook {
         #expect(late.booking == .pending && late.movements.isEmpty && other.purse.pending.count == 1)
     }
 
+    @Test func undeterminedRecordsPastTheWalletsLimitAreListedForAnOperator() {
+        // A terminal that uploads torn debits with balances no read will continue (an attacker's walk-through uploaded
+        // 67,000: each record walked them all, and the book's coding kept 65,535).
+        var card = book()
+        for index in 0..<WalletBook.pendingKept {
+            let torn = record(.purseDebit, amount: 1, before: Fen(2000 + index), counter: 5, outcome: .undetermined, sequence: UInt32(index + 1))
+            #expect(Ledger.apply(torn, merchant: "m", to: &card).booking == .pending)
+        }
+        let over = record(.purseDebit, amount: 1, before: 1000, counter: 5, outcome: .undetermined, sequence: 999)
+        let decision = Ledger.apply(over, merchant: "m", to: &card)
+        #expect(decision.booking == .flagged && decision.flags == ["undetermined-over-limit"] && decision.movements.isEmpty)
+        #expect(decision.raised.map(\.code) == ["undetermined-over-limit"] && decision.raised.first?.terminalSequence == 999)
+        #expect(card.purse.pending.count == WalletBook.pendingKept)
+        // The ones held are still decided by the card's reads.
+        let next = Ledger.apply(record(.purseDebit, amount: 1, before: 1999 + 7, counter: 6, sequence: 1000), merchant: "m", to: &card)
+        #expect(next.decided.map(\.terminalSequence) == [8])
+        #expect(card.purse.pending.count == WalletBook.pendingKept - 1)
+        // A record decided at once by the reads already seen is not held, so the limit does not refuse it.
+        let decidable = record(.purseDebit, amount: 1, before: 1999 + 7, counter: 6, outcome: .undetermined, sequence: 1001)
+        #expect(Ledger.apply(decidable, merchant: "m", to: &card).booking == .nothing)
+    }
+
     @Test func undeterminedLeftUnresolvedIsFlaggedOnceAndStaysPending() {
         let torn = record(.purseDebit, amount: 300, before: 1000, counter: 7, outcome: .undetermined, sequence: 1)
         var card = book()
