@@ -142,8 +142,10 @@ public struct DaemonConfig: Hashable, Sendable {
         do { root = try JSONDecoder().decode(JSONValue.self, from: data) } catch {
             throw ConfigError(.malformed, key: nil, "\(source) is not valid JSON (\(jsonProblem(in: data))): fix it against systemd/cardd.example.json")
         }
-        if let problem = StrictJSON.problem(in: data, wholeNumbersOnly: false) {
-            throw ConfigError(.malformed, key: nil, "\(source): \(problem) (docs/cardd-config.md)")
+        switch StrictJSON.check(data, wholeNumbersOnly: false) {
+        case .clean: break
+        case let .problem(problem): throw ConfigError(.malformed, key: nil, "\(source): \(problem) (docs/cardd-config.md)")
+        case .notJSON: throw ConfigError(.malformed, key: nil, "\(source) is not UTF-8 JSON (a byte-order mark, or UTF-16): save it as UTF-8 without a byte-order mark")
         }
         guard case .object(let object) = root else {
             throw ConfigError(.malformed, key: nil, "\(source) must hold one JSON object {…}: see systemd/cardd.example.json")

@@ -13,9 +13,11 @@ func decodeBody<T: Decodable>(_ type: T.Type, from body: ByteBuffer, emptyIs emp
         if let empty { return empty }
         throw APIError.badRequest("the request has no body: send a JSON object (docs/settlement-api.yaml)")
     }
-    // Before the decoder: it takes a key given twice (one of them) and `1e3` for a count without a word.
-    if let problem = StrictJSON.problem(in: body.readableBytesView, wholeNumbersOnly: true) {
-        throw APIError.badRequest(problem)
+    // Before the decoder: it takes a key given twice (one of them), `1e3` for a count and UTF-16 without a word.
+    switch StrictJSON.check(body.readableBytesView, wholeNumbersOnly: true) {
+    case .clean: break
+    case let .problem(problem): throw APIError.badRequest(problem)
+    case .notJSON: throw APIError.badRequest("the body is not valid JSON in UTF-8 (without a byte-order mark): send a JSON object (docs/settlement-api.yaml)")
     }
     do {
         return try JSONDecoder().decode(T.self, from: Data(body.readableBytesView))

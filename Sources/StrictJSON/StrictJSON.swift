@@ -5,26 +5,35 @@
 ///   is a count (fen, seconds, ids), and a decoder that reads `1e3` as 1000 reads a spelling no terminal sends;
 /// - nesting deeper than `maximumDepth`.
 ///
-/// It looks for these only: text that is not JSON is left to the decoder that follows, which says what is wrong.
+/// Text it cannot read as UTF-8 JSON — a byte-order mark, UTF-16 or UTF-32 (which `JSONDecoder` reads), or text
+/// that is not JSON at all — is `notJSON`: a check the decoder could be walked around is no check.
 public enum StrictJSON {
     /// Objects and arrays inside one another, at most (the API's deepest body has 3, a cardd configuration 2).
     public static let maximumDepth = 32
 
-    /// The first problem in `bytes`, as one line naming where it is; `nil` when none was found.
-    public static func problem(in bytes: some Collection<UInt8>, wholeNumbersOnly: Bool) -> String? {
-        let bytes = Array(bytes)
-        var scanner = Scanner(bytes: bytes, wholeNumbersOnly: wholeNumbersOnly)
+    public enum Finding: Sendable, Equatable {
+        /// None of the above.
+        case clean
+        /// One line naming where: `records[0].amount is given twice: give each field once`.
+        case problem(String)
+        /// Not UTF-8 JSON without a byte-order mark.
+        case notJSON
+    }
+
+    /// What `bytes` hold of the above; the first problem found.
+    public static func check(_ bytes: some Collection<UInt8>, wholeNumbersOnly: Bool) -> Finding {
+        var scanner = Scanner(bytes: Array(bytes), wholeNumbersOnly: wholeNumbersOnly)
         do {
-            try scanner.value(depth: 0)
-            return nil
+            try scanner.document()
+            return .clean
         } catch let stop {
-            if case let .problem(text) = stop { return text }
-            return nil
+            if case let .problem(text) = stop { return .problem(text) }
+            return .notJSON
         }
     }
 
     enum Stop: Error {
-        /// Not JSON: the decoder after this says so, better than we would.
+        /// Not JSON, or not UTF-8.
         case malformed
         case problem(String)
     }
@@ -57,6 +66,13 @@ public enum StrictJSON {
             return text.isEmpty ? "the top level" : text
         }
 
+        /// One value and nothing after it but white space.
+        mutating func document() throws(Stop) {
+            try value(depth: 0)
+            skipSpace()
+            guard index == bytes.count else { throw .malformed }
+        }
+
         mutating func value(depth: Int) throws(Stop) {
             skipSpace()
             guard index < bytes.count else { throw .malformed }
@@ -76,8 +92,11 @@ public enum StrictJSON {
             case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
                 try number()
             default:
-                // true, false, null: their letters; anything else is the decoder's to refuse.
-                while index < bytes.count, (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(bytes[index]) { index += 1 }
+                for literal in Self.literals where bytes[index...].starts(with: literal) {
+                    index += literal.count
+                    return
+                }
+                throw .malformed
             }
         }
 
@@ -186,6 +205,7 @@ public enum StrictJSON {
             }
         }
 
+        private static let literals = [Array("true".utf8), Array("false".utf8), Array("null".utf8)]
         private static let numberBytes = Set(Array("0123456789-+.eE".utf8))
 
         private mutating func take(_ byte: UInt8) -> Bool {

@@ -79,6 +79,10 @@ import Testing
         let twice = error(#"{"terminalID": 7, "mode": "pos", "offline": {"maxDebit": "1.00", "m\u0061xDebit": "900.00"}}"#)
         #expect(twice?.code == .malformed && twice?.message.contains("offline.maxDebit is given twice") == true, "\(twice?.message ?? "")")
         #expect(error(#"{"terminalID": 7, "mode": "pos", "mode": "water"}"#)?.message.contains("mode is given twice") == true)
+        // A byte-order mark (a Windows editor's) would hide the same from the check: refused, saying how to save it.
+        let bom = Data([0xEF, 0xBB, 0xBF] + Array(#"{"terminalID": 7, "mode": "pos", "mode": "water"}"#.utf8))
+        #expect(throws: ConfigError.self) { try DaemonConfig.parse(bom) }
+        do { _ = try DaemonConfig.parse(bom) } catch { #expect(error.message.contains("without a byte-order mark"), "\(error.message)") }
     }
 
     @Test func amountsAreYuanStringsNeverNumbers() {

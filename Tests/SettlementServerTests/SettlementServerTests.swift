@@ -265,6 +265,16 @@ struct SettlementServerTests {
                         "\(expected): \(reply.status) \(reply.message)")
                 #expect(!reply.message.contains("\n"))
             }
+            // Encodings JSONDecoder reads and the check would not: refused as not JSON.
+            let twice = #"{"name":"Wei","initialBalance":100,"initialBalance":900000}"#
+            for (name, bytes) in [("a byte-order mark", [0xEF, 0xBB, 0xBF] + Array(twice.utf8)),
+                                  ("UTF-16", Array(twice.utf16).flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }),
+                                  ("a byte-order mark on an upload", [0xEF, 0xBB, 0xBF] + Array(amount(#""amount":250,"amount":99999,"#).utf8))] {
+                let path = name.contains("upload") ? "/v1/transactions" : "/v1/admin/accounts"
+                let key: RequestSigning.Key = name.contains("upload") ? .terminal(terminalID.rawValue) : .admin(adminName)
+                let reply = try await server.send(.POST, path, body: bytes, key: key)
+                #expect(reply.status == 400 && reply.message.contains("not valid JSON in UTF-8"), "\(name): \(reply.status) \(reply.message)")
+            }
             let account = try await server.send(.POST, "/v1/admin/accounts", body: Array(#"{"name":"Wei","initialBalance":100,"initialBalance":900000}"#.utf8),
                                                  key: .admin(adminName))
             #expect(account.status == 400 && account.message.contains("initialBalance is given twice"), "\(account.message)")
