@@ -29,6 +29,8 @@ struct Dump: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingFailures {
+            // Before the card is read: a destination refused after the tap would waste it.
+            if let out { try DumpFile.checkDestination(out) }
             let connection = try await CardConnection.open(reader)
             let (keysA, keysB) = (keys.candidatesA, keys.keysB)
             let sectors = try await connection.session { session, reselect in
@@ -125,8 +127,30 @@ enum DumpFile {
         return Array(try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]))
     }
 
+    /// A dump holds the card's keys: it goes to a new file or replaces a plain one, never through a symlink, a device
+    /// or a pipe (`--out /dev/stdout` had replaced the machine's /dev/stdout with a file of keys) nor to the screen.
+    static func checkDestination(_ path: String) throws {
+        if path == "-" {
+            throw CLIError(.badInput, "a dump holds the card's keys, so it is never written to the screen: give --out a file path")
+        }
+        var status = stat()
+        guard lstat(path, &status) == 0 else { return }  // a new file
+        let kind: String? = switch status.st_mode & S_IFMT {
+        case S_IFREG: nil
+        case S_IFLNK: "a symbolic link"
+        case S_IFDIR: "a directory"
+        case S_IFCHR, S_IFBLK: "a device"
+        case S_IFIFO: "a pipe"
+        default: "not a plain file"
+        }
+        if let kind {
+            throw CLIError(.badInput, "\(path) is \(kind): a dump holds the card's keys and is written to a plain file only; choose another --out")
+        }
+    }
+
     /// Writes atomically (temp file + rename), mode 0600: a dump holds the card's keys.
     static func write(_ bytes: [UInt8], to path: String) throws {
+        try checkDestination(path)
         let url = URL(fileURLWithPath: path)
         let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
         guard FileManager.default.createFile(atPath: temporary.path, contents: Data(bytes), attributes: [.posixPermissions: 0o600]) else {

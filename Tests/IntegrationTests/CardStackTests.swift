@@ -48,6 +48,17 @@ import TestSupport
         let partial = try cardctl(["dump", "--out", out, "--key", SampleCards.sector1KeyA.hexForTests])
         #expect(partial.status == 0)
         #expect(FileManager.default.contents(atPath: out) != FileManager.default.contents(atPath: SampleCards.sample1KPath))
+        // Never through a symlink, a device or to the screen: refused (exit 6), and what is there is left alone.
+        let link = NSTemporaryDirectory() + "dump-link-\(UUID().uuidString).mfd"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: out)
+        defer { try? FileManager.default.removeItem(atPath: link) }
+        for (destination, said) in [(link, "is a symbolic link"), ("/dev/null", "is a device"), ("-", "never written to the screen")] {
+            let refused = try cardctl(["dump", "--out", destination] + keyArguments)
+            #expect(refused.status == 6 && refused.stderr.contains(said), "\(destination): \(refused.status) \(refused.stderr)")
+        }
+        var status = stat()
+        #expect(lstat(link, &status) == 0 && status.st_mode & S_IFMT == S_IFLNK)
+        #expect(!FileManager.default.fileExists(atPath: "-"))
     }
 
     @Test func pcscScanIdentifiesMifareClassic1K() throws {
