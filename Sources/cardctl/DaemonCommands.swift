@@ -176,8 +176,10 @@ struct PosCommand: ParsableCommand {
             try client.send(ChargeRequest(command: command, amount: amount, saleID: saleID, timeoutSeconds: timeout))
             var final: [String: Any]?
             var ended: [String: Any]?
-            while let data = try client.readLine(timeout: .seconds(Int64(timeout ?? 3600) + 60)) {
+            var armed: String?
+            while let data = try readUnlessGone(client, armed: armed, isLoad: isLoad, timeout: timeout) {
                 let line = decodeLine(data)
+                if line["event"] as? String == "sale-armed" { armed = line["saleID"] as? String ?? saleID ?? "?" }
                 if let error = daemonError(line) { throw error }
                 if socket.json { printNow(String(decoding: data, as: UTF8.self)) }
                 if line["event"] as? String == "pin-required" && !socket.json {
@@ -187,7 +189,8 @@ struct PosCommand: ParsableCommand {
                 if let event = line["event"] as? String, event.hasPrefix("sale-") || event == "request-rejected" { ended = line }
             }
             guard let final, let result = final["result"] as? String else {
-                throw CLIError(.failed, "cardd closed the connection before the \(isLoad ? "load" : "sale") ended: see `cardctl daemon status`")
+                if let armed { throw goneDuring(armed, isLoad: isLoad) }
+                throw CLIError(.failed, "cardd closed the connection before the \(isLoad ? "load" : "sale") was taken (\(isLoad ? "nothing was loaded" : "nothing was debited")): see `cardctl daemon status`")
             }
             let line = ended ?? [:]
             let nothing = isLoad ? "nothing was loaded" : "nothing was debited"
@@ -206,6 +209,22 @@ struct PosCommand: ParsableCommand {
                 throw CLIError(.badInput, "the \(isLoad ? "load" : "sale") was not taken (\(reason["code"] ?? result)): \(line["message"] ?? "")")
             }
         }
+    }
+
+    /// The daemon's next line; once the sale is armed, a connection that breaks is the sale's end unheard.
+    static func readUnlessGone(_ client: ControlSocketClient, armed: String?, isLoad: Bool, timeout: Int?) throws -> Data? {
+        do {
+            return try client.readLine(timeout: .seconds(Int64(timeout ?? 3600) + 60))
+        } catch {
+            if let armed { throw goneDuring(armed, isLoad: isLoad) }
+            throw error
+        }
+    }
+
+    /// An armed sale whose daemon went away (killed, restarted, the box lost power): a debit may have run, so its
+    /// outcome is undetermined here, and the daemon's journal tells it once it is back.
+    static func goneDuring(_ saleID: String, isLoad: Bool) -> CLIError {
+        CLIError(.undetermined, "undetermined: cardd went away during \(isLoad ? "load" : "sale") \(saleID), and the card may have been \(isLoad ? "loaded" : "debited"); when it is back, `cardctl journal list` on its store tells: do not \(isLoad ? "load" : "charge") again before checking")
     }
 
     struct ChargeRequest: Encodable {

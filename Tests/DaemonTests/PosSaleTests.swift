@@ -101,6 +101,22 @@ import TestSupport
         #expect(box.stop() == 0)
     }
 
+    /// cardd killed while a sale is armed: the till hears "undetermined" (exit 7), never "failed" (exit 1), which a
+    /// till reads as not paid and charges again (a technician's walk-through killed cardd mid-debit: exit 1, and the
+    /// card had been debited).
+    @Test func aDaemonGoneDuringAnArmedSaleIsUndeterminedToTheTill() throws {
+        let box = try DaemonHarness()
+        defer { box.cleanUp() }
+        try box.start()
+        let events = try EventWatcher(box)
+        defer { events.close() }
+        try box.takeCard()
+        let charge = try box.charge("2.00", sale: "gone", watcher: events)
+        box.kill9()
+        let result = try charge.value()
+        #expect(result.status == 7 && result.stderr.contains("undetermined: cardd went away during sale gone"), "\(result.status) \(result.stderr)")
+    }
+
     /// A second sale while one is open is rejected (with another id, or the same one); the open sale is untouched and
     /// its client still gets its result.
     @Test func aSecondArmIsRejected() throws {
