@@ -16,6 +16,9 @@ public protocol SettlementStore: Sendable {
     /// registrations at once cannot both be told a secret).
     func addTerminal(_ terminal: TerminalInfo) async throws
     func terminal(_ id: TerminalID) async throws -> TerminalInfo?
+    /// Sets a terminal's state and role (`nil`: unchanged) in one statement, and answers the terminal as it then is
+    /// (`nil`: no such terminal). Two changes at once cannot undo each other, as a read and a whole-row write could.
+    func changeTerminal(_ id: TerminalID, enabled: Bool?, loads: Bool?) async throws -> TerminalInfo?
     /// Records a request nonce; `false` when it was already seen inside the replay window (a replay).
     func rememberNonce(terminal: TerminalID, nonce: String, at date: Date) async throws -> Bool
 

@@ -172,6 +172,19 @@ public final class PostgresSettlementStore: SettlementStore, Service {
         guard saved else { throw SettlementError(.conflict, "terminal \(terminal.id) is already registered: its secret is shown only once; register another id") }
     }
 
+    public func changeTerminal(_ id: TerminalID, enabled: Bool?, loads: Bool?) async throws -> TerminalInfo? {
+        try await transaction("change terminal") { connection -> TerminalInfo? in
+            let rows = try await connection.query("""
+                UPDATE terminals SET enabled = coalesce(\(enabled), enabled), loads = coalesce(\(loads), loads)
+                WHERE id = \(Int64(id.rawValue)) RETURNING merchant, secret, enabled, loads
+                """, logger: self.logger)
+            for try await (merchant, secret, enabled, loads) in rows.decode((String, ByteBuffer, Bool, Bool).self) {
+                return TerminalInfo(id: id, merchant: merchant, secret: Array(buffer: secret), enabled: enabled, loads: loads)
+            }
+            return nil
+        }
+    }
+
     public func terminal(_ id: TerminalID) async throws -> TerminalInfo? {
         try await read("terminal") { client in
             let rows = try await client.query(

@@ -115,6 +115,14 @@ public final class SQLiteSettlementStore: SettlementStore {
         guard saved else { throw SettlementError(.conflict, "terminal \(terminal.id) is already registered: its secret is shown only once; register another id") }
     }
 
+    public func changeTerminal(_ id: TerminalID, enabled: Bool?, loads: Bool?) async throws -> TerminalInfo? {
+        try await write { db in
+            try db.execute(sql: "UPDATE terminals SET enabled = coalesce(?, enabled), loads = coalesce(?, loads) WHERE id = ?",
+                           arguments: [enabled, loads, Int64(id.rawValue)])
+            return try Self.fetchTerminal(db, id)
+        }
+    }
+
     public func terminal(_ id: TerminalID) async throws -> TerminalInfo? {
         try await read { db in try Self.fetchTerminal(db, id) }
     }

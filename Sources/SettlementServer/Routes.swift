@@ -65,10 +65,10 @@ public struct SettlementServer: Sendable {
         admin.post("loads/:reference/settle") { _, context in try await settleLoad(context) }
         admin.post("terminals") { _, context in try await registerTerminal(context) }
         admin.get("terminals/:id") { _, context in jsonResponse(WireTerminal(try await existingTerminal(context))) }
-        admin.post("terminals/:id/disable") { _, context in try await changeTerminal(context) { $0.enabled = false } }
-        admin.post("terminals/:id/enable") { _, context in try await changeTerminal(context) { $0.enabled = true } }
-        admin.post("terminals/:id/allow-loads") { _, context in try await changeTerminal(context) { $0.loads = true } }
-        admin.post("terminals/:id/deny-loads") { _, context in try await changeTerminal(context) { $0.loads = false } }
+        admin.post("terminals/:id/disable") { _, context in try await changeTerminal(context, enabled: false) }
+        admin.post("terminals/:id/enable") { _, context in try await changeTerminal(context, enabled: true) }
+        admin.post("terminals/:id/allow-loads") { _, context in try await changeTerminal(context, loads: true) }
+        admin.post("terminals/:id/deny-loads") { _, context in try await changeTerminal(context, loads: false) }
         admin.get("reports/daily") { request, _ in try await dailyReport(request) }
         admin.get("reports/cards/:serial/statement") { _, context in try await statement(context) }
         admin.get("reports/flags") { request, _ in try await flags(request) }
@@ -263,18 +263,24 @@ public struct SettlementServer: Sendable {
     }
 
     private func existingTerminal(_ context: SettlementRequestContext) async throws -> TerminalInfo {
-        let number: Int64 = try Check.integer(context.parameters.get("id"), "id", 1...Int64(UInt16.max))
-        let id = TerminalID(UInt16(number))
-        guard let terminal = try await store.terminal(id) else {
-            throw APIError.notFound("no terminal \(id): register it first (POST /v1/admin/terminals)")
-        }
+        let id = try terminalID(context)
+        guard let terminal = try await store.terminal(id) else { throw noTerminal(id) }
         return terminal
     }
 
-    private func changeTerminal(_ context: SettlementRequestContext, _ change: (inout TerminalInfo) -> Void) async throws -> Response {
-        var terminal = try await existingTerminal(context)
-        change(&terminal)
-        try await store.putTerminal(terminal)
+    private func terminalID(_ context: SettlementRequestContext) throws -> TerminalID {
+        TerminalID(UInt16(try Check.integer(context.parameters.get("id"), "id", 1...Int64(UInt16.max))))
+    }
+
+    private func noTerminal(_ id: TerminalID) -> APIError {
+        APIError.notFound("no terminal \(id): register it first (POST /v1/admin/terminals)")
+    }
+
+    /// One statement in the store: a disable and an allow-loads at once both hold (a read here and a whole-row
+    /// write had let the later write undo the other, after both were answered as done).
+    private func changeTerminal(_ context: SettlementRequestContext, enabled: Bool? = nil, loads: Bool? = nil) async throws -> Response {
+        let id = try terminalID(context)
+        guard let terminal = try await store.changeTerminal(id, enabled: enabled, loads: loads) else { throw noTerminal(id) }
         return jsonResponse(WireTerminal(terminal))
     }
 

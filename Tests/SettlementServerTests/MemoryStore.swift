@@ -21,6 +21,11 @@ actor MemoryStore: SettlementStore {
         terminals[terminal.id] = terminal
     }
     func terminal(_ id: TerminalID) -> TerminalInfo? { terminals[id] }
+    func changeTerminal(_ id: TerminalID, enabled: Bool?, loads: Bool?) -> TerminalInfo? {
+        terminals[id]?.enabled = enabled ?? terminals[id]?.enabled ?? false
+        terminals[id]?.loads = loads ?? terminals[id]?.loads ?? false
+        return terminals[id]
+    }
     func rememberNonce(terminal: TerminalID, nonce: String, at date: Date) -> Bool { nonces.insert("\(terminal):\(nonce)").inserted }
 
     func ingest(_ batch: [TerminalRecord], from terminal: TerminalID, at date: Date) throws -> [RecordAck] {

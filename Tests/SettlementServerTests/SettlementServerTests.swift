@@ -361,6 +361,17 @@ struct SettlementServerTests {
             #expect(try await server.send(.GET, "/v1/parameters", key: .terminal(31), secret: secret).status == 401)
             #expect(try await server.admin(.POST, "/v1/admin/terminals/31/enable").json["enabled"] as? Bool == true)
             #expect(try await server.send(.GET, "/v1/parameters", key: .terminal(31), secret: secret).status == 200)
+            // A disable and an allow-loads at once both hold (a read and a whole-row write had let one undo the other).
+            for _ in 0..<20 {
+                async let disabled = server.admin(.POST, "/v1/admin/terminals/31/disable")
+                async let station = server.admin(.POST, "/v1/admin/terminals/31/allow-loads")
+                let (first, second) = try await (disabled, station)
+                #expect(first.json["enabled"] as? Bool == false && second.json["loads"] as? Bool == true)
+                let now = try await server.admin(.GET, "/v1/admin/terminals/31")
+                #expect(now.json["enabled"] as? Bool == false && now.json["loads"] as? Bool == true, "\(now.json)")
+                _ = try await server.admin(.POST, "/v1/admin/terminals/31/enable")
+                _ = try await server.admin(.POST, "/v1/admin/terminals/31/deny-loads")
+            }
         }
     }
 

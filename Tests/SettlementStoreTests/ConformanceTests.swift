@@ -393,6 +393,18 @@ import Testing
             }
             #expect(taken.count == 1)
             #expect(try await store.terminal(9)?.secret == taken.first.map { Array(repeating: $0, count: 32) })
+            // State and role change in one statement each: a disable and an allow-loads at once both hold.
+            for _ in 0..<10 {
+                _ = try await store.changeTerminal(9, enabled: true, loads: false)
+                async let disabled = store.changeTerminal(9, enabled: false, loads: nil)
+                async let station = store.changeTerminal(9, enabled: nil, loads: true)
+                let (first, second) = try await (disabled, station)
+                #expect(first?.enabled == false && second?.loads == true)
+                let now = try #require(try await store.terminal(9))
+                #expect(!now.enabled && now.loads && now.merchant == "m", "\(now)")
+            }
+            #expect(try await store.changeTerminal(99, enabled: false, loads: nil) == nil)
+            #expect(try await store.terminal(99) == nil)
             let nonce = "0123456789abcdef0123"
             #expect(try await store.rememberNonce(terminal: f.terminal, nonce: nonce, at: t0))
             #expect(try await store.rememberNonce(terminal: f.terminal, nonce: nonce, at: t0.addingTimeInterval(10)) == false)
