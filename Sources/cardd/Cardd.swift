@@ -53,6 +53,10 @@ struct Cardd: AsyncParsableCommand {
             printError("cardd: configuration \(config): keystore: \(settings.keystorePath) holds no loader master, which a \(settings.mode == .load ? "load station (mode load)" : "settlement station (mode settle)") needs: export it with `cardctl keystore export OFFICE DEST --roles terminal,loader,mac`")
             throw ExitCode(78)
         }
+        // Probably typos: a setting a variable was meant to change is not changed.
+        for name in DaemonConfig.unrecognisedEnvironment(ProcessInfo.processInfo.environment) {
+            printError("cardd: warning: the environment variable \(name) names no setting and is ignored (a typo? see docs/cardd-config.md)")
+        }
         if checkConfig {
             // A check changes nothing: a store not there yet is not created, only its place checked.
             let storeNote: String
@@ -77,12 +81,26 @@ struct Cardd: AsyncParsableCommand {
                 printError("cardd: configuration \(config): control: \(error.message)")
                 throw ExitCode(78)
             }
+            // The socket's directory: systemd makes /run/onecard (RuntimeDirectory=) only as the unit starts.
+            let socketDirectory = (settings.controlSocketPath as NSString).deletingLastPathComponent
+            if socketDirectory != "/run/onecard", !FileManager.default.fileExists(atPath: socketDirectory) {
+                printError("cardd: configuration \(config): control.socket: the directory \(socketDirectory) does not exist: create it, or keep the default /run/onecard/cardd.sock (the unit makes /run/onecard)")
+                throw ExitCode(78)
+            }
+            var uplinkNote = "no uplink (offline only)"
+            if let uplink = settings.uplink {
+                do { _ = try Uplink.readSecret(uplink.secretFile) } catch {
+                    printError("cardd: configuration \(config): \(error)")
+                    throw ExitCode(78)
+                }
+                uplinkNote = "uplink \(uplink.url) (secret \(uplink.secretFile))"
+            }
             if settings.mode == .water, settings.water.backend == .gpio, let gpio = settings.water.gpio,
                !FileManager.default.fileExists(atPath: gpio.chip) {
                 printError("cardd: configuration \(config): water.gpio.chip: \(gpio.chip) does not exist on this machine: see `ls /dev/gpiochip*` (and udev/60-onecard-gpio.rules)")
                 throw ExitCode(78)
             }
-            print("cardd \(BuildInfo.versionLine): terminal \(settings.terminalID), mode \(settings.mode.rawValue), \(storeNote), keystore \(settings.keystorePath) (version \(keystore.currentVersion)), control socket \(settings.controlSocketPath)")
+            print("cardd \(BuildInfo.versionLine): terminal \(settings.terminalID), mode \(settings.mode.rawValue), \(storeNote), keystore \(settings.keystorePath) (version \(keystore.currentVersion)), control socket \(settings.controlSocketPath), \(uplinkNote)")
             return
         }
         let store: TerminalStore

@@ -84,8 +84,10 @@ import Glibc
         let elsewhere = NSTemporaryDirectory() + "cardd-check-\(UUID().uuidString.prefix(8))"
         let box = try DaemonHarness(overrides: ["store": ["path": elsewhere + "/deeper/cardd.sqlite"]])
         defer { box.cleanUp() }
-        let check = try runCardd(["--check-config"], environment: ["ONECARD_CONFIG": box.configPath])
+        let check = try runCardd(["--check-config"], environment: ["ONECARD_CONFIG": box.configPath, "ONECARD_WATCHDOGSECONDS": "5"])
         #expect(check.status == 0 && check.stdout.contains("terminal 21") && check.stdout.contains(elsewhere), "\(check.status) \(check.stderr)")
+        // A variable that names no setting (ONECARD_WATCHDOG_SECONDS is) is told, not silently ignored.
+        #expect(check.stderr.contains("ONECARD_WATCHDOGSECONDS names no setting"), "\(check.stderr)")
         #expect(!FileManager.default.fileExists(atPath: elsewhere), "the check created \(elsewhere)")
         let missing = try runCardd(["--check-config"], environment: ["ONECARD_CONFIG": box.work + "/nothing.json"])
         #expect(missing.status == 78 && missing.stderr.contains(box.work + "/nothing.json"), "\(missing.stderr)")
@@ -96,6 +98,7 @@ import Glibc
     @Test(arguments: [
         ["socket": NSTemporaryDirectory() + String(repeating: "s", count: 120) + ".sock"],
         ["group": "no-such-group-\(UUID().uuidString.prefix(6))"],
+        ["socket": "/nonexistent-\(UUID().uuidString.prefix(6))/cardd.sock"],
     ])
     func aControlSocketItCannotMakeIsAConfigurationError(_ control: [String: String]) throws {
         let box = try DaemonHarness(overrides: ["control": control])
@@ -105,6 +108,27 @@ import Glibc
             #expect(result.status == 78, "\(arguments): \(result.status) \(result.stderr)")
             #expect(result.stderr.contains("control"), "\(result.stderr)")
         }
+    }
+
+    /// The uplink's secret file is checked by `--check-config` as at the start: missing, open to others, not hex.
+    @Test func theCheckFindsWhatTheUplinkWouldRefuse() throws {
+        let secret = NSTemporaryDirectory() + "uplink-\(UUID().uuidString.prefix(8)).secret"
+        defer { try? FileManager.default.removeItem(atPath: secret) }
+        let configured = try DaemonHarness(overrides: ["uplink": ["url": "http://127.0.0.1:9", "secretFile": secret]])
+        defer { configured.cleanUp() }
+        let check = { try runCardd(["--config", configured.configPath, "--check-config"]) }
+        let missing = try check()
+        #expect(missing.status == 78 && missing.stderr.contains("uplink.secretFile: cannot read"), "\(missing.status) \(missing.stderr)")
+        try Data(String(repeating: "ab", count: 32).utf8).write(to: URL(fileURLWithPath: secret))
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: secret)
+        let open = try check()
+        #expect(open.status == 78 && open.stderr.contains("readable by others"), "\(open.status) \(open.stderr)")
+        try FileManager.default.setAttributes([.posixPermissions: 0o640], ofItemAtPath: secret)
+        let good = try check()
+        #expect(good.status == 0 && good.stdout.contains("uplink http://127.0.0.1:9"), "\(good.status) \(good.stderr)")
+        try Data("not hex at all, not even close".utf8).write(to: URL(fileURLWithPath: secret))
+        let garbled = try check()
+        #expect(garbled.status == 78 && garbled.stderr.contains("does not hold a hex secret"), "\(garbled.status) \(garbled.stderr)")
     }
 
     /// sd_notify through a real datagram socket: READY=1 only once status answers, STATUS= names the mode,
