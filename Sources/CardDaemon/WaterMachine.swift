@@ -66,6 +66,8 @@ public struct WaterMachine: Sendable {
         case fault(String)
         /// The operator cleared a latched fault (a leak repaired, the valve fixed).
         case clearFault
+        /// A fault latched before the daemon restarted (kept on disk): latched again, until the operator clears it.
+        case restoreFault(String)
         /// Shutting down: close and never open again.
         case stop
         case tick
@@ -241,6 +243,8 @@ public struct WaterMachine: Sendable {
         case .fault(let message):
             actions.append(.notify(.fault(message)))
             failClosed(.fault, into: &actions)
+        case .restoreFault(let message):
+            latch(message, reason: .fault, into: &actions)
         case .clearFault:
             if latchedFault != nil {
                 latchedFault = nil

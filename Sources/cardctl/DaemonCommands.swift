@@ -40,7 +40,7 @@ struct DaemonCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "daemon",
         abstract: "Ask the terminal daemon (cardd) for its state and events.",
-        subcommands: [Status.self, Events.self, Sync.self])
+        subcommands: [Status.self, Events.self, Sync.self, ClearFault.self])
 
     struct Status: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Mode, version, reader and card, queue, blacklist, last tap.")
@@ -75,6 +75,22 @@ struct DaemonCommand: ParsableCommand {
                 } else {
                     print("uplink: none configured (offline-only box)")
                 }
+            }
+        }
+    }
+
+    struct ClearFault: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "clear-fault",
+            abstract: "Clear a water controller's latched fault (a leak, a valve that failed) once it is repaired: the valve may open again.")
+        @OptionGroup var socket: SocketOptions
+
+        func run() throws {
+            try reportingFailuresSync {
+                let client = try socket.connect()
+                let lines = try client.request(["command": "clear-fault"])
+                if let data = lines.last, let error = daemonError(decodeLine(data)) { throw error }
+                if !socket.json { print("fault cleared: the next card is served") }
             }
         }
     }

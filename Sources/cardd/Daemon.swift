@@ -76,7 +76,10 @@ actor Daemon {
             apply(parameters)
         }
         await refreshContext()
-        if case .water = machine { await water(.start) }
+        if case .water = machine {
+            await water(.start)
+            if let message = LatchedFaultFile(store: config.storePath).load() { await water(.restoreFault(message)) }
+        }
     }
 
     func cardArrived(reader: String) async {
@@ -284,7 +287,11 @@ actor Daemon {
         machine = .water(current)
         for action in actions {
             switch action {
-            case .notify(let notice): publish(notice)
+            case .notify(let notice):
+                // A latched fault outlives a restart (a leak is not repaired by one): kept beside the store.
+                if case .faultLatched(let message) = notice { LatchedFaultFile(store: config.storePath).save(message, logger: logger) }
+                if case .faultCleared = notice { LatchedFaultFile(store: config.storePath).save(nil, logger: logger) }
+                publish(notice)
             case .openValve:
                 do { try await valve?.set(open: true) } catch { await water(.valveFailed("\(error)")) }
             case .closeValve:

@@ -44,6 +44,34 @@ import TestSupport
         #expect(box.stop() == 0)
     }
 
+    /// A leak (the meter counting with the valve closed) latches a fault that outlives a restart, and only
+    /// `cardctl daemon clear-fault` clears it (a technician's walk-through restarted cardd and the valve opened).
+    @Test func aLatchedLeakOutlivesARestartUntilClearedByTheOperator() throws {
+        let (box, events) = try waterBox()
+        defer { box.cleanUp(); events.close() }
+        #expect(try box.daemonCommand(["meter", "50"]).status == 0)
+        let latched = try events.wait(for: "fault-latched")
+        let message = try #require(latched["message"] as? String)
+        #expect(try box.status()["fault"] as? String == message)
+        #expect(box.stop() == 0)
+        try box.start()
+        #expect(try box.status()["fault"] as? String == message, "the restart cleared the fault")
+        let after = try EventWatcher(box)
+        defer { after.close() }
+        try box.cardBack()
+        let refused = try after.wait(for: "card-refused")
+        #expect((refused["reason"] as? [String: Any])?["code"] as? String == "out-of-service", "\(refused)")
+        #expect(try box.status()["valve"] as? String == "closed")
+        try box.takeCard()
+        let cleared = try box.daemonCommand(["daemon", "clear-fault"])
+        #expect(cleared.status == 0 && cleared.stdout.contains("fault cleared"), "\(cleared.status) \(cleared.stderr)")
+        #expect(try box.status()["fault"] == nil)
+        #expect(box.stop() == 0)
+        try box.start()
+        #expect(try box.status()["fault"] == nil, "a cleared fault came back")
+        #expect(box.stop() == 0)
+    }
+
     /// A wallet that cannot pay the next unit: the paid rest runs out, then the valve closes (`wallet-empty`).
     @Test func anEmptyWalletClosesTheValve() throws {
         let (box, events) = try waterBox(unitPrice: "4.00")
