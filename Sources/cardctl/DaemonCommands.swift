@@ -192,10 +192,11 @@ struct PosCommand: ParsableCommand {
             try client.send(ChargeRequest(command: command, amount: amount, saleID: saleID, timeoutSeconds: timeout))
             var final: [String: Any]?
             var ended: [String: Any]?
-            var armed: String?
-            while let data = try readUnlessGone(client, armed: armed, isLoad: isLoad, timeout: timeout) {
+            // Asked for: from now on cardd may arm it and debit a card before its first line reaches us.
+            var sale = saleID
+            while let data = try readUnlessGone(client, sale: sale, isLoad: isLoad, timeout: timeout) {
                 let line = decodeLine(data)
-                if line["event"] as? String == "sale-armed" { armed = line["saleID"] as? String ?? saleID ?? "?" }
+                if line["event"] as? String == "sale-armed", let id = line["saleID"] as? String { sale = id }
                 if let error = daemonError(line) { throw error }
                 if socket.json { printNow(String(decoding: data, as: UTF8.self)) }
                 if line["event"] as? String == "pin-required" && !socket.json {
@@ -204,10 +205,7 @@ struct PosCommand: ParsableCommand {
                 if line["ok"] != nil && line["event"] == nil { final = line; break }
                 if let event = line["event"] as? String, event.hasPrefix("sale-") || event == "request-rejected" { ended = line }
             }
-            guard let final, let result = final["result"] as? String else {
-                if let armed { throw goneDuring(armed, isLoad: isLoad) }
-                throw CLIError(.failed, "cardd closed the connection before the \(isLoad ? "load" : "sale") was taken (\(isLoad ? "nothing was loaded" : "nothing was debited")): see `cardctl daemon status`")
-            }
+            guard let final, let result = final["result"] as? String else { throw goneDuring(sale, isLoad: isLoad) }
             let line = ended ?? [:]
             let nothing = isLoad ? "nothing was loaded" : "nothing was debited"
             switch result {
@@ -227,20 +225,20 @@ struct PosCommand: ParsableCommand {
         }
     }
 
-    /// The daemon's next line; once the sale is armed, a connection that breaks is the sale's end unheard.
-    static func readUnlessGone(_ client: ControlSocketClient, armed: String?, isLoad: Bool, timeout: Int?) throws -> Data? {
+    /// The daemon's next line; a connection that breaks is the sale's end unheard.
+    static func readUnlessGone(_ client: ControlSocketClient, sale: String?, isLoad: Bool, timeout: Int?) throws -> Data? {
         do {
             return try client.readLine(timeout: .seconds(Int64(timeout ?? 3600) + 60))
         } catch {
-            if let armed { throw goneDuring(armed, isLoad: isLoad) }
-            throw error
+            throw goneDuring(sale, isLoad: isLoad)
         }
     }
 
-    /// An armed sale whose daemon went away (killed, restarted, the box lost power): a debit may have run, so its
-    /// outcome is undetermined here, and the daemon's journal tells it once it is back.
-    static func goneDuring(_ saleID: String, isLoad: Bool) -> CLIError {
-        CLIError(.undetermined, "undetermined: cardd went away during \(isLoad ? "load" : "sale") \(saleID), and the card may have been \(isLoad ? "loaded" : "debited"); when it is back, `cardctl journal list` on its store tells: do not \(isLoad ? "load" : "charge") again before checking")
+    /// A sale asked for whose daemon went away before its result (killed, restarted, the box lost power): it may have
+    /// been armed and a card debited, so its outcome is undetermined here; the daemon's journal tells once it is back.
+    static func goneDuring(_ saleID: String?, isLoad: Bool) -> CLIError {
+        let what = isLoad ? "load" : "sale"
+        return CLIError(.undetermined, "undetermined: cardd went away during the \(what)\(saleID.map { " \($0)" } ?? ""), and the card may have been \(isLoad ? "loaded" : "debited"); when it is back, `cardctl journal list` on its store tells: do not \(isLoad ? "load" : "charge") again before checking")
     }
 
     struct ChargeRequest: Encodable {

@@ -114,7 +114,7 @@ import TestSupport
         let charge = try box.charge("2.00", sale: "gone", watcher: events)
         box.kill9()
         let result = try charge.value()
-        #expect(result.status == 7 && result.stderr.contains("undetermined: cardd went away during sale gone"), "\(result.status) \(result.stderr)")
+        #expect(result.status == 7 && result.stderr.contains("undetermined: cardd went away during the sale gone"), "\(result.status) \(result.stderr)")
     }
 
     /// A second sale while one is open is rejected (with another id, or the same one); the open sale is untouched and
