@@ -114,6 +114,7 @@ import TestSupport
 
         let (failures, errors) = try await PostgresSettlementStore.withStore(url: url, maximumConnections: 4, requestTimeout: .seconds(5), logger: testLogger) { store in
             // The ingest loop, with the server restarted twice (a crash, then a fast shutdown) while it runs.
+            let restarted = RestartsDone()
             async let restarts: Void = {
                 try await Task.sleep(for: .milliseconds(300))
                 try await onThread { try server.restart(immediate: true) }
@@ -121,15 +122,18 @@ import TestSupport
                 try await onThread { try server.kill() }
                 try await Task.sleep(for: .milliseconds(200))
                 try await onThread { try server.startAgain() }
+                restarted.set()
             }()
             var failed: [Int] = []
             var errors: [SettlementError] = []
             let clock = ContinuousClock()
             let deadline = clock.now.advanced(by: .seconds(60))
             var index = 0
-            // Keep going round until both restarts happened and a full pass went through.
+            // Keep going round until both restarts happened and a full pass went through after them (a loaded machine
+            // had finished three passes before the first restart, and no request met a fault).
             var passes = 0
-            while clock.now < deadline, passes < 3 {
+            var passesAfter = 0
+            while clock.now < deadline, passes < 3 || passesAfter < 1 {
                 let (terminal, batch) = batches[index % batches.count]
                 do {
                     _ = try await store.ingest(batch, from: terminal, at: day0)
@@ -138,7 +142,10 @@ import TestSupport
                     errors.append(error)
                 }
                 index += 1
-                if index % batches.count == 0 { passes += 1 }
+                if index % batches.count == 0 {
+                    passes += 1
+                    if restarted.value { passesAfter += 1 }
+                }
                 try await Task.sleep(for: .milliseconds(5))
             }
             try await restarts
@@ -168,4 +175,12 @@ import TestSupport
         #expect(try server.psql("SELECT count(DISTINCT movement_id) FROM ledger WHERE seq IS NOT NULL", database: database) == "\(total)")
         #expect(try server.psql("SELECT count(*) FROM (SELECT terminal_id, seq FROM ledger WHERE seq IS NOT NULL GROUP BY 1, 2 HAVING count(*) <> 2) x", database: database) == "0")
     }
+}
+
+/// Set once the restarts are over (read by the ingest loop on another task).
+private final class RestartsDone: @unchecked Sendable {
+    private let lock = NSLock()
+    private var done = false
+    func set() { lock.withLock { done = true } }
+    var value: Bool { lock.withLock { done } }
 }
