@@ -57,6 +57,10 @@ struct Cardd: AsyncParsableCommand {
         for name in DaemonConfig.unrecognisedEnvironment(ProcessInfo.processInfo.environment) {
             printError("cardd: warning: the environment variable \(name) names no setting and is ignored (a typo? see docs/cardd-config.md)")
         }
+        // The loader master credits any card: a POS or water controller needs none, and a stolen box should not hold it.
+        if [.pos, .water].contains(settings.mode), keystore.roles(version: keystore.currentVersion).contains(.loader) {
+            printError("cardd: warning: keystore \(settings.keystorePath) holds the loader master, which a \(settings.mode.rawValue) terminal never uses: whoever takes the box can load cards with it; give it a terminal keystore (`cardctl keystore export OFFICE DEST`, roles terminal and mac)")
+        }
         if checkConfig {
             // A check changes nothing: a store not there yet is not created, only its place checked.
             let storeNote: String
@@ -102,6 +106,21 @@ struct Cardd: AsyncParsableCommand {
             }
             print("cardd \(BuildInfo.versionLine): terminal \(settings.terminalID), mode \(settings.mode.rawValue), \(storeNote), keystore \(settings.keystorePath) (version \(keystore.currentVersion)), control socket \(settings.controlSocketPath), \(uplinkNote)")
             return
+        }
+        // One daemon per store: two sharing it (and so its reader and terminal id) fight over every tap. The lock is
+        // the kernel's, held until this process ends, however it ends.
+        let lock = open(settings.storePath + ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        if lock >= 0, flock(lock, LOCK_EX | LOCK_NB) != 0 {
+            var holder = [UInt8](repeating: 0, count: 32)
+            let count = pread(lock, &holder, holder.count, 0)
+            let pid = count > 0 ? String(decoding: holder[0..<count], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
+            printError("cardd: configuration \(config): store.path: another cardd (pid \(pid)) runs on \(settings.storePath): give each daemon its own store, reader and terminal id")
+            throw ExitCode(78)
+        }
+        if lock >= 0 {
+            let pid = Array("\(getpid())\n".utf8)
+            _ = ftruncate(lock, 0)
+            _ = pwrite(lock, pid, pid.count, 0)
         }
         let store: TerminalStore
         do { store = try TerminalStore(path: settings.storePath) } catch {

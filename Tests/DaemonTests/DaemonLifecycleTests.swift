@@ -110,6 +110,40 @@ import Glibc
         }
     }
 
+    /// A second cardd on the same store (another socket, so the socket does not stop it) is refused at start, naming
+    /// the first's pid (a technician's walk-through ran two, which fought over every tap).
+    @Test func aSecondDaemonOnTheSameStoreIsRefused() throws {
+        let box = try DaemonHarness()
+        defer { box.cleanUp() }
+        try box.start()
+        var second = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: box.configPath))) as? [String: Any] ?? [:]
+        second["control"] = ["socket": box.work + "/second.sock"]
+        let secondPath = box.work + "/second.json"
+        try JSONSerialization.data(withJSONObject: second).write(to: URL(fileURLWithPath: secondPath))
+        let refused = try runCardd(["--config", secondPath], timeout: 20)
+        #expect(refused.status == 78 && refused.stderr.contains("another cardd (pid ") && refused.stderr.contains("runs on \(box.storePath)"),
+                "\(refused.status) \(refused.stderr)")
+        #expect(try box.status()["ok"] as? Bool == true, "the first one runs on")
+        #expect(box.stop() == 0)
+        // Once it is gone, the store is free again.
+        try box.start()
+        #expect(box.stop() == 0)
+    }
+
+    /// A POS given the office keystore (with the loader master) is told so: it works, but a stolen box could load cards.
+    @Test func aPOSWithTheLoaderMasterIsWarned() throws {
+        let box = try DaemonHarness()
+        defer { box.cleanUp() }
+        let terminal = try runCardd(["--config", box.configPath, "--check-config"])
+        #expect(terminal.status == 0 && !terminal.stderr.contains("loader master"), "\(terminal.stderr)")
+        var office = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: box.configPath))) as? [String: Any] ?? [:]
+        office["keystore"] = box.officeKeystore
+        let officePath = box.work + "/office-keystore.json"
+        try JSONSerialization.data(withJSONObject: office).write(to: URL(fileURLWithPath: officePath))
+        let warned = try runCardd(["--config", officePath, "--check-config"])
+        #expect(warned.status == 0 && warned.stderr.contains("holds the loader master, which a pos terminal never uses"), "\(warned.status) \(warned.stderr)")
+    }
+
     /// The uplink's secret file is checked by `--check-config` as at the start: missing, open to others, not hex.
     @Test func theCheckFindsWhatTheUplinkWouldRefuse() throws {
         let secret = NSTemporaryDirectory() + "uplink-\(UUID().uuidString.prefix(8)).secret"
