@@ -462,6 +462,10 @@ public struct DaemonConfig: Hashable, Sendable {
                     throw ConfigError(.badValue, key: "\(at).price", "\(error)")
                 }
                 guard price > .zero else { throw ConfigError(.badValue, key: "\(at).price", "must be more than 0.00 yuan") }
+                // The settlement service's fixed prices replace a window's price by its name.
+                if windows.contains(where: { $0.name == name }) {
+                    throw ConfigError(.badValue, key: "\(at).name", "\"\(name)\" names an earlier window too: give each window its own name")
+                }
                 if let other = windows.first(where: { $0.start < end && start < $0.end }) {
                     throw ConfigError(.badValue, key: at, "overlaps window \"\(other.name)\": at most one price may apply at a time")
                 }

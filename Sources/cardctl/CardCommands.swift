@@ -80,6 +80,13 @@ struct Card: AsyncParsableCommand {
         do { return try Fen(yuan: amount) } catch { throw CLIError(.badInput, "\(error)") }
     }
 
+    /// An amount a debit or load moves: 0.00 is a typing error (exit 6), not the card's refusal.
+    static func parseMoved(_ amount: String) throws -> Fen {
+        let fen = try parse(amount)
+        guard fen > .zero else { throw CLIError(.badInput, "an amount of \(fen.yuan) yuan moves nothing: give at least 0.01") }
+        return fen
+    }
+
     /// Where cardctl kept its JSON-lines journal before the terminal store: imported once into the default store.
     static var legacyJournal: String {
         (ProcessInfo.processInfo.environment["HOME"] ?? "/tmp") + "/.local/state/onecard/cardctl-journal.jsonl"
@@ -345,7 +352,7 @@ struct Card: AsyncParsableCommand {
 
         func run() async throws {
             try await reportingFailures {
-                let fen = try Card.parse(amount)
+                let fen = try Card.parseMoved(amount)
                 let pin = try pinStdin ? PINInput.read(fromStdin: true, confirm: false) : self.pin.map(PINInput.parse)
                 let state = try await Card.withOperations(common, movesMoney: true) { ops, terminal in try ops.debit(fen, terminal: terminal, pin: pin) }
                 Card.reportDone(common, ["result": "debited", "amountYuan": fen.yuan, "balanceYuan": state.balance.yuan, "counter": "\(state.record.counter)"],
@@ -362,7 +369,7 @@ struct Card: AsyncParsableCommand {
 
         func run() async throws {
             try await reportingFailures {
-                let fen = try Card.parse(amount)
+                let fen = try Card.parseMoved(amount)
                 let kind: TransactionIntent.Kind = subsidy ? .purseSubsidy : .purseLoad
                 let state = try await Card.withOperations(common, movesMoney: true) { ops, terminal in try ops.load(fen, terminal: terminal, kind: kind) }
                 Card.reportDone(common, ["result": "loaded", "amountYuan": fen.yuan, "balanceYuan": state.balance.yuan, "counter": "\(state.record.counter)"],
@@ -417,7 +424,7 @@ extension Card {
 
         func run() async throws {
             try await reportingFailures {
-                let fen = try Card.parse(amount)
+                let fen = try Card.parseMoved(amount)
                 let state = try await Card.withOperations(common, movesMoney: true) { ops, terminal in try ops.waterDebit(fen, terminal: terminal) }
                 Card.reportDone(common, ["result": "water-debited", "amountYuan": fen.yuan, "waterYuan": state.balance.yuan],
                                 "water debited \(fen.yuan) yuan: water balance \(state.balance.yuan) yuan", warnings: state.warnings)

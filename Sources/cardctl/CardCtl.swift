@@ -11,7 +11,7 @@ struct CardCtl: AsyncParsableCommand {
         abstract: "Diagnose contactless readers and MIFARE Classic campus cards.",
         discussion: """
             Exit status: 0 ok (a money operation: done, even when a step after its commit failed: see the warnings), \
-            1 failed, 2 no reader or pcscd, 3 no card or card removed, 4 wrong key, 5 refused by the card or reader, \
+            1 failed, 2 no reader, pcscd or daemon (cardd), 3 no card or card removed, 4 wrong key, 5 refused by the card or reader, \
             6 bad input, 7 a money operation's outcome is undetermined (its commit write went unanswered: tap the card \
             again on this terminal, with this --journal, to learn it), 64 bad arguments. With --json a money operation \
             prints {"outcome": "done" | "not-done" | "undetermined", ...} whatever its exit status.

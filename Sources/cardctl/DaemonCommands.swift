@@ -153,7 +153,7 @@ struct PosCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pos",
         abstract: "Charge a sale on the POS daemon (cardd in pos mode), or load a card at a load station (mode load): the next card tapped pays it or is loaded.",
-        discussion: "Exit status: 0 paid, 5 refused (the reason is printed), 7 undetermined (tap the card again: the daemon decides it), 3 timed out or cancelled (nothing debited), 2 no daemon, 6 a bad amount or request.",
+        discussion: "Exit status: 0 paid, 5 refused (the reason is printed), 7 undetermined (the card left during the commit: tap it again, the daemon decides it; or the daemon went away before the result: check `cardctl journal list` on its store before charging again), 3 timed out or cancelled (nothing debited), 2 no daemon, 6 a bad amount or request.",
         subcommands: [Charge.self, Load.self, PIN.self, Cancel.self])
 
     struct Charge: ParsableCommand {
@@ -200,7 +200,7 @@ struct PosCommand: ParsableCommand {
                 if let error = daemonError(line) { throw error }
                 if socket.json { printNow(String(decoding: data, as: UTF8.self)) }
                 if line["event"] as? String == "pin-required" && !socket.json {
-                    printError("cardctl: the card asks for the holder's PIN: `cardctl pos pin \(line["saleID"] ?? "SALE") --pin-stdin` (\(line["pinTriesLeft"].map { "\($0) tries left" } ?? ""))")
+                    printError("cardctl: the card asks for the holder's PIN: `cardctl pos pin \(line["saleID"] ?? "SALE") --pin-stdin`\(line["pinTriesLeft"].map { " (\($0) tries left)" } ?? "")")
                 }
                 if line["ok"] != nil && line["event"] == nil { final = line; break }
                 if let event = line["event"] as? String, event.hasPrefix("sale-") || event == "request-rejected" { ended = line }

@@ -95,6 +95,11 @@ import Testing
         #expect(error(#"{"terminalID": 7, "mode": "pos", "offline": {"maxUnsentTotal": "0"}}"#)?.key == "offline.maxUnsentTotal")
     }
 
+    @Test func windowNamesAreOneEach() {
+        let twice = error(#"{"terminalID": 7, "mode": "pos", "pos": {"windows": [{"name": "a", "start": "07:00", "end": "08:00", "price": "1.00"}, {"name": "a", "start": "11:00", "end": "12:00", "price": "2.00"}]}}"#)
+        #expect(twice?.key == "pos.windows[1].name" && twice?.message.contains("names an earlier window") == true, "\(twice?.message ?? "")")
+    }
+
     @Test func windowsAreChecked() {
         func window(_ body: String) -> ConfigError? { error(#"{"terminalID": 7, "mode": "pos", "pos": {"windows": [\#(body)]}}"#) }
         #expect(window(#"{"name": "a", "start": "7:00", "end": "09:00", "price": "3.50"}"#)?.key == "pos.windows[0].start")

@@ -66,6 +66,14 @@ import Glibc
         #expect(garbage.status == 6 && garbage.stderr.contains("is not a date YYYY-MM-DD"), "\(garbage.stderr)")
     }
 
+    /// A debit or load of nothing is a typing error (exit 6) told before a card is looked for, not the card's refusal.
+    @Test func anAmountOfNothingIsATypingError() throws {
+        for command in [["card", "debit", "0"], ["card", "load", "0.00"], ["card", "water", "debit", "0"]] {
+            let result = try cardctl(command + ["--terminal-id", "1"] + common)
+            #expect(result.status == 6 && result.stderr.contains("moves nothing"), "\(command): \(result.status) \(result.stderr)")
+        }
+    }
+
     /// `keystore show` of a FIFO used to wait for a writer forever.
     @Test func aFIFOKeystoreIsRefusedAtOnce() throws {
         let path = NSTemporaryDirectory() + "ks-fifo-\(UUID().uuidString)"
