@@ -115,14 +115,27 @@ import TestSupport
         let (failures, errors) = try await PostgresSettlementStore.withStore(url: url, maximumConnections: 4, requestTimeout: .seconds(5), logger: testLogger) { store in
             // The ingest loop, with the server restarted twice (a crash, then a fast shutdown) while it runs.
             let restarted = RestartsDone()
-            async let restarts: Void = {
+            async let restarts: SettlementError? = {
                 try await Task.sleep(for: .milliseconds(300))
                 try await onThread { try server.restart(immediate: true) }
                 try await Task.sleep(for: .milliseconds(300))
                 try await onThread { try server.kill() }
-                try await Task.sleep(for: .milliseconds(200))
+                // A request while the server is down waits for a connection until its deadline, then fails typed. (The
+                // loop's own requests may all ride through the restarts on the pool's reconnects: on some runs none
+                // failed, so this one is what shows a fault is answered as one.)
+                // (After the backends noticed their postmaster is gone: an idle one exits as soon as it does.)
+                try await Task.sleep(for: .milliseconds(300))
+                let (terminal, batch) = batches[0]
+                let down: SettlementError?
+                do {
+                    _ = try await store.ingest(batch, from: terminal, at: day0)
+                    down = nil
+                } catch let error as SettlementError {
+                    down = error
+                }
                 try await onThread { try server.startAgain() }
                 restarted.set()
+                return down
             }()
             var failed: [Int] = []
             var errors: [SettlementError] = []
@@ -148,7 +161,9 @@ import TestSupport
                 }
                 try await Task.sleep(for: .milliseconds(5))
             }
-            try await restarts
+            let down = try await restarts
+            #expect(down?.code == .unavailable, "a request while the server was down: \(down.map { "\($0.code) \($0.message)" } ?? "it succeeded")")
+            if let down { errors.append(down) }
             // Retry every batch until each went through once after the faults.
             for (terminal, batch) in batches {
                 var attempts = 0
