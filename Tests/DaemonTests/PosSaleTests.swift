@@ -6,14 +6,27 @@ import TestSupport
 /// items 3 and 6). Each test starts with the card on the reader (its first tap only shows the balance), takes it off,
 /// arms the sale and puts the card back.
 @Suite(.serialized) struct PosSaleTests {
+    /// A started box whose card is off the reader, and its event watcher (close it, then clean the box up).
+    func startedWithTheCardOff(load: String = "100") throws -> (DaemonHarness, EventWatcher) {
+        let box = try DaemonHarness(load: load)
+        do {
+            try box.start()
+            let events = try EventWatcher(box)
+            do { try box.takeCard() } catch {
+                events.close()
+                throw error
+            }
+            return (box, events)
+        } catch {
+            box.cleanUp()
+            throw error
+        }
+    }
+
     /// A card without the money: refused with the reason, exit 5, nothing debited.
     @Test func insufficientFundsIsRefusedWithTheReason() throws {
-        let box = try DaemonHarness(load: "10")
-        defer { box.cleanUp() }
-        try box.start()
-        let events = try EventWatcher(box)
-        defer { events.close() }
-        try box.takeCard()
+        let (box, events) = try startedWithTheCardOff(load: "10")
+        defer { events.close(); box.cleanUp() }
         let charge = try box.charge("12.50", sale: "poor", watcher: events)
         try box.cardBack()
         let result = try charge.value()
@@ -61,12 +74,8 @@ import TestSupport
 
     /// `pos cancel` ends an armed sale: exit 3, and the card that arrives afterwards is only read.
     @Test func aCancelledSaleDebitsNothing() throws {
-        let box = try DaemonHarness()
-        defer { box.cleanUp() }
-        try box.start()
-        let events = try EventWatcher(box)
-        defer { events.close() }
-        try box.takeCard()
+        let (box, events) = try startedWithTheCardOff()
+        defer { events.close(); box.cleanUp() }
         let charge = try box.charge("5.00", sale: "oops", watcher: events)
         let cancel = try box.daemonCommand(["pos", "cancel", "oops"])
         #expect(cancel.status == 0, "\(cancel.stderr)")
@@ -84,12 +93,8 @@ import TestSupport
 
     /// A sale nobody pays times out (exit 3); the card arriving later is not charged for it.
     @Test func aTimedOutSaleDebitsNothing() throws {
-        let box = try DaemonHarness()
-        defer { box.cleanUp() }
-        try box.start()
-        let events = try EventWatcher(box)
-        defer { events.close() }
-        try box.takeCard()
+        let (box, events) = try startedWithTheCardOff()
+        defer { events.close(); box.cleanUp() }
         let charge = try box.charge("5.00", sale: "late", timeout: 1, watcher: events)
         let result = try charge.value()
         #expect(result.status == 3 && result.stderr.contains("timed out"), "\(result.stderr)")
@@ -105,12 +110,8 @@ import TestSupport
     /// till reads as not paid and charges again (a technician's walk-through killed cardd mid-debit: exit 1, and the
     /// card had been debited).
     @Test func aDaemonGoneDuringAnArmedSaleIsUndeterminedToTheTill() throws {
-        let box = try DaemonHarness()
-        defer { box.cleanUp() }
-        try box.start()
-        let events = try EventWatcher(box)
-        defer { events.close() }
-        try box.takeCard()
+        let (box, events) = try startedWithTheCardOff()
+        defer { events.close(); box.cleanUp() }
         let charge = try box.charge("2.00", sale: "gone", watcher: events)
         box.kill9()
         let result = try charge.value()
@@ -120,12 +121,8 @@ import TestSupport
     /// A second sale while one is open is rejected (with another id, or the same one); the open sale is untouched and
     /// its client still gets its result.
     @Test func aSecondArmIsRejected() throws {
-        let box = try DaemonHarness()
-        defer { box.cleanUp() }
-        try box.start()
-        let events = try EventWatcher(box)
-        defer { events.close() }
-        try box.takeCard()
+        let (box, events) = try startedWithTheCardOff()
+        defer { events.close(); box.cleanUp() }
         let first = try box.charge("2.00", sale: "first", watcher: events)
         let other = try box.daemonCommand(["pos", "charge", "3.00", "--sale-id", "second", "--timeout", "5"])
         #expect(other.status == 6 && other.stderr.contains("sale-already-armed"), "\(other.status) \(other.stderr)")
@@ -212,12 +209,8 @@ import TestSupport
     /// A card put on the blacklist while cardd runs: refused, locked on the card (`card-locked`; the office sees it
     /// lost), never debited.
     @Test func aBlacklistedCardIsRefusedAndLocked() throws {
-        let box = try DaemonHarness()
-        defer { box.cleanUp() }
-        try box.start()
-        let events = try EventWatcher(box)
-        defer { events.close() }
-        try box.takeCard()
+        let (box, events) = try startedWithTheCardOff()
+        defer { events.close(); box.cleanUp() }
         let list = box.work + "/lost.csv"
         try "version,serial,uid,action,reason\n2,20260001,\(box.cardUID),add,reported lost\n".write(toFile: list, atomically: true, encoding: .utf8)
         let imported = try box.cardctl(["blacklist", "import", list, "--journal", box.storePath])
