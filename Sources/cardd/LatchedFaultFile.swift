@@ -21,8 +21,11 @@ struct LatchedFaultFile {
         do {
             if let message {
                 try Data((message + "\n").utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
-                let fd = open(path, O_RDONLY)
-                if fd >= 0 { fsync(fd); close(fd) }
+                // The file, then its directory (the rename that put it there): a power cut after this keeps it.
+                for synced in [path, (path as NSString).deletingLastPathComponent] {
+                    let fd = open(synced, O_RDONLY)
+                    if fd >= 0 { fsync(fd); close(fd) }
+                }
             } else if FileManager.default.fileExists(atPath: path) {
                 try FileManager.default.removeItem(atPath: path)
             }

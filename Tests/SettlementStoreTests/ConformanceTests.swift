@@ -403,6 +403,13 @@ import Testing
                 let now = try #require(try await store.terminal(9))
                 #expect(!now.enabled && now.loads && now.merchant == "m", "\(now)")
             }
+            // Each change alone: the role back, the state untouched; then the state back, the role untouched.
+            let denied = try await store.changeTerminal(9, enabled: nil, loads: false)
+            let deniedStored = try await store.terminal(9)
+            #expect(denied?.loads == false && denied?.enabled == false && deniedStored?.loads == false)
+            let enabled = try await store.changeTerminal(9, enabled: true, loads: nil)
+            let enabledStored = try await store.terminal(9)
+            #expect(enabled?.enabled == true && enabled?.loads == false && enabledStored?.enabled == true)
             #expect(try await store.changeTerminal(99, enabled: false, loads: nil) == nil)
             #expect(try await store.terminal(99) == nil)
             let nonce = "0123456789abcdef0123"
